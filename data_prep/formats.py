@@ -1,0 +1,331 @@
+"""The one module that reads and writes data files.
+
+Layout of a data root (``DATA``), compatible with DeepSDF's preprocessed data::
+
+    DATA/sdf/<category>/<id>.npz        float32 ``pos`` and ``neg``, each (N, D+1): coordinates, sdf
+    DATA/norm/<category>/<id>.npz       ``offset`` (D,) and ``scale`` (): normalised = (orig + offset) * scale
+    DATA/surface/<category>/<id>.ply    surface points (30,000 by default), normalised frame
+    DATA/scans/<category>/<id>_<k>.ply  partial scans of test shapes (+ a ``.json`` sidecar each)
+    DATA/splits/train.json, test.json   ``{"<dataset>": {"<category>": [ids]}}``
+    DATA/manifest.json                  every input with its status, the sampling parameters, the tool version
+
+DeepSDF's own layout (``SdfSamples/<dataset>/<class>/<id>.npz``, ``NormalizationParameters/...``,
+``SurfaceSamples/...``) is read as is by :class:`DataRoot`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# ---- keys and folder names -------------------------------------------------------------------
+POS = "pos"
+NEG = "neg"
+OFFSET = "offset"
+SCALE = "scale"
+SDF_DIR = "sdf"
+NORM_DIR = "norm"
+SURFACE_DIR = "surface"
+SCANS_DIR = "scans"
+SPLITS_DIR = "splits"
+MANIFEST = "manifest.json"
+TRAIN_SPLIT = "train.json"
+TEST_SPLIT = "test.json"
+DATASET_NAME = "deepsdf-ad"
+DEEPSDF_SDF_DIR = "SdfSamples"
+DEEPSDF_NORM_DIR = "NormalizationParameters"
+DEEPSDF_SURFACE_DIR = "SurfaceSamples"
+MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl")
+POINT_SUFFIXES = (".ply", ".xyz", ".txt", ".npy", ".obj", ".off", ".stl", ".pcd")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, what is wrong, and what to do."""
+
+
+# ---- atomic writes ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A killed process leaves at most a ``.tmp-*`` file, never a half-written ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}-", suffix=suffix or path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: object) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}); regenerate or fix the file") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---- npz -------------------------------------------------------------------------------------
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Load named arrays from an ``.npz`` without ever unpickling."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise DataError(f"{path}: missing arrays {missing} (has {sorted(z.files)})")
+            return {k: np.asarray(z[k]) for k in keys}
+    except DataError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataError(f"{path}: holds pickled objects, which are refused; re-save it as plain arrays") from None
+        raise DataError(f"{path}: not a readable .npz ({e})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz ({e}); delete it and re-run prep") from None
+
+
+def save_sdf_samples(path: str | os.PathLike, pos: np.ndarray, neg: np.ndarray) -> None:
+    """Write DeepSDF sample file: ``pos`` (sdf > 0) and ``neg`` (sdf <= 0), each (N, D+1) float32."""
+    save_npz(path, **{POS: np.ascontiguousarray(pos, np.float32), NEG: np.ascontiguousarray(neg, np.float32)})
+
+
+def load_sdf_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a DeepSDF sample file; returns float32 ``pos``, ``neg`` of shape (N, D+1)."""
+    z = load_npz(path, (POS, NEG))
+    pos, neg = z[POS].astype(np.float32, copy=False), z[NEG].astype(np.float32, copy=False)
+    for name, a in ((POS, pos), (NEG, neg)):
+        if a.ndim != 2 or a.shape[1] not in (3, 4):
+            raise DataError(f"{path}: array '{name}' has shape {a.shape}, expected (N, 3) or (N, 4)")
+    if pos.shape[1] != neg.shape[1]:
+        raise DataError(f"{path}: 'pos' and 'neg' have different widths {pos.shape[1]} and {neg.shape[1]}")
+    if len(pos) + len(neg) == 0:
+        raise DataError(f"{path}: holds no samples")
+    return pos, neg
+
+
+def save_normalization(path: str | os.PathLike, offset: np.ndarray, scale: float) -> None:
+    save_npz(path, **{OFFSET: np.asarray(offset, np.float64), SCALE: np.asarray(scale, np.float64)})
+
+
+def load_normalization(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    z = load_npz(path, (OFFSET, SCALE))
+    return z[OFFSET].astype(np.float64).reshape(-1), float(np.asarray(z[SCALE]).reshape(()))
+
+
+# ---- point clouds ----------------------------------------------------------------------------
+def save_points_ply(
+    path: str | os.PathLike,
+    points: np.ndarray,
+    normals: np.ndarray | None = None,
+    comments: tuple[str, ...] = (),
+) -> None:
+    """Write a binary little-endian PLY point cloud (float32 xyz, optional normals)."""
+    points = np.asarray(points, np.float32)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got {points.shape}")
+    cols = [points]
+    props = ["x", "y", "z"]
+    if normals is not None:
+        cols.append(np.asarray(normals, np.float32))
+        props += ["nx", "ny", "nz"]
+    data = np.ascontiguousarray(np.concatenate(cols, axis=1), dtype="<f4")
+    header = ["ply", "format binary_little_endian 1.0"]
+    header += [f"comment {c}" for c in comments]
+    header += [f"element vertex {len(points)}"] + [f"property float {p}" for p in props] + ["end_header"]
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        f.write(data.tobytes())
+
+
+@dataclass
+class PointCloud:
+    """Points (N, 3) with optional normals (N, 3) and header comments."""
+
+    points: np.ndarray
+    normals: np.ndarray | None = None
+    comments: tuple[str, ...] = ()
+
+
+def _ply_comments(path: Path) -> tuple[str, ...]:
+    out = []
+    with open(path, "rb") as f:
+        for _ in range(200):
+            line = f.readline()
+            if not line or line.strip() == b"end_header":
+                break
+            if line.startswith(b"comment "):
+                out.append(line[8:].decode("utf-8", "replace").strip())
+    return tuple(out)
+
+
+def load_points(path: str | os.PathLike) -> PointCloud:
+    """Read a point cloud (PLY/OBJ/OFF/STL vertices, XYZ text, or .npy (N, 3)); drops non-finite points."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    normals = None
+    comments: tuple[str, ...] = ()
+    try:
+        if suffix == ".npy":
+            pts = np.load(path, allow_pickle=False)
+        elif suffix in (".xyz", ".txt"):
+            pts = np.loadtxt(path, ndmin=2)
+            if pts.shape[1] >= 6:
+                normals = pts[:, 3:6]
+            pts = pts[:, :3]
+        elif suffix in POINT_SUFFIXES:
+            import trimesh
+
+            geom = trimesh.load(path, process=False, force=None)
+            if isinstance(geom, trimesh.Scene):
+                geom = geom.to_geometry() if hasattr(geom, "to_geometry") else geom.dump(concatenate=True)
+            pts = np.asarray(geom.vertices)
+            if suffix == ".ply":
+                comments = _ply_comments(path)
+                attrs = getattr(geom, "metadata", {}).get("_ply_raw", {}).get("vertex", {}).get("data")
+                if attrs is not None and all(k in attrs.dtype.names for k in ("nx", "ny", "nz")):
+                    normals = np.stack([attrs["nx"], attrs["ny"], attrs["nz"]], axis=1)
+        else:
+            raise DataError(f"{path}: unsupported point-cloud format '{suffix}'; use one of {POINT_SUFFIXES}")
+    except DataError:
+        raise
+    except Exception as e:  # parsers raise anything on malformed files
+        raise DataError(f"{path}: cannot read point cloud ({type(e).__name__}: {e})") from None
+    pts = np.asarray(pts, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise DataError(f"{path}: expected (N, 3) points, got shape {pts.shape}")
+    keep = np.isfinite(pts).all(axis=1)
+    if normals is not None:
+        normals = np.asarray(normals, np.float64)
+        keep &= np.isfinite(normals).all(axis=1)
+        normals = normals[keep]
+    pts = pts[keep]
+    if len(pts) == 0:
+        raise DataError(f"{path}: holds no finite points")
+    return PointCloud(pts, normals, comments)
+
+
+# ---- splits and manifests --------------------------------------------------------------------
+def write_split(path: str | os.PathLike, ids_by_category: dict[str, list[str]], dataset: str = DATASET_NAME) -> None:
+    write_json(path, {dataset: {c: sorted(ids) for c, ids in sorted(ids_by_category.items())}})
+
+
+def read_split(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """Read a DeepSDF split file; returns ``(dataset, category, id)`` triples in file order."""
+    obj = read_json(path)
+    out = []
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected {{dataset: {{category: [ids]}}}}")
+    for dataset, cats in obj.items():
+        if not isinstance(cats, dict):
+            raise DataError(f"{path}: expected {{dataset: {{category: [ids]}}}}")
+        for cat, ids in cats.items():
+            if not isinstance(ids, list):
+                raise DataError(f"{path}: category '{cat}' must map to a list of ids")
+            out.extend((dataset, cat, str(i)) for i in ids)
+    return out
+
+
+@dataclass(frozen=True)
+class ShapeRef:
+    """One shape of a data root: where its files are."""
+
+    category: str
+    id: str
+    sdf: Path
+    norm: Path | None
+    surface: Path | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.category}/{self.id}"
+
+
+class DataRoot:
+    """A data root in this toolkit's layout or in DeepSDF's (``SdfSamples/...``)."""
+
+    def __init__(self, root: str | os.PathLike, split_file: str | os.PathLike | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data folder not found; create it with 'deepsdf-ad prep'")
+        self.deepsdf = (self.root / DEEPSDF_SDF_DIR).is_dir() and not (self.root / SDF_DIR).is_dir()
+        self.split_file = Path(split_file) if split_file else None
+
+    def split_path(self, split: str) -> Path:
+        if self.split_file is not None and split == "train":
+            return self.split_file
+        return self.root / SPLITS_DIR / f"{split}.json"
+
+    def shapes(self, split: str = "train") -> list[ShapeRef]:
+        path = self.split_path(split)
+        if not path.is_file():
+            if self.deepsdf:
+                raise DataError(f"{path}: no split file; pass DeepSDF's split JSON with --split")
+            raise DataError(f"{path}: split file not found; is {self.root} a data folder made by 'deepsdf-ad prep'?")
+        refs = []
+        for dataset, cat, sid in read_split(path):
+            refs.append(self.shape(cat, sid, dataset))
+        if not refs:
+            raise DataError(f"{path}: split '{split}' lists no shapes")
+        return refs
+
+    def shape(self, category: str, sid: str, dataset: str = DATASET_NAME) -> ShapeRef:
+        if self.deepsdf:
+            sdf = self.root / DEEPSDF_SDF_DIR / dataset / category / f"{sid}.npz"
+            norm = self.root / DEEPSDF_NORM_DIR / dataset / category / f"{sid}.npz"
+            surface = self.root / DEEPSDF_SURFACE_DIR / dataset / category / f"{sid}.ply"
+        else:
+            sdf = self.root / SDF_DIR / category / f"{sid}.npz"
+            norm = self.root / NORM_DIR / category / f"{sid}.npz"
+            surface = self.root / SURFACE_DIR / category / f"{sid}.ply"
+        return ShapeRef(category, sid, sdf, norm if norm.is_file() else None, surface if surface.is_file() else None)
+
+    def scan_paths(self, ref: ShapeRef) -> list[Path]:
+        return sorted((self.root / SCANS_DIR / ref.category).glob(f"{ref.id}_*.ply"))
+
+    def manifest(self) -> dict:
+        path = self.root / MANIFEST
+        return read_json(path) if path.is_file() else {}

@@ -1,0 +1,132 @@
+"""Virtual depth scans: a pinhole camera casts rays at a mesh (no OpenGL) and keeps what it sees.
+
+The result is a partial point cloud with normals (facing the camera), in the mesh's own frame. The camera
+position and, when known, the mesh's normalisation go into the PLY header comments and a JSON sidecar, so
+reconstruction can use free space along the rays and map results back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from data_prep.formats import DataError, PointCloud, load_points, save_points_ply, write_json
+
+
+@dataclass
+class CameraConfig:
+    """A pinhole depth camera looking at the object's centre."""
+
+    azimuth: float = 30.0
+    """Degrees about the vertical axis (+z up for ModelNet; +y up with ``up='y'``)."""
+    elevation: float = 20.0
+    """Degrees above the horizontal plane."""
+    resolution: int = 128
+    """Image width and height in pixels."""
+    fov: float = 50.0
+    """Vertical field of view in degrees."""
+    distance: float = 2.5
+    """Camera distance from the object's centre, in units of the object's bounding radius."""
+    noise: float = 0.0
+    """Standard deviation of Gaussian depth noise, in units of the bounding radius."""
+    up: str = "z"
+    """The vertical axis: 'z' (ModelNet) or 'y' (ShapeNet)."""
+
+
+@dataclass
+class Scan:
+    """A partial point cloud seen by one camera, in the mesh's frame."""
+
+    points: np.ndarray
+    normals: np.ndarray
+    camera: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+
+def camera_position(center: np.ndarray, radius: float, cam: CameraConfig) -> np.ndarray:
+    az, el = np.deg2rad(cam.azimuth), np.deg2rad(cam.elevation)
+    d = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    if cam.up == "y":
+        d = d[[0, 2, 1]] * np.array([1.0, 1.0, -1.0])
+    elif cam.up != "z":
+        raise ValueError(f"unknown up axis '{cam.up}'; use 'z' or 'y'")
+    return center + cam.distance * radius * d
+
+
+def scan_mesh(mesh: trimesh.Trimesh, cam: CameraConfig, rng: np.random.Generator | None = None) -> Scan:
+    """Cast one ray per pixel from a pinhole camera at the mesh; return the visible surface points."""
+    import open3d as o3d
+
+    rng = rng or np.random.default_rng(0)
+    v = np.asarray(mesh.vertices, np.float64)
+    center = 0.5 * (v.min(axis=0) + v.max(axis=0))
+    radius = float(np.linalg.norm(v - center, axis=1).max())
+    eye = camera_position(center, radius, cam)
+    up = [0.0, 0.0, 1.0] if cam.up == "z" else [0.0, 1.0, 0.0]
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
+    rays = scene.create_rays_pinhole(
+        fov_deg=cam.fov, center=center.tolist(), eye=eye.tolist(), up=up,
+        width_px=cam.resolution, height_px=cam.resolution,
+    )
+    ans = scene.cast_rays(rays)
+    t = ans["t_hit"].numpy().reshape(-1)
+    r = rays.numpy().reshape(-1, 6)
+    hit = np.isfinite(t)
+    if not hit.any():
+        raise DataError("the camera sees nothing of the mesh; change --azimuth/--elevation or --distance")
+    origin, direction = r[hit, :3].astype(np.float64), r[hit, 3:].astype(np.float64)
+    unit = direction / np.linalg.norm(direction, axis=1, keepdims=True)
+    depth = t[hit].astype(np.float64) * np.linalg.norm(direction, axis=1)
+    if cam.noise > 0:
+        depth = depth + rng.standard_normal(depth.shape) * cam.noise * radius
+    pts = origin + unit * depth[:, None]
+    normals = ans["primitive_normals"].numpy().reshape(-1, 3)[hit].astype(np.float64)
+    facing = np.sum(normals * unit, axis=1) > 0
+    normals[facing] *= -1  # point the normals at the camera: the side that is seen is outside
+    meta = {"camera": eye.tolist(), "camera_config": asdict(cam), "points": int(len(pts))}
+    return Scan(pts, normals, eye, meta)
+
+
+def save_scan(path: str | os.PathLike, scan: Scan, normalization: tuple[np.ndarray, float] | None = None) -> None:
+    """Write ``path`` (PLY with normals, camera in a header comment) and a ``.json`` sidecar."""
+    path = Path(path)
+    meta = dict(scan.meta)
+    meta["camera"] = np.asarray(scan.camera, float).tolist()
+    if normalization is not None:
+        meta["normalization"] = {"offset": np.asarray(normalization[0], float).tolist(), "scale": float(normalization[1])}
+    comments = ("deepsdf-ad scan", "camera " + " ".join(f"{c:.9g}" for c in meta["camera"]))
+    save_points_ply(path, scan.points, scan.normals, comments)
+    write_json(path.with_suffix(".json"), meta)
+
+
+def load_scan(path: str | os.PathLike) -> tuple[PointCloud, dict]:
+    """Read a partial scan and whatever is known of its camera (sidecar JSON or PLY header comment)."""
+    path = Path(path)
+    cloud = load_points(path)
+    meta: dict = {}
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{sidecar}: not valid JSON ({e}); delete it or fix it") from None
+        if not isinstance(meta, dict):
+            raise DataError(f"{sidecar}: expected a JSON object")
+    if "camera" not in meta:
+        for c in cloud.comments:
+            if c.startswith("camera "):
+                try:
+                    meta["camera"] = [float(x) for x in c.split()[1:4]]
+                except ValueError:
+                    raise DataError(f"{path}: malformed 'camera' comment in the PLY header") from None
+    if "camera" in meta:
+        cam = np.asarray(meta["camera"], float)
+        if cam.shape != (3,) or not np.isfinite(cam).all():
+            raise DataError(f"{path}: camera position must be 3 finite numbers, got {meta['camera']}")
+    return cloud, meta

@@ -1,0 +1,288 @@
+"""The typed config tree: YAML in (``yaml.safe_load``), ``--set key=value`` overrides, plain YAML out.
+
+Every field has a docstring where it is declared. Unknown keys are errors that list the known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from deepsdf_ad.models.decoder import DecoderConfig
+from deepsdf_ad.models.latents import LatentConfig
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message says which key and what is allowed."""
+
+
+@dataclass
+class Schedule:
+    """Step learning-rate schedule: ``initial * factor ** (epoch // interval)``."""
+
+    initial: float = 5e-4
+    """Learning rate at epoch 0."""
+    interval: int = 500
+    """Epochs between drops."""
+    factor: float = 0.5
+    """Multiplier at each drop."""
+
+    def at(self, epoch: int) -> float:
+        return self.initial * self.factor ** (epoch // max(self.interval, 1))
+
+
+@dataclass
+class ModelConfig:
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    """The SDF MLP shared by every latent source."""
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    """Where codes come from and their size."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 2001
+    """Passes over the training shapes."""
+    shapes_per_batch: int = 64
+    """Shapes in one optimisation step (DeepSDF's ScenesPerBatch)."""
+    samples_per_shape: int = 16384
+    """SDF samples drawn per shape per step, half from ``pos`` and half from ``neg``."""
+    clamp: float = 0.1
+    """Clamping distance of the L1 loss (DeepSDF's ClampingDistance)."""
+    code_reg: float = 1e-4
+    """Weight of the code regulariser ||z||^2 (a Gaussian prior on codes); 0 disables."""
+    code_reg_rampup: int = 100
+    """Epochs over which the regulariser weight ramps up linearly from 0."""
+    lr_decoder: Schedule = field(default_factory=lambda: Schedule(5e-4, 500, 0.5))
+    """Decoder learning-rate schedule."""
+    lr_latent: Schedule = field(default_factory=lambda: Schedule(1e-3, 500, 0.5))
+    """Latent learning-rate schedule (codes of the table, or the encoder's weights)."""
+    checkpoint_every: int = 100
+    """Epochs between checkpoints (the last epoch is always saved)."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept on disk (older ones are removed)."""
+    precision: str = "fp32"
+    """Training arithmetic: fp32, bf16 (autocast) or fp16 (autocast, CUDA)."""
+    seed: int = 0
+    """Seed of initialisation, shuffling, sampling and dropout."""
+
+
+@dataclass
+class ReconstructConfig:
+    iterations: int = 800
+    """Optimisation steps for a code (DeepSDF: 800)."""
+    lr: float = 5e-3
+    """Initial learning rate of the code."""
+    lr_drop_at: float = 0.5
+    """Fraction of the iterations after which the learning rate drops by ``lr_drop_factor``."""
+    lr_drop_factor: float = 0.1
+    """Learning-rate multiplier at the drop."""
+    samples: int = 8000
+    """Observations used per step."""
+    code_reg: float = 1e-4
+    """Weight of ||z||^2 during optimisation."""
+    init_std: float = 0.01
+    """Codes start as N(0, init_std^2) (DeepSDF) unless ``init`` says otherwise."""
+    init: str = "mean"
+    """Start from 'mean' (the mean training code) or 'random'."""
+    normal_offset: float = 0.01
+    """Scan points are also moved +/- this far along their normals, with sdf = +/- offset."""
+    free_space: int = 4
+    """Free-space samples per scan point, along the camera ray in front of the surface."""
+
+
+@dataclass
+class MeshConfig:
+    resolution: int = 256
+    """Grid points per axis of the marching-cubes grid over [-1, 1]^dim."""
+    batch_points: int = 65536
+    """Decoder queries per batch."""
+
+
+@dataclass
+class Config:
+    name: str = "shapes"
+    """Name of the preset."""
+    dim: int = 3
+    """Coordinate dimension: 3 for shapes, 2 for digits."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Decoder and latent source."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training loop."""
+    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
+    """Finding codes for new observations."""
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    """Extracting meshes."""
+
+
+def _convert(tp, value, key: str):
+    """Convert a YAML value to the annotated type ``tp`` (dataclass, tuple, list, Optional, scalar)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return from_dict(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(a, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"config key '{key}': bad value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        (elem, *_rest) = typing.get_args(tp)
+        return tuple(_convert(elem, v, key) for v in value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        (elem,) = typing.get_args(tp) or (object,)
+        return [_convert(elem, v, key) for v in value]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from a mapping; unknown keys raise :class:`ConfigError`."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            where = f"in '{prefix}'" if prefix else "at the top level"
+            raise ConfigError(f"unknown config key '{key}'; known {where}: {', '.join(names)}")
+        kwargs[k] = _convert(hints[k], v, key)
+    return cls(**kwargs)
+
+
+def _plain(obj):
+    if isinstance(obj, tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def to_dict(cfg) -> dict:
+    """Plain data (lists, dicts, scalars) for ``yaml.safe_dump``."""
+    return _plain(asdict(cfg))
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a plain config mapping."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"bad --set '{item}'; use key=value, e.g. --set train.epochs=10")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {} if p not in node else node[p]
+                if not isinstance(node[p], dict):
+                    raise ConfigError(f"--set {key}: '{p}' is not a section")
+            node = node[p]
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML preset (missing keys take defaults), apply overrides, and check everything."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found; presets are in configs/")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            msg = str(e).replace("\n", " ")
+            raise ConfigError(f"{p}: not valid YAML ({msg})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
+    # resolve every key against the full default tree so errors name the real path
+    full = apply_overrides(_merge(to_dict(Config()), data, ""), overrides or [])
+    cfg = from_dict(Config, full)
+    validate(cfg)
+    return cfg
+
+
+def _merge(base: dict, new: dict, prefix: str) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "kwargs":
+            out[k] = _merge(base[k], v, f"{prefix}{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def validate(cfg: Config) -> None:
+    if cfg.dim not in (2, 3):
+        raise ConfigError(f"config key 'dim' must be 2 or 3, got {cfg.dim}")
+    if cfg.train.precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"config key 'train.precision' must be fp32, bf16 or fp16, got '{cfg.train.precision}'")
+    if cfg.reconstruct.init not in ("mean", "random"):
+        raise ConfigError(f"config key 'reconstruct.init' must be 'mean' or 'random', got '{cfg.reconstruct.init}'")
+    for key, v in (("train.epochs", cfg.train.epochs), ("train.shapes_per_batch", cfg.train.shapes_per_batch),
+                   ("train.samples_per_shape", cfg.train.samples_per_shape), ("model.latent.size", cfg.model.latent.size),
+                   ("mesh.resolution", cfg.mesh.resolution)):
+        if v < 1:
+            raise ConfigError(f"config key '{key}' must be at least 1, got {v}")
+    if not cfg.model.decoder.hidden:
+        raise ConfigError("config key 'model.decoder.hidden' must list at least one layer width")
+    n = len(cfg.model.decoder.hidden)
+    for i in cfg.model.decoder.latent_in:
+        if not 0 < i <= n:
+            raise ConfigError(f"config key 'model.decoder.latent_in' has {i}; must be between 1 and {n}")
+    from deepsdf_ad.models.latents import LATENT_SOURCES
+
+    if cfg.model.latent.source not in LATENT_SOURCES:
+        raise ConfigError(
+            f"unknown latent source '{cfg.model.latent.source}'; known: {', '.join(LATENT_SOURCES)}"
+        )
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    from data_prep.formats import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,218 @@
+"""The training loop: clamped-L1 SDF loss, code regulariser, step schedules, checkpoints and resume.
+
+One loop for every latent source. Each epoch draws its randomness from a generator seeded by
+``(seed, epoch)``, so a run resumed from a checkpoint continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data_prep.formats import DataError, DataRoot
+from deepsdf_ad.config import Config
+from deepsdf_ad.data import SampleBank
+from deepsdf_ad.models import SDFModel, build_model
+from deepsdf_ad.runs import Run
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA if available, else CPU; 'cuda' without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DataError(f"--device {name}: unknown device; use auto, cpu or cuda") from None
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def sdf_loss(pred: torch.Tensor, target: torch.Tensor, clamp: float) -> torch.Tensor:
+    """DeepSDF's clamped L1, mean over samples."""
+    return (pred.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs().mean()
+
+
+def code_regulariser(codes: torch.Tensor) -> torch.Tensor:
+    """Mean squared norm of the codes: the negative log of a zero-mean Gaussian prior, up to a constant."""
+    return codes.pow(2).sum(dim=-1).mean()
+
+
+def make_optimizer(model: SDFModel, cfg: Config) -> torch.optim.Adam:
+    return torch.optim.Adam([
+        {"params": list(model.decoder.parameters()), "lr": cfg.train.lr_decoder.initial, "name": "decoder"},
+        {"params": list(model.latent.parameters()), "lr": cfg.train.lr_latent.initial, "name": "latent"},
+    ])
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    sd = opt.state_dict()
+    tensors = {}
+    for pid, state in sd["state"].items():
+        for k, v in state.items():
+            tensors[f"optim.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return tensors, sd["param_groups"]
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def checkpoint_tensors(model: SDFModel, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_tensors, groups = _flatten_optimizer(opt)
+    tensors.update(opt_tensors)
+    return tensors, groups
+
+
+def load_model_state(model: SDFModel, tensors: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + epoch * 7919) % (2**63))
+    return g
+
+
+def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: int | None = None,
+          device: str = "auto", split_file: str | None = None, progress: bool = True) -> Run:
+    """Train ``cfg`` on the training split of ``data`` into the run folder ``out`` (resuming if it exists).
+
+    Returns the run. A run folder that already holds a checkpoint continues from it with the run's saved
+    config (``epochs`` may extend it).
+    """
+    dev = resolve_device(device)
+    run = Run(out)
+    resumed = run.exists() and bool(run.checkpoints())
+    if resumed:
+        saved = run.config()
+        if epochs is not None:
+            saved.train.epochs = epochs
+        cfg = saved
+    elif epochs is not None:
+        cfg.train.epochs = epochs
+    root = DataRoot(data, split_file)
+    refs = root.shapes("train")
+    bank = SampleBank(refs, cfg.dim, progress=progress)
+    run.path.mkdir(parents=True, exist_ok=True)
+    if resumed:
+        if run.shapes()["keys"] != bank.keys:
+            raise DataError(f"{run.path}: the run was trained on other shapes than {data}'s train split; "
+                            "use a new --out")
+    run.save_config(cfg)
+    run.save_shapes(str(Path(data).resolve()), bank.keys)
+    bank.to(dev)
+
+    torch.manual_seed(cfg.train.seed)  # initial weights: deterministic for a seed
+    model = build_model(cfg.dim, cfg.model.decoder, cfg.model.latent, len(bank)).to(dev)
+    opt = make_optimizer(model, cfg)
+    start = 0
+    if resumed:
+        ck = run.load_checkpoint()
+        if ck is not None:
+            tensors, meta = ck
+            load_model_state(model, {k: v.to(dev) for k, v in tensors.items()})
+            _restore_optimizer(opt, tensors, meta["param_groups"])
+            start = int(meta["epoch"])
+    run.truncate_metrics(start)
+    tc = cfg.train
+    scaler = torch.amp.GradScaler(dev.type) if tc.precision == "fp16" and dev.type == "cuda" else None
+    n_batches = math.ceil(len(bank) / tc.shapes_per_batch)
+    bar = tqdm(range(start, tc.epochs), desc="train", unit="epoch", disable=not progress, initial=start,
+               total=tc.epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        lrs = {"decoder": tc.lr_decoder.at(epoch), "latent": tc.lr_latent.at(epoch)}
+        for group in opt.param_groups:
+            group["lr"] = lrs[group["name"]]
+        reg_weight = tc.code_reg * min(1.0, epoch / max(tc.code_reg_rampup, 1))
+        gen = epoch_generator(tc.seed, epoch, dev)
+        model.train()
+        totals = {"loss": 0.0, "sdf_loss": 0.0, "reg_loss": 0.0}
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(tc.seed * 31 + epoch)  # dropout masks, reproducible per epoch
+            perm = torch.randperm(len(bank), generator=gen, device=dev)
+            for b in range(n_batches):
+                idx = perm[b * tc.shapes_per_batch:(b + 1) * tc.shapes_per_batch]
+                samples = bank.draw(idx, tc.samples_per_shape, gen)
+                batch = {"index": idx, "samples": samples}
+                with autocast(dev, tc.precision):
+                    codes = model.latent.codes(batch)
+                    pred = model.decode(codes, samples[..., :-1])
+                    l_sdf = sdf_loss(pred.float(), samples[..., -1], tc.clamp)
+                    l_reg = code_regulariser(codes.float()) if reg_weight > 0 else torch.zeros((), device=dev)
+                    loss = l_sdf + reg_weight * l_reg
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                totals["loss"] += float(loss.detach())
+                totals["sdf_loss"] += float(l_sdf.detach())
+                totals["reg_loss"] += float(l_reg.detach())
+        if not math.isfinite(totals["loss"]):
+            raise DataError(f"{run.path}: training diverged (loss is {totals['loss']}) at epoch {epoch + 1}; "
+                            "lower the learning rates")
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, **{k: v / n_batches for k, v in totals.items()}, "seconds": round(seconds, 4),
+               "lr_decoder": lrs["decoder"], "lr_latent": lrs["latent"],
+               "points_per_s": round(len(bank) * tc.samples_per_shape / max(seconds, 1e-9), 1)}
+        run.append_metrics(row)
+        bar.set_postfix(loss=f"{row['loss']:.5f}")
+        done = epoch + 1
+        if done % tc.checkpoint_every == 0 or done == tc.epochs:
+            save_checkpoint(run, model, opt, done, cfg)
+    bar.close()
+    if start >= tc.epochs and not (run.path / "latent_codes.safetensors").is_file():
+        save_checkpoint(run, model, opt, start, cfg)
+    return run
+
+
+def save_checkpoint(run: Run, model: SDFModel, opt: torch.optim.Optimizer, epoch: int, cfg: Config) -> None:
+    tensors, groups = checkpoint_tensors(model, opt)
+    run.save_checkpoint(epoch, tensors, {"epoch": epoch, "param_groups": groups}, keep=cfg.train.keep_checkpoints)
+    if hasattr(model.latent, "all_codes"):
+        run.save_codes(model.latent.all_codes(), run.shapes()["keys"])
+
+
+def load_trained(run: Run, device: torch.device) -> tuple[Config, SDFModel]:
+    """The run's config and its newest model, in eval mode on ``device``."""
+    run.require()
+    cfg = run.config()
+    keys = run.shapes()["keys"]
+    model = build_model(cfg.dim, cfg.model.decoder, cfg.model.latent, len(keys))
+    ck = run.load_checkpoint()
+    if ck is None:
+        raise DataError(f"{run.path}: no readable checkpoint")
+    load_model_state(model, ck[0])
+    model.to(device).eval()
+    return cfg, model
+
+
+def training_summary(run: Run) -> dict:
+    rows = run.metrics()
+    return {"epochs": len(rows), "seconds": round(sum(r.get("seconds", 0.0) for r in rows), 2),
+            "final_loss": rows[-1]["loss"] if rows else None, "metrics": json.dumps(rows[-1]) if rows else ""}
