@@ -329,3 +329,167 @@ class DataRoot:
     def manifest(self) -> dict:
         path = self.root / MANIFEST
         return read_json(path) if path.is_file() else {}
+
+
+def export_deepsdf(root: str | os.PathLike, dest: str | os.PathLike, dataset: str = DATASET_NAME) -> dict[str, Path]:
+    """Write a data root of ours in DeepSDF's layout (``SdfSamples/<dataset>/<class>/<id>.npz``,
+    ``NormalizationParameters/...``, ``SurfaceSamples/...`` and split JSONs ``<dest>/<dataset>_<split>.json``).
+
+    Every file is re-validated on the way and written atomically. Returns the split files written.
+    """
+    src, dest = DataRoot(root), Path(dest)
+    splits = {}
+    for split in ("train", "test"):
+        if not src.split_path(split).is_file():
+            continue
+        ids: dict[str, list[str]] = {}
+        for ref in src.shapes(split) if read_split(src.split_path(split)) else []:
+            pos, neg = load_sdf_samples(ref.sdf)
+            save_sdf_samples(dest / DEEPSDF_SDF_DIR / dataset / ref.category / f"{ref.id}.npz", pos, neg)
+            if ref.norm is not None:
+                offset, scale = load_normalization(ref.norm)
+                save_normalization(dest / DEEPSDF_NORM_DIR / dataset / ref.category / f"{ref.id}.npz", offset, scale)
+            if ref.surface is not None:
+                cloud = load_points(ref.surface)
+                save_points_ply(dest / DEEPSDF_SURFACE_DIR / dataset / ref.category / f"{ref.id}.ply",
+                                cloud.points, cloud.normals)
+            ids.setdefault(ref.category, []).append(ref.id)
+        splits[split] = dest / f"{dataset}_{split}.json"
+        write_split(splits[split], ids, dataset)
+    return splits
+
+
+# ---- IDX (MNIST), images, 2D points, meshes --------------------------------------------------
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+"""IDX type codes (third byte of the magic number) -> big-endian numpy dtypes."""
+HEIGHTFIELD_DIR = "heightfield"
+"""``DATA/heightfield/<category>/<id>.ply``: digits as closed 3D heightfield solids (``--field height``)."""
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (raw or gzip-compressed, told apart by the gzip magic bytes).
+
+    Layout: a big-endian magic ``0x00 0x00 <type> <ndim>``, then ``ndim`` big-endian int32 sizes, then the
+    data in row-major order. A wrong magic, a truncated file or trailing bytes raise :class:`DataError`.
+    """
+    import gzip
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: corrupt gzip data ({e})") from None
+    if len(raw) < 4:
+        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes, no magic number)")
+    if raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES or raw[3] == 0:
+        raise DataError(f"{path}: not an IDX file (magic number 0x{raw[:4].hex()})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX file (header needs {header} bytes, file has {len(raw)})")
+    shape = tuple(int(s) for s in np.frombuffer(raw, ">i4", count=ndim, offset=4))
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    need = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) < need:
+        raise DataError(f"{path}: truncated IDX file (sizes {shape} need {need} bytes, file has {len(raw)})")
+    if len(raw) > need:
+        raise DataError(f"{path}: {len(raw) - need} unexpected bytes after the IDX data of shape {shape}")
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> None:
+    """Write ``array`` as an IDX file; gzip-compressed when ``compress`` (default: the path ends in .gz)."""
+    import gzip
+
+    array = np.asarray(array)
+    codes = {np.dtype(v).newbyteorder("="): k for k, v in IDX_DTYPES.items()}
+    if array.dtype not in codes or array.ndim == 0 or array.ndim > 255:
+        raise ValueError(f"cannot write dtype {array.dtype} with {array.ndim} dims as IDX")
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
+    data = header + np.ascontiguousarray(array, np.dtype(IDX_DTYPES[codes[array.dtype]])).tobytes()
+    if compress if compress is not None else str(path).endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write a uint8 image (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA as PNG."""
+    from PIL import Image
+
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(tmp, format="PNG")
+
+
+def load_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image as gray intensity in [0, 1] (H, W) float32 and a known-pixel mask (H, W) bool.
+
+    Pixels with alpha 0 are unknown (masked); an image without alpha is known everywhere.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            alpha = np.asarray(im.getchannel("A")) if "A" in im.getbands() else None
+            gray = np.asarray(im.convert("L"), np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: not a readable image ({e})") from None
+    if gray.ndim != 2 or min(gray.shape) < 2:
+        raise DataError(f"{path}: image of shape {gray.shape} is too small")
+    known = np.ones(gray.shape, bool) if alpha is None else alpha > 0
+    return gray, known
+
+
+def save_points_2d(path: str | os.PathLike, points: np.ndarray, normals: np.ndarray | None = None) -> None:
+    """Write 2D points (N, 2) (e.g. a digit's contour) as a PLY point cloud with z = 0 (normals' z = 0)."""
+    points = np.asarray(points, np.float32)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"points must be (N, 2), got {points.shape}")
+    pad = np.zeros((len(points), 1), np.float32)
+    n3 = None if normals is None else np.concatenate([np.asarray(normals, np.float32), pad], axis=1)
+    save_points_ply(path, np.concatenate([points, pad], axis=1), n3)
+
+
+def load_points_2d(path: str | os.PathLike) -> np.ndarray:
+    """Read 2D points (N, 2): ``.npy`` or ``.txt``/``.xyz`` with 2 columns, or any point cloud whose z is 0."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            pts = np.load(path, allow_pickle=False)
+        elif suffix in (".txt", ".xyz"):
+            pts = np.loadtxt(path, ndmin=2)
+        else:
+            pts = load_points(path).points
+    except DataError:
+        raise
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path}: cannot read points ({e})") from None
+    pts = np.asarray(pts, np.float64)
+    if pts.ndim == 2 and pts.shape[1] == 3:
+        if np.abs(pts[:, 2]).max(initial=0.0) > 1e-6:
+            raise DataError(f"{path}: 3D points with z != 0; a 2D run needs (N, 2) points")
+        pts = pts[:, :2]
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise DataError(f"{path}: expected (N, 2) points, got shape {pts.shape}")
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) == 0:
+        raise DataError(f"{path}: holds no finite points")
+    return pts
+
+
+def save_mesh(path: str | os.PathLike, mesh) -> None:
+    """Write a trimesh mesh; the format follows the suffix (.ply, .obj, .off, .stl)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        mesh.export(tmp, file_type=path.suffix.lstrip(".").lower() or "ply")

@@ -2,16 +2,21 @@
 
 Each mesh is one job with its own seeded generator (derived from the seed and the shape's key), so results
 do not depend on the order or the number of workers. The manifest is rewritten (atomically) as jobs finish;
-a re-run skips meshes whose input checksum, parameters and outputs are unchanged.
+a re-run skips meshes whose input checksum, parameters and outputs (checked against the SHA-256 of the sample
+file recorded in the manifest) are unchanged, and deletes temporary files a killed run left behind.
+
+A mesh that cannot be used (unreadable, empty, degenerate, too large, or with unreliable signs) is recorded as
+failed with the reason, and the run goes on.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +27,35 @@ from data_prep.formats import DataError
 from data_prep.meshes import (
     SamplingConfig,
     SignedDistance,
+    check_sampling,
     find_meshes,
     load_mesh,
+    near_surface_count,
+    normalization,
     normalized_mesh,
     sample_query_points,
     sample_surface,
+    sign_quality,
     split_pos_neg,
 )
+from data_prep.scans import CameraConfig, save_scan, scan_mesh
 
-TOOL_VERSION = "0.1.0"
+TOOL_VERSION = "0.2.0"
 
 
 @dataclass
 class PrepConfig:
     sampling: SamplingConfig
     test_fraction: float = 0.2
+    """Share of each category held out as test shapes."""
     seed: int = 0
     scans: int = 0
+    """Partial scans written per test shape (``DATA/scans/<category>/<id>_<k>.ply``)."""
+    max_ambiguous: float = 0.05
+    """Reject a mesh when more than this share of its near-surface samples has an ambiguous sign
+    (winding number within 0.1 of 1/2); see :func:`data_prep.meshes.sign_quality`."""
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    """Camera of the scans; scan k of K is taken at azimuth ``camera.azimuth + 360 k / K``."""
 
 
 def shape_rng(seed: int, key: str, stream: int = 0) -> np.random.Generator:
@@ -56,30 +73,77 @@ def prep_one(path: str, category: str, sid: str, out: str, cfg: PrepConfig) -> d
         nmesh, offset, scale = normalized_mesh(mesh)
         rng = shape_rng(cfg.seed, key)
         queries = sample_query_points(nmesh, cfg.sampling, rng)
-        sdf = SignedDistance(nmesh)(queries)
+        try:
+            sd = SignedDistance(nmesh)
+        except DataError as e:
+            raise DataError(f"{path}: {e}") from None
+        sdf, winding = sd.signed(queries)
+        near = np.arange(len(queries)) < near_surface_count(cfg.sampling)
+        quality = sign_quality(sd, queries, winding, near, shape_rng(cfg.seed, key, 1))
+        rec.update(faces=int(len(mesh.faces)), watertight=bool(mesh.is_watertight), sign_quality=quality)
+        if quality["ambiguous"] > cfg.max_ambiguous:
+            raise DataError(f"{path}: signs unreliable: {quality['ambiguous']:.1%} of near-surface samples have a "
+                            f"winding number near 1/2 (limit {cfg.max_ambiguous:.1%}); the mesh has large holes "
+                            f"or no clear inside")
         pos, neg = split_pos_neg(queries, sdf)
         if len(neg) == 0:
             raise DataError(f"{path}: no sample came out inside the shape; the mesh encloses no volume")
         out = Path(out)
         surf, normals = sample_surface(nmesh, cfg.sampling.surface_points, rng)
-        formats.save_sdf_samples(out / formats.SDF_DIR / category / f"{sid}.npz", pos, neg)
+        sdf_path = out / formats.SDF_DIR / category / f"{sid}.npz"
+        formats.save_sdf_samples(sdf_path, pos, neg)
         formats.save_normalization(out / formats.NORM_DIR / category / f"{sid}.npz", offset, scale)
         formats.save_points_ply(out / formats.SURFACE_DIR / category / f"{sid}.ply", surf, normals)
-        rec.update(status="ok", pos=int(len(pos)), neg=int(len(neg)), faces=int(len(mesh.faces)),
-                   watertight=bool(mesh.is_watertight))
+        rec.update(status="ok", pos=int(len(pos)), neg=int(len(neg)), sdf_sha256=formats.file_sha256(sdf_path))
     except DataError as e:
         rec.update(status="failed", reason=str(e))
     except MemoryError:
         rec.update(status="failed", reason=f"{path}: out of memory; the mesh is too large")
+    except Exception as e:  # one bad mesh must not stop the run; the reason goes into the manifest
+        rec.update(status="failed", reason=f"{path}: unexpected {type(e).__name__}: {str(e)[:200]}")
     rec["seconds"] = round(time.perf_counter() - t0, 3)
     return rec
 
 
-def _outputs_exist(out: Path, category: str, sid: str) -> bool:
-    return all(
+def scan_paths(out: Path, category: str, sid: str, k: int) -> list[Path]:
+    return [out / formats.SCANS_DIR / category / f"{sid}_{i}.ply" for i in range(k)]
+
+
+def scan_one(path: str, category: str, sid: str, out: str, cfg: PrepConfig) -> list[str]:
+    """Write ``cfg.scans`` partial scans of one mesh (its original frame, normalisation in the sidecar)."""
+    out = Path(out)
+    mesh = load_mesh(path)
+    norm = normalization(mesh)
+    written = []
+    for k, target in enumerate(scan_paths(out, category, sid, cfg.scans)):
+        cam = CameraConfig(**{**asdict(cfg.camera), "azimuth": cfg.camera.azimuth + 360.0 * k / cfg.scans})
+        scan = scan_mesh(mesh, cam, shape_rng(cfg.seed, f"{category}/{sid}", 2 + k))
+        save_scan(target, scan, norm)
+        written.append(str(target.relative_to(out)))
+    return written
+
+
+def remove_stale_temporaries(out: Path) -> int:
+    """Delete the ``.tmp-*`` files a killed run left in the data folders; returns how many."""
+    n = 0
+    for d in (formats.SDF_DIR, formats.NORM_DIR, formats.SURFACE_DIR, formats.SCANS_DIR, formats.SPLITS_DIR, "."):
+        base = out / d
+        if not base.is_dir():
+            continue
+        for tmp in (base.glob(".tmp-*") if d == "." else base.rglob(".tmp-*")):
+            if tmp.is_file():
+                tmp.unlink()
+                n += 1
+    return n
+
+
+def _outputs_intact(out: Path, rec: dict) -> bool:
+    category, sid = rec["category"], rec["id"]
+    exist = all(
         (out / d / category / f"{sid}{ext}").is_file()
         for d, ext in ((formats.SDF_DIR, ".npz"), (formats.NORM_DIR, ".npz"), (formats.SURFACE_DIR, ".ply"))
     )
+    return exist and rec.get("sdf_sha256") == formats.file_sha256(out / formats.SDF_DIR / category / f"{sid}.npz")
 
 
 def make_splits(ok: list[tuple[str, str]], test_fraction: float, seed: int) -> tuple[dict, dict]:
@@ -105,9 +169,16 @@ def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, cfg: PrepConfig,
                 progress: bool = True) -> dict:
     """Sample every mesh below ``src`` into the data root ``out``; returns the manifest."""
     src, out = Path(src), Path(out)
+    try:
+        check_sampling(cfg.sampling)
+    except ValueError as e:
+        raise DataError(f"{src}: {e}") from None
     files = find_meshes(src)
     out.mkdir(parents=True, exist_ok=True)
-    params = {"sampling": asdict(cfg.sampling), "seed": cfg.seed, "test_fraction": cfg.test_fraction}
+    remove_stale_temporaries(out)
+    params = {"sampling": asdict(cfg.sampling), "seed": cfg.seed, "test_fraction": cfg.test_fraction,
+              "max_ambiguous": cfg.max_ambiguous}
+    params = json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
     old = formats.DataRoot(out).manifest() if (out / formats.MANIFEST).is_file() else {}
     old_records = {(r["category"], r["id"]): r for r in old.get("meshes", [])} if old.get("params") == params else {}
 
@@ -124,7 +195,7 @@ def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, cfg: PrepConfig,
         seen[key] = f
         prev = old_records.get(key)
         if (prev and prev.get("status") == "ok" and prev.get("sha256") == formats.file_sha256(f)
-                and _outputs_exist(out, *key)):
+                and _outputs_intact(out, prev)):
             records[key] = prev
         else:
             jobs.append((str(f), category, f.stem))
@@ -148,9 +219,14 @@ def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, cfg: PrepConfig,
 
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futs = [pool.submit(prep_one, *j, str(out), cfg) for j in jobs]
+            futs = {pool.submit(prep_one, *j, str(out), cfg): j for j in jobs}
             for fut in as_completed(futs):
-                done(fut.result())
+                try:
+                    done(fut.result())
+                except Exception as e:  # a worker that died (e.g. killed for memory) fails only its mesh
+                    f, category, sid = futs[fut]
+                    done({"file": f, "category": category, "id": sid, "status": "failed",
+                          "reason": f"{f}: worker failed ({type(e).__name__}: {e})"})
     else:
         for j in jobs:
             done(prep_one(*j, str(out), cfg))
@@ -160,7 +236,29 @@ def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, cfg: PrepConfig,
     train, test = make_splits(ok, cfg.test_fraction, cfg.seed)
     formats.write_split(out / formats.SPLITS_DIR / formats.TRAIN_SPLIT, train)
     formats.write_split(out / formats.SPLITS_DIR / formats.TEST_SPLIT, test)
-    manifest["summary"] = {"meshes": len(records), "ok": len(ok), "failed": len(records) - len(ok),
+    if cfg.scans > 0:
+        _write_scans(out, records, test, cfg, progress)
+    n_failed = sum(1 for r in records.values() if r.get("status") != "ok")
+    manifest["summary"] = {"meshes": len(records), "ok": len(ok), "failed": n_failed,
                            "skipped_unchanged": len(files) - len(jobs) - (len(records) - len(seen))}
     flush()
     return manifest
+
+
+def _write_scans(out: Path, records: dict, test: dict, cfg: PrepConfig, progress: bool) -> None:
+    """K partial scans of every test shape; scans already on disk for an unchanged mesh are kept."""
+    todo = []
+    for cat, ids in test.items():
+        for sid in ids:
+            rec = records[(cat, sid)]
+            want = scan_paths(out, cat, sid, cfg.scans)
+            scan_params = {"k": cfg.scans, "camera": asdict(cfg.camera)}
+            if rec.get("scan_params") == scan_params and all(p.is_file() for p in want):
+                continue
+            todo.append((rec, scan_params))
+    for rec, scan_params in tqdm(todo, desc="scans", unit="mesh", disable=not progress or not todo):
+        try:
+            rec["scans"] = scan_one(rec["file"], rec["category"], rec["id"], str(out), cfg)
+            rec["scan_params"] = scan_params
+        except DataError as e:
+            rec.update(scans=[], scan_error=str(e))

@@ -58,10 +58,33 @@ def camera_position(center: np.ndarray, radius: float, cam: CameraConfig) -> np.
     return center + cam.distance * radius * d
 
 
+def check_camera(cam: CameraConfig) -> None:
+    """Raise :class:`DataError` for a camera that cannot work (the message names the option)."""
+    if not 0.0 < cam.fov < 180.0:
+        raise DataError(f"camera: --fov must be between 0 and 180 degrees, got {cam.fov}")
+    if cam.distance <= 1.0:
+        raise DataError(f"camera: --distance must exceed 1 (the camera would sit inside the object), got {cam.distance}")
+    if cam.noise < 0:
+        raise DataError(f"camera: --noise must be 0 or more, got {cam.noise}")
+    if not 8 <= cam.resolution <= 4096:
+        raise DataError(f"camera: --resolution must be between 8 and 4096, got {cam.resolution}")
+    if cam.up not in ("z", "y"):
+        raise DataError(f"camera: unknown up axis '{cam.up}'; use 'z' or 'y'")
+
+
 def scan_mesh(mesh: trimesh.Trimesh, cam: CameraConfig, rng: np.random.Generator | None = None) -> Scan:
-    """Cast one ray per pixel from a pinhole camera at the mesh; return the visible surface points."""
+    """Cast one ray per pixel from a pinhole camera at the mesh; return the visible surface points.
+
+    Args:
+        mesh: the object, any frame (the camera distance and noise are relative to its bounding radius).
+        cam: the camera; ``cam.noise`` adds Gaussian noise to each depth along its ray.
+        rng: generator for the depth noise.
+    Returns:
+        a :class:`Scan` in the mesh's frame: points (N, 3), normals (N, 3) facing the camera, camera (3,).
+    """
     import open3d as o3d
 
+    check_camera(cam)
     rng = rng or np.random.default_rng(0)
     v = np.asarray(mesh.vertices, np.float64)
     center = 0.5 * (v.min(axis=0) + v.max(axis=0))

@@ -65,20 +65,60 @@ def _finite_float(text: str) -> float:
     return v
 
 
+def _positive_float(text: str) -> float:
+    v = _finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
 # ---- commands --------------------------------------------------------------------------------
 def _prep_meshes(args) -> int:
     from data_prep.meshes import SamplingConfig
     from data_prep.pipeline import PrepConfig, prep_meshes
 
-    cfg = PrepConfig(SamplingConfig(samples=args.samples), test_fraction=args.test_fraction, seed=args.seed)
+    sampling = SamplingConfig(samples=args.samples, variances=tuple(args.variances),
+                              uniform_fraction=args.uniform_fraction)
+    cfg = PrepConfig(sampling, test_fraction=args.test_fraction, seed=args.seed, scans=args.scans,
+                     max_ambiguous=args.max_ambiguous)
     manifest = prep_meshes(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet)
     s = manifest["summary"]
-    print(f"prep: {s['ok']} of {s['meshes']} meshes ok, {s['failed']} failed -> {args.out}")
     for r in manifest["meshes"]:
         if r["status"] != "ok":
             print(f"  failed: {r['reason']}")
+    print(f"prep: {s['ok']} of {s['meshes']} meshes ok, {s['failed']} failed "
+          f"({s['skipped_unchanged']} unchanged, skipped) -> {args.out}")
     if s["ok"] == 0:
         raise UserError(f"{args.src}: no mesh could be prepared (see {Path(args.out) / 'manifest.json'})")
+    if args.strict and s["failed"]:
+        raise UserError(f"{args.src}: {s['failed']} meshes failed and --strict is set "
+                        f"(see {Path(args.out) / 'manifest.json'})")
+    return 0
+
+
+def _prep_digits(args) -> int:
+    from data_prep.digits import DigitSamplingConfig, download_mnist, parse_labels, prep_digits
+
+    if args.download:
+        download_mnist(args.idx_dir, progress=not args.quiet)
+    cfg = DigitSamplingConfig(samples=args.samples, field=args.field)
+    manifest = prep_digits(args.idx_dir, args.out, cfg, labels=parse_labels(args.labels), limit=args.limit,
+                           test_fraction=args.test_fraction, seed=args.seed, progress=not args.quiet)
+    s = manifest["summary"]
+    print(f"prep: {s['ok']} of {s['digits']} digits ok ({s['train']} train, {s['test']} test), "
+          f"{s['failed']} failed, field {manifest['field']} -> {args.out}")
+    if s["ok"] == 0:
+        raise UserError(f"{args.idx_dir}: no digit could be prepared (see {Path(args.out) / 'manifest.json'})")
     return 0
 
 
@@ -99,7 +139,10 @@ def _mesh(args) -> int:
     from deepsdf_ad.meshing import mesh_training_shape
 
     info = mesh_training_shape(args.run, args.shape, args.out, resolution=args.resolution, device=args.device)
-    print(f"mesh: {info['vertices']} vertices, {info['faces']} faces -> {args.out}")
+    if "contours" in info:  # a 2D run: a picture of the field
+        print(f"mesh: field picture with {info['contours']} contours ({info['contour_points']} points) -> {args.out}")
+    else:
+        print(f"mesh: {info['vertices']} vertices, {info['faces']} faces -> {args.out}")
     return 0
 
 
@@ -128,10 +171,65 @@ def _reconstruct(args) -> int:
     return 0
 
 
-def _view(args) -> int:
-    from viz.viewer import view_files
+def _sample(args) -> int:
+    from deepsdf_ad.generate import sample_shapes
 
-    view_files(args.files)
+    info = sample_shapes(args.run, args.n, args.out, seed=args.seed, resolution=args.resolution, device=args.device,
+                         progress=not args.quiet)
+    print(f"sample: {len(info['files'])} file(s) for {info['shapes']} shapes -> {args.out}")
+    return 0
+
+
+def _interpolate(args) -> int:
+    from deepsdf_ad.generate import interpolate_shapes
+
+    info = interpolate_shapes(args.run, args.a, args.b, args.steps, args.out, resolution=args.resolution,
+                              device=args.device, progress=not args.quiet)
+    print(f"interpolate: {info['a']} -> {info['b']} in {info['shapes']} steps, {len(info['files'])} file(s) "
+          f"-> {args.out}")
+    return 0
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not WIDTHxHEIGHT, e.g. 800x600") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"each side must be between 16 and 8192 pixels, got {text}")
+    return w, h
+
+
+def _view(args) -> int:
+    from viz.viewer import view
+
+    info = view(args.files, run=args.run, shapes=args.shape, layout=args.layout,
+                color_by_distance_ref=args.color_by_distance, screenshot=args.screenshot, size=args.size,
+                azimuth=args.azimuth, elevation=args.elevation, up=args.up, resolution=args.resolution,
+                renderer=args.renderer, device=args.device)
+    if "distance_max" in info:
+        means = ", ".join(f"{n} {m:.4g}" for n, m in zip(info["inputs"], info["distance_mean"], strict=True))
+        print(f"view: distance to {args.color_by_distance}: mean {means}; colour bar 0 to {info['distance_max']:.4g}")
+    if "screenshot" in info:
+        print(f"view: {len(info['inputs'])} input(s) -> {info['screenshot']}")
+    return 0
+
+
+def _slice(args) -> int:
+    from viz.slices import slice_run
+
+    s = slice_run(args.run, args.shape, args.out, axis=args.axis, at=args.at, resolution=args.resolution,
+                  device=args.device)
+    print(f"slice: sdf in [{s.values.min():.4f}, {s.values.max():.4f}] on {s.axis_names[0]}-{s.axis_names[1]} "
+          f"-> {s.path}")
+    return 0
+
+
+def _plot(args) -> int:
+    from viz.plots import plot_runs
+
+    out = plot_runs(args.runs, args.out)
+    print(f"plot: {len(args.runs)} run(s) -> {out}")
     return 0
 
 
@@ -165,8 +263,35 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--test-fraction", type=_fraction, default=0.2, help="share of each category held out for test")
     pm.add_argument("--workers", type=_positive_int, default=1, help="meshes processed in parallel")
     pm.add_argument("--seed", type=int, default=0, help="random seed")
+    pm.add_argument("--variances", type=_positive_float, nargs=2, default=(0.005, 0.0005), metavar=("V1", "V2"),
+                    help="variances of the two near-surface noise levels (default 0.005 0.0005, DeepSDF's)")
+    pm.add_argument("--uniform-fraction", type=_fraction, default=3 / 50,
+                    help="share of samples uniform in [-1,1]^3 (default 0.06 = 3/50)")
+    pm.add_argument("--scans", type=_nonnegative_int, default=0, metavar="K",
+                    help="also write K partial scans per test shape to DATA/scans/<category>/<id>_<k>.ply")
+    pm.add_argument("--max-ambiguous", type=_fraction, default=0.05,
+                    help="reject a mesh when more than this share of near-surface samples has an ambiguous "
+                         "sign (default 0.05)")
+    pm.add_argument("--strict", action="store_true", help="exit with an error if any mesh failed")
     pm.add_argument("--quiet", action="store_true", help="no progress bar")
     pm.set_defaults(func=_prep_meshes)
+
+    pd = prep_sub.add_parser("digits", help="MNIST digits as 2D signed-distance fields or heightfields",
+                             description="Turn the digits of the MNIST IDX files in IDX_DIR into samples in DATA "
+                                         "(category = label, id = <file prefix>-<index>, e.g. t10k-00042).")
+    pd.add_argument("idx_dir", metavar="IDX_DIR", help="folder of *-images-idx3-ubyte[.gz] + *-labels-idx1-ubyte[.gz]")
+    pd.add_argument("--out", required=True, metavar="DATA", help="data folder to write")
+    pd.add_argument("--labels", help="digits to keep, e.g. 0-4 or 1,3,7 (default all)")
+    pd.add_argument("--limit", type=_positive_int, help="at most N digits per IDX file (the first ones)")
+    pd.add_argument("--test-fraction", type=_fraction, default=0.2, help="share of each label held out for test")
+    pd.add_argument("--field", choices=("sdf", "height"), default="sdf",
+                    help="sdf: signed distance to the 0.5 contour; height: intensity (+ a 3D heightfield solid)")
+    pd.add_argument("--samples", type=_positive_int, default=4096, help="samples per digit (default 4096)")
+    pd.add_argument("--seed", type=int, default=0, help="random seed")
+    pd.add_argument("--download", action="store_true",
+                    help="first fetch the standard MNIST files into IDX_DIR (checked against their MD5)")
+    pd.add_argument("--quiet", action="store_true", help="no progress bar")
+    pd.set_defaults(func=_prep_digits)
 
     tr = sub.add_parser("train", help="train a model (resumes if RUN exists)",
                         description="Train on DATA's train split into RUN; running it again resumes.")
@@ -182,10 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_train)
 
     me = sub.add_parser("mesh", help="extract the mesh of a training shape",
-                        description="Mesh a training shape of RUN (normalised frame) with marching cubes.")
+                        description="Mesh a training shape of RUN (normalised frame) with marching cubes; for "
+                                    "a 2D run, write a PNG of the field with its zero contour (marching squares).")
     me.add_argument("--run", required=True, help="run folder")
     me.add_argument("--shape", required=True, metavar="ID", help="shape id or category/id")
-    me.add_argument("--out", required=True, help="output mesh (.ply, .obj, .off, .stl)")
+    me.add_argument("--out", required=True, help="output mesh (.ply, .obj, .off, .stl); .png for a 2D run")
     me.add_argument("--resolution", type=_resolution, help="grid points per axis (default: the config's)")
     _add_device(me)
     me.set_defaults(func=_mesh)
@@ -209,9 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("reconstruct", help="complete a shape from a partial scan",
                         description="Find a latent code that explains PARTIAL (surface points, and free space "
                                     "along the camera rays when known), then mesh it in PARTIAL's frame.")
-    rc.add_argument("partial", metavar="PARTIAL.ply", help="partial point cloud (from 'deepsdf-ad scan' or a sensor)")
+    rc.add_argument("partial", metavar="PARTIAL.ply",
+                    help="partial point cloud (from 'deepsdf-ad scan' or a sensor); for a 2D run a PNG of a partly "
+                         "masked digit (alpha 0 = unknown) or 2D contour points (.npy/.txt)")
     rc.add_argument("--run", required=True, help="trained run folder")
-    rc.add_argument("--out", required=True, help="output mesh")
+    rc.add_argument("--out", required=True, help="output mesh (.png for a 2D run)")
     rc.add_argument("--resolution", type=_resolution, help="marching-cubes grid points per axis")
     rc.add_argument("--iterations", type=_positive_int, help="optimisation steps (default: the config's)")
     rc.add_argument("--norm", help="normalisation .npz (offset, scale) of the object, if not in the sidecar")
@@ -219,9 +347,73 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(rc)
     rc.set_defaults(func=_reconstruct)
 
-    vw = sub.add_parser("view", help="open meshes and point clouds in the open3d viewer")
-    vw.add_argument("files", nargs="+", metavar="FILE", help="meshes or point clouds")
+    sa = sub.add_parser("sample", help="new shapes from codes drawn from the training codes' Gaussian",
+                        description="Fit a Gaussian to RUN's training codes, draw K codes and decode them: a grid "
+                                    "PNG for a 2D run, meshes for a 3D run.")
+    sa.add_argument("--run", required=True, help="trained run folder")
+    sa.add_argument("--n", type=_positive_int, default=16, metavar="K", help="shapes to draw (default 16)")
+    sa.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    sa.add_argument("--resolution", type=_resolution, help="grid points per axis (default: the config's)")
+    sa.add_argument("--seed", type=int, default=0, help="random seed")
+    sa.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(sa)
+    sa.set_defaults(func=_sample)
+
+    ip = sub.add_parser("interpolate", help="shapes between the codes of two training shapes",
+                        description="Decode codes on the line between training shapes A and B: a row PNG for a "
+                                    "2D run, meshes for a 3D run.")
+    ip.add_argument("--run", required=True, help="trained run folder")
+    ip.add_argument("--a", required=True, metavar="ID", help="first training shape (id or category/id)")
+    ip.add_argument("--b", required=True, metavar="ID", help="second training shape")
+    ip.add_argument("--steps", type=_positive_int, default=8, help="shapes including both ends (default 8)")
+    ip.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    ip.add_argument("--resolution", type=_resolution, help="grid points per axis (default: the config's)")
+    ip.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(ip)
+    ip.set_defaults(func=_interpolate)
+
+    vw = sub.add_parser("view", help="open meshes and point clouds in the open3d viewer, or render a picture",
+                        description="Show meshes and point clouds side by side, each labelled, in the open3d "
+                                    "viewer (needs a display), or with --screenshot render the same view to a "
+                                    "PNG headless (no display or GPU needed).")
+    vw.add_argument("files", nargs="*", metavar="FILE", help="meshes or point clouds (.ply .obj .off .stl)")
+    vw.add_argument("--run", help="run folder whose training shapes --shape shows (meshed with marching cubes)")
+    vw.add_argument("--shape", action="append", default=[], metavar="ID",
+                    help="training shape id or category/id of --run (repeatable)")
+    vw.add_argument("--layout", choices=("row", "grid", "overlay"), default="row",
+                    help="side by side (default), in a grid, or on top of each other")
+    vw.add_argument("--color-by-distance", metavar="REF",
+                    help="colour each input by its distance to the mesh or point cloud REF (error map)")
+    vw.add_argument("--screenshot", metavar="OUT.png", help="render headless to this picture and exit")
+    vw.add_argument("--size", type=_image_size, default=(800, 600), metavar="WxH",
+                    help="screenshot size in pixels (default 800x600)")
+    vw.add_argument("--azimuth", type=_finite_float, default=30.0, help="camera azimuth in degrees")
+    vw.add_argument("--elevation", type=_finite_float, default=20.0, help="camera elevation in degrees")
+    vw.add_argument("--up", choices=("z", "y"), default="z", help="vertical axis of the inputs")
+    vw.add_argument("--resolution", type=_resolution, help="marching-cubes grid for --shape (default: the config's)")
+    vw.add_argument("--renderer", choices=("auto", "pyrender", "open3d", "raycast"), default="auto",
+                    help="headless renderer (auto: pyrender on OSMesa, else the ray caster)")
+    _add_device(vw)
     vw.set_defaults(func=_view)
+
+    sl = sub.add_parser("slice", help="picture of a shape's SDF on a plane, zero level drawn",
+                        description="The SDF of a training shape on the plane AXIS = AT (normalised frame) as a "
+                                    "diverging colour map with the zero level set drawn; for 2D runs the whole "
+                                    "field.")
+    sl.add_argument("--run", required=True, help="run folder")
+    sl.add_argument("--shape", required=True, metavar="ID", help="training shape id or category/id")
+    sl.add_argument("--axis", choices=("x", "y", "z"), default="z", help="normal of the plane (3D runs)")
+    sl.add_argument("--at", type=_finite_float, default=0.0, help="position of the plane along AXIS, in [-1, 1]")
+    sl.add_argument("--out", required=True, metavar="OUT.png", help="picture to write (.png .pdf .svg)")
+    sl.add_argument("--resolution", type=_resolution, default=256, help="samples per side (default 256)")
+    _add_device(sl)
+    sl.set_defaults(func=_slice)
+
+    pl = sub.add_parser("plot", help="training curves of one or more runs",
+                        description="Loss per epoch and learning rates from RUN/metrics.jsonl, runs overlaid.")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    pl.add_argument("--out", required=True, metavar="OUT.png", help="picture to write (.png .pdf .svg)")
+    pl.set_defaults(func=_plot)
 
     de = sub.add_parser("demo", help="the whole path on built-in procedural shapes",
                         description="Generate shapes, prep, train the small preset, scan a held-out shape, "

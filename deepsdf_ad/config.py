@@ -55,6 +55,8 @@ class TrainConfig:
     """SDF samples drawn per shape per step, half from ``pos`` and half from ``neg``."""
     clamp: float = 0.1
     """Clamping distance of the L1 loss (DeepSDF's ClampingDistance)."""
+    loss: str = "clamped_l1"
+    """'clamped_l1' (DeepSDF, for signed distances) or 'l1' (no clamp: heightfield intensities)."""
     code_reg: float = 1e-4
     """Weight of the code regulariser ||z||^2 (a Gaussian prior on codes); 0 disables."""
     code_reg_rampup: int = 100
@@ -261,6 +263,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'dim' must be 2 or 3, got {cfg.dim}")
     if cfg.train.precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"config key 'train.precision' must be fp32, bf16 or fp16, got '{cfg.train.precision}'")
+    if cfg.train.loss not in ("clamped_l1", "l1"):
+        raise ConfigError(f"config key 'train.loss' must be clamped_l1 or l1, got '{cfg.train.loss}'")
     if cfg.reconstruct.init not in ("mean", "random"):
         raise ConfigError(f"config key 'reconstruct.init' must be 'mean' or 'random', got '{cfg.reconstruct.init}'")
     for key, v in (("train.epochs", cfg.train.epochs), ("train.shapes_per_batch", cfg.train.shapes_per_batch),

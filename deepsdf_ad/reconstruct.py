@@ -85,13 +85,32 @@ def optimise_code(model: SDFModel, obs: Observations, cfg: ReconstructConfig, cl
                   iterations: int | None = None) -> tuple[torch.Tensor, list[float]]:
     """Find the code that best explains ``obs`` with the decoder frozen. Returns the code (L,) and the
     loss per iteration."""
+    codes, losses = optimise_codes(model, [obs], cfg, clamp, device,
+                                   init=None if init is None else init.reshape(1, -1), seed=seed,
+                                   iterations=iterations)
+    return codes[0], losses
+
+
+def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
+                   device: torch.device, init: torch.Tensor | None = None, seed: int = 0,
+                   iterations: int | None = None) -> tuple[torch.Tensor, list[float]]:
+    """Find codes (B, L) for B observation sets at once (one batched decoder call per step).
+
+    Each code has its own loss (mean over its samples, plus ``code_reg * ||z||^2``) and Adam's updates are
+    per parameter, so a code ends as it would optimised alone. ``init`` (B, L) or None (N(0, init_std^2)).
+    Returns the codes and the loss per iteration (mean over the B sets).
+    """
     gen = torch.Generator().manual_seed(seed)
     iterations = cfg.iterations if iterations is None else iterations
-    code = (init if init is not None else torch.randn(model.latent_size, generator=gen) * cfg.init_std)
-    code = code.detach().clone().to(device).reshape(1, -1).requires_grad_(True)
-    pts = torch.from_numpy(np.asarray(obs.points, np.float32)).to(device)
-    lo = torch.from_numpy(np.asarray(obs.lo, np.float32)).clamp(-clamp, clamp).to(device)
-    hi = torch.from_numpy(np.asarray(obs.hi, np.float32)).clamp(-clamp, clamp).to(device)
+    b = len(obs)
+    code = (init if init is not None else torch.randn(b, model.latent_size, generator=gen) * cfg.init_std)
+    code = code.detach().clone().to(device).reshape(b, -1).requires_grad_(True)
+    pts = [torch.from_numpy(np.asarray(o.points, np.float32)).to(device) for o in obs]
+    lo = [torch.from_numpy(np.asarray(o.lo, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
+    hi = [torch.from_numpy(np.asarray(o.hi, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
+    if any(len(p) == 0 for p in pts):
+        raise DataError("an observation set is empty; nothing to fit a code to")
+    k = min(cfg.samples, min(len(p) for p in pts))
     opt = torch.optim.Adam([code], lr=cfg.lr)
     drop = int(cfg.lr_drop_at * iterations)
     was_training = model.training
@@ -101,27 +120,30 @@ def optimise_code(model: SDFModel, obs: Observations, cfg: ReconstructConfig, cl
         p.requires_grad_(False)
     losses = []
     try:
-        n = len(pts)
         for it in range(iterations):
             if it == drop:
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * cfg.lr_drop_factor
-            idx = torch.randint(n, (min(cfg.samples, n),), generator=gen).to(device)
-            pred = model.decode(code, pts[idx][None])[0].clamp(-clamp, clamp)
-            loss = (torch.relu(lo[idx] - pred) + torch.relu(pred - hi[idx])).mean()
+            idx = [torch.randint(len(p), (k,), generator=gen).to(device) for p in pts]
+            x = torch.stack([p[i] for p, i in zip(pts, idx, strict=True)])
+            lo_b = torch.stack([v[i] for v, i in zip(lo, idx, strict=True)])
+            hi_b = torch.stack([v[i] for v, i in zip(hi, idx, strict=True)])
+            pred = model.decode(code, x).clamp(-clamp, clamp)
+            per = (torch.relu(lo_b - pred) + torch.relu(pred - hi_b)).mean(dim=1)
             if cfg.code_reg > 0:
-                loss = loss + cfg.code_reg * code.pow(2).sum()
+                per = per + cfg.code_reg * code.pow(2).sum(dim=1)
+            loss = per.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss.detach()))
+            losses.append(float(loss.detach()) / b)
     finally:
         for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)
         model.train(was_training)
     if not all(math.isfinite(x) for x in losses[-1:]):
         raise DataError("code optimisation diverged (loss is not finite); lower reconstruct.lr")
-    return code.detach()[0], losses
+    return code.detach(), losses
 
 
 def estimate_normalization(points: np.ndarray) -> tuple[np.ndarray, float]:
@@ -136,7 +158,11 @@ def estimate_normalization(points: np.ndarray) -> tuple[np.ndarray, float]:
 def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
                      resolution: int | None = None, iterations: int | None = None, device: str = "auto",
                      norm: str | None = None, seed: int = 0) -> dict:
-    """``deepsdf-ad reconstruct``: partial scan (mesh frame) -> completed mesh (same frame) at ``out``."""
+    """``deepsdf-ad reconstruct``: partial scan (mesh frame) -> completed mesh (same frame) at ``out``.
+
+    For a 2D run ``partial`` is a PNG of a partly masked digit or a 2D point file (see
+    :func:`observations_2d`) and ``out`` a PNG.
+    """
     from data_prep.formats import atomic_path, load_normalization
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
     from deepsdf_ad.runs import Run
@@ -145,8 +171,8 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     dev = resolve_device(device)
     run = Run(run_path)
     cfg, model = load_trained(run, dev)
-    if cfg.dim != 3:
-        raise DataError(f"{run.path}: this is a {cfg.dim}D run; 3D scans need a 3D run")
+    if cfg.dim == 2:
+        return reconstruct_2d(run, cfg, model, partial, out, resolution, iterations, dev, seed)
     cloud, meta = load_scan(partial)
     if norm is not None:
         offset, scale = load_normalization(norm)
@@ -178,6 +204,48 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
         mesh.export(tmp, file_type=out.suffix.lstrip(".") or "ply")
     return {"out": str(out), "points": int(len(cloud.points)), "observations": int(len(obs)),
             "final_loss": losses[-1] if losses else None, "normalization": source, "vertices": int(len(mesh.vertices))}
+
+
+def observations_2d(partial: str | os.PathLike, kind: str) -> Observations:
+    """Observations of a 2D field in the image frame [-1, 1]^2 (x right, y up).
+
+    - ``.png``: a digit image (white ink on black, any size, covering the frame), pixels with alpha 0 unknown.
+      Known pixels give the intensity (heightfield runs) or the side of the contour and bounds on the
+      distance to it (sdf runs; see :func:`data_prep.digits.image_observations`).
+    - ``.npy`` / ``.txt`` / ``.ply``: (N, 2) points on the contour (sdf = 0), already in the frame.
+    """
+    from data_prep.digits import image_observations
+    from data_prep.formats import load_png, load_points_2d
+
+    path = Path(partial)
+    if path.suffix.lower() == ".png":
+        gray, known = load_png(path)
+        try:
+            pts, lo, hi = image_observations(gray, known, kind)
+        except DataError as e:
+            raise DataError(f"{path}: {e}") from None
+        return Observations(pts, lo, hi)
+    if kind == "height":
+        raise DataError(f"{path}: a heightfield run needs an image (.png) of the digit, not contour points")
+    pts = load_points_2d(path)
+    return Observations(pts, np.zeros(len(pts)), np.zeros(len(pts)))
+
+
+def reconstruct_2d(run, cfg: Config, model: SDFModel, partial: str | os.PathLike, out: str | os.PathLike,
+                   resolution: int | None, iterations: int | None, device: torch.device, seed: int) -> dict:
+    """The 2D path of :func:`reconstruct_file`: observations from an image or points, code, PNG."""
+    from deepsdf_ad.meshing import field_kind, model_sdf, write_shape
+    from deepsdf_ad.train import loss_clamp
+
+    kind = field_kind(cfg)
+    obs = observations_2d(partial, kind)
+    init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_training_code(run))
+    code, losses = optimise_code(model, obs, cfg.reconstruct, loss_clamp(cfg), device, init=init, seed=seed,
+                                 iterations=iterations)
+    info = write_shape(model_sdf(model, code, device, cfg.mesh.batch_points), 2, kind,
+                       resolution or cfg.mesh.resolution, out)
+    return {**info, "points": int(len(obs)), "observations": int(len(obs)),
+            "final_loss": losses[-1] if losses else None, "normalization": "the image frame [-1, 1]^2"}
 
 
 def mean_training_code(run) -> torch.Tensor | None:

@@ -43,8 +43,13 @@ def autocast(device: torch.device, precision: str):
 
 
 def sdf_loss(pred: torch.Tensor, target: torch.Tensor, clamp: float) -> torch.Tensor:
-    """DeepSDF's clamped L1, mean over samples."""
+    """DeepSDF's clamped L1, mean over samples (``clamp = inf``: plain L1)."""
     return (pred.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs().mean()
+
+
+def loss_clamp(cfg: Config) -> float:
+    """The clamp of the field loss: ``train.clamp`` for clamped_l1, infinity for plain l1."""
+    return cfg.train.clamp if cfg.train.loss == "clamped_l1" else math.inf
 
 
 def code_regulariser(codes: torch.Tensor) -> torch.Tensor:
@@ -95,12 +100,15 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
 
 
 def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: int | None = None,
-          device: str = "auto", split_file: str | None = None, progress: bool = True) -> Run:
+          device: str = "auto", split_file: str | None = None, progress: bool = True,
+          max_seconds: float | None = None) -> Run:
     """Train ``cfg`` on the training split of ``data`` into the run folder ``out`` (resuming if it exists).
 
     Returns the run. A run folder that already holds a checkpoint continues from it with the run's saved
-    config (``epochs`` may extend it).
+    config (``epochs`` may extend it). ``max_seconds`` stops after the epoch that exceeds that wall time
+    (with a checkpoint), so a budgeted run can be resumed later.
     """
+    t_start = time.perf_counter()
     dev = resolve_device(device)
     run = Run(out)
     resumed = run.exists() and bool(run.checkpoints())
@@ -112,6 +120,9 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
     elif epochs is not None:
         cfg.train.epochs = epochs
     root = DataRoot(data, split_file)
+    if root.manifest().get("field") == "height" and cfg.train.loss != "l1":
+        raise DataError(f"{root.root}: holds heightfield intensities, not distances; train with "
+                        "--set train.loss=l1")
     refs = root.shapes("train")
     bank = SampleBank(refs, cfg.dim, progress=progress)
     run.path.mkdir(parents=True, exist_ok=True)
@@ -136,6 +147,7 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
             start = int(meta["epoch"])
     run.truncate_metrics(start)
     tc = cfg.train
+    clamp = loss_clamp(cfg)
     scaler = torch.amp.GradScaler(dev.type) if tc.precision == "fp16" and dev.type == "cuda" else None
     n_batches = math.ceil(len(bank) / tc.shapes_per_batch)
     bar = tqdm(range(start, tc.epochs), desc="train", unit="epoch", disable=not progress, initial=start,
@@ -159,7 +171,7 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
                 with autocast(dev, tc.precision):
                     codes = model.latent.codes(batch)
                     pred = model.decode(codes, samples[..., :-1])
-                    l_sdf = sdf_loss(pred.float(), samples[..., -1], tc.clamp)
+                    l_sdf = sdf_loss(pred.float(), samples[..., -1], clamp)
                     l_reg = code_regulariser(codes.float()) if reg_weight > 0 else torch.zeros((), device=dev)
                     loss = l_sdf + reg_weight * l_reg
                 opt.zero_grad(set_to_none=True)
@@ -183,8 +195,11 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
         run.append_metrics(row)
         bar.set_postfix(loss=f"{row['loss']:.5f}")
         done = epoch + 1
-        if done % tc.checkpoint_every == 0 or done == tc.epochs:
+        out_of_time = max_seconds is not None and time.perf_counter() - t_start > max_seconds
+        if done % tc.checkpoint_every == 0 or done == tc.epochs or out_of_time:
             save_checkpoint(run, model, opt, done, cfg)
+        if out_of_time:
+            break
     bar.close()
     if start >= tc.epochs and not (run.path / "latent_codes.safetensors").is_file():
         save_checkpoint(run, model, opt, start, cfg)

@@ -1,0 +1,52 @@
+"""Shared test helpers: tiny configs, analytic shapes, the shared-data location."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+TINY = [
+    "model.decoder.hidden=[32,32,32,32]",
+    "model.decoder.latent_in=[2]",
+    "model.decoder.dropout=0.0",
+    "model.latent.size=8",
+    "train.shapes_per_batch=4",
+    "train.samples_per_shape=512",
+    "train.checkpoint_every=2",
+    "mesh.resolution=32",
+    "reconstruct.iterations=30",
+    "reconstruct.samples=1000",
+]
+
+
+def cli(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m deepsdf_ad ARGS`` in a subprocess (the real entry point)."""
+    proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+def sphere_sdf(points: np.ndarray, radius: float = 0.5, center=(0.0, 0.0, 0.0)) -> np.ndarray:
+    return np.linalg.norm(points - np.asarray(center), axis=1) - radius
+
+
+def box_sdf(points: np.ndarray, half=(0.4, 0.3, 0.2)) -> np.ndarray:
+    q = np.abs(points) - np.asarray(half)
+    return np.linalg.norm(np.maximum(q, 0), axis=1) + np.minimum(q.max(axis=1), 0)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stderr}"
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line, got: {proc.stderr!r}"
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in lines[0], f"{n!r} not in {lines[0]!r}"

@@ -1,0 +1,50 @@
+import pytest
+import yaml
+
+from deepsdf_ad.config import Config, ConfigError, load_config, save_config
+from tests.helpers import REPO
+
+
+@pytest.mark.parametrize("name", ["deepsdf_chairs", "shapes_small"])
+def test_presets_load(name):
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    assert cfg.dim == 3
+
+
+def test_deepsdf_chairs_matches_published_specs():
+    cfg = load_config(REPO / "configs" / "deepsdf_chairs.yaml")
+    assert cfg.model.decoder.hidden == (512,) * 8 and cfg.model.decoder.latent_in == (4,)
+    assert cfg.model.latent.size == 256 and cfg.train.samples_per_shape == 16384
+    assert cfg.train.shapes_per_batch == 64 and cfg.train.clamp == 0.1 and cfg.train.epochs == 2001
+    assert cfg.train.lr_decoder.initial == 5e-4 and cfg.train.lr_latent.initial == 1e-3
+    assert cfg.train.lr_decoder.at(499) == 5e-4 and cfg.train.lr_decoder.at(500) == 2.5e-4
+
+
+def test_overrides_and_types():
+    cfg = load_config(None, ["train.epochs=7", "model.decoder.hidden=[16, 16]", "model.decoder.latent_in=[1]",
+                             "train.lr_decoder.initial=0.01"])
+    assert cfg.train.epochs == 7 and cfg.model.decoder.hidden == (16, 16)
+    assert cfg.train.lr_decoder.initial == 0.01
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.epochz=3", "unknown config key 'train.epochz'"),
+    ("nope=1", "unknown config key 'nope'"),
+    ("train.epochs=abc", "must be an integer"),
+    ("model.latent.source=pointnt", "unknown latent source 'pointnt'; known: table"),
+    ("dim=4", "'dim' must be 2 or 3"),
+    ("novalue", "use key=value"),
+])
+def test_bad_overrides(override, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_save_is_plain_yaml_and_round_trips(tmp_path):
+    cfg = load_config(None, ["train.epochs=5"])
+    save_config(cfg, tmp_path / "c.yaml")
+    text = (tmp_path / "c.yaml").read_text()
+    assert "!!python" not in text
+    assert yaml.safe_load(text)["train"]["epochs"] == 5
+    assert load_config(tmp_path / "c.yaml") == cfg
+    assert isinstance(cfg, Config)
