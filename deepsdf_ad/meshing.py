@@ -18,19 +18,54 @@ from deepsdf_ad.models import SDFModel
 SDFFn = Callable[[np.ndarray], np.ndarray]
 
 
-def model_sdf(model: SDFModel, code: torch.Tensor, device: torch.device, batch_points: int = 65536) -> SDFFn:
-    """An SDF function of points (M, dim) in the normalised frame, for one code (L,)."""
+def model_sdf(model: SDFModel, code: torch.Tensor, device: torch.device, batch_points: int | None = None,
+              precision: str = "fp32") -> SDFFn:
+    """An SDF function of points (M, dim) in the normalised frame, for one code (L,).
+
+    Args:
+        batch_points: decoder queries per batch; None chooses from the free memory (:func:`auto_batch_points`).
+        precision: fp32, or bf16 / fp16 autocast (faster; its error is measured in ``benchmarks/bench_meshing.py``).
+    """
+    from deepsdf_ad.train import autocast
+
     code = code.to(device).reshape(1, -1)
+    batch = batch_points or auto_batch_points(model, device)
+    counter = {"queries": 0}
 
     def fn(points: np.ndarray) -> np.ndarray:
         out = np.empty(len(points), np.float32)
-        with torch.inference_mode():
-            for s in range(0, len(points), batch_points):
-                p = torch.from_numpy(np.ascontiguousarray(points[s:s + batch_points], np.float32)).to(device)
+        counter["queries"] += len(points)
+        with torch.inference_mode(), autocast(device, precision):
+            for s in range(0, len(points), batch):
+                p = torch.from_numpy(np.ascontiguousarray(points[s:s + batch], np.float32)).to(device)
                 out[s:s + len(p)] = model.decode(code, p[None]).float().cpu().numpy()[0]
         return out
 
+    fn.counter = counter  # type: ignore[attr-defined]  # decoder queries so far (benchmarks read it)
     return fn
+
+
+def auto_batch_points(model: SDFModel, device: torch.device, budget_fraction: float = 0.25,
+                      cap: int = 262_144) -> int:
+    """Decoder queries per batch so that the activations of one batch use at most ``budget_fraction`` of the
+    free memory (CUDA: ``mem_get_info``; CPU: ``MemAvailable``), between 4,096 and ``cap``."""
+    width = max(getattr(model.decoder.cfg, "hidden", (512,)) or (512,))
+    layers = len(getattr(model.decoder.cfg, "hidden", ())) or 8
+    per_point = 4 * (width * 3 + model.latent_size + model.dim) * max(2, layers // 2)  # bytes, float32
+    free = None
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            for line in open("/proc/meminfo"):
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            free = None
+    if free is None:
+        return 65_536
+    return int(max(4096, min(cap, budget_fraction * free // per_point)))
 
 
 def grid_points(resolution: int, dim: int = 3) -> np.ndarray:
@@ -61,9 +96,96 @@ def marching_cubes(values: np.ndarray) -> trimesh.Trimesh:
     return trimesh.Trimesh(verts, faces, process=False)
 
 
-def mesh_sdf(fn: SDFFn, resolution: int) -> trimesh.Trimesh:
-    """Dense extraction: every grid point is evaluated (the reference method)."""
-    return marching_cubes(evaluate_grid(fn, resolution, 3))
+MESH_METHODS = ("adaptive", "dense")
+
+
+def mesh_sdf(fn: SDFFn, resolution: int, method: str = "adaptive", **kwargs) -> trimesh.Trimesh:
+    """The zero level set of ``fn`` on a ``resolution``^3 grid over [-1, 1]^3, by marching cubes.
+
+    ``method``: 'adaptive' (coarse-to-fine, :func:`adaptive_grid`; the default) or 'dense' (every grid point
+    evaluated: the reference). Both give the same mesh wherever the surface is (tests assert it).
+    """
+    if method == "dense":
+        return marching_cubes(evaluate_grid(fn, resolution, 3))
+    if method == "adaptive":
+        return marching_cubes(adaptive_grid(fn, resolution, **kwargs)[0])
+    raise DataError(f"unknown meshing method '{method}'; known: {', '.join(MESH_METHODS)}")
+
+
+def _upsample2(a: np.ndarray) -> np.ndarray:
+    """Trilinear 2x refinement of a grid of values at the grid's points (n -> 2n - 1 per axis)."""
+    for axis in range(a.ndim):
+        a = np.moveaxis(a, axis, 0)
+        out = np.empty((2 * a.shape[0] - 1, *a.shape[1:]), a.dtype)
+        out[0::2] = a
+        out[1::2] = 0.5 * (a[:-1] + a[1:])
+        a = np.moveaxis(out, 0, axis)
+    return a
+
+
+def _cell_extremes(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell of a 3D grid of point values: min, max and min |value| over its 8 corners."""
+    corners = [v[i:v.shape[0] - 1 + i, j:v.shape[1] - 1 + j, k:v.shape[2] - 1 + k]
+               for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    lo, hi, near = corners[0].copy(), corners[0].copy(), np.abs(corners[0])
+    for c in corners[1:]:
+        np.minimum(lo, c, out=lo)
+        np.maximum(hi, c, out=hi)
+        np.minimum(near, np.abs(c), out=near)
+    return lo, hi, near
+
+
+def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 1.5
+                  ) -> tuple[np.ndarray, dict]:
+    """Coarse-to-fine evaluation of the dense grid that :func:`evaluate_grid` would compute.
+
+    A coarse grid (about ``coarse`` cells per axis, on the same lattice as the fine grid) is evaluated
+    everywhere; then, level by level, each cell is split in 8 and its new points evaluated only if the surface
+    may pass through it: its corners change sign, or the smallest |sdf| at a corner is below ``margin`` times
+    the cell's diagonal (an SDF is 1-Lipschitz, so a cell crossed by the surface has every corner within one
+    diagonal of it; the margin covers a learned field that is not exactly an SDF). Points never evaluated
+    take the trilinear interpolation of the level above, which keeps their sign, so marching cubes finds
+    no surface there.
+
+    Returns:
+        values (resolution,)^3 on the fine grid, and stats: ``queries`` (points evaluated), ``dense``
+        (resolution^3) and ``levels``.
+    """
+    n = resolution - 1
+    levels = max(0, int(np.round(np.log2(max(n / coarse, 1.0)))))
+    stride = 2**levels
+    cells0 = -(-n // stride)  # coarse cells per axis; the padded fine grid has cells0 * stride cells
+    h = 2.0 / n  # fine spacing, as in evaluate_grid
+
+    def coords(idx: np.ndarray) -> np.ndarray:  # fine-lattice indices (M, 3) -> points
+        return (-1.0 + idx * h).astype(np.float32)
+
+    r = cells0 + 1
+    idx = np.stack(np.meshgrid(*([np.arange(r) * stride] * 3), indexing="ij"), axis=-1).reshape(-1, 3)
+    values = fn(coords(idx)).reshape(r, r, r).astype(np.float32)
+    queries = len(idx)
+    evaluated = np.ones((r, r, r), bool)
+    for level in range(levels, 0, -1):
+        step = 2 ** (level - 1)  # fine-lattice spacing of the next level
+        cell_size = 2 * step * h
+        lo, hi, near = _cell_extremes(values)
+        active = ((lo < 0) & (hi > 0)) | (near < margin * np.sqrt(3.0) * cell_size)
+        values = _upsample2(values)
+        evaluated_up = np.zeros(values.shape, bool)
+        evaluated_up[::2, ::2, ::2] = evaluated
+        want = np.zeros(values.shape, bool)
+        ci = np.nonzero(active)
+        for a in (0, 1, 2):
+            for b in (0, 1, 2):
+                for c in (0, 1, 2):
+                    want[2 * ci[0] + a, 2 * ci[1] + b, 2 * ci[2] + c] = True
+        todo = np.argwhere(want & ~evaluated_up)
+        if len(todo):
+            values[todo[:, 0], todo[:, 1], todo[:, 2]] = fn(coords(todo * step))
+        queries += len(todo)
+        evaluated = evaluated_up | want
+    values = values[:resolution, :resolution, :resolution]
+    return np.ascontiguousarray(values), {"queries": int(queries), "dense": int(resolution**3), "levels": levels}
 
 
 def contours_2d(values: np.ndarray, level: float = 0.0) -> list[np.ndarray]:

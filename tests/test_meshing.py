@@ -38,3 +38,79 @@ def test_marching_squares_circle():
     vals = evaluate_grid(lambda p: np.linalg.norm(p, axis=1) - 0.5, 101, 2)
     (c,) = contours_2d(vals)
     np.testing.assert_allclose(np.linalg.norm(c, axis=1), 0.5, atol=2e-3)
+
+
+# ---- coarse-to-fine vs dense -------------------------------------------------------------------------------
+def _vertex_distances(a, b) -> np.ndarray:
+    """Distance of each vertex of mesh a to the surface of mesh b (exact point-to-triangle)."""
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.asarray(b.vertices, np.float32)),
+                        o3d.core.Tensor(np.asarray(b.faces, np.uint32)))
+    return scene.compute_distance(o3d.core.Tensor(np.asarray(a.vertices, np.float32))).numpy()
+
+
+def _assert_same_mesh(fn, resolution):
+    from deepsdf_ad.meshing import adaptive_grid
+
+    dense = mesh_sdf(fn, resolution, method="dense")
+    fine = mesh_sdf(fn, resolution, method="adaptive")
+    for a, b in ((dense, fine), (fine, dense)):
+        assert np.mean(_vertex_distances(a, b) < 1e-4) >= 0.999
+    _, stats = adaptive_grid(fn, resolution)
+    return stats
+
+
+def _two_shapes(p: np.ndarray) -> np.ndarray:
+    from tests.helpers import box_sdf
+
+    return np.minimum(sphere_sdf(p, 0.35, (0.3, 0.1, 0.0)), box_sdf(p - np.array([-0.4, 0.0, 0.1]), (0.2, 0.3, 0.15)))
+
+
+@pytest.mark.parametrize("resolution", [65, 96, 128])
+def test_adaptive_matches_dense_on_an_analytic_sdf(resolution):
+    stats = _assert_same_mesh(_two_shapes, resolution)
+    assert stats["levels"] >= 1 and stats["queries"] < 0.5 * stats["dense"]
+
+
+def test_adaptive_matches_dense_on_a_trained_decoder():
+    import torch
+
+    from deepsdf_ad.config import load_config
+    from deepsdf_ad.meshing import model_sdf
+    from deepsdf_ad.models import build_model
+    from deepsdf_ad.train import sdf_loss
+
+    torch.manual_seed(0)
+    cfg = load_config(None, ["model.decoder.hidden=[64,64,64,64]", "model.decoder.latent_in=[2]",
+                             "model.decoder.dropout=0.0", "model.latent.size=8"])
+    model = build_model(3, cfg.model.decoder, cfg.model.latent, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    index = {"index": torch.zeros(1, dtype=torch.long)}
+    centres, radii = torch.tensor([[0.3, 0.1, 0.0], [-0.35, 0.0, 0.1]]), torch.tensor([0.35, 0.25])
+
+    def truth(p):  # two spheres
+        return ((p[..., None, :] - centres).norm(dim=-1) - radii).min(dim=-1).values
+
+    for _ in range(300):
+        # DeepSDF's distribution: mostly near the surface, some uniform
+        k = torch.randint(2, (1, 1536), generator=gen)
+        d = torch.randn(1, 1536, 3, generator=gen)
+        near = centres[k] + radii[k, None] * d / d.norm(dim=-1, keepdim=True)
+        near = near + 0.04 * torch.randn(1, 1536, 3, generator=gen)
+        pts = torch.cat([near, torch.rand(1, 512, 3, generator=gen) * 2 - 1], dim=1)
+        loss = sdf_loss(model.decode(model.latent.codes(index), pts), truth(pts), 0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    fn = model_sdf(model, model.latent.codes(index)[0].detach(), torch.device("cpu"), 65536)
+    stats = _assert_same_mesh(fn, 97)
+    assert stats["queries"] < 0.6 * stats["dense"]
+
+
+def test_unknown_method_is_a_data_error():
+    with pytest.raises(DataError, match="known: adaptive, dense"):
+        mesh_sdf(lambda p: sphere_sdf(p, 0.5), 16, method="octree")
