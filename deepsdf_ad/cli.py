@@ -124,14 +124,19 @@ def _prep_digits(args) -> int:
 
 def _train(args) -> int:
     from deepsdf_ad.config import load_config
-    from deepsdf_ad.train import train
+    from deepsdf_ad.train import train, train_seeds
 
     cfg = load_config(args.config, args.set)
-    run = train(cfg, args.data, args.out, epochs=args.epochs, device=args.device, split_file=args.split,
-                progress=not args.quiet)
-    rows = run.metrics()
-    last = rows[-1] if rows else {}
-    print(f"train: {len(rows)} epochs, final loss {last.get('loss', float('nan')):.6f} -> {run.path}")
+    if args.seeds:
+        runs = train_seeds(cfg, args.data, args.out, args.seeds, epochs=args.epochs, device=args.device,
+                           split_file=args.split, progress=not args.quiet)
+    else:
+        runs = [train(cfg, args.data, args.out, epochs=args.epochs, device=args.device, split_file=args.split,
+                      progress=not args.quiet)]
+    for run in runs:
+        rows = run.metrics()
+        last = rows[-1] if rows else {}
+        print(f"train: {len(rows)} epochs, final loss {last.get('loss', float('nan')):.6f} -> {run.path}")
     return 0
 
 
@@ -165,8 +170,10 @@ def _reconstruct(args) -> int:
     from deepsdf_ad.reconstruct import reconstruct_file
 
     info = reconstruct_file(args.run, args.partial, args.out, resolution=args.resolution,
-                            iterations=args.iterations, device=args.device, norm=args.norm, seed=args.seed)
-    print(f"reconstruct: {info['points']} points, final loss {info['final_loss']:.5f}, "
+                            iterations=args.iterations, device=args.device, norm=args.norm, seed=args.seed,
+                            mode=args.mode)
+    loss = "" if info["final_loss"] is None else f", final loss {info['final_loss']:.5f}"
+    print(f"reconstruct: {info['points']} points, mode {info['mode']}{loss}, "
           f"normalisation {info['normalization']} -> {info['out']}")
     return 0
 
@@ -302,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set train.shapes_per_batch=16 (repeatable)")
     tr.add_argument("--split", help="split JSON to train on (default DATA/splits/train.json)")
+    tr.add_argument("--seeds", type=_nonnegative_int, nargs="+", metavar="K",
+                    help="train once per seed into RUN/seed_K (train.seed = K); compare pools them")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(tr)
     tr.set_defaults(func=_train)
@@ -344,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--iterations", type=_positive_int, help="optimisation steps (default: the config's)")
     rc.add_argument("--norm", help="normalisation .npz (offset, scale) of the object, if not in the sidecar")
     rc.add_argument("--seed", type=int, default=0, help="random seed")
+    rc.add_argument("--mode", choices=("optimise", "encode", "encode+refine"),
+                    help="optimise the code (default for autodecoder runs), encode the points in one pass "
+                         "(default for autoencoder runs), or encode then optimise from there")
     _add_device(rc)
     rc.set_defaults(func=_reconstruct)
 

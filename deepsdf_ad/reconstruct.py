@@ -1,4 +1,6 @@
-"""Codes from observations, by optimisation (autodecoder) of the clamped SDF loss against the decoder.
+"""Codes from observations: optimisation (autodecoder) of the clamped SDF loss against the frozen decoder,
+or one forward pass of the encoder (autoencoder), or both (``encode+refine``: the encoder's code is the
+start of the optimisation).
 
 Observations are points with an interval for their SDF, ``lo <= sdf <= hi``: an exact sample has
 ``lo = hi``; a free-space point seen through by a camera ray has ``0 <= sdf <= distance to the hit``.
@@ -146,6 +148,65 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     return code.detach(), losses
 
 
+MODES = ("optimise", "encode", "encode+refine")
+"""How a code is found: latent optimisation, one encoder pass, or an encoder pass refined by optimisation."""
+
+
+def default_mode(model: SDFModel) -> str:
+    """'optimise' for a latent table (autodecoder), 'encode' for an encoder (autoencoder)."""
+    return "optimise" if getattr(model.latent, "optimised_at_test_time", True) else "encode"
+
+
+def check_mode(model: SDFModel, mode: str | None, source: str = "") -> str:
+    """The mode to use (``None``: :func:`default_mode`); an encoder mode on a table run is an error."""
+    mode = default_mode(model) if mode is None else mode
+    if mode not in MODES:
+        raise DataError(f"--mode {mode}: unknown mode; use one of {', '.join(MODES)}")
+    if mode.startswith("encode") and not hasattr(model.latent, "encode"):
+        raise DataError(f"--mode {mode} needs an autoencoder run (model.latent.source: pointnet); this run's latent "
+                        f"source{' ' + repr(source) if source else ''} has no encoder: use --mode optimise")
+    return mode
+
+
+def input_points(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` of ``points`` (M, dim) for the encoder: without replacement when M >= n, else with."""
+    if len(points) == 0:
+        raise DataError("no points to encode")
+    return points[rng.choice(len(points), size=n, replace=len(points) < n)]
+
+
+@torch.no_grad()
+def encode_codes(model: SDFModel, points: list[np.ndarray], device: torch.device, seed: int = 0) -> torch.Tensor:
+    """Codes (B, L) of B point sets (each (M_i, dim), normalised frame) by one encoder pass (eval mode);
+    each set is resampled to the encoder's ``input_points`` points."""
+    rng = np.random.default_rng(seed)
+    n = model.latent.input_points
+    x = torch.from_numpy(np.stack([input_points(np.asarray(p, np.float32), n, rng) for p in points])).to(device)
+    was = model.training
+    model.eval()
+    try:
+        return model.latent.encode(x).detach()
+    finally:
+        model.train(was)
+
+
+def find_codes(model: SDFModel, cfg: Config, mode: str, obs: list[Observations] | None,
+               points: list[np.ndarray] | None, device: torch.device, init: torch.Tensor | None = None,
+               seed: int = 0, iterations: int | None = None) -> tuple[torch.Tensor, list[float]]:
+    """Codes (B, L) of B shapes by ``mode``: 'optimise' fits ``obs`` from ``init`` (B, L) (or random),
+    'encode' encodes ``points``, 'encode+refine' fits ``obs`` starting from the encoding of ``points``.
+    Returns the codes and the optimisation loss per iteration (empty for 'encode')."""
+    from deepsdf_ad.train import loss_clamp
+
+    if mode.startswith("encode"):
+        codes = encode_codes(model, points, device, seed)
+        if mode == "encode":
+            return codes, []
+        init = codes
+    return optimise_codes(model, obs, cfg.reconstruct, loss_clamp(cfg), device, init=init, seed=seed,
+                          iterations=iterations)
+
+
 def estimate_normalization(points: np.ndarray) -> tuple[np.ndarray, float]:
     """DeepSDF's normalisation of the observed points themselves (used when the true one is unknown)."""
     centre = 0.5 * (points.min(axis=0) + points.max(axis=0))
@@ -157,8 +218,11 @@ def estimate_normalization(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
                      resolution: int | None = None, iterations: int | None = None, device: str = "auto",
-                     norm: str | None = None, seed: int = 0) -> dict:
+                     norm: str | None = None, seed: int = 0, mode: str | None = None) -> dict:
     """``deepsdf-ad reconstruct``: partial scan (mesh frame) -> completed mesh (same frame) at ``out``.
+
+    ``mode``: 'optimise', 'encode' or 'encode+refine' (default: optimise for an autodecoder run, encode for
+    an autoencoder run); see :func:`find_codes`.
 
     For a 2D run ``partial`` is a PNG of a partly masked digit or a 2D point file (see
     :func:`observations_2d`) and ``out`` a PNG.
@@ -171,8 +235,9 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     dev = resolve_device(device)
     run = Run(run_path)
     cfg, model = load_trained(run, dev)
+    mode = check_mode(model, mode, cfg.model.latent.source)
     if cfg.dim == 2:
-        return reconstruct_2d(run, cfg, model, partial, out, resolution, iterations, dev, seed)
+        return reconstruct_2d(run, cfg, model, partial, out, resolution, iterations, dev, seed, mode)
     cloud, meta = load_scan(partial)
     if norm is not None:
         offset, scale = load_normalization(norm)
@@ -194,15 +259,16 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     obs = observations_from_scan(pts, normals, camera, cfg.reconstruct, np.random.default_rng(seed))
     mean_code = mean_training_code(run)
     init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_code)
-    code, losses = optimise_code(model, obs, cfg.reconstruct, cfg.train.clamp, dev, init=init, seed=seed,
-                                 iterations=iterations)
+    codes, losses = find_codes(model, cfg, mode, [obs], [pts], dev, init=init.reshape(1, -1), seed=seed,
+                               iterations=iterations)
+    code = codes[0]
     res = resolution or cfg.mesh.resolution
     mesh = mesh_sdf(model_sdf(model, code, dev, cfg.mesh.batch_points), res)
     mesh = trimesh.Trimesh(undo_normalization(mesh.vertices, offset, scale), mesh.faces, process=False)
     out = Path(out)
     with atomic_path(out) as tmp:
         mesh.export(tmp, file_type=out.suffix.lstrip(".") or "ply")
-    return {"out": str(out), "points": int(len(cloud.points)), "observations": int(len(obs)),
+    return {"out": str(out), "points": int(len(cloud.points)), "observations": int(len(obs)), "mode": mode,
             "final_loss": losses[-1] if losses else None, "normalization": source, "vertices": int(len(mesh.vertices))}
 
 
@@ -231,20 +297,32 @@ def observations_2d(partial: str | os.PathLike, kind: str) -> Observations:
     return Observations(pts, np.zeros(len(pts)), np.zeros(len(pts)))
 
 
+def contour_points(obs: Observations) -> np.ndarray:
+    """The observed points known to lie on the contour (lo = hi = 0): an encoder's input in 2D."""
+    on = (np.asarray(obs.lo) == 0) & (np.asarray(obs.hi) == 0)
+    return np.asarray(obs.points)[on]
+
+
 def reconstruct_2d(run, cfg: Config, model: SDFModel, partial: str | os.PathLike, out: str | os.PathLike,
-                   resolution: int | None, iterations: int | None, device: torch.device, seed: int) -> dict:
+                   resolution: int | None, iterations: int | None, device: torch.device, seed: int,
+                   mode: str = "optimise") -> dict:
     """The 2D path of :func:`reconstruct_file`: observations from an image or points, code, PNG."""
     from deepsdf_ad.meshing import field_kind, model_sdf, write_shape
-    from deepsdf_ad.train import loss_clamp
 
     kind = field_kind(cfg)
     obs = observations_2d(partial, kind)
+    points = None
+    if mode.startswith("encode"):
+        points = contour_points(obs)
+        if len(points) == 0:
+            raise DataError(f"{partial}: no contour point is observed; the encoder needs points on the contour")
     init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_training_code(run))
-    code, losses = optimise_code(model, obs, cfg.reconstruct, loss_clamp(cfg), device, init=init, seed=seed,
-                                 iterations=iterations)
+    codes, losses = find_codes(model, cfg, mode, [obs], None if points is None else [points], device,
+                               init=init.reshape(1, -1), seed=seed, iterations=iterations)
+    code = codes[0]
     info = write_shape(model_sdf(model, code, device, cfg.mesh.batch_points), 2, kind,
                        resolution or cfg.mesh.resolution, out)
-    return {**info, "points": int(len(obs)), "observations": int(len(obs)),
+    return {**info, "points": int(len(obs)), "observations": int(len(obs)), "mode": mode,
             "final_loss": losses[-1] if losses else None, "normalization": "the image frame [-1, 1]^2"}
 
 

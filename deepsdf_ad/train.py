@@ -19,6 +19,7 @@ from tqdm import tqdm
 from data_prep.formats import DataError, DataRoot
 from deepsdf_ad.config import Config
 from deepsdf_ad.data import SampleBank
+from deepsdf_ad.inputs import PointInputs, encode_all
 from deepsdf_ad.models import SDFModel, build_model
 from deepsdf_ad.runs import Run
 
@@ -137,6 +138,8 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
     torch.manual_seed(cfg.train.seed)  # initial weights: deterministic for a seed
     model = build_model(cfg.dim, cfg.model.decoder, cfg.model.latent, len(bank)).to(dev)
     opt = make_optimizer(model, cfg)
+    # a latent source that reads points (the encoder) gets surface points of the same shapes
+    inputs = PointInputs(refs, cfg.dim, progress=progress).to(dev) if model.latent.input_points else None
     start = 0
     if resumed:
         ck = run.load_checkpoint()
@@ -168,6 +171,8 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
                 idx = perm[b * tc.shapes_per_batch:(b + 1) * tc.shapes_per_batch]
                 samples = bank.draw(idx, tc.samples_per_shape, gen)
                 batch = {"index": idx, "samples": samples}
+                if inputs is not None:
+                    batch["points"] = inputs.draw(idx, model.latent.input_points, gen, **model.latent.augment)
                 with autocast(dev, tc.precision):
                     codes = model.latent.codes(batch)
                     pred = model.decode(codes, samples[..., :-1])
@@ -197,20 +202,45 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
         done = epoch + 1
         out_of_time = max_seconds is not None and time.perf_counter() - t_start > max_seconds
         if done % tc.checkpoint_every == 0 or done == tc.epochs or out_of_time:
-            save_checkpoint(run, model, opt, done, cfg)
+            save_checkpoint(run, model, opt, done, cfg, inputs)
         if out_of_time:
             break
     bar.close()
     if start >= tc.epochs and not (run.path / "latent_codes.safetensors").is_file():
-        save_checkpoint(run, model, opt, start, cfg)
+        save_checkpoint(run, model, opt, start, cfg, inputs)
     return run
 
 
-def save_checkpoint(run: Run, model: SDFModel, opt: torch.optim.Optimizer, epoch: int, cfg: Config) -> None:
+def save_checkpoint(run: Run, model: SDFModel, opt: torch.optim.Optimizer, epoch: int, cfg: Config,
+                    inputs: PointInputs | None = None) -> None:
+    """Write a checkpoint and the training codes (an encoder's are its encodings of the training shapes,
+    from clean seeded inputs, stored in the model so they travel with the checkpoint)."""
+    if inputs is not None:
+        model.latent.set_training_codes(encode_all(model, inputs, model.latent.input_points))
     tensors, groups = checkpoint_tensors(model, opt)
     run.save_checkpoint(epoch, tensors, {"epoch": epoch, "param_groups": groups}, keep=cfg.train.keep_checkpoints)
     if hasattr(model.latent, "all_codes"):
         run.save_codes(model.latent.all_codes(), run.shapes()["keys"])
+
+
+def seed_run_path(out: str | os.PathLike, seed: int) -> Path:
+    """Where seed ``seed`` of a multi-seed run lives: ``OUT/seed_<seed>``."""
+    return Path(out) / f"seed_{seed}"
+
+
+def train_seeds(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, seeds: list[int],
+                **kwargs) -> list[Run]:
+    """Train ``cfg`` once per seed into ``OUT/seed_<K>`` (``train.seed = K``); each resumes on its own."""
+    import copy
+
+    if len(set(seeds)) != len(seeds):
+        raise DataError(f"--seeds {' '.join(map(str, seeds))}: a seed is repeated")
+    runs = []
+    for s in seeds:
+        c = copy.deepcopy(cfg)
+        c.train.seed = int(s)
+        runs.append(train(c, data, seed_run_path(out, s), **kwargs))
+    return runs
 
 
 def load_trained(run: Run, device: torch.device) -> tuple[Config, SDFModel]:

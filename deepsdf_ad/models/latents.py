@@ -2,29 +2,40 @@
 
 - ``table``: the autodecoder. One learned code per training shape (``nn.Embedding``); for a new shape
   the code is found by optimisation.
+- ``pointnet``: the autoencoder. A residual PointNet with max pooling (Occupancy Networks'
+  ``ResnetPointnet``) maps points on the surface (3D) or the contour (2D) of a shape to its code in one
+  forward pass.
+
+Every source has ``codes(batch) -> (B, L)`` and ``all_codes() -> (S, L)`` (the codes of the training
+shapes, in the row order of ``RUN/shapes.json``). A source that reads points says how many with
+``input_points`` (0: it reads only ``batch['index']``) and how to perturb them in training with
+``augment`` (see :mod:`deepsdf_ad.inputs`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 @dataclass
 class LatentConfig:
     source: str = "table"
-    """Latent source: 'table' (autodecoder)."""
+    """Latent source: 'table' (autodecoder) or 'pointnet' (autoencoder)."""
     size: int = 256
     """Length of each code."""
     init_std: float = 1.0
-    """Codes start as N(0, (init_std / sqrt(size))^2), DeepSDF's CodeInitStdDev."""
+    """Table codes start as N(0, (init_std / sqrt(size))^2), DeepSDF's CodeInitStdDev."""
     max_norm: float | None = 1.0
-    """Codes are renormalised to at most this norm when looked up (DeepSDF's CodeBound); null = off."""
+    """Table codes are renormalised to at most this norm when looked up (DeepSDF's CodeBound); null = off.
+    Encoder codes are not bounded (the code regulariser still applies to them)."""
     kwargs: dict = field(default_factory=dict)
-    """Extra arguments of the source (e.g. the PointNet's width)."""
+    """Extra arguments of the source: for 'pointnet' the fields of :class:`PointNetConfig`."""
 
 
 class LatentTable(nn.Module):
@@ -34,9 +45,13 @@ class LatentTable(nn.Module):
     """
 
     optimised_at_test_time = True
+    input_points = 0
+    augment: dict = {}
 
     def __init__(self, num_shapes: int, cfg: LatentConfig):
         super().__init__()
+        if cfg.kwargs:
+            raise ValueError(f"latent source 'table' takes no kwargs, got {', '.join(map(str, cfg.kwargs))}")
         self.size = cfg.size
         self.embedding = nn.Embedding(num_shapes, cfg.size, max_norm=cfg.max_norm)
         nn.init.normal_(self.embedding.weight, 0.0, cfg.init_std / math.sqrt(cfg.size))
@@ -48,7 +63,109 @@ class LatentTable(nn.Module):
         return self.embedding.weight.detach()
 
 
-LATENT_SOURCES: dict[str, type[nn.Module]] = {"table": LatentTable}
+@dataclass
+class PointNetConfig:
+    """Options of the PointNet encoder (``model.latent.kwargs`` of a 'pointnet' run)."""
+
+    hidden: int = 128
+    """Width of the residual blocks (the first layer and the block inputs are twice as wide)."""
+    blocks: int = 5
+    """Residual blocks; every block after the first also sees the max-pooled features of the previous one."""
+    points: int = 1024
+    """Input points per shape, drawn on the surface (3D) or the contour (2D)."""
+    noise: float = 0.0
+    """Standard deviation of the Gaussian noise added to training inputs (normalised frame); 0 = none."""
+    partial: float = 0.0
+    """Share of training inputs cut to a partial view (the points on one side of a random plane)."""
+    partial_keep: float = 0.5
+    """Share of the surface a partial view keeps."""
+
+
+def pointnet_options(kwargs: dict) -> PointNetConfig:
+    """``model.latent.kwargs`` -> :class:`PointNetConfig`; unknown keys or bad values raise ValueError."""
+    names = [f.name for f in dataclasses.fields(PointNetConfig)]
+    unknown = [k for k in kwargs if k not in names]
+    if unknown:
+        raise ValueError(f"unknown pointnet option '{unknown[0]}' in model.latent.kwargs; known: {', '.join(names)}")
+    types = {f.name: f.type for f in dataclasses.fields(PointNetConfig)}
+    for k, v in kwargs.items():
+        want = int if types[k] in (int, "int") else float
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)):
+            raise ValueError(f"model.latent.kwargs.{k} must be {'an integer' if want is int else 'a number'}, got {v!r}")
+    opts = PointNetConfig(**{k: (int(v) if types[k] in (int, "int") else float(v)) for k, v in kwargs.items()})
+    if opts.hidden < 1 or opts.blocks < 1 or opts.points < 1:
+        raise ValueError("model.latent.kwargs: hidden, blocks and points must be at least 1")
+    if opts.noise < 0 or not 0 <= opts.partial <= 1 or not 0 < opts.partial_keep <= 1:
+        raise ValueError("model.latent.kwargs: need noise >= 0, 0 <= partial <= 1 and 0 < partial_keep <= 1")
+    return opts
+
+
+class ResnetBlockFC(nn.Module):
+    """Fully connected residual block (Occupancy Networks): x + fc_1(relu(fc_0(relu(x)))), with a linear
+    shortcut when the widths differ. ``fc_1`` starts at zero, so each block starts as the identity."""
+
+    def __init__(self, size_in: int, size_out: int, size_h: int):
+        super().__init__()
+        self.fc_0 = nn.Linear(size_in, size_h)
+        self.fc_1 = nn.Linear(size_h, size_out)
+        self.shortcut = nn.Linear(size_in, size_out, bias=False) if size_in != size_out else None
+        nn.init.zeros_(self.fc_1.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dx = self.fc_1(F.relu(self.fc_0(F.relu(x))))
+        return (x if self.shortcut is None else self.shortcut(x)) + dx
+
+
+class PointNetEncoder(nn.Module):
+    """Residual PointNet with max pooling (Mescheder et al. 2019, ``ResnetPointnet``): points -> code.
+
+    ``codes(batch)`` reads ``batch['points']`` (B, N, dim) in the normalised frame; the result does not
+    depend on the order of the N points. ``all_codes()`` returns the encodings of the training shapes,
+    stored in the buffer ``train_codes`` by the training loop at every checkpoint (so ``mesh``, ``sample``
+    and ``interpolate`` work as for a table).
+    """
+
+    optimised_at_test_time = False
+
+    def __init__(self, num_shapes: int, dim: int, cfg: LatentConfig):
+        super().__init__()
+        self.options = pointnet_options(cfg.kwargs)
+        h, self.size, self.dim = self.options.hidden, cfg.size, dim
+        self.fc_pos = nn.Linear(dim, 2 * h)
+        self.blocks = nn.ModuleList([ResnetBlockFC(2 * h, h, h) for _ in range(self.options.blocks)])
+        self.fc_c = nn.Linear(h, cfg.size)
+        self.register_buffer("train_codes", torch.zeros(num_shapes, cfg.size))
+
+    @property
+    def input_points(self) -> int:
+        return self.options.points
+
+    @property
+    def augment(self) -> dict:
+        o = self.options
+        return {"noise": o.noise, "partial": o.partial, "keep": o.partial_keep}
+
+    def encode(self, points: torch.Tensor) -> torch.Tensor:
+        """``points`` (B, N, dim) -> codes (B, L)."""
+        if points.ndim != 3 or points.shape[-1] != self.dim:
+            raise ValueError(f"expected points (B, N, {self.dim}), got {tuple(points.shape)}")
+        net = self.blocks[0](self.fc_pos(points))
+        for block in self.blocks[1:]:
+            pooled = net.max(dim=1, keepdim=True).values.expand_as(net)
+            net = block(torch.cat([net, pooled], dim=-1))
+        return self.fc_c(F.relu(net.max(dim=1).values))
+
+    def codes(self, batch: dict) -> torch.Tensor:
+        return self.encode(batch["points"])
+
+    def all_codes(self) -> torch.Tensor:
+        return self.train_codes.detach()
+
+    def set_training_codes(self, codes: torch.Tensor) -> None:
+        self.train_codes.copy_(codes.detach().to(self.train_codes))
+
+
+LATENT_SOURCES: dict[str, type[nn.Module]] = {"table": LatentTable, "pointnet": PointNetEncoder}
 
 
 def build_latent_source(cfg: LatentConfig, num_shapes: int, dim: int) -> nn.Module:

@@ -1,0 +1,159 @@
+"""The PointNet autoencoder: permutation invariance, configs, training with resume, reconstruct --mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.digits import DigitSamplingConfig, pixel_centres, prep_digits
+from data_prep.formats import write_idx
+from deepsdf_ad.config import ConfigError, load_config
+from deepsdf_ad.inputs import partial_view
+from deepsdf_ad.models import build_model
+from deepsdf_ad.models.latents import LatentConfig, PointNetEncoder
+from deepsdf_ad.runs import Run
+from deepsdf_ad.train import train
+from tests.helpers import REPO, TINY, assert_one_line_error, cli
+
+AE = ["model.latent.source=pointnet", "model.latent.kwargs={hidden: 16, blocks: 2, points: 64}",
+      "train.lr_latent.initial=0.002"]
+
+
+def blob_image(rng: np.random.Generator, size: int = 28) -> np.ndarray:
+    """A random ellipse (sometimes with a hole) as a uint8 image, intensity 0.5 on its outline."""
+    p = pixel_centres(size, size)
+    c = rng.uniform(-0.25, 0.25, 2)
+    ax = rng.uniform(0.3, 0.6, 2)
+    r = np.linalg.norm((p - c) / ax, axis=-1)
+    img = np.clip(0.5 - (r - 1.0) * 2.0, 0, 1)
+    if rng.random() < 0.5:
+        img = np.minimum(img, np.clip(0.5 + (r - 0.45) * 2.0, 0, 1))
+    return (img * 255).astype(np.uint8)
+
+
+def write_tiny_idx(folder, n: int = 16, prefix: str = "t", labels=(0, 1), seed: int = 0) -> None:
+    """A tiny MNIST-like IDX pair of random blobs (labels cycle through ``labels``)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_idx(folder / f"{prefix}-images-idx3-ubyte", np.stack([blob_image(rng) for _ in range(n)]))
+    write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.array([labels[i % len(labels)] for i in range(n)], np.uint8))
+
+
+def make_tiny_digits(root, n: int = 16, labels=(0, 1), seed: int = 0):
+    write_tiny_idx(root / "idx", n, labels=labels, seed=seed)
+    prep_digits(root / "idx", root / "data", DigitSamplingConfig(samples=512, contour_points=300),
+                test_fraction=0.25, seed=0, progress=False)
+    return root / "data"
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return make_tiny_digits(tmp_path_factory.mktemp("digits"))
+
+
+def tiny_cfg(*extra):
+    return load_config(REPO / "configs" / "digits_autodecoder.yaml", [*TINY, *extra])
+
+
+def test_pointnet_is_permutation_invariant():
+    torch.manual_seed(0)
+    enc = PointNetEncoder(3, 3, LatentConfig(source="pointnet", size=8, kwargs={"hidden": 16, "blocks": 3}))
+    pts = torch.randn(2, 100, 3)
+    perm = torch.randperm(100)
+    a, b = enc.encode(pts), enc.encode(pts[:, perm])
+    assert a.shape == (2, 8)
+    torch.testing.assert_close(a, b)
+    # and it does depend on the points
+    assert not torch.allclose(a, enc.encode(pts * 1.5))
+    # duplicated points do not change a max-pooled code either
+    torch.testing.assert_close(a, enc.encode(torch.cat([pts, pts[:, :10]], dim=1)))
+
+
+def test_partial_view_keeps_the_far_side():
+    pts = torch.linspace(-1, 1, 10)[None, :, None].expand(1, 10, 2).clone()
+    out = partial_view(pts, torch.tensor([[1.0, 0.0]]), 4)
+    assert sorted(out[0, :, 0].tolist()) == pytest.approx(torch.linspace(-1, 1, 10)[-4:].tolist())
+    kept = partial_view(pts, torch.tensor([[1.0, 0.0]]), 4, cut=torch.tensor([False]))
+    torch.testing.assert_close(kept, pts[:, :4])
+
+
+def test_presets_differ_only_in_the_latent_source():
+    import yaml
+
+    for ad, ae in (("shapes_small", "shapes_pointnet_ae"), ("digits_autodecoder", "digits_pointnet_ae")):
+        a = yaml.safe_load((REPO / "configs" / f"{ad}.yaml").read_text())
+        b = yaml.safe_load((REPO / "configs" / f"{ae}.yaml").read_text())
+        assert b["model"]["latent"]["source"] == "pointnet" and a["model"]["latent"]["source"] == "table"
+        assert a["model"]["decoder"] == b["model"]["decoder"] and a["dim"] == b["dim"]
+        assert a["model"]["latent"]["size"] == b["model"]["latent"]["size"]
+        for k in a["train"]:
+            if k != "lr_latent":
+                assert a["train"][k] == b["train"][k], k
+        assert a["reconstruct"] == b["reconstruct"] and a["mesh"] == b["mesh"]
+        load_config(REPO / "configs" / f"{ae}.yaml")
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model.latent.kwargs={hiden: 3}", "unknown pointnet option 'hiden'"),
+    ("model.latent.kwargs={points: 0.5}", "must be an integer"),
+])
+def test_bad_pointnet_options(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(None, ["model.latent.source=pointnet", override])
+
+
+@pytest.fixture(scope="module")
+def ae_run(digits, tmp_path_factory):
+    return train(tiny_cfg(*AE), digits, tmp_path_factory.mktemp("ae") / "run", epochs=2, device="cpu",
+                 progress=False)
+
+
+def test_encoder_trains_resumes_and_stores_training_codes(digits, ae_run, tmp_path):
+    codes = ae_run.codes()
+    n = len(ae_run.shapes()["keys"])
+    assert codes.shape == (n, 8) and codes.abs().sum() > 0
+    # the codes are the encodings of the training shapes, and travel with the model
+    from deepsdf_ad.train import load_trained
+
+    _, model = load_trained(ae_run, torch.device("cpu"))
+    torch.testing.assert_close(model.latent.all_codes(), codes)
+    # resume: 1 epoch then 1 more equals 2 in one go
+    train(tiny_cfg(*AE), digits, tmp_path / "run", epochs=1, device="cpu", progress=False)
+    resumed = train(tiny_cfg(*AE), digits, tmp_path / "run", epochs=2, device="cpu", progress=False)
+    a = [r["loss"] for r in resumed.metrics()]
+    b = [r["loss"] for r in ae_run.metrics()]
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_model_registry_builds_both_sources():
+    for src in ("table", "pointnet"):
+        cfg = load_config(None, [*TINY, f"model.latent.source={src}"])
+        m = build_model(3, cfg.model.decoder, cfg.model.latent, 5)
+        assert m.latent.all_codes().shape == (5, 8)
+
+
+def test_reconstruct_modes(digits, ae_run, tmp_path):
+    from deepsdf_ad.reconstruct import reconstruct_file
+
+    partial = next((digits / "surface").glob("*/*.ply"))
+    proc = cli("reconstruct", partial, "--run", ae_run.path, "--out", tmp_path / "e.png", "--resolution", "32",
+               "--mode", "encode", check=True)
+    assert (tmp_path / "e.png").is_file() and "mode encode" in proc.stdout
+    info = reconstruct_file(ae_run.path, partial, tmp_path / "r.png", resolution=32, device="cpu",
+                            mode="encode+refine", iterations=5)
+    assert info["mode"] == "encode+refine" and info["final_loss"] is not None
+    assert reconstruct_file(ae_run.path, partial, tmp_path / "d.png", resolution=32, device="cpu")["mode"] == "encode"
+    train(tiny_cfg(), digits, tmp_path / "ad", epochs=1, device="cpu", progress=False)
+    assert reconstruct_file(tmp_path / "ad", partial, tmp_path / "o.png", resolution=32, device="cpu",
+                            iterations=5)["mode"] == "optimise"
+    proc = cli("reconstruct", partial, "--run", tmp_path / "ad", "--out", tmp_path / "x.png", "--mode", "encode")
+    assert_one_line_error(proc, "--mode encode needs an autoencoder run")
+
+
+def test_train_seeds_makes_subruns(digits, tmp_path):
+    cli("train", "--config", REPO / "configs" / "digits_autodecoder.yaml", "--data", digits, "--out",
+        tmp_path / "r", "--epochs", "1", "--quiet", "--device", "cpu", "--seeds", "3", "5",
+        *[f"--set={s}" for s in TINY], check=True)
+    for k in (3, 5):
+        assert Run(tmp_path / "r" / f"seed_{k}").config().train.seed == k
