@@ -215,6 +215,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):  # YAML 1.1 reads 5e-3 (no dot) as a string; a user means the number
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         node = data
         parts = key.strip().split(".")
         for p in parts[:-1]:

@@ -25,6 +25,8 @@ def test_overrides_and_types():
                              "train.lr_decoder.initial=0.01"])
     assert cfg.train.epochs == 7 and cfg.model.decoder.hidden == (16, 16)
     assert cfg.train.lr_decoder.initial == 0.01
+    # YAML 1.1 reads 5e-3 (no dot) as a string; an override means the number
+    assert load_config(None, ["train.lr_latent.initial=5e-3"]).train.lr_latent.initial == 0.005
 
 
 @pytest.mark.parametrize("override,needle", [
