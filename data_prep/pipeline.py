@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import trimesh
 from tqdm import tqdm
 
 from data_prep import formats
@@ -80,7 +81,10 @@ def prep_one(path: str, category: str, sid: str, out: str, cfg: PrepConfig) -> d
         sdf, winding = sd.signed(queries)
         near = np.arange(len(queries)) < near_surface_count(cfg.sampling)
         quality = sign_quality(sd, queries, winding, near, shape_rng(cfg.seed, key, 1))
-        rec.update(faces=int(len(mesh.faces)), watertight=bool(mesh.is_watertight), sign_quality=quality)
+        # watertight once coincident vertices are merged: ModelNet's .off files repeat vertices per part
+        merged = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+        merged.merge_vertices()
+        rec.update(faces=int(len(mesh.faces)), watertight=bool(merged.is_watertight), sign_quality=quality)
         if quality["ambiguous"] > cfg.max_ambiguous:
             raise DataError(f"{path}: signs unreliable: {quality['ambiguous']:.1%} of near-surface samples have a "
                             f"winding number near 1/2 (limit {cfg.max_ambiguous:.1%}); the mesh has large holes "
