@@ -178,6 +178,61 @@ def _reconstruct(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from deepsdf_ad.evaluate import EvalOptions, evaluate_run, write_eval
+
+    opts = EvalOptions(split=args.split, input=args.input, mode=args.mode, resolution=args.resolution,
+                       limit=args.limit, seed=args.seed)
+    result = evaluate_run(args.run, args.data, opts, device=args.device, progress=not args.quiet)
+    s = result["summary"]["all"]
+    parts = [f"{k} mean {s[k]['mean']:.4g} median {s[k]['median']:.4g}" for k in result["metrics"] if k in s]
+    print(f"eval: {s['shapes']} {args.split} shapes ({args.input}, mode {result['mode']}), {s['failed']} failed; "
+          + "; ".join(parts))
+    if args.out:
+        print(f"eval: per-shape and summary metrics -> {write_eval(result, args.out)}")
+    return 0
+
+
+def _compare_options(args, base=None):
+    from dataclasses import replace
+
+    from deepsdf_ad.compare import CompareOptions
+
+    opts = base or CompareOptions()
+    changes = {k: getattr(args, k) for k in ("limit", "resolution") if getattr(args, k, None) is not None}
+    return replace(opts, **changes)
+
+
+def _print_report(results: dict, report_dir) -> None:
+    rec = results["sections"].get("reconstruction")
+    if rec:
+        for name, m in rec["methods"].items():
+            st = m["stats"]["all"]
+            parts = [f"{k} {st[k]['mean']:.4g}" for k in ("chamfer_x1e3", "fscore", "iou", "near_contour_error")
+                     if st.get(k)]
+            print(f"  held-out {name} ({m['mode']}): " + ", ".join(parts))
+    print(f"report -> {Path(report_dir) / 'report.md'} and report.html ({results['seconds']} s)")
+
+
+def _compare(args) -> int:
+    from deepsdf_ad.compare import compare
+
+    results = compare(args.runs, args.data, args.out, ood=args.ood, opts=_compare_options(args), device=args.device,
+                      progress=not args.quiet)
+    _print_report(results, args.out)
+    return 0
+
+
+def _experiment(args) -> int:
+    from deepsdf_ad.experiment import run_experiment
+
+    results = run_experiment(args.experiment, args.data, args.out, ood=args.ood, overrides=args.set,
+                             device=args.device, progress=not args.quiet)
+    _print_report(results, Path(args.out) / "report")
+    print(f"experiment: {results['experiment_seconds']} s -> {args.out}")
+    return 0
+
+
 def _sample(args) -> int:
     from deepsdf_ad.generate import sample_shapes
 
@@ -358,6 +413,55 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default for autoencoder runs), or encode then optimise from there")
     _add_device(rc)
     rc.set_defaults(func=_reconstruct)
+
+    ev = sub.add_parser("eval", help="reconstruct a split's shapes, mesh them and measure them",
+                        description="Reconstruct every shape of DATA's split with RUN (optimise or encode), mesh "
+                                    "it and write per-shape and summary metrics (chamfer x1e3, chamfer-L1, "
+                                    "F-score, normal consistency, IoU; IoU and near-contour error for digits).")
+    ev.add_argument("--run", required=True, help="trained run folder")
+    ev.add_argument("--data", required=True, metavar="DATA", help="data folder")
+    ev.add_argument("--split", choices=("test", "train"), default="test", help="shapes to evaluate (default test)")
+    ev.add_argument("--input", choices=("full", "scan"), default="full",
+                    help="full: SDF samples / surface points; scan: a partial view (DATA/scans; half a contour in 2D)")
+    ev.add_argument("--out", metavar="EVAL.json", help="write per-shape and summary metrics here")
+    ev.add_argument("--mode", choices=("optimise", "encode", "encode+refine"),
+                    help="how codes are found (default: optimise for autodecoder runs, encode for autoencoder runs)")
+    ev.add_argument("--resolution", type=_resolution, help="grid points per axis (default: the config's)")
+    ev.add_argument("--limit", type=_positive_int, metavar="N", help="at most N shapes per category")
+    ev.add_argument("--seed", type=int, default=0, help="random seed")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(ev)
+    ev.set_defaults(func=_eval)
+
+    co = sub.add_parser("compare", help="measure several runs on the same shapes; write a report",
+                        description="Evaluate each RUN (a run folder or a folder of seed_K runs, pooled) on DATA: "
+                                    "representation, held-out reconstruction, completion from partial views, "
+                                    "out-of-distribution (--ood), generation, training curves; write "
+                                    "REPORT_DIR/report.md and report.html. Refuses runs that differ in data, "
+                                    "decoder, code length, samples per step or epochs.")
+    co.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or folders of seed_K runs)")
+    co.add_argument("--data", required=True, metavar="DATA", help="the data folder the runs were trained on")
+    co.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for the report")
+    co.add_argument("--ood", metavar="DATA2", help="data folder of out-of-distribution shapes (its test split)")
+    co.add_argument("--limit", type=_positive_int, metavar="N", help="at most N shapes per category per section")
+    co.add_argument("--resolution", type=_resolution, help="grid points per axis (default: the config's)")
+    co.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(co)
+    co.set_defaults(func=_compare)
+
+    ex = sub.add_parser("experiment", help="train every method of an experiment preset, then compare them",
+                        description="Train each method of EXP.yaml (configs/experiments/) on DATA, one run per "
+                                    "seed, into DIR/runs, and write the comparison to DIR/report. Running it "
+                                    "again resumes.")
+    ex.add_argument("experiment", metavar="EXP.yaml", help="experiment preset, e.g. configs/experiments/ad_vs_ae_digits.yaml")
+    ex.add_argument("--data", required=True, metavar="DATA", help="data folder")
+    ex.add_argument("--out", required=True, metavar="DIR", help="folder for runs and report")
+    ex.add_argument("--ood", metavar="DATA2", help="data folder of out-of-distribution shapes")
+    ex.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for every method (repeatable)")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(ex)
+    ex.set_defaults(func=_experiment)
 
     sa = sub.add_parser("sample", help="new shapes from codes drawn from the training codes' Gaussian",
                         description="Fit a Gaussian to RUN's training codes, draw K codes and decode them: a grid "

@@ -1,0 +1,178 @@
+"""Evaluation metrics against hand-computed values; eval, compare and experiment end to end on tiny digits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from scipy import integrate
+
+from data_prep.formats import DataError
+from deepsdf_ad.compare import bootstrap_interval, check_fair, method_runs
+from deepsdf_ad.config import load_config
+from deepsdf_ad.evaluate import EvalOptions, contour_sdf, evaluate_run
+from deepsdf_ad.metrics import (
+    chamfer_l1,
+    chamfer_squared,
+    fscore,
+    iou,
+    normal_consistency,
+    surface_metrics,
+    unit_cube_scale,
+)
+from deepsdf_ad.train import train
+from tests.helpers import REPO, TINY, assert_one_line_error, cli
+from tests.test_autoencoder import AE, make_tiny_digits
+
+
+def fibonacci_sphere(n: int, r: float = 1.0) -> np.ndarray:
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = np.pi * (1 + 5**0.5) * i
+    rho = np.sqrt(1 - z**2)
+    return r * np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=1)
+
+
+# ---- metrics -------------------------------------------------------------------------------------------
+def test_identical_sets_score_perfectly():
+    a = np.random.default_rng(0).normal(size=(500, 3))
+    assert chamfer_squared(a, a) == 0 and chamfer_l1(a, a) == 0
+    assert fscore(a, a, 0.01) == (1.0, 1.0, 1.0)
+    n = a / np.linalg.norm(a, axis=1, keepdims=True)
+    assert normal_consistency(a, n, a, -n) == pytest.approx(1.0)  # orientation does not matter
+
+
+def test_shifted_spheres_have_the_analytic_chamfer():
+    # a point at polar cosine u on a sphere of radius r is D(u) = sqrt(r^2 + d^2 - 2 r d u) from the centre of
+    # the sphere shifted by d; u is uniform on the sphere, so E[(D - r)^2] = d^2 / 3 in each direction
+    r, d = 1.0, 0.2
+    a = fibonacci_sphere(40000, r)
+    b = a + [d, 0.0, 0.0]
+    assert chamfer_squared(a, b) == pytest.approx(2 * d**2 / 3, rel=0.03)
+    l1, _ = integrate.quad(lambda u: 0.5 * abs(np.sqrt(r * r + d * d - 2 * r * d * u) - r), -1, 1)
+    assert chamfer_l1(a, b) == pytest.approx(l1, rel=0.03)
+    # concentric spheres: every distance is the radius difference
+    assert chamfer_l1(fibonacci_sphere(20000, 1.0), fibonacci_sphere(20000, 0.9)) == pytest.approx(0.1, rel=0.02)
+
+
+def test_fscore_precision_recall_by_hand():
+    true = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
+    pred = np.array([[0.001, 0, 0], [0, 0.002, 0]])  # both near true[0]
+    f, p, r = fscore(pred, true, 0.01)
+    assert (p, r) == (1.0, 0.25) and f == pytest.approx(2 * 0.25 / 1.25)
+    assert fscore(pred + 5, true, 0.01) == (0.0, 0.0, 0.0)
+
+
+def test_normal_consistency_orthogonal_is_zero():
+    p = np.random.default_rng(1).normal(size=(50, 3))
+    assert normal_consistency(p, np.tile([1.0, 0, 0], (50, 1)), p, np.tile([0, 1.0, 0], (50, 1))) == pytest.approx(0)
+
+
+def test_volumetric_iou_of_shifted_cubes():
+    c = -1 + (2 * np.arange(40) + 1) / 40  # cell centres: the cubes cover whole cells
+    g = np.stack(np.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
+    a = np.all(np.abs(g) <= 0.5, axis=1)
+    b = np.all(np.abs(g - [0.5, 0, 0]) <= 0.5, axis=1)
+    assert iou(a, b) == pytest.approx(1 / 3)
+
+
+def test_onet_metrics_use_the_unit_cube():
+    true = fibonacci_sphere(20000, 1.0)  # bounding box side 2 -> scale 0.5
+    assert unit_cube_scale(true) == pytest.approx(0.5, rel=1e-3)
+    m = surface_metrics(fibonacci_sphere(20000, 0.9), None, true, None)
+    assert m["chamfer_l1"] == pytest.approx(0.05, rel=0.03)  # 0.1 in the unit-sphere frame
+    assert m["fscore"] == 0.0  # 0.05 > 1% of the side
+    assert m["chamfer"] == pytest.approx(2 * 0.01, rel=0.03)  # DeepSDF's stays in the given frame
+    m = surface_metrics(fibonacci_sphere(20000, 0.995), None, true, None)
+    assert m["fscore"] == 1.0  # 0.0025 < 0.01
+
+
+def test_contour_sdf_of_a_circle():
+    t = np.linspace(0, 2 * np.pi, 2000, endpoint=False)
+    c = 0.5 * np.stack([np.cos(t), np.sin(t)], 1)
+    p = np.random.default_rng(0).uniform(-1, 1, (1000, 2))
+    np.testing.assert_allclose(contour_sdf(c, c / 0.5, p), np.linalg.norm(p, axis=1) - 0.5, atol=2e-3)
+
+
+def test_bootstrap_interval_brackets_the_mean():
+    v = np.random.default_rng(0).normal(1.0, 0.1, 400)
+    lo, hi = bootstrap_interval(v)
+    assert lo < v.mean() < hi and hi - lo == pytest.approx(2 * 1.96 * 0.1 / 20, rel=0.25)
+
+
+# ---- eval, compare, experiment -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return make_tiny_digits(tmp_path_factory.mktemp("digits"))
+
+
+def _cfg(*extra):
+    return load_config(REPO / "configs" / "digits_autodecoder.yaml", [*TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def runs(digits, tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    ad = train(_cfg(), digits, base / "ad", epochs=2, device="cpu", progress=False)
+    ae = train(_cfg(*AE), digits, base / "ae", epochs=2, device="cpu", progress=False)
+    return ad, ae
+
+
+def test_eval_full_and_scan(digits, runs, tmp_path):
+    ad, ae = runs
+    for run, mode in ((ad, "optimise"), (ae, "encode")):
+        for inp in ("full", "scan"):
+            res = evaluate_run(run.path, digits, EvalOptions(input=inp, resolution=24, limit=2), device="cpu",
+                               progress=False)
+            assert res["mode"] == mode and len(res["shapes"]) == 4
+            for rec in res["shapes"]:
+                assert 0 <= rec["iou"] <= 1 and rec["near_contour_error"] >= 0 and rec["code_seconds"] >= 0
+    res = evaluate_run(ad.path, digits, EvalOptions(split="train", resolution=24, limit=1), device="cpu",
+                       progress=False)
+    assert res["mode"] == "table" and all(r["code_seconds"] == 0 for r in res["shapes"])
+    out = tmp_path / "e.json"
+    cli("eval", "--run", ae.path, "--data", digits, "--out", out, "--resolution", "24", "--limit", "1",
+        "--mode", "encode+refine", "--quiet", check=True)
+    saved = json.loads(out.read_text())
+    assert saved["mode"] == "encode+refine" and saved["summary"]["all"]["iou"]["mean"] >= 0
+
+
+def test_compare_refuses_unfair_runs(digits, runs, tmp_path):
+    ad, _ = runs
+    longer = train(_cfg(), digits, tmp_path / "longer", epochs=3, device="cpu", progress=False)
+    wider = train(_cfg("model.decoder.hidden=[16,16,16,16]"), digits, tmp_path / "wider", epochs=2, device="cpu",
+                  progress=False)
+    with pytest.raises(DataError, match=r"runs are not comparable: train.epochs differs \(ad: 2, longer: 3\)"):
+        check_fair({"ad": method_runs(ad.path), "longer": method_runs(longer.path)})
+    proc = cli("compare", ad.path, wider.path, "--data", digits, "--out", tmp_path / "rep")
+    assert_one_line_error(proc, "runs are not comparable", "model.decoder differs", "hidden=[32,32,32,32]",
+                          "hidden=[16,16,16,16]")
+    assert not (tmp_path / "rep" / "report.md").exists()
+
+
+def test_experiment_end_to_end_via_cli(digits, tmp_path):
+    ood = make_tiny_digits(tmp_path / "ood", n=8, labels=(2,), seed=1)
+    exp = {"name": "tiny", "seeds": [0, 1],
+           "methods": {"autodecoder": "configs/digits_autodecoder.yaml",
+                       "autoencoder": {"config": "configs/digits_pointnet_ae.yaml", "set": AE}},
+           "set": [*TINY, "train.epochs=2", "reconstruct.iterations=10"],
+           "compare": {"limit": 1, "resolution": 24, "samples": 3, "steps": 3}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    proc = cli("experiment", path, "--data", digits, "--ood", ood, "--out", tmp_path / "exp", "--quiet",
+               "--device", "cpu", check=True)
+    assert "held-out autodecoder (optimise)" in proc.stdout and "held-out autoencoder (encode)" in proc.stdout
+    report = tmp_path / "exp" / "report"
+    md = (report / "report.md").read_text()
+    for title in ("Representation", "Reconstruction of held-out", "Completion", "Out-of-distribution",
+                  "Generation", "Training curves"):
+        assert title in md
+    html = (report / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+    for fig in ("reconstruction.png", "completion.png", "ood.png", "generation.png", "curves.png"):
+        assert (report / fig).stat().st_size > 1000
+    results = json.loads((report / "results.json").read_text())
+    assert results["methods"]["autoencoder"]["seeds"] == 2  # seeds pooled: 2 runs x 2 labels x 1 digit
+    assert results["sections"]["reconstruction"]["methods"]["autoencoder"]["stats"]["all"]["shapes"] == 4
