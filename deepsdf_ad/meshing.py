@@ -26,6 +26,8 @@ def model_sdf(model: SDFModel, code: torch.Tensor, device: torch.device, batch_p
         batch_points: decoder queries per batch; None chooses from the free memory (:func:`auto_batch_points`).
         precision: fp32, or bf16 / fp16 autocast (faster; its error is measured in ``benchmarks/bench_meshing.py``).
     """
+    from torch.nn.utils import parametrize
+
     from deepsdf_ad.train import autocast
 
     code = code.to(device).reshape(1, -1)
@@ -35,7 +37,8 @@ def model_sdf(model: SDFModel, code: torch.Tensor, device: torch.device, batch_p
     def fn(points: np.ndarray) -> np.ndarray:
         out = np.empty(len(points), np.float32)
         counter["queries"] += len(points)
-        with torch.inference_mode(), autocast(device, precision):
+        # weight norm is recomputed at every call unless cached: once per batch of queries is enough
+        with torch.inference_mode(), autocast(device, precision), parametrize.cached():
             for s in range(0, len(points), batch):
                 p = torch.from_numpy(np.ascontiguousarray(points[s:s + batch], np.float32)).to(device)
                 out[s:s + len(p)] = model.decode(code, p[None]).float().cpu().numpy()[0]
