@@ -19,6 +19,7 @@ is also written as a closed heightfield solid to ``DATA/heightfield/<label>/<id>
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -462,6 +463,7 @@ def prep_digits(idx_dir: str | os.PathLike, out: str | os.PathLike, cfg: DigitSa
     sets = [load_digit_set(*p) for p in find_idx_pairs(idx_dir)]
     params = {"kind": "digits", "field": cfg.field, "sampling": asdict(cfg), "labels": sorted(labels),
               "limit": limit, "seed": seed, "test_fraction": test_fraction}
+    params = json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
     old = formats.read_json(out / formats.MANIFEST) if (out / formats.MANIFEST).is_file() else {}
     reuse = old.get("params") == params
     out.mkdir(parents=True, exist_ok=True)

@@ -116,3 +116,14 @@ def test_heightfield_digits(digits, tmp_path):
     cli("train", "--config", PRESET, "--data", data, "--out", tmp_path / "r", "--epochs", "2", "--quiet", *SETS,
         "--set", "train.loss=l1", check=True)
     cli("mesh", "--run", tmp_path / "r", "--shape", solids[0].stem, "--out", tmp_path / "h.png", check=True)
+
+
+def test_prep_digits_again_skips_what_is_done(digits, tmp_path):
+    data = tmp_path / "again"
+    args = ("prep", "digits", digits["idx"], "--out", data, "--samples", "256", "--limit", "6", "--quiet")
+    cli(*args, check=True)
+    before = {p: p.stat().st_mtime_ns for p in (data / "sdf").rglob("*.npz")}
+    cli(*args, check=True)
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["summary"]["skipped_unchanged"] == 6
+    assert {p: p.stat().st_mtime_ns for p in (data / "sdf").rglob("*.npz")} == before
