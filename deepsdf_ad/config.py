@@ -97,6 +97,12 @@ class ReconstructConfig:
     """Scan points are also moved +/- this far along their normals, with sdf = +/- offset."""
     free_space: int = 4
     """Free-space samples per scan point, along the camera ray in front of the surface."""
+    samples_start: int = 0
+    """Observations per step at the first step, growing linearly to ``samples`` by the learning-rate drop
+    (early steps only need the rough direction); 0 = ``samples`` throughout (DeepSDF)."""
+    patience: int = 0
+    """Plateau schedule: when the smoothed loss has not improved by 1% over this many steps, drop the learning
+    rate early, and after the drop stop early; 0 = the fixed schedule (DeepSDF)."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
+from torch.nn.utils import parametrize
 
 from data_prep.formats import DataError
 from data_prep.meshes import apply_normalization, undo_normalization
@@ -115,30 +116,44 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     k = min(cfg.samples, min(len(p) for p in pts))
     opt = torch.optim.Adam([code], lr=cfg.lr)
     drop = int(cfg.lr_drop_at * iterations)
+    k0 = min(k, cfg.samples_start) if cfg.samples_start > 0 else k
     was_training = model.training
     model.eval()
     flags = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
-    losses = []
+    losses: list[float] = []
+    smooth, best, best_at, dropped = None, math.inf, 0, False
     try:
-        for it in range(iterations):
-            if it == drop:
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * cfg.lr_drop_factor
-            idx = [torch.randint(len(p), (k,), generator=gen).to(device) for p in pts]
-            x = torch.stack([p[i] for p, i in zip(pts, idx, strict=True)])
-            lo_b = torch.stack([v[i] for v, i in zip(lo, idx, strict=True)])
-            hi_b = torch.stack([v[i] for v, i in zip(hi, idx, strict=True)])
-            pred = model.decode(code, x).clamp(-clamp, clamp)
-            per = (torch.relu(lo_b - pred) + torch.relu(pred - hi_b)).mean(dim=1)
-            if cfg.code_reg > 0:
-                per = per + cfg.code_reg * code.pow(2).sum(dim=1)
-            loss = per.sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()) / b)
+        # the decoder is frozen: its weight-normalised weights are computed once, not at every step
+        with parametrize.cached():
+            for it in range(iterations):
+                if it == drop and not dropped:
+                    for g in opt.param_groups:
+                        g["lr"] = cfg.lr * cfg.lr_drop_factor
+                    dropped, best, best_at = True, math.inf, it
+                n = k if it >= drop or dropped else k0 + (k - k0) * it // max(drop, 1)
+                idx = [torch.randint(len(p), (n,), generator=gen).to(device) for p in pts]
+                x = torch.stack([p[i] for p, i in zip(pts, idx, strict=True)])
+                lo_b = torch.stack([v[i] for v, i in zip(lo, idx, strict=True)])
+                hi_b = torch.stack([v[i] for v, i in zip(hi, idx, strict=True)])
+                pred = model.decode(code, x).clamp(-clamp, clamp)
+                per = (torch.relu(lo_b - pred) + torch.relu(pred - hi_b)).mean(dim=1)
+                if cfg.code_reg > 0:
+                    per = per + cfg.code_reg * code.pow(2).sum(dim=1)
+                loss = per.sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()) / b)
+                if cfg.patience > 0:  # plateau: drop the rate early, then stop early
+                    smooth = losses[-1] if smooth is None else 0.9 * smooth + 0.1 * losses[-1]
+                    if smooth < 0.99 * best:
+                        best, best_at = smooth, it
+                    elif it - best_at >= cfg.patience:
+                        if dropped:
+                            break
+                        drop = it + 1
     finally:
         for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)

@@ -1,0 +1,73 @@
+"""Latent optimisation: a code fitted to a shape the decoder knows; the plateau schedule (early drop and stop)
+and the growing sample count reach the fixed schedule's loss in fewer decoder evaluations."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from deepsdf_ad.config import load_config
+from deepsdf_ad.models import build_model
+from deepsdf_ad.reconstruct import Observations, optimise_codes
+from deepsdf_ad.train import sdf_loss
+
+RADII = (0.3, 0.45, 0.6)
+
+
+def _points(gen: torch.Generator, radius: float, n: int) -> torch.Tensor:
+    d = torch.randn(n, 3, generator=gen)
+    near = radius * d / d.norm(dim=-1, keepdim=True) + 0.05 * torch.randn(n, 3, generator=gen)
+    return torch.cat([near, torch.rand(n // 4, 3, generator=gen) * 2 - 1])
+
+
+@pytest.fixture(scope="module")
+def spheres():
+    """A tiny decoder with one code per sphere radius, trained until it knows all three."""
+    torch.manual_seed(0)
+    cfg = load_config(None, ["model.decoder.hidden=[64,64,64,64]", "model.decoder.latent_in=[2]",
+                             "model.decoder.dropout=0.0", "model.latent.size=4", "reconstruct.samples=1000",
+                             "reconstruct.lr=2e-2", "reconstruct.init=random", "reconstruct.code_reg=0"])
+    model = build_model(3, cfg.model.decoder, cfg.model.latent, len(RADII))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        pts = torch.stack([_points(gen, r, 800) for r in RADII])
+        target = pts.norm(dim=-1) - torch.tensor(RADII)[:, None]
+        codes = model.latent.codes({"index": torch.arange(len(RADII))})
+        loss = sdf_loss(model.decode(codes, pts), target, 0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    p = _points(torch.Generator().manual_seed(5), 0.45, 4000).numpy().astype(np.float64)
+    obs = Observations(p, np.linalg.norm(p, axis=1) - 0.45, np.linalg.norm(p, axis=1) - 0.45)
+    return cfg, model, obs
+
+
+def _fit(cfg, model, obs, **changes):
+    rc = dataclasses.replace(cfg.reconstruct, **changes)
+    codes, losses = optimise_codes(model, [obs], rc, 0.1, torch.device("cpu"), seed=0)
+    return codes, losses
+
+
+def test_fitted_code_reproduces_the_shape(spheres):
+    cfg, model, obs = spheres
+    code, losses = _fit(cfg, model, obs, iterations=300)
+    assert losses[-1] < 0.25 * losses[0]
+    x = torch.from_numpy(obs.points[:2000]).float()[None]
+    with torch.no_grad():
+        pred = model.decode(code, x)[0].numpy()
+    truth = obs.lo[:2000]
+    near = np.abs(truth) < 0.05
+    assert (np.sign(pred[near & (np.abs(truth) > 0.01)]) == np.sign(truth[near & (np.abs(truth) > 0.01)])).mean() > 0.95
+
+
+def test_plateau_schedule_stops_early_at_the_same_loss(spheres):
+    cfg, model, obs = spheres
+    _, fixed = _fit(cfg, model, obs, iterations=400)
+    _, plateau = _fit(cfg, model, obs, iterations=400, patience=30, samples_start=200)
+    assert len(plateau) < len(fixed)
+    assert np.mean(plateau[-10:]) < 1.15 * np.mean(fixed[-10:]) + 1e-4
