@@ -216,18 +216,20 @@ def _print_report(results: dict, report_dir) -> None:
 
 def _compare(args) -> int:
     from deepsdf_ad.compare import compare
+    from viz.report import write_report
 
     results = compare(args.runs, args.data, args.out, ood=args.ood, opts=_compare_options(args), device=args.device,
-                      progress=not args.quiet)
+                      progress=not args.quiet, report=write_report)
     _print_report(results, args.out)
     return 0
 
 
 def _experiment(args) -> int:
     from deepsdf_ad.experiment import run_experiment
+    from viz.report import write_report
 
     results = run_experiment(args.experiment, args.data, args.out, ood=args.ood, overrides=args.set,
-                             device=args.device, progress=not args.quiet)
+                             device=args.device, progress=not args.quiet, report=write_report)
     _print_report(results, Path(args.out) / "report")
     print(f"experiment: {results['experiment_seconds']} s -> {args.out}")
     return 0

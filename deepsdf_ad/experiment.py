@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from data_prep.formats import DataError, write_text_atomic
-from deepsdf_ad.compare import CompareOptions, compare
+from deepsdf_ad.compare import CompareOptions, Reporter, compare
 from deepsdf_ad.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,9 +94,9 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
 
 def run_experiment(path: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
                    ood: str | os.PathLike | None = None, overrides: list[str] | None = None, device: str = "auto",
-                   progress: bool = True) -> dict:
+                   progress: bool = True, report: Reporter | None = None) -> dict:
     """Train every method of the preset at ``path`` for every seed on ``data`` into ``out/runs`` and compare
-    them into ``out/report``. Returns the comparison results (with ``seconds`` of the whole experiment)."""
+    them into ``out/report`` (``report``: the report writer, e.g. :func:`viz.report.write_report`). Returns the comparison results (with ``seconds`` of the whole experiment)."""
     from deepsdf_ad.train import seed_run_path, train
 
     t0 = time.perf_counter()
@@ -119,6 +119,7 @@ def run_experiment(path: str | os.PathLike, data: str | os.PathLike, out: str | 
         opts = CompareOptions(**exp.compare)
     except TypeError as e:
         raise DataError(f"{path}: bad compare options ({e})") from None
-    results = compare(method_dirs, data, out / "report", ood=ood, opts=opts, device=device, progress=progress)
+    results = compare(method_dirs, data, out / "report", ood=ood, opts=opts, device=device, progress=progress,
+                      report=report)
     results["experiment_seconds"] = round(time.perf_counter() - t0, 1)
     return results
