@@ -50,3 +50,16 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     assert "Traceback" not in proc.stderr
     for n in needles:
         assert n in lines[0], f"{n!r} not in {lines[0]!r}"
+
+
+def tiny_model(num_shapes: int = 1, latent: int = 8, extra: list[str] | None = None):
+    """A seeded 4x64 decoder (no dropout) with a code table: (config, model)."""
+    import torch
+
+    from deepsdf_ad.config import load_config
+    from deepsdf_ad.models import build_model
+
+    torch.manual_seed(0)
+    cfg = load_config(None, ["model.decoder.hidden=[64,64,64,64]", "model.decoder.latent_in=[2]",
+                             "model.decoder.dropout=0.0", f"model.latent.size={latent}", *(extra or [])])
+    return cfg, build_model(3, cfg.model.decoder, cfg.model.latent, num_shapes)

@@ -77,15 +77,11 @@ def test_adaptive_matches_dense_on_an_analytic_sdf(resolution):
 def test_adaptive_matches_dense_on_a_trained_decoder():
     import torch
 
-    from deepsdf_ad.config import load_config
     from deepsdf_ad.meshing import model_sdf
-    from deepsdf_ad.models import build_model
     from deepsdf_ad.train import sdf_loss
+    from tests.helpers import tiny_model
 
-    torch.manual_seed(0)
-    cfg = load_config(None, ["model.decoder.hidden=[64,64,64,64]", "model.decoder.latent_in=[2]",
-                             "model.decoder.dropout=0.0", "model.latent.size=8"])
-    model = build_model(3, cfg.model.decoder, cfg.model.latent, 1)
+    _, model = tiny_model()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)
     index = {"index": torch.zeros(1, dtype=torch.long)}

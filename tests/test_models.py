@@ -1,10 +1,9 @@
 import numpy as np
 import torch
 
-from deepsdf_ad.config import load_config
-from deepsdf_ad.models import build_model
 from deepsdf_ad.models.decoder import Decoder, DecoderConfig
 from deepsdf_ad.train import code_regulariser, sdf_loss
+from tests.helpers import tiny_model
 
 
 def test_decoder_shapes_and_latent_skip():
@@ -36,10 +35,7 @@ def test_clamped_l1_and_regulariser():
 
 
 def test_tiny_decoder_overfits_a_sphere():
-    torch.manual_seed(0)
-    cfg = load_config(None, ["model.decoder.hidden=[64,64,64,64]", "model.decoder.latent_in=[2]",
-                             "model.decoder.dropout=0.0", "model.latent.size=8"])
-    model = build_model(3, cfg.model.decoder, cfg.model.latent, 1)
+    _, model = tiny_model()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(400):

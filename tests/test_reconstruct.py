@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepsdf_ad.config import load_config
-from deepsdf_ad.models import build_model
 from deepsdf_ad.reconstruct import Observations, optimise_codes
 from deepsdf_ad.train import sdf_loss
+from tests.helpers import tiny_model
 
 RADII = (0.3, 0.45, 0.6)
 
@@ -26,11 +25,8 @@ def _points(gen: torch.Generator, radius: float, n: int) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def spheres():
     """A tiny decoder with one code per sphere radius, trained until it knows all three."""
-    torch.manual_seed(0)
-    cfg = load_config(None, ["model.decoder.hidden=[64,64,64,64]", "model.decoder.latent_in=[2]",
-                             "model.decoder.dropout=0.0", "model.latent.size=4", "reconstruct.samples=1000",
-                             "reconstruct.lr=2e-2", "reconstruct.init=random", "reconstruct.code_reg=0"])
-    model = build_model(3, cfg.model.decoder, cfg.model.latent, len(RADII))
+    cfg, model = tiny_model(len(RADII), latent=4, extra=["reconstruct.samples=1000", "reconstruct.lr=2e-2",
+                                                          "reconstruct.init=random", "reconstruct.code_reg=0"])
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(400):
