@@ -106,11 +106,22 @@ class Truth3D:
         cloud = formats.load_points(ref.surface)
         return cloud.points, cloud.normals
 
+    _cache: dict = {}
+    """(source mesh, normalisation, hash of the points) -> inside mask: methods and sections share the truth."""
+
     def inside(self, ref: ShapeRef, points: np.ndarray) -> np.ndarray | None:
         """Inside test of ``points`` (normalised frame) from the source mesh's winding number, or None."""
         src = self.sources.get(ref.key)
         if src is None or not src.is_file() or ref.norm is None:
             return None
+        key = (str(src), str(ref.norm), hash(np.ascontiguousarray(points).tobytes()))
+        if key not in Truth3D._cache:
+            if len(Truth3D._cache) > 256:
+                Truth3D._cache.clear()
+            Truth3D._cache[key] = self._inside(src, ref, points)
+        return Truth3D._cache[key]
+
+    def _inside(self, src: Path, ref: ShapeRef, points: np.ndarray) -> np.ndarray:
         import trimesh
 
         from data_prep.meshes import SignedDistance, apply_normalization, load_mesh
