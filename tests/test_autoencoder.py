@@ -70,6 +70,19 @@ def test_pointnet_is_permutation_invariant():
     torch.testing.assert_close(a, enc.encode(torch.cat([pts, pts[:, :10]], dim=1)))
 
 
+def test_pointnet_code_never_collapses_to_a_constant():
+    # a bug seen in training: every pooled feature negative; with a ReLU before the head the code was one
+    # constant and the encoder got no gradient. The head is linear, so the code still follows the points.
+    torch.manual_seed(0)
+    enc = PointNetEncoder(3, 3, LatentConfig(source="pointnet", size=8, kwargs={"hidden": 16, "blocks": 2}))
+    with torch.no_grad():
+        enc.blocks[-1].fc_1.bias.fill_(-100.0)
+    pts = torch.randn(2, 50, 3)
+    assert not torch.allclose(enc.encode(pts)[0], enc.encode(pts)[1])
+    enc.encode(pts).pow(2).sum().backward()
+    assert enc.fc_pos.weight.grad.abs().sum() > 0
+
+
 def test_partial_view_keeps_the_far_side():
     pts = torch.linspace(-1, 1, 10)[None, :, None].expand(1, 10, 2).clone()
     out = partial_view(pts, torch.tensor([[1.0, 0.0]]), 4)

@@ -119,6 +119,9 @@ class ResnetBlockFC(nn.Module):
 class PointNetEncoder(nn.Module):
     """Residual PointNet with max pooling (Mescheder et al. 2019, ``ResnetPointnet``): points -> code.
 
+    One change from ``ResnetPointnet``: no ReLU between the pooled features and the last linear layer
+    (it let the encoder collapse to a constant code; see :meth:`encode`).
+
     ``codes(batch)`` reads ``batch['points']`` (B, N, dim) in the normalised frame; the result does not
     depend on the order of the N points. ``all_codes()`` returns the encodings of the training shapes,
     stored in the buffer ``train_codes`` by the training loop at every checkpoint (so ``mesh``, ``sample``
@@ -153,7 +156,9 @@ class PointNetEncoder(nn.Module):
         for block in self.blocks[1:]:
             pooled = net.max(dim=1, keepdim=True).values.expand_as(net)
             net = block(torch.cat([net, pooled], dim=-1))
-        return self.fc_c(F.relu(net.max(dim=1).values))
+        # ONet applies a ReLU before fc_c; with it, a shapes run had every pooled feature negative for every
+        # shape, so the code was one constant and no gradient reached the encoder again. Linear head instead.
+        return self.fc_c(net.max(dim=1).values)
 
     def codes(self, batch: dict) -> torch.Tensor:
         return self.encode(batch["points"])
