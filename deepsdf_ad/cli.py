@@ -143,7 +143,8 @@ def _train(args) -> int:
 def _mesh(args) -> int:
     from deepsdf_ad.meshing import mesh_training_shape
 
-    info = mesh_training_shape(args.run, args.shape, args.out, resolution=args.resolution, device=args.device)
+    info = mesh_training_shape(args.run, args.shape, args.out, resolution=args.resolution, device=args.device,
+                               method=args.method, precision=args.precision)
     if "contours" in info:  # a 2D run: a picture of the field
         print(f"mesh: field picture with {info['contours']} contours ({info['contour_points']} points) -> {args.out}")
     else:
@@ -171,7 +172,7 @@ def _reconstruct(args) -> int:
 
     info = reconstruct_file(args.run, args.partial, args.out, resolution=args.resolution,
                             iterations=args.iterations, device=args.device, norm=args.norm, seed=args.seed,
-                            mode=args.mode)
+                            mode=args.mode, method=args.method, precision=args.precision)
     loss = "" if info["final_loss"] is None else f", final loss {info['final_loss']:.5f}"
     print(f"reconstruct: {info['points']} points, mode {info['mode']}{loss}, "
           f"normalisation {info['normalization']} -> {info['out']}")
@@ -306,6 +307,13 @@ def _demo(args) -> int:
 
 
 # ---- parser ----------------------------------------------------------------------------------
+def _add_meshing(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=("adaptive", "dense"), default="adaptive",
+                   help="marching-cubes grid evaluated coarse-to-fine (default) or densely (the reference)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="arithmetic of the meshing queries (bf16/fp16: autocast, faster, error in README)")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
 
@@ -379,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--shape", required=True, metavar="ID", help="shape id or category/id")
     me.add_argument("--out", required=True, help="output mesh (.ply, .obj, .off, .stl); .png for a 2D run")
     me.add_argument("--resolution", type=_resolution, help="grid points per axis (default: the config's)")
+    _add_meshing(me)
     _add_device(me)
     me.set_defaults(func=_mesh)
 
@@ -413,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--mode", choices=("optimise", "encode", "encode+refine"),
                     help="optimise the code (default for autodecoder runs), encode the points in one pass "
                          "(default for autoencoder runs), or encode then optimise from there")
+    _add_meshing(rc)
     _add_device(rc)
     rc.set_defaults(func=_reconstruct)
 

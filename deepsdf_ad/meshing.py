@@ -270,7 +270,8 @@ def write_shape(fn: SDFFn, dim: int, kind: str, resolution: int, out) -> dict:
     return {"out": str(out), "vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces))}
 
 
-def mesh_training_shape(run_path, shape: str, out, resolution: int | None = None, device: str = "auto") -> dict:
+def mesh_training_shape(run_path, shape: str, out, resolution: int | None = None, device: str = "auto",
+                        method: str = "adaptive", precision: str = "fp32") -> dict:
     """``deepsdf-ad mesh``: the mesh of training shape ``shape`` of a run, in the normalised frame
     (for a 2D run: a PNG of the field with its contour)."""
     from pathlib import Path
@@ -284,11 +285,11 @@ def mesh_training_shape(run_path, shape: str, out, resolution: int | None = None
     cfg, model = load_trained(run, dev)
     index = run.shape_index(shape)
     code = model.latent.all_codes()[index]
-    fn = model_sdf(model, code, dev, cfg.mesh.batch_points)
+    fn = model_sdf(model, code, dev, cfg.mesh.batch_points, precision=precision)
     res = resolution or cfg.mesh.resolution
     if cfg.dim == 2:
         return write_shape(fn, 2, field_kind(cfg), res, out)
-    mesh = mesh_sdf(fn, res)
+    mesh = mesh_sdf(fn, res, method=method)
     out = Path(out)
     with atomic_path(out) as tmp:
         mesh.export(tmp, file_type=out.suffix.lstrip(".").lower() or "ply")

@@ -233,8 +233,12 @@ def estimate_normalization(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
                      resolution: int | None = None, iterations: int | None = None, device: str = "auto",
-                     norm: str | None = None, seed: int = 0, mode: str | None = None) -> dict:
+                     norm: str | None = None, seed: int = 0, mode: str | None = None, method: str = "adaptive",
+                     precision: str = "fp32") -> dict:
     """``deepsdf-ad reconstruct``: partial scan (mesh frame) -> completed mesh (same frame) at ``out``.
+
+    ``method``: meshing by 'adaptive' (coarse-to-fine) or 'dense' evaluation; ``precision``: fp32, bf16 or fp16
+    autocast for the meshing queries.
 
     ``mode``: 'optimise', 'encode' or 'encode+refine' (default: optimise for an autodecoder run, encode for
     an autoencoder run); see :func:`find_codes`.
@@ -278,7 +282,7 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
                                iterations=iterations)
     code = codes[0]
     res = resolution or cfg.mesh.resolution
-    mesh = mesh_sdf(model_sdf(model, code, dev, cfg.mesh.batch_points), res)
+    mesh = mesh_sdf(model_sdf(model, code, dev, cfg.mesh.batch_points, precision=precision), res, method=method)
     mesh = trimesh.Trimesh(undo_normalization(mesh.vertices, offset, scale), mesh.faces, process=False)
     out = Path(out)
     with atomic_path(out) as tmp:

@@ -76,6 +76,10 @@ def test_mesh_scan_reconstruct(pipeline, tmp_path):
     _, cat, sid = formats.read_split(data / "splits" / "train.json")[0]
     out = tmp_path / "train_shape.ply"
     proc = cli("mesh", "--run", run, "--shape", sid, "--out", out, "--resolution", "32", check=True)
+    dense = tmp_path / "dense.ply"
+    cli("mesh", "--run", run, "--shape", sid, "--out", dense, "--resolution", "32", "--method", "dense", check=True)
+    a, b = trimesh.load(out, process=False), trimesh.load(dense, process=False)
+    assert abs(a.area - b.area) < 1e-3 * b.area  # coarse-to-fine (the default) meshes what dense does
     assert out.is_file() and "vertices" in proc.stdout
 
     _, tcat, tsid = formats.read_split(data / "splits" / "test.json")[0]
@@ -87,7 +91,7 @@ def test_mesh_scan_reconstruct(pipeline, tmp_path):
     assert (tmp_path / "partial.json").is_file() or any("camera" in c for c in scan.comments)
     completed = tmp_path / "completed.ply"
     proc = cli("reconstruct", partial, "--run", run, "--out", completed, "--resolution", "32", "--iterations", "20",
-               check=True)
+               "--method", "dense", "--precision", "bf16", check=True)
     assert "reconstruct:" in proc.stdout
     rec = trimesh.load(completed, process=False)
     ref = trimesh.load(gt, process=False)
