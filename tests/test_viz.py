@@ -187,6 +187,7 @@ def test_view_a_run_shape(tiny_run, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["view", "missing.ply", "--screenshot", "x.png"], "missing.ply: file not found"),
+    (["view", "missing.ply"], "missing.ply: file not found"),  # before the display check
     (["view", "{sphere}"], "add --screenshot OUT.png"),
     (["view", "{sphere}", "--screenshot", "x.bmp"], "unsupported image type"),
     (["view", "--shape", "a", "--screenshot", "x.png"], "--shape needs --run"),

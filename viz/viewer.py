@@ -80,6 +80,9 @@ def view(files: Sequence[str] = (), run: str | None = None, shapes: Sequence[str
          size: tuple[int, int] = (800, 600), azimuth: float = 30.0, elevation: float = 20.0, up: str = "z",
          resolution: int | None = None, renderer: str = "auto", device: str = "auto") -> dict:
     """``deepsdf-ad view``: a window, or with ``screenshot`` a headless picture. Returns a summary."""
+    for f in files:  # a missing input is the first thing to say
+        if not Path(f).is_file():
+            raise DataError(f"{f}: file not found")
     if screenshot is None and not has_display():  # fail before meshing a run's shapes
         raise DataError("no display for the open3d viewer (DISPLAY is not set); "
                         "add --screenshot OUT.png for a headless render")
