@@ -238,20 +238,29 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def read_yaml_mapping(path: str | os.PathLike, missing: str, not_mapping: str) -> dict:
+    """A YAML file whose top level is a mapping (``yaml.safe_load``; empty file: {}). A missing file, bad YAML
+    or another top level is a :class:`ConfigError` naming the file: ``missing`` and ``not_mapping`` say what
+    is wrong and what to do."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {missing}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        msg = str(e).replace("\n", " ")
+        raise ConfigError(f"{p}: not valid YAML ({msg})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: {not_mapping}")
+    return data
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
     """Read a YAML preset (missing keys take defaults), apply overrides, and check everything."""
     data: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found; presets are in configs/")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            msg = str(e).replace("\n", " ")
-            raise ConfigError(f"{p}: not valid YAML ({msg})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
+        data = read_yaml_mapping(path, "config file not found; presets are in configs/",
+                                 "expected a mapping of config keys at the top level")
     # resolve every key against the full default tree so errors name the real path
     full = apply_overrides(_merge(to_dict(Config()), data, ""), overrides or [])
     cfg = from_dict(Config, full)

@@ -27,7 +27,7 @@ import yaml
 
 from data_prep.formats import DataError, write_text_atomic
 from deepsdf_ad.compare import CompareOptions, Reporter, compare
-from deepsdf_ad.config import ConfigError, load_config
+from deepsdf_ad.config import ConfigError, load_config, read_yaml_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,15 +58,9 @@ def _resolve(path: str, base: Path) -> Path:
 def load_experiment(path: str | os.PathLike) -> Experiment:
     """Read and check an experiment preset; unknown keys and missing presets are one-line errors."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: experiment file not found; presets are in configs/experiments/")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     known = [f.name for f in fields(Experiment)]
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping with keys {', '.join(known)}")
+    data = read_yaml_mapping(p, "experiment file not found; presets are in configs/experiments/",
+                             f"expected a mapping with keys {', '.join(known)}")
     for k in data:
         if k not in known:
             raise ConfigError(f"{p}: unknown key '{k}'; known: {', '.join(known)}")
