@@ -298,6 +298,11 @@ def validate(cfg: Config) -> None:
     for i in cfg.model.decoder.latent_in:
         if not 0 < i <= n:
             raise ConfigError(f"config key 'model.decoder.latent_in' has {i}; must be between 1 and {n}")
+        d_in = cfg.model.latent.size + cfg.dim
+        if cfg.model.decoder.hidden[i - 1] <= d_in:
+            raise ConfigError(f"config key 'model.decoder.hidden': layer {i - 1} (width {cfg.model.decoder.hidden[i - 1]}) "
+                              f"feeds the code re-injection at layer {i}, so it must be wider than code + coordinates "
+                              f"({d_in}); widen it or shrink model.latent.size")
     from deepsdf_ad.models.latents import LATENT_SOURCES
 
     if cfg.model.latent.source not in LATENT_SOURCES:

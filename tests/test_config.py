@@ -22,7 +22,7 @@ def test_deepsdf_chairs_matches_published_specs():
 
 def test_overrides_and_types():
     cfg = load_config(None, ["train.epochs=7", "model.decoder.hidden=[16, 16]", "model.decoder.latent_in=[1]",
-                             "train.lr_decoder.initial=0.01"])
+                             "model.latent.size=8", "train.lr_decoder.initial=0.01"])
     assert cfg.train.epochs == 7 and cfg.model.decoder.hidden == (16, 16)
     assert cfg.train.lr_decoder.initial == 0.01
     # YAML 1.1 reads 5e-3 (no dot) as a string; an override means the number
@@ -36,6 +36,7 @@ def test_overrides_and_types():
     ("model.latent.source=pointnt", "unknown latent source 'pointnt'; known: table"),
     ("dim=4", "'dim' must be 2 or 3"),
     ("novalue", "use key=value"),
+    ("model.decoder.hidden=[64,64,64,64,64]", "layer 3 (width 64) feeds the code re-injection at layer 4"),
 ])
 def test_bad_overrides(override, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("[", r"\[")):
