@@ -36,7 +36,7 @@ def test_overrides_and_types():
     ("model.latent.source=pointnt", "unknown latent source 'pointnt'; known: table"),
     ("dim=4", "'dim' must be 2 or 3"),
     ("novalue", "use key=value"),
-    ("model.decoder.hidden=[64,64,64,64,64]", "layer 3 (width 64) feeds the code re-injection at layer 4"),
+    ("model.decoder.hidden=[64,64,64,64,64]", "must be wider than code"),
 ])
 def test_bad_overrides(override, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("[", r"\[")):
