@@ -23,7 +23,6 @@ What is reduced how (see also the README section "Distributed training"):
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -187,6 +186,10 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 # ---- the --nproc launcher ----------------------------------------------------------------------
+GRACE_SECONDS = 5.0
+"""How long the launcher lets the other ranks exit by themselves after one failed."""
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -210,33 +213,37 @@ def launch(argv: list[str], nproc: int) -> int:
             logs.append(log)
             procs.append(subprocess.Popen([sys.executable, "-m", "deepsdf_ad", *argv], env=env,
                                           stdout=None if r == 0 else subprocess.DEVNULL, stderr=log))
-        first_failed = None
+        first_failed, failed_at = None, 0.0
         while any(p.poll() is None for p in procs):
-            failed = [r for r, p in enumerate(procs) if p.poll() not in (None, 0)]
-            if failed:
-                first_failed = failed[0]
+            if first_failed is None:
+                failed = [r for r, p in enumerate(procs) if p.poll() not in (None, 0)]
+                if failed:
+                    first_failed, failed_at = failed[0], time.monotonic()
+            # bad input fails every rank at once: let them exit by themselves and say why; then stop the
+            # ranks left waiting for the failed one
+            if first_failed is not None and time.monotonic() - failed_at > GRACE_SECONDS:
                 _stop([p for p in procs if p.poll() is None])
-                break
-            time.sleep(0.1)
+            time.sleep(0.05)
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
         _stop([p for p in procs if p.poll() is None])
         return 130
-    if first_failed is None:
-        bad = [r for r, c in enumerate(codes) if c != 0]
-        first_failed = bad[0] if bad else None
-    if first_failed is None:
+    if all(c == 0 for c in codes):
         return 0
-    if codes[0] not in (0, -signal.SIGTERM, -signal.SIGKILL):
-        return codes[0]  # rank 0 failed by itself and said why
-    log = logs[first_failed]
+    if codes[0] > 0 and (codes[0] == 2 or first_failed == 0):
+        return codes[0]  # rank 0 failed and printed why
+    users = [r for r, c in enumerate(codes) if c == 2]
+    if users:
+        k = users[0]
+    else:
+        k = first_failed if first_failed is not None else next(r for r, c in enumerate(codes) if c)
     lines = []
-    if log is not None:
-        log.seek(0)
-        lines = [ln for ln in log.read().splitlines() if ln.strip()]
-    msg = lines[-1] if lines else f"deepsdf-ad: error: rank {first_failed} exited with {codes[first_failed]}"
-    print(f"{msg} (rank {first_failed})", file=sys.stderr)
-    return codes[first_failed] if codes[first_failed] > 0 else 1
+    if logs[k] is not None:
+        logs[k].seek(0)
+        lines = [ln for ln in logs[k].read().splitlines() if ln.strip()]
+    msg = lines[-1] if lines else f"deepsdf-ad: error: rank {k} exited with {codes[k]}"
+    print(f"{msg} (rank {k})", file=sys.stderr)
+    return codes[k] if codes[k] > 0 else 1
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
