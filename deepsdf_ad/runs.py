@@ -177,6 +177,11 @@ class Run:
                 print(f"deepsdf-ad: warning: {text}", file=sys.stderr)
 
         entries = self.checkpoints()
+        newest = entries[-1]["epoch"] if entries else -1
+        for f in sorted((self.path / CHECKPOINTS).glob("epoch_*.safetensors")):
+            if f.name not in {c["file"] for c in entries} and _epoch_of(f) > newest:
+                warning(f"{f}: checkpoint has no readable checksum sidecar (interrupted while saving?); "
+                        f"{'using the previous one' if entries else 'no older checkpoint to use'}")
         for i, entry in enumerate(reversed(entries)):
             path = self.path / CHECKPOINTS / entry["file"]
             fallback = "using the previous one" if i + 1 < len(entries) else "no older checkpoint to use"
@@ -208,6 +213,13 @@ class Run:
             return load_file(str(path))["codes"]
         except (SafetensorError, OSError, KeyError) as e:
             raise DataError(f"{path}: unreadable codes file ({e})") from None
+
+
+def _epoch_of(checkpoint: Path) -> int:
+    try:
+        return int(checkpoint.stem.split("_", 1)[1])
+    except (IndexError, ValueError):
+        return -1
 
 
 def _sidecar(checkpoint: Path) -> Path:
