@@ -23,6 +23,7 @@ What is reduced how (see also the README section "Distributed training"):
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -212,7 +213,8 @@ def launch(argv: list[str], nproc: int) -> int:
             log = None if r == 0 else tempfile.TemporaryFile(mode="w+")
             logs.append(log)
             procs.append(subprocess.Popen([sys.executable, "-m", "deepsdf_ad", *argv], env=env,
-                                          stdout=None if r == 0 else subprocess.DEVNULL, stderr=log))
+                                          stdout=None if r == 0 else subprocess.DEVNULL, stderr=log,
+                                          preexec_fn=_die_with_parent if sys.platform == "linux" else None))
         first_failed, failed_at = None, 0.0
         while any(p.poll() is None for p in procs):
             if first_failed is None:
@@ -241,9 +243,24 @@ def launch(argv: list[str], nproc: int) -> int:
     if logs[k] is not None:
         logs[k].seek(0)
         lines = [ln for ln in logs[k].read().splitlines() if ln.strip()]
-    msg = lines[-1] if lines else f"deepsdf-ad: error: rank {k} exited with {codes[k]}"
-    print(f"{msg} (rank {k})", file=sys.stderr)
+    if codes[k] < 0:
+        msg = (f"deepsdf-ad: error: rank {k} was killed by signal {-codes[k]}; run the same command again to "
+               "resume from the last checkpoint")
+    else:
+        msg = f"{lines[-1]} (rank {k})" if lines else f"deepsdf-ad: error: rank {k} exited with {codes[k]}"
+    print(msg, file=sys.stderr)
     return codes[k] if codes[k] > 0 else 1
+
+
+def _die_with_parent() -> None:
+    """In a rank started by :func:`launch` (Linux): get SIGKILL when the launcher dies, even by SIGKILL, so
+    no orphaned rank keeps writing to the run folder while the command is started again."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
