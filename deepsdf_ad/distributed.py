@@ -69,10 +69,11 @@ class World:
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum of ``values`` over ranks (the same result on every rank)."""
-        if self.enabled:
-            values = values.clone()
-            dist.all_reduce(values)
-        return values
+        if not self.enabled:
+            return values
+        out = values.to(_comm_device(), copy=True)  # NCCL reduces only CUDA tensors
+        dist.all_reduce(out)
+        return out.to(values.device)
 
     def decide(self, flag: bool) -> bool:
         """Rank 0's ``flag``, on every rank (for decisions that depend on the clock)."""
