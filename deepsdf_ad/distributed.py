@@ -201,8 +201,9 @@ def free_port() -> int:
 def launch(argv: list[str], nproc: int) -> int:
     """Run ``python -m deepsdf_ad ARGV`` as ``nproc`` ranks on this machine (torchrun's environment).
 
-    Rank 0 prints; the other ranks are silent unless they fail. When a rank fails, the others are
-    stopped. Returns the exit code (rank 0's, or the first failing rank's).
+    Rank 0 prints; the other ranks are silent unless they fail. When a rank fails, the others get
+    ``GRACE_SECONDS`` to exit by themselves, then are stopped. Returns the exit code (rank 0's if it failed
+    by itself, else the failing rank's, whose last error line is printed).
     """
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nproc),
             "LOCAL_WORLD_SIZE": str(nproc)}
@@ -231,6 +232,16 @@ def launch(argv: list[str], nproc: int) -> int:
     except KeyboardInterrupt:
         _stop([p for p in procs if p.poll() is None])
         return 130
+    try:
+        return _report(codes, first_failed, logs)
+    finally:
+        for log in logs:
+            if log is not None:
+                log.close()
+
+
+def _report(codes: list[int], first_failed: int | None, logs: list) -> int:
+    """The launcher's exit code for the ranks' ``codes``; says why when rank 0 has not."""
     if all(c == 0 for c in codes):
         return 0
     if codes[0] > 0 and (codes[0] == 2 or first_failed == 0):
