@@ -126,13 +126,24 @@ def _train(args) -> int:
     from deepsdf_ad.config import load_config
     from deepsdf_ad.train import train, train_seeds
 
-    cfg = load_config(args.config, args.set)
-    if args.seeds:
-        runs = train_seeds(cfg, args.data, args.out, args.seeds, epochs=args.epochs, device=args.device,
-                           split_file=args.split, progress=not args.quiet)
-    else:
-        runs = [train(cfg, args.data, args.out, epochs=args.epochs, device=args.device, split_file=args.split,
-                      progress=not args.quiet)]
+    cfg = load_config(args.config, args.set)  # a bad config fails here, once, before any rank starts
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from deepsdf_ad.distributed import launch
+
+        return launch(args.argv, args.nproc)
+    from deepsdf_ad.distributed import shutdown
+
+    try:
+        if args.seeds:
+            runs = train_seeds(cfg, args.data, args.out, args.seeds, epochs=args.epochs, device=args.device,
+                               split_file=args.split, progress=not args.quiet)
+        else:
+            runs = [train(cfg, args.data, args.out, epochs=args.epochs, device=args.device, split_file=args.split,
+                          progress=not args.quiet)]
+    finally:
+        shutdown()
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # rank 0 reports
     for run in runs:
         rows = run.metrics()
         last = rows[-1] if rows else {}
@@ -376,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--split", help="split JSON to train on (default DATA/splits/train.json)")
     tr.add_argument("--seeds", type=_nonnegative_int, nargs="+", metavar="K",
                     help="train once per seed into RUN/seed_K (train.seed = K); compare pools them")
+    tr.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                    help="train with N processes on this machine (DDP: gloo on CPU, NCCL with one GPU per "
+                         "process); the same as 'torchrun --nproc_per_node N -m deepsdf_ad train ...'")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(tr)
     tr.set_defaults(func=_train)
@@ -555,7 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     from data_prep.formats import DataError
     from deepsdf_ad.config import ConfigError
 

@@ -68,7 +68,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     """Epochs between checkpoints (the last epoch is always saved)."""
     keep_checkpoints: int = 3
-    """Checkpoints kept on disk (older ones are removed)."""
+    """Checkpoints kept on disk (older ones are removed); 0 keeps all, otherwise at least 2."""
     precision: str = "fp32"
     """Training arithmetic: fp32, bf16 (autocast) or fp16 (autocast, CUDA)."""
     seed: int = 0
@@ -292,6 +292,11 @@ def validate(cfg: Config) -> None:
                    ("mesh.resolution", cfg.mesh.resolution)):
         if v < 1:
             raise ConfigError(f"config key '{key}' must be at least 1, got {v}")
+    if cfg.train.checkpoint_every < 1:
+        raise ConfigError(f"config key 'train.checkpoint_every' must be at least 1, got {cfg.train.checkpoint_every}")
+    if cfg.train.keep_checkpoints == 1 or cfg.train.keep_checkpoints < 0:
+        raise ConfigError(f"config key 'train.keep_checkpoints' must be 0 (keep all) or at least 2 (the previous "
+                          f"checkpoint is the fallback for a corrupt newest one), got {cfg.train.keep_checkpoints}")
     if not cfg.model.decoder.hidden:
         raise ConfigError("config key 'model.decoder.hidden' must list at least one layer width")
     n = len(cfg.model.decoder.hidden)

@@ -6,23 +6,26 @@
     RUN/shapes.json                      {"data": DATA, "keys": ["category/id", ...]} (row order of the code table)
     RUN/metrics.jsonl                    one JSON line per epoch: epoch, loss, seconds, learning rates, ...
     RUN/checkpoints/epoch_000100.safetensors   model + optimiser state (safetensors: no pickle)
-    RUN/checkpoints/index.json           checkpoints with epoch and SHA-256, newest last
+    RUN/checkpoints/epoch_000100.json    its sidecar: {"file", "epoch", "sha256"}
     RUN/latent_codes.safetensors         the learned codes ("codes": (S, L)), shape keys in its metadata
     RUN/meshes/                          meshes written by ``deepsdf-ad mesh``
 
-Checkpoints are written to a temp file and renamed; a checkpoint whose checksum does not match is skipped
-(with a warning) in favour of the previous one.
+Checkpoints are written to a temp file, flushed (fsync) and renamed, then their sidecar with the SHA-256;
+a checkpoint whose checksum does not match (or that has no sidecar) is skipped, with a one-line warning, in
+favour of the previous one. Runs written before sidecars existed keep ``checkpoints/index.json``, which is
+still read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from data_prep.formats import DataError, atomic_path, file_sha256, read_json, write_json, write_text_atomic
@@ -110,46 +113,90 @@ class Run:
 
     # ---- checkpoints ----
     def checkpoints(self) -> list[dict]:
-        path = self.path / CHECKPOINTS / CHECKPOINT_INDEX
-        if not path.is_file():
+        """The checkpoints on record, oldest first: ``{"file", "epoch", "sha256"}`` from each sidecar
+        (runs written before sidecars existed: from ``index.json``)."""
+        folder = self.path / CHECKPOINTS
+        if not folder.is_dir():
             return []
-        try:
-            return list(read_json(path).get("checkpoints", []))
-        except DataError:
-            return []
+        entries = {}
+        legacy = folder / CHECKPOINT_INDEX
+        if legacy.is_file():
+            with contextlib.suppress(DataError, AttributeError, TypeError):
+                entries = {c["file"]: c for c in read_json(legacy).get("checkpoints", [])}
+        for side in folder.glob("epoch_*.json"):
+            try:
+                entry = read_json(side)
+                entries[entry["file"]] = {"file": str(entry["file"]), "epoch": int(entry["epoch"]),
+                                          "sha256": str(entry["sha256"])}
+            except (DataError, KeyError, TypeError, ValueError):
+                continue  # a sidecar cut by a kill: its checkpoint cannot be verified, so it does not count
+        return sorted(entries.values(), key=lambda c: c["epoch"])
 
     def save_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor], meta: dict, keep: int = 3) -> Path:
+        """Write ``epoch_NNNNNN.safetensors`` (temp file, fsync, rename), then its sidecar
+        ``epoch_NNNNNN.json`` with the SHA-256; drop checkpoints beyond the newest ``keep`` (0: keep all)
+        and any newer than ``epoch`` (left from a future abandoned on resume)."""
         folder = self.path / CHECKPOINTS
         name = f"epoch_{epoch:06d}.safetensors"
         path = folder / name
         with atomic_path(path) as tmp:
             save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
                       metadata={"meta": json.dumps(meta)})
-        entries = [c for c in self.checkpoints() if c["file"] != name]
-        entries.append({"file": name, "epoch": epoch, "sha256": file_sha256(path)})
-        old, entries = entries[:-keep] if keep > 0 else [], entries[-keep:] if keep > 0 else entries
-        write_json(folder / CHECKPOINT_INDEX, {"checkpoints": entries})
-        for c in old:
+            _fsync(tmp)
+        _fsync(folder)
+        entry = {"file": name, "epoch": epoch, "sha256": file_sha256(path)}
+        with atomic_path(_sidecar(path)) as tmp:
+            tmp.write_text(json.dumps(entry) + "\n")
+            _fsync(tmp)
+        _fsync(folder)
+        entries = self.checkpoints()
+        for c in entries:  # a run from before sidecars: give its checkpoints one before the index goes
+            if not _sidecar(folder / c["file"]).is_file():
+                write_text_atomic(_sidecar(folder / c["file"]), json.dumps(c) + "\n")
+        (folder / CHECKPOINT_INDEX).unlink(missing_ok=True)
+        stale = [c for c in entries if c["epoch"] > epoch]
+        kept = [c for c in entries if c["epoch"] <= epoch]
+        if keep > 0:
+            stale += kept[:-keep]
+            kept = kept[-keep:]
+        for c in stale:
+            _sidecar(folder / c["file"]).unlink(missing_ok=True)
             (folder / c["file"]).unlink(missing_ok=True)
+        # leftovers of kills: temp files, and checkpoints whose sidecar was never written
+        known = {c["file"] for c in kept}
+        for f in [*folder.glob(".tmp-*"), *folder.glob("epoch_*.safetensors")]:
+            if f.name not in known:
+                f.unlink(missing_ok=True)
         return path
 
-    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict] | None:
-        """Newest checkpoint whose checksum matches, or None. Corrupt ones are skipped with a warning."""
-        for entry in reversed(self.checkpoints()):
+    def load_checkpoint(self, warn: bool = True) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """Newest checkpoint whose checksum matches, or None. Corrupt ones are skipped with a one-line
+        warning each (``warn=False``: silently)."""
+        def warning(text: str) -> None:
+            if warn:
+                print(f"deepsdf-ad: warning: {text}", file=sys.stderr)
+
+        entries = self.checkpoints()
+        newest = entries[-1]["epoch"] if entries else -1
+        for f in sorted((self.path / CHECKPOINTS).glob("epoch_*.safetensors")):
+            if f.name not in {c["file"] for c in entries} and _epoch_of(f) > newest:
+                warning(f"{f}: checkpoint has no readable checksum sidecar (interrupted while saving?); "
+                        f"{'using the previous one' if entries else 'no older checkpoint to use'}")
+        for i, entry in enumerate(reversed(entries)):
             path = self.path / CHECKPOINTS / entry["file"]
-            if not path.is_file() or file_sha256(path) != entry.get("sha256"):
-                print(f"deepsdf-ad: warning: {path}: checkpoint missing or corrupt (checksum mismatch); "
-                      "using the previous one", file=sys.stderr)
+            fallback = "using the previous one" if i + 1 < len(entries) else "no older checkpoint to use"
+            if not path.is_file():
+                warning(f"{path}: checkpoint missing; {fallback}")
+                continue
+            if file_sha256(path) != entry.get("sha256"):
+                warning(f"{path}: checkpoint corrupt or truncated (checksum mismatch); {fallback}")
                 continue
             try:
-                from safetensors import safe_open
-
                 tensors = load_file(str(path))
                 with safe_open(str(path), "pt") as f:
                     meta = json.loads((f.metadata() or {}).get("meta", "{}"))
             except (SafetensorError, OSError, json.JSONDecodeError) as e:
-                print(f"deepsdf-ad: warning: {path}: unreadable checkpoint ({e}); using the previous one",
-                      file=sys.stderr)
+                warning(f"{path}: unreadable checkpoint ({e}); {fallback}")
                 continue
             return tensors, meta
         return None
@@ -166,3 +213,23 @@ class Run:
             return load_file(str(path))["codes"]
         except (SafetensorError, OSError, KeyError) as e:
             raise DataError(f"{path}: unreadable codes file ({e})") from None
+
+
+def _epoch_of(checkpoint: Path) -> int:
+    try:
+        return int(checkpoint.stem.split("_", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _sidecar(checkpoint: Path) -> Path:
+    return checkpoint.with_suffix(".json")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk, so a rename survives a crash of the machine."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from data_prep.formats import DataError, DataRoot
 from deepsdf_ad.config import Config
 from deepsdf_ad.data import SampleBank
+from deepsdf_ad.distributed import World, setup, world_from_env, wrap
 from deepsdf_ad.inputs import PointInputs, encode_all
 from deepsdf_ad.models import SDFModel, build_model
 from deepsdf_ad.runs import Run
@@ -43,9 +44,14 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def sdf_error(pred: torch.Tensor, target: torch.Tensor, clamp: float) -> torch.Tensor:
+    """DeepSDF's clamped L1 of every sample (``clamp = inf``: plain L1)."""
+    return (pred.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs()
+
+
 def sdf_loss(pred: torch.Tensor, target: torch.Tensor, clamp: float) -> torch.Tensor:
     """DeepSDF's clamped L1, mean over samples (``clamp = inf``: plain L1)."""
-    return (pred.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs().mean()
+    return sdf_error(pred, target, clamp).mean()
 
 
 def loss_clamp(cfg: Config) -> float:
@@ -108,11 +114,16 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
     Returns the run. A run folder that already holds a checkpoint continues from it with the run's saved
     config (``epochs`` may extend it). ``max_seconds`` stops after the epoch that exceeds that wall time
     (with a checkpoint), so a budgeted run can be resumed later.
+
+    Started by torchrun (``WORLD_SIZE`` > 1 in the environment), every rank calls this; the shapes of each
+    batch are divided among ranks and only rank 0 writes files (see :mod:`deepsdf_ad.distributed`).
     """
     t_start = time.perf_counter()
-    dev = resolve_device(device)
+    world = world_from_env()
+    dev = setup(resolve_device(device), world)
     run = Run(out)
     resumed = run.exists() and bool(run.checkpoints())
+    world.barrier()  # every rank has looked before rank 0 writes
     if resumed:
         saved = run.config()
         if epochs is not None:
@@ -125,36 +136,40 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
         raise DataError(f"{root.root}: holds heightfield intensities, not distances; train with "
                         "--set train.loss=l1")
     refs = root.shapes("train")
-    bank = SampleBank(refs, cfg.dim, progress=progress)
-    run.path.mkdir(parents=True, exist_ok=True)
+    bank = SampleBank(refs, cfg.dim, progress=progress and world.main)
     if resumed:
         if run.shapes()["keys"] != bank.keys:
             raise DataError(f"{run.path}: the run was trained on other shapes than {data}'s train split; "
                             "use a new --out")
-    run.save_config(cfg)
-    run.save_shapes(str(Path(data).resolve()), bank.keys)
+    if world.main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.save_config(cfg)
+        run.save_shapes(str(Path(data).resolve()), bank.keys)
     bank.to(dev)
 
     torch.manual_seed(cfg.train.seed)  # initial weights: deterministic for a seed
     model = build_model(cfg.dim, cfg.model.decoder, cfg.model.latent, len(bank)).to(dev)
     opt = make_optimizer(model, cfg)
     # a latent source that reads points (the encoder) gets surface points of the same shapes
-    inputs = PointInputs(refs, cfg.dim, progress=progress).to(dev) if model.latent.input_points else None
+    inputs = (PointInputs(refs, cfg.dim, progress=progress and world.main).to(dev)
+              if model.latent.input_points else None)
     start = 0
     if resumed:
-        ck = run.load_checkpoint()
+        ck = run.load_checkpoint(warn=world.main)
         if ck is not None:
             tensors, meta = ck
             load_model_state(model, {k: v.to(dev) for k, v in tensors.items()})
             _restore_optimizer(opt, tensors, meta["param_groups"])
             start = int(meta["epoch"])
-    run.truncate_metrics(start)
+    if world.main:
+        run.truncate_metrics(start)
+    net = wrap(model, dev) if world.enabled else None
     tc = cfg.train
     clamp = loss_clamp(cfg)
     scaler = torch.amp.GradScaler(dev.type) if tc.precision == "fp16" and dev.type == "cuda" else None
     n_batches = math.ceil(len(bank) / tc.shapes_per_batch)
-    bar = tqdm(range(start, tc.epochs), desc="train", unit="epoch", disable=not progress, initial=start,
-               total=tc.epochs)
+    bar = tqdm(range(start, tc.epochs), desc="train", unit="epoch", disable=not (progress and world.main),
+               initial=start, total=tc.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         lrs = {"decoder": tc.lr_decoder.at(epoch), "latent": tc.lr_latent.at(epoch)}
@@ -163,52 +178,102 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
         reg_weight = tc.code_reg * min(1.0, epoch / max(tc.code_reg_rampup, 1))
         gen = epoch_generator(tc.seed, epoch, dev)
         model.train()
-        totals = {"loss": 0.0, "sdf_loss": 0.0, "reg_loss": 0.0}
+        totals = torch.zeros(3, dtype=torch.float64)  # loss, sdf_loss, reg_loss (this rank's share)
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(tc.seed * 31 + epoch)  # dropout masks, reproducible per epoch
+            # dropout masks, reproducible per epoch (and different on each rank)
+            torch.manual_seed(tc.seed * 31 + epoch + 1_000_003 * world.rank)
             perm = torch.randperm(len(bank), generator=gen, device=dev)
             for b in range(n_batches):
+                # every rank draws the whole global batch from the same generator, so the random stream
+                # (and each shape's samples) does not depend on the number of ranks
                 idx = perm[b * tc.shapes_per_batch:(b + 1) * tc.shapes_per_batch]
                 samples = bank.draw(idx, tc.samples_per_shape, gen)
                 batch = {"index": idx, "samples": samples}
                 if inputs is not None:
                     batch["points"] = inputs.draw(idx, model.latent.input_points, gen, **model.latent.augment)
-                with autocast(dev, tc.precision):
-                    codes = model.latent.codes(batch)
-                    pred = model.decode(codes, samples[..., :-1])
-                    l_sdf = sdf_loss(pred.float(), samples[..., -1], clamp)
-                    l_reg = code_regulariser(codes.float()) if reg_weight > 0 else torch.zeros((), device=dev)
-                    loss = l_sdf + reg_weight * l_reg
                 opt.zero_grad(set_to_none=True)
+                if net is None:
+                    with autocast(dev, tc.precision):
+                        codes = model.latent.codes(batch)
+                        pred = model.decode(codes, samples[..., :-1])
+                        l_sdf = sdf_loss(pred.float(), samples[..., -1], clamp)
+                        l_reg = (code_regulariser(codes.float()) if reg_weight > 0
+                                 else torch.zeros((), device=dev))
+                        loss = l_sdf + reg_weight * l_reg
+                    _backward(loss, scaler)
+                else:
+                    loss, l_sdf, l_reg = _distributed_step(model, net, world, batch, clamp, reg_weight,
+                                                           tc.precision, dev, scaler)
                 if scaler is not None:
-                    scaler.scale(loss).backward()
                     scaler.step(opt)
                     scaler.update()
                 else:
-                    loss.backward()
                     opt.step()
-                totals["loss"] += float(loss.detach())
-                totals["sdf_loss"] += float(l_sdf.detach())
-                totals["reg_loss"] += float(l_reg.detach())
+                totals += torch.tensor([float(loss.detach()), float(l_sdf.detach()), float(l_reg.detach())],
+                                       dtype=torch.float64)
+        totals = dict(zip(("loss", "sdf_loss", "reg_loss"), world.sum(totals).tolist(), strict=True))
         if not math.isfinite(totals["loss"]):
             raise DataError(f"{run.path}: training diverged (loss is {totals['loss']}) at epoch {epoch + 1}; "
                             "lower the learning rates")
         seconds = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, **{k: v / n_batches for k, v in totals.items()}, "seconds": round(seconds, 4),
-               "lr_decoder": lrs["decoder"], "lr_latent": lrs["latent"],
-               "points_per_s": round(len(bank) * tc.samples_per_shape / max(seconds, 1e-9), 1)}
-        run.append_metrics(row)
-        bar.set_postfix(loss=f"{row['loss']:.5f}")
         done = epoch + 1
-        out_of_time = max_seconds is not None and time.perf_counter() - t_start > max_seconds
+        if world.main:
+            row = {"epoch": done, **{k: v / n_batches for k, v in totals.items()}, "seconds": round(seconds, 4),
+                   "lr_decoder": lrs["decoder"], "lr_latent": lrs["latent"],
+                   "points_per_s": round(len(bank) * tc.samples_per_shape / max(seconds, 1e-9), 1)}
+            if world.enabled:
+                row["ranks"] = world.size
+            run.append_metrics(row)
+            bar.set_postfix(loss=f"{row['loss']:.5f}")
+        out_of_time = world.decide(max_seconds is not None and time.perf_counter() - t_start > max_seconds)
         if done % tc.checkpoint_every == 0 or done == tc.epochs or out_of_time:
-            save_checkpoint(run, model, opt, done, cfg, inputs)
+            world.check_in_sync(model)
+            if world.main:
+                save_checkpoint(run, model, opt, done, cfg, inputs)
         if out_of_time:
             break
     bar.close()
-    if start >= tc.epochs and not (run.path / "latent_codes.safetensors").is_file():
-        save_checkpoint(run, model, opt, start, cfg, inputs)
+    if start >= tc.epochs and world.main:
+        # nothing left to train: make sure the codes file belongs to the newest checkpoint (a kill between
+        # writing the checkpoint and the codes file would leave older codes)
+        save_codes(run, model)
+    world.barrier()
     return run
+
+
+def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
+    (loss if scaler is None else scaler.scale(loss)).backward()
+
+
+def _distributed_step(model: SDFModel, net: torch.nn.Module, world: World, batch: dict, clamp: float,
+                      reg_weight: float, precision: str, dev: torch.device,
+                      scaler: torch.amp.GradScaler | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of one step on this rank's part of the global ``batch``; the same on every rank afterwards.
+
+    Returns this rank's shares of (loss, sdf loss, regulariser): their sums over ranks are the global values.
+    """
+    samples = batch["samples"]
+    n = len(samples)
+    part = world.part(n)
+    local = samples[part]
+    per_shape = model.latent.per_shape_parameters
+    with autocast(dev, precision):
+        if per_shape:
+            # every rank looks up the codes of the whole batch (the table's max_norm renormalises the same
+            # rows everywhere); the network sees a detached copy of this rank's rows
+            all_codes = model.latent.codes(batch)
+            leaf = all_codes[part].detach().requires_grad_(True)
+            pred, codes = net(leaf, local[..., :-1])
+        else:
+            pred, codes = net(batch["points"][part], local[..., :-1])
+        l_sdf = sdf_error(pred.float(), local[..., -1], clamp).sum() / samples[..., -1].numel()
+        l_reg = codes.float().pow(2).sum() / n if reg_weight > 0 else torch.zeros((), device=dev)
+        loss = l_sdf + reg_weight * l_reg
+    _backward(loss, scaler)  # DDP sums the network's gradients over ranks
+    if per_shape:
+        grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+        all_codes.backward(world.gather_rows(grad, n))
+    return loss, l_sdf, l_reg
 
 
 def save_checkpoint(run: Run, model: SDFModel, opt: torch.optim.Optimizer, epoch: int, cfg: Config,
@@ -219,6 +284,10 @@ def save_checkpoint(run: Run, model: SDFModel, opt: torch.optim.Optimizer, epoch
         model.latent.set_training_codes(encode_all(model, inputs, model.latent.input_points))
     tensors, groups = checkpoint_tensors(model, opt)
     run.save_checkpoint(epoch, tensors, {"epoch": epoch, "param_groups": groups}, keep=cfg.train.keep_checkpoints)
+    save_codes(run, model)
+
+
+def save_codes(run: Run, model: SDFModel) -> None:
     if hasattr(model.latent, "all_codes"):
         run.save_codes(model.latent.all_codes(), run.shapes()["keys"])
 

@@ -9,7 +9,9 @@
 Every source has ``codes(batch) -> (B, L)`` and ``all_codes() -> (S, L)`` (the codes of the training
 shapes, in the row order of ``RUN/shapes.json``). A source that reads points says how many with
 ``input_points`` (0: it reads only ``batch['index']``) and how to perturb them in training with
-``augment`` (see :mod:`deepsdf_ad.inputs`).
+``augment`` (see :mod:`deepsdf_ad.inputs`). ``per_shape_parameters`` says whether the source holds
+parameters per training shape (the table's rows; distributed training gathers their gradients row by row
+instead of wrapping them in DDP, see :mod:`deepsdf_ad.distributed`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class LatentTable(nn.Module):
     """
 
     optimised_at_test_time = True
+    per_shape_parameters = True
     input_points = 0
     augment: dict = {}
 
@@ -129,6 +132,7 @@ class PointNetEncoder(nn.Module):
     """
 
     optimised_at_test_time = False
+    per_shape_parameters = False
 
     def __init__(self, num_shapes: int, dim: int, cfg: LatentConfig):
         super().__init__()

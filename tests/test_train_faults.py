@@ -1,0 +1,162 @@
+"""Training faults: a run killed with SIGKILL and started again ends with the same weights and codes as an
+uninterrupted one; a truncated, altered or unverifiable newest checkpoint is skipped with a one-line warning
+in favour of the previous one."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deepsdf_ad.config import load_config
+from deepsdf_ad.runs import Run
+from deepsdf_ad.train import train
+from tests.helpers import REPO
+from tests.test_autoencoder import make_tiny_digits
+
+PRESET = REPO / "configs" / "digits_autodecoder.yaml"
+TINY_FAULTS = ["model.decoder.hidden=[32,32,32,32]", "model.decoder.latent_in=[2]", "model.decoder.dropout=0.1",
+               "model.latent.size=8", "train.shapes_per_batch=3", "train.samples_per_shape=512",
+               "train.checkpoint_every=3", "train.keep_checkpoints=2", "train.code_reg_rampup=4"]
+
+
+KILLS = 2  # each restart costs a process start (seconds); two kills at random moments suffice
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return make_tiny_digits(tmp_path_factory.mktemp("faults"))
+
+
+def train_cmd(data, out, epochs: int) -> list[str]:
+    sets = [a for kv in TINY_FAULTS for a in ("--set", kv)]
+    return [sys.executable, "-m", "deepsdf_ad", "train", "--config", str(PRESET), "--data", str(data), "--out",
+            str(out), "--epochs", str(epochs), "--quiet", "--device", "cpu", *sets]
+
+
+def final_state(out, epoch: int) -> dict[str, torch.Tensor]:
+    state = load_file(str(out / "checkpoints" / f"epoch_{epoch:06d}.safetensors"))
+    state["codes_file"] = load_file(str(out / "latent_codes.safetensors"))["codes"]
+    return state
+
+
+def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(digits, tmp_path):
+    epochs = 45
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(train_cmd(digits, ref, epochs), env=env, check=True, capture_output=True, timeout=300)
+
+    rng = random.Random(0)
+    kills, seen = 0, 0
+    while True:
+        proc = subprocess.Popen(train_cmd(digits, killed, epochs), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        if kills < KILLS:
+            # wait for a checkpoint newer than the last one seen, then kill -9 at a random moment after it
+            while proc.poll() is None and max((c["epoch"] for c in Run(killed).checkpoints()), default=0) <= seen:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.15))
+        if proc.poll() is None and kills < KILLS:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            run = Run(killed)
+            newest = max(c["epoch"] for c in run.checkpoints())
+            # what is lost is at most the work since the newest checkpoint: that one is intact and is used
+            assert run.load_checkpoint(warn=False)[1]["epoch"] == newest
+            seen = newest
+            continue
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        break
+    assert kills >= 1, "the run ended before it could be killed; make it longer"
+    rows = Run(killed).metrics()
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))  # every epoch once, after truncation
+    a, b = final_state(ref, epochs), final_state(killed, epochs)
+    assert a.keys() == b.keys()
+    for k in a:  # weights, codes, Adam moments: same seed -> same model (dropout on, so its masks too)
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in Run(ref).metrics()], rel=1e-6)
+    assert not list((killed / "checkpoints").glob(".tmp-*"))  # leftovers of kills are cleaned up
+
+
+def cfg():
+    return load_config(PRESET, TINY_FAULTS)
+
+
+def corrupt_truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def corrupt_flip(path):
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # same size, one tensor byte changed: only the checksum sees it
+    path.write_bytes(bytes(data))
+
+
+def corrupt_sidecar(path):
+    path.with_suffix(".json").write_text('{"file": "epo')  # a sidecar cut by a kill
+
+
+def lose_sidecar(path):
+    path.with_suffix(".json").unlink()  # killed between the checkpoint's rename and its sidecar
+
+
+@pytest.mark.parametrize("damage, needle", [(corrupt_truncate, "checksum mismatch"), (corrupt_flip, "checksum mismatch"),
+                                            (corrupt_sidecar, "no readable checksum sidecar"),
+                                            (lose_sidecar, "no readable checksum sidecar")])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(digits, tmp_path, capsys, damage, needle):
+    ref = train(cfg(), digits, tmp_path / "ref", epochs=9, device="cpu", progress=False)
+    run = train(cfg(), digits, tmp_path / "run", epochs=6, device="cpu", progress=False)
+    assert [c["epoch"] for c in run.checkpoints()] == [3, 6]
+    capsys.readouterr()
+    damage(run.path / "checkpoints" / "epoch_000006.safetensors")
+    train(cfg(), digits, run.path, epochs=9, device="cpu", progress=False)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("deepsdf-ad: warning: ") and needle in err[0], err
+    assert "epoch_000006" in err[0] and "using the previous one" in err[0]
+    # it resumed from epoch 3 and redid 4..9: the same model as a run never damaged
+    assert [r["epoch"] for r in run.metrics()] == list(range(1, 10))
+    a, b = final_state(ref.path, 9), final_state(run.path, 9)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    assert [c["epoch"] for c in run.checkpoints()] == [6, 9]  # the damaged one was rewritten, then rotated
+
+
+def test_checkpoints_are_verified_and_rotated(digits, tmp_path, capsys):
+    run = train(cfg(), digits, tmp_path / "run", epochs=7, device="cpu", progress=False)
+    folder = run.path / "checkpoints"
+    # every 3 epochs and the last; the newest 2 kept, each with a sidecar holding its SHA-256
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch_000006.json", "epoch_000006.safetensors",
+                                                         "epoch_000007.json", "epoch_000007.safetensors"]
+    side = json.loads((folder / "epoch_000007.json").read_text())
+    from data_prep.formats import file_sha256
+
+    assert side == {"file": "epoch_000007.safetensors", "epoch": 7,
+                    "sha256": file_sha256(folder / "epoch_000007.safetensors")}
+    # both damaged: nothing to fall back on, said in one line each; training starts over
+    corrupt_truncate(folder / "epoch_000007.safetensors")
+    corrupt_flip(folder / "epoch_000006.safetensors")
+    assert run.load_checkpoint() is None
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 2 and "using the previous one" in err[0] and "no older checkpoint to use" in err[1]
+
+
+def test_runs_with_the_old_checkpoint_index_still_resume(digits, tmp_path):
+    run = train(cfg(), digits, tmp_path / "run", epochs=3, device="cpu", progress=False)
+    folder = run.path / "checkpoints"
+    entries = run.checkpoints()
+    for side in folder.glob("*.json"):
+        side.unlink()
+    (folder / "index.json").write_text(json.dumps({"checkpoints": entries}))
+    assert run.checkpoints() == entries and run.load_checkpoint()[1]["epoch"] == 3
+    train(cfg(), digits, run.path, epochs=6, device="cpu", progress=False)
+    assert not (folder / "index.json").exists() and [c["epoch"] for c in run.checkpoints()] == [3, 6]
