@@ -8,6 +8,7 @@ Layout of a data root (``DATA``), compatible with DeepSDF's preprocessed data::
     DATA/scans/<category>/<id>_<k>.ply  partial scans of test shapes (+ a ``.json`` sidecar each)
     DATA/splits/train.json, test.json   ``{"<dataset>": {"<category>": [ids]}}``
     DATA/manifest.json                  every input with its status, the sampling parameters, the tool version
+    DATA/shards/shard-<I>-of-<N>.json   shard manifests of ``prep ... --shard I/N`` (combined by ``prep merge``)
 
 DeepSDF's own layout (``SdfSamples/<dataset>/<class>/<id>.npz``, ``NormalizationParameters/...``,
 ``SurfaceSamples/...``) is read as is by :class:`DataRoot`.
@@ -38,6 +39,8 @@ SURFACE_DIR = "surface"
 SCANS_DIR = "scans"
 SPLITS_DIR = "splits"
 MANIFEST = "manifest.json"
+SHARDS_DIR = "shards"
+"""``DATA/shards/shard-<I>-of-<N>.json``: the manifest of one shard of a sharded prep (``--shard I/N``)."""
 TRAIN_SPLIT = "train.json"
 TEST_SPLIT = "test.json"
 DATASET_NAME = "deepsdf-ad"
@@ -89,6 +92,10 @@ def read_json(path: str | os.PathLike) -> dict:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e}); regenerate or fix the file") from None
+
+
+def shard_manifest_path(root: str | os.PathLike, index: int, count: int) -> Path:
+    return Path(root) / SHARDS_DIR / f"shard-{index}-of-{count}.json"
 
 
 def file_sha256(path: str | os.PathLike) -> str:
