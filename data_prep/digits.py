@@ -38,6 +38,8 @@ from data_prep.formats import DataError
 
 TOOL_VERSION = "0.1.0"
 FIELDS = ("sdf", "height")
+MAX_SIDE = 256
+"""Largest image side of a digit set (MNIST: 28); the distance transform's grid is ``upsample`` times finer."""
 THRESHOLD = 0.5
 """Intensity (0..1) at and above which a point is inside the digit."""
 
@@ -112,6 +114,9 @@ def load_digit_set(prefix: str, images_path: str | os.PathLike, labels_path: str
     labels = formats.read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataError(f"{images_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+    if not (2 <= images.shape[1] <= MAX_SIDE and 2 <= images.shape[2] <= MAX_SIDE):
+        raise DataError(f"{images_path}: images of {images.shape[1]}x{images.shape[2]} pixels; each side must be "
+                        f"2 to {MAX_SIDE} pixels (the distance transform runs on a grid 8 times finer)")
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise DataError(f"{labels_path}: expected uint8 labels (N,), got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
