@@ -309,6 +309,16 @@ def _check_count(path: Path, suffix: str) -> None:
                         f"{MAX_TEXT_BYTES / 2**30:.0f} GiB; convert it to a binary .ply or .npy (or subsample it)")
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """``np.load`` of a ``.npy`` without ever unpickling (object arrays are refused by name)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataError(f"{path}: holds pickled objects, which are refused; re-save it as plain arrays") from None
+        raise
+
+
 def _loadtxt(path: Path) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "input contained no data": an empty file is reported below
@@ -359,7 +369,7 @@ def load_points(path: str | os.PathLike) -> PointCloud:
     _check_count(path, suffix)
     try:
         if suffix == ".npy":
-            pts = np.load(path, allow_pickle=False)
+            pts = _load_npy(path)
         elif suffix in (".xyz", ".txt"):
             pts = _loadtxt(path)
             if pts.size == 0:
@@ -647,7 +657,7 @@ def load_points_2d(path: str | os.PathLike) -> np.ndarray:
     try:
         if suffix in (".npy", ".txt", ".xyz"):
             _check_count(path, suffix)
-            pts = np.load(path, allow_pickle=False) if suffix == ".npy" else _loadtxt(path)
+            pts = _load_npy(path) if suffix == ".npy" else _loadtxt(path)
         else:
             pts = load_points(path).points
     except DataError:

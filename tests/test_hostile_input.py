@@ -26,7 +26,7 @@ from data_prep.formats import DataError
 from data_prep.meshes import SamplingConfig, load_mesh
 from data_prep.pipeline import PrepConfig, prep_one
 from data_prep.scans import CameraConfig, load_scan, scan_mesh
-from tests.helpers import REPO, TINY, assert_one_line_error, cli, sphere_sdf
+from tests.helpers import assert_one_line_error, cli, train_tiny_sphere_run
 
 CASES = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -272,22 +272,7 @@ def test_prep_and_scan_of_hostile_meshes(tmp_path, mesh, with_box):
 # ---- reconstruct -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """A 3D autodecoder run trained for one epoch on two analytic spheres (enough to reconstruct with)."""
-    from deepsdf_ad.config import load_config
-    from deepsdf_ad.train import train
-
-    base = tmp_path_factory.mktemp("run")
-    data = base / "data"
-    rng = np.random.default_rng(0)
-    for k, r in enumerate((0.4, 0.6)):
-        p = rng.uniform(-1, 1, size=(2000, 3))
-        s = sphere_sdf(p, r)
-        samples = np.concatenate([p, s[:, None]], axis=1)
-        formats.save_sdf_samples(data / "sdf" / "ball" / f"b{k}.npz", samples[s > 0], samples[s <= 0])
-    formats.write_split(data / "splits" / "train.json", {"ball": ["b0", "b1"]})
-    cfg = load_config(REPO / "configs" / "shapes_small.yaml", TINY + ["mesh.resolution=16", "reconstruct.iterations=3"])
-    train(cfg, data, base / "run", epochs=1, device="cpu", progress=False)
-    return base / "run"
+    return train_tiny_sphere_run(tmp_path_factory.mktemp("run"))
 
 
 @FEW
