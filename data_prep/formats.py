@@ -229,9 +229,6 @@ MAX_COORDINATE = 1e15
 """Larger absolute coordinates are refused: no real object is that large, and float32 math on it overflows."""
 MAX_TEXT_BYTES = 1 << 30
 """Largest text point file (.xyz/.txt) read: 1 GiB."""
-_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
 
 
 def _too_many(path: Path, n: int) -> DataError:
@@ -241,7 +238,8 @@ def _too_many(path: Path, n: int) -> DataError:
 
 def _ply_header(path: Path) -> tuple[str, list[tuple[str, int, list[tuple[str, str]]]], int] | None:
     """PLY format, elements ``(name, count, [(property, type)])`` (list properties typed 'list') and the
-    header's length in bytes; None when the header cannot be parsed (the full reader then reports why)."""
+    header's length in bytes; None when the header cannot be parsed (the full reader then reports why).
+    Read before the data, so that a header announcing billions of points is refused without reading on."""
     fmt, elements = None, []
     with open(path, "rb") as f:
         if f.readline().strip() != b"ply":
@@ -265,30 +263,6 @@ def _ply_header(path: Path) -> tuple[str, list[tuple[str, int, list[tuple[str, s
             elif words[0] == "end_header":
                 return (fmt, elements, f.tell()) if fmt else None
     return None
-
-
-def _read_binary_ply_vertices(path: Path, header) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """Vertices (and normals) of a binary PLY whose first element is 'vertex' with scalar properties, read
-    with one numpy call (trimesh's reader takes ~15 s for 10 million points); None for other layouts."""
-    fmt, elements, start = header
-    if fmt not in ("binary_little_endian", "binary_big_endian") or not elements or elements[0][0] != "vertex":
-        return None
-    _, count, props = elements[0]
-    if any(t not in _PLY_TYPES for _, t in props) or not {"x", "y", "z"} <= {n for n, _ in props}:
-        return None
-    if len({n for n, _ in props}) != len(props):
-        return None
-    order = "<" if fmt == "binary_little_endian" else ">"
-    dtype = np.dtype([(n, order + _PLY_TYPES[t]) for n, t in props])
-    if count < 0 or path.stat().st_size < start + count * dtype.itemsize:
-        raise DataError(f"{path}: truncated PLY file (the header announces {count:,} vertices of "
-                        f"{dtype.itemsize} bytes)")
-    data = np.fromfile(path, dtype=dtype, count=count, offset=start)
-    pts = np.stack([data["x"], data["y"], data["z"]], axis=1).astype(np.float64)
-    names = set(dtype.names)
-    normals = (np.stack([data["nx"], data["ny"], data["nz"]], axis=1).astype(np.float64)
-               if {"nx", "ny", "nz"} <= names else None)
-    return pts, normals
 
 
 def _check_count(path: Path, suffix: str) -> None:
@@ -378,24 +352,17 @@ def load_points(path: str | os.PathLike) -> PointCloud:
                 normals = pts[:, 3:6]
             pts = pts[:, :3]
         else:
-            fast = None
+            import trimesh
+
+            geom = trimesh.load(path, process=False, force=None)
+            if isinstance(geom, trimesh.Scene):
+                geom = geom.to_geometry() if hasattr(geom, "to_geometry") else geom.dump(concatenate=True)
+            pts = np.asarray(geom.vertices)
             if suffix == ".ply":
                 comments = _ply_comments(path)
-                header = _ply_header(path)
-                fast = _read_binary_ply_vertices(path, header) if header else None
-            if fast is not None:
-                pts, normals = fast
-            else:
-                import trimesh
-
-                geom = trimesh.load(path, process=False, force=None)
-                if isinstance(geom, trimesh.Scene):
-                    geom = geom.to_geometry() if hasattr(geom, "to_geometry") else geom.dump(concatenate=True)
-                pts = np.asarray(geom.vertices)
-                if suffix == ".ply":
-                    attrs = getattr(geom, "metadata", {}).get("_ply_raw", {}).get("vertex", {}).get("data")
-                    if attrs is not None and all(k in attrs.dtype.names for k in ("nx", "ny", "nz")):
-                        normals = np.stack([attrs["nx"], attrs["ny"], attrs["nz"]], axis=1)
+                attrs = getattr(geom, "metadata", {}).get("_ply_raw", {}).get("vertex", {}).get("data")
+                if attrs is not None and all(k in attrs.dtype.names for k in ("nx", "ny", "nz")):
+                    normals = np.stack([attrs["nx"], attrs["ny"], attrs["nz"]], axis=1)
     except DataError:
         raise
     except MemoryError:
