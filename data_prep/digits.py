@@ -38,6 +38,8 @@ from data_prep.formats import DataError
 
 TOOL_VERSION = "0.1.0"
 FIELDS = ("sdf", "height")
+MAX_SIDE = 256
+"""Largest image side of a digit set (MNIST: 28); the distance transform's grid is ``upsample`` times finer."""
 THRESHOLD = 0.5
 """Intensity (0..1) at and above which a point is inside the digit."""
 
@@ -112,6 +114,9 @@ def load_digit_set(prefix: str, images_path: str | os.PathLike, labels_path: str
     labels = formats.read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataError(f"{images_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+    if not (2 <= images.shape[1] <= MAX_SIDE and 2 <= images.shape[2] <= MAX_SIDE):
+        raise DataError(f"{images_path}: images of {images.shape[1]}x{images.shape[2]} pixels; each side must be "
+                        f"2 to {MAX_SIDE} pixels (the distance transform runs on a grid 8 times finer)")
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise DataError(f"{labels_path}: expected uint8 labels (N,), got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
@@ -441,17 +446,22 @@ def _outputs_exist(out: Path, category: str, sid: str, field: str) -> bool:
 
 def prep_digits(idx_dir: str | os.PathLike, out: str | os.PathLike, cfg: DigitSamplingConfig,
                 labels: set[int] | None = None, limit: int | None = None, test_fraction: float = 0.2,
-                seed: int = 0, progress: bool = True) -> dict:
+                seed: int = 0, progress: bool = True, shard: tuple[int, int] | None = None) -> dict:
     """Sample the digits of every IDX pair in ``idx_dir`` into the data root ``out``; returns the manifest.
 
     Args:
         labels: digits to keep (default all); the others are left out (prep them separately as
             out-of-distribution data).
         limit: at most this many digits per IDX pair (the first ones, in file order, after the label filter).
-    Each digit has its own generator seeded by (seed, its key), so results do not depend on order.
-    A re-run with the same parameters skips digits whose files exist.
+        shard: ``(I, N)``: sample only shard I's digits (round-robin over the sorted (label, id) keys, see
+            :func:`data_prep.pipeline.shard_owner`) and write ``DATA/shards/shard-I-of-N.json`` instead of the
+            splits and ``manifest.json`` (``prep merge`` writes those).
+    Each digit has its own generator seeded by (seed, its key), so results do not depend on order or sharding.
+    A re-run with the same parameters skips digits whose files exist, if the previous run with those
+    parameters finished; a run with other parameters first marks the manifest incomplete, so files of
+    mixed parameters are never taken as done.
     """
-    from data_prep.pipeline import make_splits, shape_rng
+    from data_prep.pipeline import remove_shard_temporaries, remove_stale_temporaries, shape_rng, shard_owner
 
     if cfg.field not in FIELDS:
         raise DataError(f"--field {cfg.field}: unknown field; use one of {', '.join(FIELDS)}")
@@ -464,9 +474,6 @@ def prep_digits(idx_dir: str | os.PathLike, out: str | os.PathLike, cfg: DigitSa
     params = {"kind": "digits", "field": cfg.field, "sampling": asdict(cfg), "labels": sorted(labels),
               "limit": limit, "seed": seed, "test_fraction": test_fraction}
     params = json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
-    old = formats.read_json(out / formats.MANIFEST) if (out / formats.MANIFEST).is_file() else {}
-    reuse = old.get("params") == params
-    out.mkdir(parents=True, exist_ok=True)
 
     jobs = []
     files = []
@@ -480,28 +487,93 @@ def prep_digits(idx_dir: str | os.PathLike, out: str | os.PathLike, cfg: DigitSa
                       "digits": int(len(ds.labels)), "selected": int(len(keep))})
     if not jobs:
         raise DataError(f"{idx_dir}: no digit with labels {sorted(labels)}")
+    keyed = [((str(int(ds.labels[i])), digit_id(ds.prefix, i)), ds, i) for ds, i in jobs]
+    if shard:
+        owner = shard_owner([k for k, _, _ in keyed], shard[1])
+        keyed = [j for j in keyed if owner[j[0]] == shard[0]]
+
+    out.mkdir(parents=True, exist_ok=True)
+    main_path = out / formats.MANIFEST
+    own_path = formats.shard_manifest_path(out, *shard) if shard else main_path
+    reuse = any(_finished_with(p, params) for p in {main_path, own_path})
+    if shard:
+        remove_stale_temporaries(out, sorted(k for k, _, _ in keyed), extra_dirs=(formats.HEIGHTFIELD_DIR,))
+        remove_shard_temporaries(own_path)
+    else:
+        remove_stale_temporaries(out, extra_dirs=(formats.HEIGHTFIELD_DIR,))
+    header = {"tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "digits", "field": cfg.field,
+              "target": "signed distance to the 0.5 contour, negative inside" if cfg.field == "sdf"
+              else "bilinear intensity in [0, 1] (stored in the sdf column)",
+              "source": str(idx_dir), "params": params, "files": files}
+    if not reuse:
+        # before any file changes: no later run may take this folder's files as done with other parameters
+        for p in {main_path, own_path}:
+            if not _same_params(p, params):
+                formats.write_json(p, {**header, "complete": False})
+
     records = []
     skipped = 0
-    for ds, i in tqdm(jobs, desc="prep digits", unit="digit", disable=not progress):
-        category, sid = str(int(ds.labels[i])), digit_id(ds.prefix, i)
+    for (category, sid), ds, i in tqdm(keyed, desc="prep digits", unit="digit", disable=not progress):
         if reuse and _outputs_exist(out, category, sid, cfg.field):
             records.append({"category": category, "id": sid, "status": "ok"})
             skipped += 1
             continue
         records.append(prep_one_digit(ds.images[i], category, sid, out, cfg, shape_rng(seed, f"{category}/{sid}")))
+    if shard:
+        n_ok = sum(1 for r in records if r["status"] == "ok")
+        manifest = {**header, "shard": {"index": shard[0], "count": shard[1]}, "complete": True,
+                    "digits": sorted(records, key=lambda r: (r["category"], r["id"])),
+                    "summary": {"digits": len(records), "ok": n_ok, "failed": len(records) - n_ok,
+                                "skipped_unchanged": skipped, "seconds": round(time.perf_counter() - t0, 2)}}
+        formats.write_json(own_path, manifest)
+        return manifest
+    return _finish_digits(out, header, records, skipped, t0)
+
+
+def _same_params(path: Path, params: dict) -> bool:
+    try:
+        return path.is_file() and formats.read_json(path).get("params") == params
+    except (DataError, AttributeError):
+        return False
+
+
+def _finished_with(path: Path, params: dict) -> bool:
+    """Did a run with ``params`` finish writing the manifest at ``path``? (Manifests of older versions have
+    no ``complete`` field; they were written only at the end.)"""
+    try:
+        old = formats.read_json(path) if path.is_file() else {}
+    except DataError:
+        return False
+    return isinstance(old, dict) and old.get("params") == params and old.get("complete", True) is True
+
+
+def _finish_digits(out: Path, header: dict, records: list[dict], skipped: int, t0: float) -> dict:
+    """Splits, summary and ``manifest.json`` from every digit's record."""
+    from data_prep.pipeline import make_splits
+
+    params = header["params"]
+    labels = params["labels"]
+    records = sorted(records, key=lambda r: (r["category"], r["id"]))
     ok = [(r["category"], r["id"]) for r in records if r["status"] == "ok"]
-    train, test = make_splits(ok, test_fraction, seed)
+    train, test = make_splits(ok, params["test_fraction"], params["seed"])
     formats.write_split(out / formats.SPLITS_DIR / formats.TRAIN_SPLIT, train)
     formats.write_split(out / formats.SPLITS_DIR / formats.TEST_SPLIT, test)
     failed = [r for r in records if r["status"] != "ok"]
     by_label = {str(c): sum(1 for r in ok if r[0] == str(c)) for c in sorted(labels)}
-    manifest = {"tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "digits", "field": cfg.field,
-                "target": "signed distance to the 0.5 contour, negative inside" if cfg.field == "sdf"
-                else "bilinear intensity in [0, 1] (stored in the sdf column)",
-                "source": str(idx_dir), "params": params, "files": files, "failed": failed,
+    manifest = {**header, "complete": True, "failed": failed,
                 "summary": {"digits": len(records), "ok": len(ok), "failed": len(failed), "skipped_unchanged": skipped,
                             "by_label": by_label, "train": sum(len(v) for v in train.values()),
                             "test": sum(len(v) for v in test.values()),
                             "seconds": round(time.perf_counter() - t0, 2)}}
     formats.write_json(out / formats.MANIFEST, manifest)
     return manifest
+
+
+def merge_digit_shards(out: Path, shards: list[dict]) -> dict:
+    """The digits half of :func:`data_prep.pipeline.merge_shards` (shards already checked)."""
+    t0 = time.perf_counter()
+    header = {k: shards[0][k] for k in ("tool", "version", "kind", "field", "target", "source", "params", "files")
+              if k in shards[0]}
+    records = [r for m in shards for r in m.get("digits", [])]
+    skipped = sum(m.get("summary", {}).get("skipped_unchanged", 0) for m in shards)
+    return _finish_digits(out, header, records, skipped, t0)

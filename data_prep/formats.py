@@ -8,6 +8,7 @@ Layout of a data root (``DATA``), compatible with DeepSDF's preprocessed data::
     DATA/scans/<category>/<id>_<k>.ply  partial scans of test shapes (+ a ``.json`` sidecar each)
     DATA/splits/train.json, test.json   ``{"<dataset>": {"<category>": [ids]}}``
     DATA/manifest.json                  every input with its status, the sampling parameters, the tool version
+    DATA/shards/shard-<I>-of-<N>.json   shard manifests of ``prep ... --shard I/N`` (combined by ``prep merge``)
 
 DeepSDF's own layout (``SdfSamples/<dataset>/<class>/<id>.npz``, ``NormalizationParameters/...``,
 ``SurfaceSamples/...``) is read as is by :class:`DataRoot`.
@@ -19,7 +20,9 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +41,8 @@ SURFACE_DIR = "surface"
 SCANS_DIR = "scans"
 SPLITS_DIR = "splits"
 MANIFEST = "manifest.json"
+SHARDS_DIR = "shards"
+"""``DATA/shards/shard-<I>-of-<N>.json``: the manifest of one shard of a sharded prep (``--shard I/N``)."""
 TRAIN_SPLIT = "train.json"
 TEST_SPLIT = "test.json"
 DATASET_NAME = "deepsdf-ad"
@@ -89,6 +94,10 @@ def read_json(path: str | os.PathLike) -> dict:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e}); regenerate or fix the file") from None
+
+
+def shard_manifest_path(root: str | os.PathLike, index: int, count: int) -> Path:
+    return Path(root) / SHARDS_DIR / f"shard-{index}-of-{count}.json"
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -151,7 +160,21 @@ def save_normalization(path: str | os.PathLike, offset: np.ndarray, scale: float
 
 def load_normalization(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     z = load_npz(path, (OFFSET, SCALE))
-    return z[OFFSET].astype(np.float64).reshape(-1), float(np.asarray(z[SCALE]).reshape(()))
+    try:
+        offset, scale = z[OFFSET].astype(np.float64).reshape(-1), float(np.asarray(z[SCALE], np.float64).reshape(()))
+    except (ValueError, TypeError):
+        raise DataError(f"{path}: 'offset' must be a vector and 'scale' one number, got shapes "
+                        f"{z[OFFSET].shape} and {z[SCALE].shape}") from None
+    check_normalization(path, offset, scale)
+    return offset, scale
+
+
+def check_normalization(path: str | os.PathLike, offset: np.ndarray, scale: float) -> None:
+    """Refuse a normalisation that cannot be applied: offset of 2 or 3 finite numbers, scale finite and > 0."""
+    if offset.shape not in ((2,), (3,)) or not np.isfinite(offset).all() or np.abs(offset).max() > MAX_COORDINATE:
+        raise DataError(f"{path}: normalisation offset must be 2 or 3 finite numbers, got {offset.tolist()[:4]}")
+    if not (np.isfinite(scale) and 0 < scale < 1 / 1e-15):
+        raise DataError(f"{path}: normalisation scale must be a finite positive number, got {scale}")
 
 
 # ---- point clouds ----------------------------------------------------------------------------
@@ -200,23 +223,135 @@ def _ply_comments(path: Path) -> tuple[str, ...]:
     return tuple(out)
 
 
+MAX_POINTS = 20_000_000
+"""Largest point cloud read (20 million points take ~0.5 GB as float64); larger files are refused up front."""
+MAX_COORDINATE = 1e15
+"""Larger absolute coordinates are refused: no real object is that large, and float32 math on it overflows."""
+MAX_TEXT_BYTES = 1 << 30
+"""Largest text point file (.xyz/.txt) read: 1 GiB."""
+
+
+def _too_many(path: Path, n: int) -> DataError:
+    return DataError(f"{path}: holds {n:,} points, more than the limit {MAX_POINTS:,}; subsample it first "
+                     "(e.g. open3d's voxel_down_sample or random_down_sample)")
+
+
+def _ply_header(path: Path) -> tuple[str, list[tuple[str, int, list[tuple[str, str]]]], int] | None:
+    """PLY format, elements ``(name, count, [(property, type)])`` (list properties typed 'list') and the
+    header's length in bytes; None when the header cannot be parsed (the full reader then reports why).
+    Read before the data, so that a header announcing billions of points is refused without reading on."""
+    fmt, elements = None, []
+    with open(path, "rb") as f:
+        if f.readline().strip() != b"ply":
+            return None
+        for _ in range(10_000):
+            line = f.readline()
+            if not line:
+                return None
+            words = line.decode("ascii", "replace").split()
+            if not words or words[0] in ("comment", "obj_info"):
+                continue
+            if words[0] == "format" and len(words) >= 2:
+                fmt = words[1]
+            elif words[0] == "element" and len(words) == 3:
+                try:
+                    elements.append((words[1], int(words[2]), []))
+                except ValueError:
+                    return None
+            elif words[0] == "property" and elements and len(words) >= 3:
+                elements[-1][2].append((words[-1], "list" if words[1] == "list" else words[1]))
+            elif words[0] == "end_header":
+                return (fmt, elements, f.tell()) if fmt else None
+    return None
+
+
+def _check_count(path: Path, suffix: str) -> None:
+    """Refuse files whose header announces more than :data:`MAX_POINTS` points, before reading them."""
+    if suffix == ".ply":
+        header = _ply_header(path)
+        if header is not None and header[1] and header[1][0][1] > MAX_POINTS:
+            raise _too_many(path, header[1][0][1])
+    elif suffix == ".npy":
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception:
+            return  # the real read reports it
+        if arr.ndim >= 1 and arr.shape[0] > MAX_POINTS:
+            raise _too_many(path, int(arr.shape[0]))
+    elif suffix in (".xyz", ".txt") and path.stat().st_size > MAX_TEXT_BYTES:
+        raise DataError(f"{path}: text point file of {path.stat().st_size / 2**30:.1f} GiB, more than the limit "
+                        f"{MAX_TEXT_BYTES / 2**30:.0f} GiB; convert it to a binary .ply or .npy (or subsample it)")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """``np.load`` of a ``.npy`` without ever unpickling (object arrays are refused by name)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataError(f"{path}: holds pickled objects, which are refused; re-save it as plain arrays") from None
+        raise
+
+
+def _loadtxt(path: Path) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "input contained no data": an empty file is reported below
+        return np.loadtxt(path, ndmin=2)
+
+
+def clean_points(path: str | os.PathLike, pts: np.ndarray, normals: np.ndarray | None = None,
+                 dim: int = 3) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check points (N, dim): drop those with NaN or infinite coordinates (or normals), with a note on
+    stderr saying how many; refuse none left, too many, or coordinates beyond :data:`MAX_COORDINATE`."""
+    pts = np.asarray(pts, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != dim:
+        raise DataError(f"{path}: expected (N, {dim}) points, got shape {pts.shape}")
+    if len(pts) == 0:
+        raise DataError(f"{path}: holds no points")
+    if len(pts) > MAX_POINTS:
+        raise _too_many(Path(path), len(pts))
+    keep = np.isfinite(pts).all(axis=1)
+    if normals is not None:
+        normals = np.asarray(normals, np.float64)
+        keep &= np.isfinite(normals).all(axis=1)
+    dropped = int(len(pts) - keep.sum())
+    if dropped:
+        pts = pts[keep]
+        normals = normals[keep] if normals is not None else None
+        if len(pts) == 0:
+            raise DataError(f"{path}: holds no finite points (all {dropped:,} have NaN or infinite coordinates)")
+        print(f"deepsdf-ad: note: {path}: dropped {dropped:,} of {dropped + len(pts):,} points with NaN or infinite "
+              "coordinates", file=sys.stderr)
+    big = float(np.abs(pts).max())
+    if big > MAX_COORDINATE:
+        raise DataError(f"{path}: coordinates up to {big:.3g}, beyond the limit {MAX_COORDINATE:.0e}; "
+                        "the file is corrupt or in the wrong unit")
+    return pts, normals
+
+
 def load_points(path: str | os.PathLike) -> PointCloud:
-    """Read a point cloud (PLY/OBJ/OFF/STL vertices, XYZ text, or .npy (N, 3)); drops non-finite points."""
+    """Read a point cloud (PLY/OBJ/OFF/STL vertices, XYZ text, or .npy (N, 3)); see :func:`clean_points` for
+    what is dropped (NaN, inf) and refused (no points, more than :data:`MAX_POINTS`, huge coordinates)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     suffix = path.suffix.lower()
     normals = None
     comments: tuple[str, ...] = ()
+    if suffix not in POINT_SUFFIXES:
+        raise DataError(f"{path}: unsupported point-cloud format '{suffix}'; use one of {POINT_SUFFIXES}")
+    _check_count(path, suffix)
     try:
         if suffix == ".npy":
-            pts = np.load(path, allow_pickle=False)
+            pts = _load_npy(path)
         elif suffix in (".xyz", ".txt"):
-            pts = np.loadtxt(path, ndmin=2)
+            pts = _loadtxt(path)
+            if pts.size == 0:
+                raise DataError(f"{path}: holds no points")
             if pts.shape[1] >= 6:
                 normals = pts[:, 3:6]
             pts = pts[:, :3]
-        elif suffix in POINT_SUFFIXES:
+        else:
             import trimesh
 
             geom = trimesh.load(path, process=False, force=None)
@@ -228,23 +363,15 @@ def load_points(path: str | os.PathLike) -> PointCloud:
                 attrs = getattr(geom, "metadata", {}).get("_ply_raw", {}).get("vertex", {}).get("data")
                 if attrs is not None and all(k in attrs.dtype.names for k in ("nx", "ny", "nz")):
                     normals = np.stack([attrs["nx"], attrs["ny"], attrs["nz"]], axis=1)
-        else:
-            raise DataError(f"{path}: unsupported point-cloud format '{suffix}'; use one of {POINT_SUFFIXES}")
     except DataError:
         raise
+    except MemoryError:
+        raise DataError(f"{path}: out of memory reading it; subsample the point cloud first") from None
     except Exception as e:  # parsers raise anything on malformed files
         raise DataError(f"{path}: cannot read point cloud ({type(e).__name__}: {e})") from None
-    pts = np.asarray(pts, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 3:
-        raise DataError(f"{path}: expected (N, 3) points, got shape {pts.shape}")
-    keep = np.isfinite(pts).all(axis=1)
-    if normals is not None:
-        normals = np.asarray(normals, np.float64)
-        keep &= np.isfinite(normals).all(axis=1)
-        normals = normals[keep]
-    pts = pts[keep]
-    if len(pts) == 0:
-        raise DataError(f"{path}: holds no finite points")
+    if np.asarray(pts).dtype.kind not in "biuf":
+        raise DataError(f"{path}: expected numeric points, got dtype {np.asarray(pts).dtype}")
+    pts, normals = clean_points(path, pts, normals)
     return PointCloud(pts, normals, comments)
 
 
@@ -360,6 +487,8 @@ def export_deepsdf(root: str | os.PathLike, dest: str | os.PathLike, dataset: st
 
 
 # ---- IDX (MNIST), images, 2D points, meshes --------------------------------------------------
+MAX_IDX_BYTES = 1 << 30
+"""Largest IDX data read (after gunzip): 1 GiB (all of MNIST's training images take 47 MB)."""
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 """IDX type codes (third byte of the magic number) -> big-endian numpy dtypes."""
 HEIGHTFIELD_DIR = "heightfield"
@@ -372,17 +501,30 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     Layout: a big-endian magic ``0x00 0x00 <type> <ndim>``, then ``ndim`` big-endian int32 sizes, then the
     data in row-major order. A wrong magic, a truncated file or trailing bytes raise :class:`DataError`.
     """
-    import gzip
+    import zlib
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    too_big = (f"{path}: more than {MAX_IDX_BYTES / 2**30:.0f} GiB of IDX data, beyond the limit; split the file "
+               "or raise data_prep.formats.MAX_IDX_BYTES")
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    if not gz and path.stat().st_size > MAX_IDX_BYTES:
+        raise DataError(too_big)
     try:
         raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        if gz:  # decompressed in bounded steps: a small file may inflate to anything (a "gzip bomb")
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            raw = d.decompress(raw, MAX_IDX_BYTES + 1)
+            if len(raw) > MAX_IDX_BYTES:
+                raise DataError(too_big)
+            if not d.eof:
+                raise DataError(f"{path}: corrupt gzip data (the stream ends early)")
+    except zlib.error as e:
         raise DataError(f"{path}: corrupt gzip data ({e})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
     if len(raw) < 4:
         raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes, no magic number)")
     if raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES or raw[3] == 0:
@@ -392,6 +534,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX file (header needs {header} bytes, file has {len(raw)})")
     shape = tuple(int(s) for s in np.frombuffer(raw, ">i4", count=ndim, offset=4))
+    if min(shape) < 0:
+        raise DataError(f"{path}: corrupt IDX header (negative size in {shape})")
     dtype = np.dtype(IDX_DTYPES[raw[2]])
     need = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) < need:
@@ -417,6 +561,10 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
         tmp.write_bytes(data)
 
 
+MAX_IMAGE_PIXELS = 1024 * 1024
+"""Largest image read by :func:`load_png` (the observations of a masked digit grow with 16x its pixels)."""
+
+
 def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write a uint8 image (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA as PNG."""
     from PIL import Image
@@ -430,18 +578,26 @@ def load_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
     Pixels with alpha 0 are unknown (masked); an image without alpha is known everywhere.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused below, not printed
+            im = Image.open(path)
+        with im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:  # checked before decoding (a "decompression bomb")
+                raise DataError(f"{path}: image of {im.width}x{im.height} pixels, more than the limit of "
+                                f"{MAX_IMAGE_PIXELS:,} pixels; downscale it (digits need no more than 28x28)")
             im.load()
             alpha = np.asarray(im.getchannel("A")) if "A" in im.getbands() else None
             gray = np.asarray(im.convert("L"), np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: not a readable image ({e})") from None
+    except DataError:
+        raise
+    except Exception as e:  # PIL raises many kinds on malformed files (UnidentifiedImageError, OSError, ...)
+        raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     if gray.ndim != 2 or min(gray.shape) < 2:
         raise DataError(f"{path}: image of shape {gray.shape} is too small")
     known = np.ones(gray.shape, bool) if alpha is None else alpha > 0
@@ -459,32 +615,35 @@ def save_points_2d(path: str | os.PathLike, points: np.ndarray, normals: np.ndar
 
 
 def load_points_2d(path: str | os.PathLike) -> np.ndarray:
-    """Read 2D points (N, 2): ``.npy`` or ``.txt``/``.xyz`` with 2 columns, or any point cloud whose z is 0."""
+    """Read 2D points (N, 2): ``.npy`` or ``.txt``/``.xyz`` with 2 columns, or any point cloud whose z is 0.
+    Points with NaN or infinite coordinates are dropped (counted on stderr), see :func:`clean_points`."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     suffix = path.suffix.lower()
     try:
-        if suffix == ".npy":
-            pts = np.load(path, allow_pickle=False)
-        elif suffix in (".txt", ".xyz"):
-            pts = np.loadtxt(path, ndmin=2)
+        if suffix in (".npy", ".txt", ".xyz"):
+            _check_count(path, suffix)
+            pts = _load_npy(path) if suffix == ".npy" else _loadtxt(path)
         else:
             pts = load_points(path).points
     except DataError:
         raise
-    except (ValueError, OSError) as e:
-        raise DataError(f"{path}: cannot read points ({e})") from None
+    except MemoryError:
+        raise DataError(f"{path}: out of memory reading it; subsample the points first") from None
+    except Exception as e:  # parsers raise anything on malformed files
+        raise DataError(f"{path}: cannot read points ({type(e).__name__}: {e})") from None
+    if pts.dtype.kind not in "biuf":
+        raise DataError(f"{path}: expected numeric points, got dtype {pts.dtype}")
     pts = np.asarray(pts, np.float64)
+    if pts.size == 0:
+        raise DataError(f"{path}: holds no points")
     if pts.ndim == 2 and pts.shape[1] == 3:
-        if np.abs(pts[:, 2]).max(initial=0.0) > 1e-6:
+        z = pts[:, 2]
+        if np.abs(z[np.isfinite(z)]).max(initial=0.0) > 1e-6:
             raise DataError(f"{path}: 3D points with z != 0; a 2D run needs (N, 2) points")
         pts = pts[:, :2]
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise DataError(f"{path}: expected (N, 2) points, got shape {pts.shape}")
-    pts = pts[np.isfinite(pts).all(axis=1)]
-    if len(pts) == 0:
-        raise DataError(f"{path}: holds no finite points")
+    pts, _ = clean_points(path, pts, dim=2)
     return pts
 
 

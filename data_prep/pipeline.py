@@ -7,12 +7,19 @@ file recorded in the manifest) are unchanged, and deletes temporary files a kill
 
 A mesh that cannot be used (unreadable, empty, degenerate, too large, or with unreliable signs) is recorded as
 failed with the reason, and the run goes on.
+
+Sharding (``--shard I/N``, for a SLURM array or any job scheduler): the shapes, sorted by (category, id),
+are dealt round-robin to N shards; shard I samples its own and writes ``DATA/shards/shard-I-of-N.json``.
+Shards may run at the same time into the same data folder. ``prep merge`` (:func:`merge_shards`) then writes
+the splits and ``manifest.json``, equal to those of one unsharded run.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -127,10 +134,52 @@ def scan_one(path: str, category: str, sid: str, out: str, cfg: PrepConfig) -> l
     return written
 
 
-def remove_stale_temporaries(out: Path) -> int:
-    """Delete the ``.tmp-*`` files a killed run left in the data folders; returns how many."""
+def parse_shard(text: str) -> tuple[int, int]:
+    """``'I/N'`` -> ``(I, N)`` with ``0 <= I < N`` (0-based, as SLURM_ARRAY_TASK_ID with ``--array=0-N-1``)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not m:
+        raise DataError(f"--shard {text}: expected I/N, e.g. 0/4 for the first of 4 shards (I counts from 0)")
+    index, count = int(m.group(1)), int(m.group(2))
+    if count < 1:
+        raise DataError(f"--shard {text}: the number of shards N must be at least 1")
+    if index >= count:
+        raise DataError(f"--shard {text}: the shard index I must be in 0..{count - 1} (it counts from 0)")
+    return index, count
+
+
+def shard_owner(keys: list[tuple[str, str]], count: int) -> dict[tuple[str, str], int]:
+    """Which shard handles each (category, id): round-robin over the keys in sorted order.
+
+    Depends only on the set of keys (not on file listing order); shard sizes differ by at most one.
+    """
+    return {k: i % count for i, k in enumerate(sorted(set(keys)))}
+
+
+_TEMP_NAME = r"\.tmp-{stem}-[a-z0-9_]{{8}}\.[A-Za-z0-9]+"
+"""The names :func:`data_prep.formats.atomic_path` gives temp files (``tempfile.mkstemp``'s 8 random characters)."""
+
+
+def remove_stale_temporaries(out: Path, keys: list[tuple[str, str]] | None = None,
+                             extra_dirs: tuple[str, ...] = ()) -> int:
+    """Delete the ``.tmp-*`` files a killed run left in the data folders; returns how many.
+
+    With ``keys`` (a shard's (category, id) pairs) only the temp files of those shapes are deleted, so shards
+    running concurrently into the same folder never delete each other's files in progress.
+    """
+    dirs = (formats.SDF_DIR, formats.NORM_DIR, formats.SURFACE_DIR, formats.SCANS_DIR, *extra_dirs)
     n = 0
-    for d in (formats.SDF_DIR, formats.NORM_DIR, formats.SURFACE_DIR, formats.SCANS_DIR, formats.SPLITS_DIR, "."):
+    if keys is not None:
+        for cat, sid in keys:
+            pattern = re.compile(_TEMP_NAME.format(stem=re.escape(sid)))
+            for d in dirs:
+                folder = out / d / cat
+                if folder.is_dir():
+                    for tmp in folder.glob(f".tmp-{glob.escape(sid)}-*"):
+                        if pattern.fullmatch(tmp.name) and tmp.is_file():
+                            tmp.unlink()
+                            n += 1
+        return n
+    for d in (*dirs, formats.SPLITS_DIR, "."):
         base = out / d
         if not base.is_dir():
             continue
@@ -139,6 +188,34 @@ def remove_stale_temporaries(out: Path) -> int:
                 tmp.unlink()
                 n += 1
     return n
+
+
+def remove_shard_temporaries(path: Path) -> None:
+    pattern = re.compile(_TEMP_NAME.format(stem=re.escape(path.stem)))
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(".tmp-*"):
+            if pattern.fullmatch(tmp.name):
+                tmp.unlink(missing_ok=True)
+
+
+def reusable_records(out: Path, params: dict, list_key: str) -> dict[tuple[str, str], dict]:
+    """Records of earlier runs with the same parameters: from ``DATA/manifest.json`` and every shard manifest
+    (callers still check each record's outputs before reusing it)."""
+    paths = [out / formats.MANIFEST] + sorted((out / formats.SHARDS_DIR).glob("shard-*-of-*.json"))
+    found: dict[tuple[str, str], dict] = {}
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            old = formats.read_json(path)
+        except DataError:
+            continue  # an unreadable old manifest only costs the reuse
+        if not isinstance(old, dict) or old.get("params") != params:
+            continue
+        for r in old.get(list_key, []):
+            if isinstance(r, dict) and "category" in r and "id" in r:
+                found.setdefault((r["category"], r["id"]), r)
+    return found
 
 
 def _outputs_intact(out: Path, rec: dict) -> bool:
@@ -169,46 +246,73 @@ def make_splits(ok: list[tuple[str, str]], test_fraction: float, seed: int) -> t
     return train, test
 
 
+def _mesh_params(cfg: PrepConfig) -> dict:
+    params = {"sampling": asdict(cfg.sampling), "seed": cfg.seed, "test_fraction": cfg.test_fraction,
+              "max_ambiguous": cfg.max_ambiguous}
+    return json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
+
+
 def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, cfg: PrepConfig, workers: int = 1,
-                progress: bool = True) -> dict:
-    """Sample every mesh below ``src`` into the data root ``out``; returns the manifest."""
+                progress: bool = True, shard: tuple[int, int] | None = None) -> dict:
+    """Sample every mesh below ``src`` into the data root ``out``; returns the manifest.
+
+    With ``shard=(I, N)`` only the meshes of shard I (see :func:`shard_owner`) are sampled, into the same
+    layout, and the shard's manifest goes to ``DATA/shards/shard-I-of-N.json`` instead of the splits and
+    ``manifest.json``: :func:`merge_shards` writes those once every shard is done (and the ``--scans``).
+    Shards may run at the same time into the same ``out``: their files are disjoint.
+    """
     src, out = Path(src), Path(out)
     try:
         check_sampling(cfg.sampling)
     except ValueError as e:
         raise DataError(f"{src}: {e}") from None
     files = find_meshes(src)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    params = {"sampling": asdict(cfg.sampling), "seed": cfg.seed, "test_fraction": cfg.test_fraction,
-              "max_ambiguous": cfg.max_ambiguous}
-    params = json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
-    old = formats.DataRoot(out).manifest() if (out / formats.MANIFEST).is_file() else {}
-    old_records = {(r["category"], r["id"]): r for r in old.get("meshes", [])} if old.get("params") == params else {}
+    params = _mesh_params(cfg)
 
-    jobs, records = [], {}
+    entries: list[tuple[tuple[str, str], Path, Path | None]] = []  # key, file, the file it duplicates
     seen: dict[tuple[str, str], Path] = {}
     for f in files:
         category = f.parent.name if f.parent != src else src.name
         key = (category, f.stem)
-        if key in seen:
-            records[key + (str(f),)] = {"file": str(f), "category": category, "id": f.stem, "status": "failed",
-                                        "reason": f"{f}: duplicate id '{f.stem}' in category '{category}' "
-                                                  f"(also {seen[key]}); rename one"}
+        entries.append((key, f, seen.get(key)))
+        seen.setdefault(key, f)
+    owner = shard_owner(list(seen), shard[1]) if shard else None
+    mine = [e for e in entries if owner is None or owner[e[0]] == shard[0]]
+
+    out.mkdir(parents=True, exist_ok=True)
+    if shard:
+        remove_stale_temporaries(out, sorted({k for k, _, _ in mine}))
+        remove_shard_temporaries(formats.shard_manifest_path(out, *shard))
+    else:
+        remove_stale_temporaries(out)
+    old_records = reusable_records(out, params, "meshes")
+
+    jobs, records = [], {}
+    for key, f, first in mine:
+        if first is not None:
+            records[key + (str(f),)] = {"file": str(f), "category": key[0], "id": key[1], "status": "failed",
+                                        "reason": f"{f}: duplicate id '{key[1]}' in category '{key[0]}' "
+                                                  f"(also {first}); rename one", "duplicate_of": str(first)}
             continue
-        seen[key] = f
         prev = old_records.get(key)
         if (prev and prev.get("status") == "ok" and prev.get("sha256") == formats.file_sha256(f)
                 and _outputs_intact(out, prev)):
             records[key] = prev
         else:
-            jobs.append((str(f), category, f.stem))
+            jobs.append((str(f), *key))
+    n_unique = sum(1 for _, _, first in mine if first is None)
+    skipped = n_unique - len(jobs)
 
     manifest = {"tool": "deepsdf-ad", "version": TOOL_VERSION, "source": str(src), "params": params}
+    target = out / formats.MANIFEST
+    if shard:
+        target = formats.shard_manifest_path(out, *shard)
+        manifest.update(kind="meshes", shard={"index": shard[0], "count": shard[1]}, complete=False,
+                        scan_params={"k": cfg.scans, "camera": asdict(cfg.camera)})
 
     def flush() -> None:
         manifest["meshes"] = sorted(records.values(), key=lambda r: (r["category"], r["id"], r["file"]))
-        formats.write_json(out / formats.MANIFEST, manifest)
+        formats.write_json(target, manifest)
 
     bar = tqdm(total=len(jobs), desc="prep meshes", unit="mesh", disable=not progress)
     last_flush = time.monotonic()
@@ -236,6 +340,18 @@ def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, cfg: PrepConfig,
             done(prep_one(*j, str(out), cfg))
     bar.close()
 
+    if shard:
+        n_ok = sum(1 for r in records.values() if r.get("status") == "ok")
+        manifest["summary"] = {"meshes": len(records), "ok": n_ok, "failed": len(records) - n_ok,
+                               "skipped_unchanged": skipped}
+        manifest["complete"] = True
+        flush()
+        return manifest
+    return _finish_meshes(out, manifest, records, cfg, skipped, progress)
+
+
+def _finish_meshes(out: Path, manifest: dict, records: dict, cfg: PrepConfig, skipped: int, progress: bool) -> dict:
+    """Splits, scans of the test shapes, summary and ``manifest.json`` from every mesh's record."""
     ok = [(r["category"], r["id"]) for r in records.values() if r.get("status") == "ok"]
     train, test = make_splits(ok, cfg.test_fraction, cfg.seed)
     formats.write_split(out / formats.SPLITS_DIR / formats.TRAIN_SPLIT, train)
@@ -243,10 +359,79 @@ def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, cfg: PrepConfig,
     if cfg.scans > 0:
         _write_scans(out, records, test, cfg, progress)
     n_failed = sum(1 for r in records.values() if r.get("status") != "ok")
-    manifest["summary"] = {"meshes": len(records), "ok": len(ok), "failed": n_failed,
-                           "skipped_unchanged": len(files) - len(jobs) - (len(records) - len(seen))}
-    flush()
+    manifest["meshes"] = sorted(records.values(), key=lambda r: (r["category"], r["id"], r["file"]))
+    manifest["summary"] = {"meshes": len(records), "ok": len(ok), "failed": n_failed, "skipped_unchanged": skipped}
+    formats.write_json(out / formats.MANIFEST, manifest)
     return manifest
+
+
+def read_shards(out: str | os.PathLike) -> list[dict]:
+    """The shard manifests of ``DATA/shards``, checked to form one complete set (every I of one N, all
+    finished, same kind and parameters); ordered by shard index."""
+    out = Path(out)
+    folder = out / formats.SHARDS_DIR
+    paths = sorted(folder.glob("shard-*-of-*.json")) if folder.is_dir() else []
+    how = "run 'deepsdf-ad prep meshes|digits ... --shard I/N --out DATA' for every I first"
+    if not paths:
+        raise DataError(f"{folder}: no shard manifests (shard-I-of-N.json); {how}")
+    shards = []
+    for p in paths:
+        m = formats.read_json(p)
+        sh = m.get("shard") if isinstance(m, dict) else None
+        if not isinstance(sh, dict) or not {"index", "count"} <= set(sh) or m.get("kind") not in ("meshes", "digits"):
+            raise DataError(f"{p}: not a shard manifest written by 'deepsdf-ad prep ... --shard'; remove it")
+        if p.name != formats.shard_manifest_path(out, sh["index"], sh["count"]).name:
+            raise DataError(f"{p}: its content says shard {sh['index']}/{sh['count']}; do not rename shard manifests")
+        shards.append((p, m))
+    counts = sorted({m["shard"]["count"] for _, m in shards})
+    if len(counts) > 1:
+        raise DataError(f"{folder}: holds manifests of {' and '.join(map(str, counts))} shards; delete the ones of "
+                        "the sharding you do not want to merge")
+    count = counts[0]
+    have = {m["shard"]["index"] for _, m in shards}
+    missing = [i for i in range(count) if i not in have]
+    if missing:
+        names = ", ".join(f"{i}/{count}" for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise DataError(f"{folder}: shard(s) {names} missing; run them (same flags, --shard I/{count}) and merge again")
+    unfinished = [f"{m['shard']['index']}/{count}" for _, m in shards if not m.get("complete")]
+    if unfinished:
+        raise DataError(f"{folder}: shard(s) {', '.join(unfinished)} did not finish; run them again and merge again")
+    p0, m0 = shards[0]
+    for p, m in shards[1:]:
+        for field_ in ("kind", "params", "scan_params", "source"):
+            if m.get(field_) != m0.get(field_):
+                raise DataError(f"{p}: its {field_} differ from those of {p0.name}; every shard must be run with the "
+                                "same source and flags")
+    return [m for _, m in sorted(shards, key=lambda pm: pm[1]["shard"]["index"])]
+
+
+def merge_shards(out: str | os.PathLike, progress: bool = True) -> dict:
+    """``deepsdf-ad prep merge DATA``: combine the shard manifests of ``DATA/shards`` into the splits and
+    ``manifest.json`` an unsharded run writes (and write the ``--scans`` of the test shapes); returns the
+    manifest. The shard manifests are kept, so merging again gives the same result."""
+    out = Path(out)
+    shards = read_shards(out)
+    first = shards[0]
+    skipped = sum(m.get("summary", {}).get("skipped_unchanged", 0) for m in shards)
+    if first["kind"] == "digits":
+        from data_prep.digits import merge_digit_shards
+
+        return merge_digit_shards(out, shards)
+    params = first["params"]
+    try:
+        sampling = SamplingConfig(**{**params["sampling"], "variances": tuple(params["sampling"]["variances"])})
+        cfg = PrepConfig(sampling, test_fraction=params["test_fraction"], seed=params["seed"],
+                         scans=int(first["scan_params"]["k"]), max_ambiguous=params["max_ambiguous"],
+                         camera=CameraConfig(**first["scan_params"]["camera"]))
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{out / formats.SHARDS_DIR}: shard manifests lack parameters ({e}); re-run the shards") from None
+    records: dict = {}
+    for m in shards:
+        for r in m.get("meshes", []):
+            key = (r["category"], r["id"]) + ((r["file"],) if "duplicate_of" in r else ())
+            records[key] = r
+    manifest = {"tool": "deepsdf-ad", "version": TOOL_VERSION, "source": first["source"], "params": params}
+    return _finish_meshes(out, manifest, records, cfg, skipped, progress)
 
 
 def _write_scans(out: Path, records: dict, test: dict, cfg: PrepConfig, progress: bool) -> None:

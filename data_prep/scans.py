@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from data_prep.formats import DataError, PointCloud, load_points, save_points_ply, write_json
+from data_prep.formats import (
+    DataError,
+    PointCloud,
+    check_normalization,
+    load_points,
+    save_points_ply,
+    write_json,
+)
 
 
 @dataclass
@@ -149,7 +156,18 @@ def load_scan(path: str | os.PathLike) -> tuple[PointCloud, dict]:
                 except ValueError:
                     raise DataError(f"{path}: malformed 'camera' comment in the PLY header") from None
     if "camera" in meta:
-        cam = np.asarray(meta["camera"], float)
+        try:
+            cam = np.asarray(meta["camera"], float)
+        except (TypeError, ValueError):
+            cam = np.zeros(0)
         if cam.shape != (3,) or not np.isfinite(cam).all():
-            raise DataError(f"{path}: camera position must be 3 finite numbers, got {meta['camera']}")
+            raise DataError(f"{path}: camera position must be 3 finite numbers, got {str(meta['camera'])[:80]}")
+    if "normalization" in meta:
+        norm = meta["normalization"]
+        try:
+            offset, scale = np.asarray(norm["offset"], float).reshape(-1), float(norm["scale"])
+        except (TypeError, ValueError, KeyError):
+            raise DataError(f"{sidecar}: 'normalization' must be {{\"offset\": [x, y, z], \"scale\": s}}") from None
+        check_normalization(sidecar, offset, scale)
+        meta["normalization"] = {"offset": offset.tolist(), "scale": scale}
     return cloud, meta

@@ -72,6 +72,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _shard(text: str) -> tuple[int, int]:
+    from data_prep.formats import DataError
+    from data_prep.pipeline import parse_shard
+
+    try:
+        return parse_shard(text)
+    except DataError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
+
+
 def _nonnegative_int(text: str) -> int:
     try:
         v = int(text)
@@ -91,13 +101,16 @@ def _prep_meshes(args) -> int:
                               uniform_fraction=args.uniform_fraction)
     cfg = PrepConfig(sampling, test_fraction=args.test_fraction, seed=args.seed, scans=args.scans,
                      max_ambiguous=args.max_ambiguous)
-    manifest = prep_meshes(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet)
+    manifest = prep_meshes(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet, shard=args.shard)
     s = manifest["summary"]
     for r in manifest["meshes"]:
         if r["status"] != "ok":
             print(f"  failed: {r['reason']}")
-    print(f"prep: {s['ok']} of {s['meshes']} meshes ok, {s['failed']} failed "
+    print(f"prep: {_shard_label(args.shard)}{s['ok']} of {s['meshes']} meshes ok, {s['failed']} failed "
           f"({s['skipped_unchanged']} unchanged, skipped) -> {args.out}")
+    if args.shard:
+        print(f"prep: when every shard is done: deepsdf-ad prep merge {args.out}")
+        return 0
     if s["ok"] == 0:
         raise UserError(f"{args.src}: no mesh could be prepared (see {Path(args.out) / 'manifest.json'})")
     if args.strict and s["failed"]:
@@ -113,12 +126,34 @@ def _prep_digits(args) -> int:
         download_mnist(args.idx_dir, progress=not args.quiet)
     cfg = DigitSamplingConfig(samples=args.samples, field=args.field)
     manifest = prep_digits(args.idx_dir, args.out, cfg, labels=parse_labels(args.labels), limit=args.limit,
-                           test_fraction=args.test_fraction, seed=args.seed, progress=not args.quiet)
+                           test_fraction=args.test_fraction, seed=args.seed, progress=not args.quiet,
+                           shard=args.shard)
     s = manifest["summary"]
+    if args.shard:
+        print(f"prep: {_shard_label(args.shard)}{s['ok']} of {s['digits']} digits ok, {s['failed']} failed, "
+              f"field {manifest['field']} -> {args.out}")
+        print(f"prep: when every shard is done: deepsdf-ad prep merge {args.out}")
+        return 0
     print(f"prep: {s['ok']} of {s['digits']} digits ok ({s['train']} train, {s['test']} test), "
           f"{s['failed']} failed, field {manifest['field']} -> {args.out}")
     if s["ok"] == 0:
         raise UserError(f"{args.idx_dir}: no digit could be prepared (see {Path(args.out) / 'manifest.json'})")
+    return 0
+
+
+def _shard_label(shard: tuple[int, int] | None) -> str:
+    return f"shard {shard[0]}/{shard[1]}: " if shard else ""
+
+
+def _prep_merge(args) -> int:
+    from data_prep.pipeline import merge_shards
+
+    manifest = merge_shards(args.data, progress=not args.quiet)
+    s = manifest["summary"]
+    kind = "digits" if manifest.get("kind") == "digits" else "meshes"
+    print(f"prep merge: {s['ok']} of {s[kind]} {kind} ok, {s['failed']} failed -> {args.data}")
+    if s["ok"] == 0:
+        raise UserError(f"{args.data}: no shape was prepared by any shard (see {Path(args.data) / 'manifest.json'})")
     return 0
 
 
@@ -325,6 +360,12 @@ def _add_meshing(p: argparse.ArgumentParser) -> None:
                    help="arithmetic of the meshing queries (bf16/fp16: autocast, faster, error in README)")
 
 
+def _add_shard(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="process only shard I of N (I = 0..N-1; shapes sorted by category/id, dealt round-robin); "
+                        "shards may run at once into the same DATA; then 'deepsdf-ad prep merge DATA'")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
 
@@ -356,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reject a mesh when more than this share of near-surface samples has an ambiguous "
                          "sign (default 0.05)")
     pm.add_argument("--strict", action="store_true", help="exit with an error if any mesh failed")
+    _add_shard(pm)
     pm.add_argument("--quiet", action="store_true", help="no progress bar")
     pm.set_defaults(func=_prep_meshes)
 
@@ -373,8 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--seed", type=int, default=0, help="random seed")
     pd.add_argument("--download", action="store_true",
                     help="first fetch the standard MNIST files into IDX_DIR (checked against their MD5)")
+    _add_shard(pd)
     pd.add_argument("--quiet", action="store_true", help="no progress bar")
     pd.set_defaults(func=_prep_digits)
+
+    pg = prep_sub.add_parser("merge", help="combine the shards of a sharded prep (--shard I/N) into DATA",
+                             description="Check that DATA/shards holds every shard-I-of-N.json of one sharding, "
+                                         "all finished with the same flags, then write DATA's splits and "
+                                         "manifest.json (and --scans), as one unsharded run would.")
+    pg.add_argument("data", metavar="DATA", help="data folder the shards wrote into")
+    pg.add_argument("--quiet", action="store_true", help="no progress bar")
+    pg.set_defaults(func=_prep_merge)
 
     tr = sub.add_parser("train", help="train a model (resumes if RUN exists)",
                         description="Train on DATA's train split into RUN; running it again resumes.")

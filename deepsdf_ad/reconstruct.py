@@ -164,6 +164,20 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
 
 
 MODES = ("optimise", "encode", "encode+refine")
+MAX_OBSERVED_POINTS = 200_000
+"""A scan with more points is randomly (seeded) cut to this many, with a note on stderr: the fit draws
+``reconstruct.samples`` of them per step anyway, and every point adds free-space observations."""
+
+
+def thin_points(path: str | os.PathLike, points: np.ndarray, normals: np.ndarray | None, seed: int
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """At most :data:`MAX_OBSERVED_POINTS` of ``points`` (N, dim) (and their normals), chosen with ``seed``."""
+    if len(points) <= MAX_OBSERVED_POINTS:
+        return points, normals
+    keep = np.sort(np.random.default_rng(seed).choice(len(points), MAX_OBSERVED_POINTS, replace=False))
+    print(f"deepsdf-ad: note: {path}: {len(points):,} points; using a random {MAX_OBSERVED_POINTS:,} of them",
+          file=sys.stderr)
+    return points[keep], None if normals is None else normals[keep]
 """How a code is found: latent optimisation, one encoder pass, or an encoder pass refined by optimisation."""
 
 
@@ -269,9 +283,12 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
         source = "estimated from the observed points"
         print(f"deepsdf-ad: note: {partial}: no normalisation known; estimated it from the points "
               "(pass --norm NORM.npz for the true one)", file=sys.stderr)
-    pts = apply_normalization(cloud.points, offset, scale)
+    pts, normals = thin_points(partial, cloud.points, cloud.normals, seed)
+    pts = apply_normalization(pts, offset, scale)
+    if not np.isfinite(pts).all() or np.abs(pts).max() > 1e6:
+        raise DataError(f"{partial}: the points lie far outside the object's unit sphere after normalisation "
+                        f"(offset {np.round(offset, 4).tolist()}, scale {scale:.4g}, {source}); wrong --norm file?")
     camera = apply_normalization(np.asarray(meta["camera"], float), offset, scale) if "camera" in meta else None
-    normals = cloud.normals
     if normals is not None and camera is not None:  # make sure they face the camera (the outside)
         flip = np.sum(normals * (camera[None] - pts), axis=1) < 0
         normals = np.where(flip[:, None], -normals, normals)
@@ -312,7 +329,7 @@ def observations_2d(partial: str | os.PathLike, kind: str) -> Observations:
         return Observations(pts, lo, hi)
     if kind == "height":
         raise DataError(f"{path}: a heightfield run needs an image (.png) of the digit, not contour points")
-    pts = load_points_2d(path)
+    pts, _ = thin_points(path, load_points_2d(path), None, 0)
     return Observations(pts, np.zeros(len(pts)), np.zeros(len(pts)))
 
 

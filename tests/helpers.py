@@ -63,3 +63,22 @@ def tiny_model(num_shapes: int = 1, latent: int = 8, extra: list[str] | None = N
     cfg = load_config(None, ["model.decoder.hidden=[64,64,64,64]", "model.decoder.latent_in=[2]",
                              "model.decoder.dropout=0.0", f"model.latent.size={latent}", *(extra or [])])
     return cfg, build_model(3, cfg.model.decoder, cfg.model.latent, num_shapes)
+
+
+def train_tiny_sphere_run(base: Path) -> Path:
+    """``base/run``: a 3D autodecoder run trained in-process for one epoch on two analytic spheres (data in
+    ``base/data``); enough to call ``reconstruct`` on, in a few seconds."""
+    from data_prep import formats
+    from deepsdf_ad.config import load_config
+    from deepsdf_ad.train import train
+
+    rng = np.random.default_rng(0)
+    for k, r in enumerate((0.4, 0.6)):
+        p = rng.uniform(-1, 1, size=(2000, 3))
+        s = sphere_sdf(p, r)
+        samples = np.concatenate([p, s[:, None]], axis=1)
+        formats.save_sdf_samples(base / "data" / "sdf" / "ball" / f"b{k}.npz", samples[s > 0], samples[s <= 0])
+    formats.write_split(base / "data" / "splits" / "train.json", {"ball": ["b0", "b1"]})
+    cfg = load_config(REPO / "configs" / "shapes_small.yaml", TINY + ["mesh.resolution=16", "reconstruct.iterations=3"])
+    train(cfg, base / "data", base / "run", epochs=1, device="cpu", progress=False)
+    return base / "run"
