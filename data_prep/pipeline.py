@@ -130,7 +130,8 @@ def scan_one(path: str, category: str, sid: str, out: str, cfg: PrepConfig) -> l
 def remove_stale_temporaries(out: Path) -> int:
     """Delete the ``.tmp-*`` files a killed run left in the data folders; returns how many."""
     n = 0
-    for d in (formats.SDF_DIR, formats.NORM_DIR, formats.SURFACE_DIR, formats.SCANS_DIR, formats.SPLITS_DIR, "."):
+    for d in (formats.SDF_DIR, formats.NORM_DIR, formats.SURFACE_DIR, formats.SCANS_DIR, formats.SPLITS_DIR,
+              formats.SCENE_MESHES_DIR, "."):
         base = out / d
         if not base.is_dir():
             continue
