@@ -510,10 +510,14 @@ def prep_scenes(src: str | os.PathLike, out: str | os.PathLike, cfg: SceneConfig
               "layout": {"floor_z": FLOOR_Z, "room_half": ROOM_HALF, "ceiling_z": CEILING_Z,
                          "sizes": CATEGORY_SIZES, "default_size": DEFAULT_SIZE}}
     params = json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
+    # screening depends only on these: a re-run with another room, gap or scene count reuses it
+    screen_params = {k: params[k] for k in ("seed", "max_ambiguous", "screen_samples")}
+    screen_params["variances"] = params["sampling"]["variances"]
     old = formats.DataRoot(out).manifest() if (out / formats.MANIFEST).is_file() else {}
-    same = old.get("kind") == "scenes" and old.get("params") == params
-    old_sources = {r["file"]: r for r in old.get("sources", [])} if same else {}
-    old_scenes = {r["id"]: r for r in old.get("meshes", [])} if same else {}
+    scenes_kind = old.get("kind") == "scenes"
+    old_sources = ({r["file"]: r for r in old.get("sources", [])}
+                   if scenes_kind and old.get("screen_params") == screen_params else {})
+    old_scenes = {r["id"]: r for r in old.get("meshes", [])} if scenes_kind and old.get("params") == params else {}
 
     # 1. screen the source meshes
     sources, jobs, seen = {}, [], {}
@@ -536,7 +540,7 @@ def prep_scenes(src: str | os.PathLike, out: str | os.PathLike, cfg: SceneConfig
         sources[rec["file"]] = rec
     ok = [r for r in sources.values() if r.get("status") == "ok"]
     if not ok:
-        _write_sources_only(out, params, src, sources)
+        _write_sources_only(out, params, screen_params, src, sources)
         raise DataError(f"{src}: none of its {len(files)} meshes can be used (reasons in {out / formats.MANIFEST})")
 
     # 2. split the meshes, then compose every scene from its split's meshes
@@ -548,7 +552,7 @@ def prep_scenes(src: str | os.PathLike, out: str | os.PathLike, cfg: SceneConfig
     for sid, split in scene_ids(cfg):
         pool = pools[split]
         if len(pool) < cfg.objects[1]:
-            _write_sources_only(out, params, src, sources)
+            _write_sources_only(out, params, screen_params, src, sources)
             raise DataError(f"{src}: only {len(pool)} usable {split} meshes after the split ({len(ok)} usable in "
                             f"all), fewer than --objects maximum {cfg.objects[1]}; add meshes, lower --objects"
                             + (" or raise --test-fraction" if split == "test" else ""))
@@ -569,7 +573,7 @@ def prep_scenes(src: str | os.PathLike, out: str | os.PathLike, cfg: SceneConfig
         _remove_scene(out, stale)
 
     manifest = {"tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "scenes", "source": str(src),
-                "params": params, "frame": frame_info(cfg),
+                "params": params, "screen_params": screen_params, "frame": frame_info(cfg),
                 "source_split": {"train": train_ids, "test": test_ids},
                 "sources": sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"])),
                 "scene_ids": [sid for sid, _, _ in layouts]}
@@ -603,11 +607,11 @@ def _layout_key(obj: dict) -> tuple:
     return obj["file"], obj["sha256"], json.dumps(obj["transform"])
 
 
-def _write_sources_only(out: Path, params: dict, src: Path, sources: dict) -> None:
+def _write_sources_only(out: Path, params: dict, screen_params: dict, src: Path, sources: dict) -> None:
     """Keep the screening results of a run that stops early, so the next run need not redo them."""
     formats.write_json(out / formats.MANIFEST, {
         "tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "scenes", "source": str(src), "params": params,
-        "sources": sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"])), "meshes": []})
+        "screen_params": screen_params, "sources": sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"])), "meshes": []})
 
 
 def _remove_scene(out: Path, sid: str) -> None:
