@@ -392,7 +392,7 @@ def prep_scene(sid: str, split: str, objects: list[dict], out: str, cfg: SceneCo
     Returns:
         its manifest record (status ok or failed, with the reason).
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = Path(out)
     paths = scene_paths(out, sid)
     key = f"{formats.SCENE_CATEGORY}/{sid}"
@@ -429,6 +429,7 @@ def prep_scene(sid: str, split: str, objects: list[dict], out: str, cfg: SceneCo
     except Exception as e:  # one bad scene must not stop the run; the reason goes into the manifest
         rec.update(status="failed", reason=f"{key}: unexpected {type(e).__name__}: {str(e)[:200]}")
     rec["seconds"] = round(time.perf_counter() - t0, 3)
+    rec["cpu_seconds"] = round(time.process_time() - c0, 3)  # this process only (wall time varies with load)
     return rec
 
 
@@ -611,7 +612,8 @@ def _write_sources_only(out: Path, params: dict, screen_params: dict, src: Path,
     """Keep the screening results of a run that stops early, so the next run need not redo them."""
     formats.write_json(out / formats.MANIFEST, {
         "tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "scenes", "source": str(src), "params": params,
-        "screen_params": screen_params, "sources": sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"])), "meshes": []})
+        "screen_params": screen_params, "meshes": [],
+        "sources": sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"]))})
 
 
 def _remove_scene(out: Path, sid: str) -> None:
