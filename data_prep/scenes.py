@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,7 +54,13 @@ from data_prep.meshes import (
     sign_quality,
     split_pos_neg,
 )
-from data_prep.pipeline import TOOL_VERSION, make_splits, remove_stale_temporaries, shape_rng
+from data_prep.pipeline import (
+    TOOL_VERSION,
+    failures_recorded,
+    make_splits,
+    remove_stale_temporaries,
+    shape_rng,
+)
 from data_prep.scans import CameraConfig, check_camera, save_scan, scan_mesh
 
 UP_AXIS = 2
@@ -328,9 +333,8 @@ def build_scene(objects: list[dict]) -> trimesh.Trimesh:
 # ---- one source mesh, one scene ------------------------------------------------------------------
 def screen_one(path: str, category: str, sid: str, cfg: SceneConfig) -> dict:
     """Load and check one source mesh: its normalisation, bounding box and how far its signs can be trusted."""
-    t0 = time.perf_counter()
     rec: dict = {"file": str(path), "category": category, "id": sid}
-    try:
+    with failures_recorded(rec, str(path)):
         rec["sha256"] = formats.file_sha256(path)
         mesh = load_mesh(path)
         nmesh, offset, scale = normalized_mesh(mesh)
@@ -349,13 +353,6 @@ def screen_one(path: str, category: str, sid: str, cfg: SceneConfig) -> dict:
             raise DataError(f"{path}: signs unreliable: {ambiguous:.1%} of near-surface samples have a winding "
                             f"number near 1/2 (limit {cfg.max_ambiguous:.1%}); left out of the scenes")
         rec["status"] = "ok"
-    except DataError as e:
-        rec.update(status="failed", reason=str(e))
-    except MemoryError:
-        rec.update(status="failed", reason=f"{path}: out of memory; the mesh is too large")
-    except Exception as e:  # one bad mesh must not stop the run; the reason goes into the manifest
-        rec.update(status="failed", reason=f"{path}: unexpected {type(e).__name__}: {str(e)[:200]}")
-    rec["seconds"] = round(time.perf_counter() - t0, 3)
     return rec
 
 
@@ -392,13 +389,12 @@ def prep_scene(sid: str, split: str, objects: list[dict], out: str, cfg: SceneCo
     Returns:
         its manifest record (status ok or failed, with the reason).
     """
-    t0, c0 = time.perf_counter(), time.process_time()
     out = Path(out)
     paths = scene_paths(out, sid)
     key = f"{formats.SCENE_CATEGORY}/{sid}"
     rec: dict = {"file": str(paths["mesh"]), "category": formats.SCENE_CATEGORY, "id": sid, "split": split,
                  "objects": objects}
-    try:
+    with failures_recorded(rec, key, "scene"):
         mesh = build_scene(objects)
         rng = shape_rng(cfg.seed, key)
         queries = sample_query_points(mesh, cfg.sampling, rng)
@@ -422,14 +418,6 @@ def prep_scene(sid: str, split: str, objects: list[dict], out: str, cfg: SceneCo
         if split == "test" and cfg.scans > 0:
             rec["scans"] = write_scans(mesh, out, sid, cfg)
             rec["scan_params"] = scan_params(cfg)
-    except DataError as e:
-        rec.update(status="failed", reason=str(e))
-    except MemoryError:
-        rec.update(status="failed", reason=f"{key}: out of memory; the scene is too large")
-    except Exception as e:  # one bad scene must not stop the run; the reason goes into the manifest
-        rec.update(status="failed", reason=f"{key}: unexpected {type(e).__name__}: {str(e)[:200]}")
-    rec["seconds"] = round(time.perf_counter() - t0, 3)
-    rec["cpu_seconds"] = round(time.process_time() - c0, 3)  # this process only (wall time varies with load)
     return rec
 
 
