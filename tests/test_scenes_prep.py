@@ -260,6 +260,24 @@ def test_rerun_skips_and_redoes_only_what_changed(prepared, tmp_path):
     assert after == before  # the redone scene came out byte-identical: the seed fixes everything
 
 
+def test_more_scenes_keep_the_old_ones_fewer_delete_the_dropped(prepared, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared["data"], data)
+    src = prepared["manifest"]["source"]
+    cfg = SceneConfig(SamplingConfig(samples=SAMPLES), scenes=5, objects=(2, 3), scans=2, test_fraction=0.25,
+                      room_size=3.0)  # what the CLI made of the fixture's flags, with one scene more
+    m = prep_scenes(src, data, cfg, progress=False)
+    assert m["summary"]["skipped_unchanged"] == 4 and m["summary"]["train"] == 4  # train_0003 is new
+    assert formats.DataRoot(data).shape("scene", "train_0003").sdf.is_file()
+    cfg.scenes = 2  # 1 train, 1 test: train_0001 .. train_0003 go, with all their files
+    m = prep_scenes(src, data, cfg, progress=False)
+    assert m["summary"]["skipped_unchanged"] == 2 and m["scene_ids"] == ["train_0000", "test_0000"]
+    left = sorted(p.stem for p in (data / "scene_meshes").glob("*.ply"))
+    assert left == ["test_0000", "train_0000"] and len(list((data / "sdf" / "scene").iterdir())) == 2
+
+
 def test_same_seed_same_bytes_other_seed_other_scenes(src, prepared, tmp_path):
     prep(src, tmp_path / "again", "--scenes", "4", "--objects", "2-3", "--scans", "2", "--test-fraction", "0.25",
          "--room-size", "3")
