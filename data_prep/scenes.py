@@ -538,15 +538,18 @@ def prep_scenes(src: str | os.PathLike, out: str | os.PathLike, cfg: SceneConfig
     pools = {"train": [by_key[(c, i)] for c, ids in train_ids.items() for i in ids],
              "test": [by_key[(c, i)] for c, ids in test_ids.items() for i in ids]}
     layouts = []
-    for sid, split in scene_ids(cfg):
-        pool = pools[split]
-        if len(pool) < cfg.objects[1]:
-            _write_sources_only(out, params, screen_params, src, sources)
-            raise DataError(f"{src}: only {len(pool)} usable {split} meshes after the split ({len(ok)} usable in "
-                            f"all), fewer than --objects maximum {cfg.objects[1]}; add meshes, lower --objects"
-                            + (" or raise --test-fraction" if split == "test" else ""))
-        placed = compose_scene(pool, cfg, shape_rng(cfg.seed, f"{formats.SCENE_CATEGORY}/{sid}", 9), sid)
-        layouts.append((sid, split, [p.record() for p in placed]))
+    try:
+        for sid, split in scene_ids(cfg):
+            pool = pools[split]
+            if len(pool) < cfg.objects[1]:
+                raise DataError(f"{src}: only {len(pool)} usable {split} meshes after the split ({len(ok)} usable "
+                                f"in all), fewer than --objects maximum {cfg.objects[1]}; add meshes, lower --objects"
+                                + (" or raise --test-fraction" if split == "test" else ""))
+            placed = compose_scene(pool, cfg, shape_rng(cfg.seed, f"{formats.SCENE_CATEGORY}/{sid}", 9), sid)
+            layouts.append((sid, split, [p.record() for p in placed]))
+    except DataError:
+        _write_sources_only(out, params, screen_params, src, sources)
+        raise
 
     # 3. build, sample and scan the scenes that are new or changed
     scenes, jobs = {}, []
@@ -597,11 +600,15 @@ def _layout_key(obj: dict) -> tuple:
 
 
 def _write_sources_only(out: Path, params: dict, screen_params: dict, src: Path, sources: dict) -> None:
-    """Keep the screening results of a run that stops early, so the next run need not redo them."""
-    formats.write_json(out / formats.MANIFEST, {
+    """Keep the screening of a run that stops early, so the next run need not redo it; the scenes of an earlier
+    run stay as they were (and are still reused by a run with their settings)."""
+    old = formats.DataRoot(out).manifest() if (out / formats.MANIFEST).is_file() else {}
+    manifest = old if old.get("kind") == "scenes" else {
         "tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "scenes", "source": str(src), "params": params,
-        "screen_params": screen_params, "meshes": [],
-        "sources": sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"]))})
+        "meshes": []}
+    manifest.update(screen_params=screen_params,
+                    sources=sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"])))
+    formats.write_json(out / formats.MANIFEST, manifest)
 
 
 def _remove_scene(out: Path, sid: str) -> None:

@@ -315,6 +315,8 @@ def test_one_line_errors(src, prepared, tmp_path):
     shutil.copytree(prepared["data"], data)  # its screening of the meshes is reused: only the room changes
     assert_one_line_error(prep(src, data, "--scenes", "2", "--objects", "4", "--room-size", "0.5", check=False),
                           "cannot place 4 objects", "--room-size")
+    kept = json.loads((data / formats.MANIFEST).read_text())  # the screening and the earlier scenes survive the error
+    assert len(kept["sources"]) == 15 and kept["meshes"] == prepared["manifest"]["meshes"]
     assert_one_line_error(prep(src, tmp_path / "d3", "--scenes", "2", "--objects", "5-2", check=False), "--objects")
     for bad in ("x", "0-3", "1-2-3", "3-"):
         with pytest.raises(Exception, match="range like 2-5|1 <= MIN <= MAX"):
