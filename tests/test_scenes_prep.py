@@ -324,3 +324,8 @@ def test_one_line_errors(src, prepared, tmp_path):
     assert _objects_range("3") == (3, 3) and _objects_range("2-5") == (2, 5)
     assert_one_line_error(prep(src, tmp_path / "d4", "--scenes", "0", check=False), "--scenes")
     assert_one_line_error(prep(src, tmp_path / "d5", "--scenes", "2", "--gap", "-1", check=False), "--gap")
+
+
+def test_help():
+    proc = cli("prep", "scenes", "--help")
+    assert proc.returncode == 0 and "--objects" in proc.stdout and "--room-size" in proc.stdout
