@@ -10,6 +10,11 @@ Layout of a data root (``DATA``), compatible with DeepSDF's preprocessed data::
     DATA/manifest.json                  every input with its status, the sampling parameters, the tool version
     DATA/shards/shard-<I>-of-<N>.json   shard manifests of ``prep ... --shard I/N`` (combined by ``prep merge``)
 
+``prep scenes`` writes the same layout with the category ``scene``, plus::
+
+    DATA/scene_meshes/<id>.ply          the composed scene mesh, in the scene's normalised frame
+    DATA/scene_meshes/<id>.json         the scene frame and its objects: source file, category, transform, boxes
+
 DeepSDF's own layout (``SdfSamples/<dataset>/<class>/<id>.npz``, ``NormalizationParameters/...``,
 ``SurfaceSamples/...``) is read as is by :class:`DataRoot`.
 """
@@ -43,6 +48,8 @@ SPLITS_DIR = "splits"
 MANIFEST = "manifest.json"
 SHARDS_DIR = "shards"
 """``DATA/shards/shard-<I>-of-<N>.json``: the manifest of one shard of a sharded prep (``--shard I/N``)."""
+SCENE_MESHES_DIR = "scene_meshes"
+SCENE_CATEGORY = "scene"
 TRAIN_SPLIT = "train.json"
 TEST_SPLIT = "test.json"
 DATASET_NAME = "deepsdf-ad"
@@ -373,6 +380,33 @@ def load_points(path: str | os.PathLike) -> PointCloud:
         raise DataError(f"{path}: expected numeric points, got dtype {np.asarray(pts).dtype}")
     pts, normals = clean_points(path, pts, normals)
     return PointCloud(pts, normals, comments)
+
+
+# ---- scenes ------------------------------------------------------------------------------------
+SCENE_OBJECT_KEYS = ("file", "category", "id", "transform", "obb")
+"""Keys every object of a scene's sidecar has (``bbox`` is added once the scene mesh is built)."""
+
+
+def save_scene_info(path: str | os.PathLike, info: dict) -> None:
+    """Write a scene's sidecar: ``{"id", "split", "frame", "objects": [{file, category, id, transform (4x4,
+    source file -> scene frame), obb {center, half_extents, yaw_deg}, bbox [[min], [max]], ...}]}``."""
+    write_json(path, info)
+
+
+def load_scene_info(path: str | os.PathLike) -> dict:
+    """Read and check a scene's sidecar (see :func:`save_scene_info`)."""
+    info = read_json(path)
+    objects = info.get("objects") if isinstance(info, dict) else None
+    if not isinstance(objects, list) or not objects:
+        raise DataError(f"{path}: expected a JSON object with a non-empty 'objects' list; re-run 'prep scenes'")
+    for i, obj in enumerate(objects):
+        missing = [k for k in SCENE_OBJECT_KEYS if not isinstance(obj, dict) or k not in obj]
+        if missing:
+            raise DataError(f"{path}: object {i} lacks {missing}; re-run 'prep scenes'")
+        t = np.asarray(obj["transform"], float)
+        if t.shape != (4, 4) or not np.isfinite(t).all():
+            raise DataError(f"{path}: object {i} has a transform of shape {t.shape}, expected a finite 4x4 matrix")
+    return info
 
 
 # ---- splits and manifests --------------------------------------------------------------------

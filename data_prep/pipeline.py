@@ -16,12 +16,14 @@ the splits and ``manifest.json``, equal to those of one unsharded run.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import re
 import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,12 +72,29 @@ def shape_rng(seed: int, key: str, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode()), stream])
 
 
+@contextlib.contextmanager
+def failures_recorded(rec: dict, name: str, what: str = "mesh") -> Iterator[dict]:
+    """Run one job's body: any failure is recorded in ``rec`` (status failed, with the reason) instead of raised,
+    so one bad input never stops a run; ``rec["seconds"]`` (wall) and ``rec["cpu_seconds"]`` (this process) are
+    set either way."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        yield rec
+    except DataError as e:
+        rec.update(status="failed", reason=str(e))
+    except MemoryError:
+        rec.update(status="failed", reason=f"{name}: out of memory; the {what} is too large")
+    except Exception as e:  # the reason goes into the manifest
+        rec.update(status="failed", reason=f"{name}: unexpected {type(e).__name__}: {str(e)[:200]}")
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    rec["cpu_seconds"] = round(time.process_time() - c0, 3)
+
+
 def prep_one(path: str, category: str, sid: str, out: str, cfg: PrepConfig) -> dict:
     """Process one mesh; returns its manifest record (status ok or failed, with reason)."""
-    t0 = time.perf_counter()
     key = f"{category}/{sid}"
     rec: dict = {"file": str(path), "category": category, "id": sid}
-    try:
+    with failures_recorded(rec, str(path)):
         rec["sha256"] = formats.file_sha256(path)
         mesh = load_mesh(path)
         nmesh, offset, scale = normalized_mesh(mesh)
@@ -106,13 +125,6 @@ def prep_one(path: str, category: str, sid: str, out: str, cfg: PrepConfig) -> d
         formats.save_normalization(out / formats.NORM_DIR / category / f"{sid}.npz", offset, scale)
         formats.save_points_ply(out / formats.SURFACE_DIR / category / f"{sid}.ply", surf, normals)
         rec.update(status="ok", pos=int(len(pos)), neg=int(len(neg)), sdf_sha256=formats.file_sha256(sdf_path))
-    except DataError as e:
-        rec.update(status="failed", reason=str(e))
-    except MemoryError:
-        rec.update(status="failed", reason=f"{path}: out of memory; the mesh is too large")
-    except Exception as e:  # one bad mesh must not stop the run; the reason goes into the manifest
-        rec.update(status="failed", reason=f"{path}: unexpected {type(e).__name__}: {str(e)[:200]}")
-    rec["seconds"] = round(time.perf_counter() - t0, 3)
     return rec
 
 
@@ -179,7 +191,7 @@ def remove_stale_temporaries(out: Path, keys: list[tuple[str, str]] | None = Non
                             tmp.unlink()
                             n += 1
         return n
-    for d in (*dirs, formats.SPLITS_DIR, "."):
+    for d in (*dirs, formats.SPLITS_DIR, formats.SCENE_MESHES_DIR, "."):
         base = out / d
         if not base.is_dir():
             continue

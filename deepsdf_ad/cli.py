@@ -119,6 +119,39 @@ def _prep_meshes(args) -> int:
     return 0
 
 
+def _objects_range(text: str) -> tuple[int, int]:
+    parts = text.split("-")
+    try:
+        lo, hi = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a count or a range like 2-5")
+    if not 1 <= lo <= hi <= 50:
+        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX <= 50, got {text}")
+    return lo, hi
+
+
+def _prep_scenes(args) -> int:
+    from data_prep.meshes import SamplingConfig
+    from data_prep.scenes import SceneConfig, prep_scenes
+
+    cfg = SceneConfig(SamplingConfig(samples=args.samples), scenes=args.scenes, objects=args.objects,
+                      room_size=args.room_size, gap=args.gap, test_fraction=args.test_fraction, seed=args.seed,
+                      scans=args.scans, max_ambiguous=args.max_ambiguous)
+    manifest = prep_scenes(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet)
+    s = manifest["summary"]
+    for r in manifest["meshes"]:
+        if r["status"] != "ok":
+            print(f"  failed: {r['reason']}")
+    print(f"prep: {s['ok']} of {s['scenes']} scenes ok ({s['train']} train, {s['test']} test), {s['failed']} failed "
+          f"({s['skipped_unchanged']} unchanged, skipped); {s['sources_ok']} of {s['sources']} meshes usable "
+          f"-> {args.out}")
+    if s["ok"] == 0:
+        raise UserError(f"{args.src}: no scene could be prepared (see {Path(args.out) / 'manifest.json'})")
+    return 0
+
+
 def _prep_digits(args) -> int:
     from data_prep.digits import DigitSamplingConfig, download_mnist, parse_labels, prep_digits
 
@@ -400,6 +433,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_shard(pm)
     pm.add_argument("--quiet", action="store_true", help="no progress bar")
     pm.set_defaults(func=_prep_meshes)
+
+    ps = prep_sub.add_parser("scenes", help="compose scenes of several meshes and sample them",
+                             description="Place 2-5 meshes of SRC (category = folder name) on the floor of a room, "
+                                         "without overlaps, and sample each scene's signed distances into DATA "
+                                         "(category 'scene'; scene meshes in DATA/scene_meshes). Test scenes are "
+                                         "made only of test meshes.")
+    ps.add_argument("src", metavar="SRC", help="folder of meshes (.obj .off .ply .stl), one subfolder per category")
+    ps.add_argument("--out", required=True, metavar="DATA", help="data folder to write")
+    ps.add_argument("--scenes", required=True, type=_positive_int, metavar="N", help="scenes in total (train + test)")
+    ps.add_argument("--objects", type=_objects_range, default=(2, 5), metavar="MIN-MAX",
+                    help="objects per scene, uniform in MIN..MAX (default 2-5)")
+    ps.add_argument("--room-size", type=_positive_float, default=4.0, metavar="M",
+                    help="side of the square room in metres (default 4); objects have plausible sizes in metres")
+    ps.add_argument("--gap", type=_finite_float, default=0.1, metavar="M",
+                    help="smallest distance between two objects' footprints, metres (default 0.1)")
+    ps.add_argument("--samples", type=_positive_int, default=500_000, help="SDF samples per scene (default 500000)")
+    ps.add_argument("--test-fraction", type=_fraction, default=0.2,
+                    help="share of the meshes (per category) and of the scenes held out for test (default 0.2)")
+    ps.add_argument("--scans", type=_nonnegative_int, default=0, metavar="K",
+                    help="also write K partial scans per test scene to DATA/scans/scene/<id>_<k>.ply")
+    ps.add_argument("--max-ambiguous", type=_fraction, default=0.05,
+                    help="leave out a mesh whose near-surface signs are ambiguous for more than this share")
+    ps.add_argument("--workers", type=_positive_int, default=1, help="meshes and scenes processed in parallel")
+    ps.add_argument("--seed", type=int, default=0, help="random seed")
+    ps.add_argument("--quiet", action="store_true", help="no progress bar")
+    ps.set_defaults(func=_prep_scenes)
 
     pd = prep_sub.add_parser("digits", help="MNIST digits as 2D signed-distance fields or heightfields",
                              description="Turn the digits of the MNIST IDX files in IDX_DIR into samples in DATA "

@@ -1,0 +1,619 @@
+"""``deepsdf-ad prep scenes``: several objects placed on one floor -> a data root of scenes.
+
+The scene frame (the normalised frame of every scene, ``[-1, 1]^3``):
+
+* **+z is up** (ModelNet's meshes are stored +z up: a table's top is its highest part, chairs are tallest in z;
+  the procedural shapes of :mod:`data_prep.shapes` too). Objects are rotated only about z.
+* The **floor** is the plane ``z = FLOOR_Z`` (-0.5); every object's lowest point rests on it. The floor itself
+  is not part of the scene mesh (a slab would take most of the surface samples and dominate every metric).
+* The **room** is the square ``[-ROOM_HALF, ROOM_HALF]^2`` (0.9) of the floor; ``room_size`` metres map onto its
+  side of 1.8 units, so one unit is ``room_size / 1.8`` metres. Objects may reach up to ``CEILING_Z`` (0.9).
+* The scene mesh is written in this frame, so its normalisation is the identity (offset 0, scale 1).
+
+Each object: its mesh is normalised (DeepSDF's convention, :func:`data_prep.meshes.normalization`), scaled so the
+longest horizontal side of its bounding box has a plausible size in metres (``CATEGORY_SIZES``, drawn uniformly
+from the category's range), turned by a uniform random angle about z and put on the floor. Its footprint is the
+rotated rectangle of its bounding box; two footprints must be at least ``gap`` metres apart (separating-axis
+test), and each must lie inside the room. Placement is rejection sampling, largest footprint first; when the
+objects cannot be placed, the scene is drawn again, and after ``restarts`` failures it is an error.
+
+Held-out scenes hold held-out objects: the source meshes are split first (per category, as ``prep meshes``
+splits), then train scenes are composed only of train meshes and test scenes only of test meshes.
+
+Signs and samples come from the same machinery as single meshes (:mod:`data_prep.meshes`): DeepSDF's sample
+distribution on the whole scene, exact distances, winding-number signs on the repaired scene mesh. Each source
+mesh is screened first (its winding numbers on a few near-surface samples), and a mesh with unreliable signs is
+left out of every scene.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import trimesh
+from tqdm import tqdm
+
+from data_prep import formats
+from data_prep.formats import DataError
+from data_prep.meshes import (
+    AMBIGUOUS_BAND,
+    SamplingConfig,
+    SignedDistance,
+    check_sampling,
+    find_meshes,
+    load_mesh,
+    near_surface_count,
+    normalized_mesh,
+    sample_query_points,
+    sample_surface,
+    sign_quality,
+    split_pos_neg,
+)
+from data_prep.pipeline import (
+    TOOL_VERSION,
+    failures_recorded,
+    make_splits,
+    remove_stale_temporaries,
+    shape_rng,
+)
+from data_prep.scans import CameraConfig, check_camera, save_scan, scan_mesh
+
+UP_AXIS = 2
+"""+z is up in the scene frame and in the source meshes."""
+FLOOR_Z = -0.5
+"""Height of the floor in the scene frame; every object's lowest point lies on it."""
+ROOM_HALF = 0.9
+"""The room's floor is the square [-ROOM_HALF, ROOM_HALF]^2 of the scene frame."""
+CEILING_Z = 0.9
+"""No object reaches above this height; a taller one is scaled down until it fits."""
+
+CATEGORY_SIZES: dict[str, tuple[float, float]] = {
+    "chair": (0.45, 0.65),
+    "sofa": (1.5, 2.1),
+    "table": (0.8, 1.4),
+    "desk": (1.0, 1.6),
+    "bed": (1.9, 2.2),
+    "night_stand": (0.4, 0.6),
+    "dresser": (0.8, 1.4),
+    "bookshelf": (0.6, 1.2),
+    "bench": (1.0, 1.6),
+    "stool": (0.3, 0.45),
+    "monitor": (0.4, 0.7),
+    "lamp": (0.3, 0.5),
+    "toilet": (0.5, 0.75),
+    "bathtub": (1.5, 1.8),
+    "bottle": (0.2, 0.35),
+}
+"""Longest horizontal side of an object's bounding box, in metres, per category (ModelNet10/40 names)."""
+DEFAULT_SIZE = (0.5, 1.0)
+"""Size range (metres) of a category not in :data:`CATEGORY_SIZES`."""
+
+
+@dataclass
+class SceneConfig:
+    """How scenes are composed, sampled and scanned."""
+
+    sampling: SamplingConfig
+    """SDF sampling of each whole scene (DeepSDF's distribution, as for single meshes)."""
+    scenes: int = 10
+    """Scenes in total, train and test."""
+    objects: tuple[int, int] = (2, 5)
+    """Objects per scene: uniform between these two numbers (inclusive)."""
+    room_size: float = 4.0
+    """Side of the square room in metres; it maps onto 2 * ROOM_HALF units of the scene frame."""
+    gap: float = 0.1
+    """Smallest distance between two objects' footprints, in metres."""
+    test_fraction: float = 0.2
+    """Share of the source meshes (per category) and of the scenes held out for test."""
+    seed: int = 0
+    scans: int = 0
+    """Partial scans written per test scene (``DATA/scans/scene/<id>_<k>.ply``)."""
+    max_ambiguous: float = 0.05
+    """Leave out a source mesh (and fail a scene) when more than this share of its near-surface samples has an
+    ambiguous sign, as ``prep meshes`` does."""
+    screen_samples: int = 20_000
+    """Near-surface samples used to screen each source mesh's signs."""
+    tries: int = 200
+    """Random positions tried per object before the scene's placement starts over."""
+    restarts: int = 50
+    """Times a scene's placement starts over before it is an error."""
+    camera: CameraConfig = field(default_factory=lambda: CameraConfig(
+        azimuth=30.0, elevation=35.0, resolution=256, fov=60.0, distance=1.6))
+    """Camera of the scans: around the room, looking at its centre from above the walls; scan k of K is taken at
+    azimuth ``camera.azimuth + 360 k / K``. Distance is in units of the scene's bounding radius."""
+
+
+def size_range(category: str) -> tuple[float, float]:
+    """Plausible size (metres, longest horizontal side) of an object of ``category``."""
+    return CATEGORY_SIZES.get(category, DEFAULT_SIZE)
+
+
+def units_per_metre(room_size: float) -> float:
+    return 2.0 * ROOM_HALF / room_size
+
+
+def check_scene_config(cfg: SceneConfig) -> None:
+    """Raise :class:`DataError` for settings that cannot work (the message names the flag)."""
+    lo, hi = cfg.objects
+    if not 1 <= lo <= hi:
+        raise DataError(f"--objects: need 1 <= MIN <= MAX, got {lo}-{hi}")
+    if cfg.scenes < 1:
+        raise DataError(f"--scenes: need at least 1 scene, got {cfg.scenes}")
+    if not (np.isfinite(cfg.room_size) and cfg.room_size > 0):
+        raise DataError(f"--room-size: must be a positive number of metres, got {cfg.room_size}")
+    if not (np.isfinite(cfg.gap) and 0 <= cfg.gap < cfg.room_size):
+        raise DataError(f"--gap: must be at least 0 and less than the room size, got {cfg.gap}")
+    if not 0.0 <= cfg.test_fraction < 1.0:
+        raise DataError(f"--test-fraction: must be in [0, 1), got {cfg.test_fraction}")
+    try:
+        check_sampling(cfg.sampling)
+    except ValueError as e:
+        raise DataError(f"--samples: {e}") from None
+    check_camera(cfg.camera)
+
+
+# ---- footprints and placement ----------------------------------------------------------------
+@dataclass
+class Source:
+    """A source mesh as composition needs it: its normalisation and the extent of its normalised bounding box."""
+
+    file: str
+    category: str
+    id: str
+    sha256: str
+    offset: tuple[float, float, float]
+    scale: float
+    extent: tuple[float, float, float]
+    """Bounding-box side lengths of the normalised mesh (it is centred on the origin)."""
+
+
+def footprint(center: np.ndarray, half: np.ndarray, yaw: float) -> np.ndarray:
+    """Corners (4, 2) of the rectangle with half sides ``half`` (2,) turned by ``yaw`` about z, at ``center``."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    rot = np.array([[c, -s], [s, c]])
+    corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float) * half
+    return corners @ rot.T + center
+
+
+def footprints_clear(a: np.ndarray, b: np.ndarray, gap: float) -> bool:
+    """True when convex polygons ``a`` and ``b`` (corners in order, (K, 2)) are at least ``gap`` apart along
+    one of their edge normals (separating-axis test). Separation along an axis is a lower bound of the distance,
+    so a True answer is never wrong; for rectangles a False answer means they are closer than about ``gap``."""
+    for poly in (a, b):
+        edges = np.roll(poly, -1, axis=0) - poly
+        normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1)
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+        pa, pb = a @ normals.T, b @ normals.T
+        if np.any((pa.min(axis=0) - pb.max(axis=0) >= gap) | (pb.min(axis=0) - pa.max(axis=0) >= gap)):
+            return True
+    return False
+
+
+@dataclass
+class Placement:
+    """One object of a scene: ``scene point = transform @ [original point, 1]``."""
+
+    source: Source
+    size_m: float
+    """Longest horizontal side of its bounding box, in metres."""
+    factor: float
+    """Scale from the normalised mesh to the scene frame."""
+    yaw: float
+    """Rotation about +z, radians."""
+    center: tuple[float, float]
+    """Centre of its footprint on the floor (scene frame)."""
+
+    @property
+    def half(self) -> np.ndarray:
+        """Half sides (3,) of its bounding box in the scene frame (before the turn)."""
+        return 0.5 * self.factor * np.asarray(self.source.extent, float)
+
+    def footprint(self) -> np.ndarray:
+        return footprint(np.asarray(self.center), self.half[:2], self.yaw)
+
+    def transform(self) -> np.ndarray:
+        """4x4 matrix from the source file's frame to the scene frame."""
+        s = self.source
+        c, sn = np.cos(self.yaw), np.sin(self.yaw)
+        m = np.eye(4)
+        m[:3, :3] = np.array([[c, -sn, 0.0], [sn, c, 0.0], [0.0, 0.0, 1.0]]) * (self.factor * s.scale)
+        # the normalised mesh's bounding box is centred on the origin, so its bottom lies at -half_z
+        t = np.array([self.center[0], self.center[1], FLOOR_Z + self.half[2]])
+        m[:3, 3] = m[:3, :3] @ np.asarray(s.offset, float) + t
+        return m
+
+    def record(self) -> dict:
+        """The instance information written to the manifest and the scene's JSON sidecar."""
+        s = self.source
+        return {
+            "file": s.file, "category": s.category, "id": s.id, "sha256": s.sha256,
+            "transform": np.round(self.transform(), 10).tolist(),
+            "size_m": round(self.size_m, 6), "yaw_deg": round(float(np.degrees(self.yaw)), 6),
+            "obb": {"center": [round(float(self.center[0]), 10), round(float(self.center[1]), 10),
+                               round(FLOOR_Z + float(self.half[2]), 10)],
+                    "half_extents": np.round(self.half, 10).tolist(),
+                    "yaw_deg": round(float(np.degrees(self.yaw)), 6)},
+        }
+
+
+def _scale_for(src: Source, cfg: SceneConfig, rng: np.random.Generator) -> tuple[float, float]:
+    lo, hi = size_range(src.category)
+    size_m = float(rng.uniform(lo, hi))
+    horizontal = max(src.extent[0], src.extent[1], 1e-9)
+    factor = size_m * units_per_metre(cfg.room_size) / horizontal
+    top = FLOOR_Z + factor * src.extent[2]
+    if top > CEILING_Z:  # too tall for the room: shrink until it fits
+        factor *= (CEILING_Z - FLOOR_Z) / (factor * src.extent[2])
+        size_m = factor * horizontal / units_per_metre(cfg.room_size)
+    return size_m, factor
+
+
+def choose_objects(pool: list[Source], n: int, rng: np.random.Generator) -> list[Source]:
+    """``n`` different meshes of ``pool``: a category uniformly among those with meshes left, then a mesh of it."""
+    by_cat: dict[str, list[Source]] = {}
+    for s in pool:
+        by_cat.setdefault(s.category, []).append(s)
+    chosen = []
+    for _ in range(n):
+        cats = sorted(c for c, v in by_cat.items() if v)
+        cat = cats[int(rng.integers(len(cats)))]
+        chosen.append(by_cat[cat].pop(int(rng.integers(len(by_cat[cat])))))
+    return chosen
+
+
+def compose_scene(pool: list[Source], cfg: SceneConfig, rng: np.random.Generator, name: str = "scene") -> list[Placement]:
+    """Draw and place the objects of one scene (no mesh is loaded: the sources carry their bounding boxes).
+
+    Args:
+        pool: meshes this scene may use (each at most once); at least ``cfg.objects[1]`` of them.
+        rng: the scene's generator (everything random about the scene comes from it).
+    Returns:
+        the placements, largest footprint first; footprints inside the room and ``cfg.gap`` metres apart.
+    Raises:
+        DataError: the objects cannot be placed after ``cfg.restarts`` attempts.
+    """
+    lo, hi = cfg.objects
+    if len(pool) < hi:
+        raise DataError(f"{name}: only {len(pool)} meshes to compose from, fewer than --objects maximum {hi}")
+    n = int(rng.integers(lo, hi + 1))
+    objects = choose_objects(pool, n, rng)
+    scales = [_scale_for(s, cfg, rng) for s in objects]
+    order = sorted(range(n), key=lambda i: -scales[i][1] ** 2 * objects[i].extent[0] * objects[i].extent[1])
+    gap = cfg.gap * units_per_metre(cfg.room_size)
+    for _ in range(cfg.restarts):
+        placed: list[Placement] = []
+        for i in order:
+            src, (size_m, factor) = objects[i], scales[i]
+            half = 0.5 * factor * np.asarray(src.extent[:2], float)
+            for _ in range(cfg.tries):
+                yaw = float(rng.uniform(0.0, 2.0 * np.pi))
+                c, s = abs(np.cos(yaw)), abs(np.sin(yaw))
+                reach = np.array([c * half[0] + s * half[1], s * half[0] + c * half[1]])  # half sides of its AABB
+                room = ROOM_HALF - reach
+                if (room < 0).any():
+                    continue  # this turn does not fit in the room; another may
+                center = rng.uniform(-room, room)
+                cand = Placement(src, size_m, factor, yaw, (float(center[0]), float(center[1])))
+                fp = cand.footprint()
+                if all(footprints_clear(fp, p.footprint(), gap) for p in placed):
+                    placed.append(cand)
+                    break
+            else:
+                break
+        if len(placed) == n:
+            return placed
+    cats = ", ".join(f"{s.category} {size_m:.2f} m" for s, (size_m, _) in zip(objects, scales, strict=True))
+    raise DataError(f"{name}: cannot place {n} objects ({cats}) {cfg.gap} m apart in a room of "
+                    f"{cfg.room_size} m x {cfg.room_size} m after {cfg.restarts} attempts; use fewer --objects, "
+                    f"a larger --room-size or a smaller --gap")
+
+
+def build_scene(objects: list[dict]) -> trimesh.Trimesh:
+    """Load each object's source mesh, move it into the scene frame and join them into one mesh.
+
+    Args:
+        objects: instance records (:meth:`Placement.record`): ``file`` and ``transform`` (file -> scene frame).
+            Each gets ``bbox``: the axis-aligned bounds [[min], [max]] of its placed mesh, scene frame.
+    """
+    parts = []
+    for obj in objects:
+        m = load_mesh(obj["file"])
+        m.apply_transform(np.asarray(obj["transform"], float))
+        v = np.asarray(m.vertices)[np.unique(np.asarray(m.faces))]
+        obj["bbox"] = [np.round(v.min(axis=0), 8).tolist(), np.round(v.max(axis=0), 8).tolist()]
+        parts.append(m)
+    return trimesh.util.concatenate(parts)
+
+
+# ---- one source mesh, one scene ------------------------------------------------------------------
+def screen_one(path: str, category: str, sid: str, cfg: SceneConfig) -> dict:
+    """Load and check one source mesh: its normalisation, bounding box and how far its signs can be trusted."""
+    rec: dict = {"file": str(path), "category": category, "id": sid}
+    with failures_recorded(rec, str(path)):
+        rec["sha256"] = formats.file_sha256(path)
+        mesh = load_mesh(path)
+        nmesh, offset, scale = normalized_mesh(mesh)
+        used = np.asarray(nmesh.vertices)[np.unique(np.asarray(nmesh.faces))]
+        rec.update(offset=np.asarray(offset, float).tolist(), scale=float(scale),
+                   extent=np.ptp(used, axis=0).tolist(), faces=int(len(mesh.faces)))
+        try:
+            sd = SignedDistance(nmesh)
+        except DataError as e:
+            raise DataError(f"{path}: {e}") from None
+        screen = SamplingConfig(samples=cfg.screen_samples, uniform_fraction=0.0, variances=cfg.sampling.variances)
+        w = sd.winding(sample_query_points(nmesh, screen, shape_rng(cfg.seed, f"{category}/{sid}", 7)))
+        ambiguous = float(np.mean(np.abs(w - 0.5) < AMBIGUOUS_BAND))
+        rec["ambiguous"] = round(ambiguous, 5)
+        if ambiguous > cfg.max_ambiguous:
+            raise DataError(f"{path}: signs unreliable: {ambiguous:.1%} of near-surface samples have a winding "
+                            f"number near 1/2 (limit {cfg.max_ambiguous:.1%}); left out of the scenes")
+        rec["status"] = "ok"
+    return rec
+
+
+def source_of(rec: dict) -> Source:
+    return Source(rec["file"], rec["category"], rec["id"], rec["sha256"], tuple(rec["offset"]), rec["scale"],
+                  tuple(rec["extent"]))
+
+
+def scene_paths(out: Path, sid: str) -> dict[str, Path]:
+    cat = formats.SCENE_CATEGORY
+    return {"mesh": out / formats.SCENE_MESHES_DIR / f"{sid}.ply",
+            "info": out / formats.SCENE_MESHES_DIR / f"{sid}.json",
+            "sdf": out / formats.SDF_DIR / cat / f"{sid}.npz",
+            "norm": out / formats.NORM_DIR / cat / f"{sid}.npz",
+            "surface": out / formats.SURFACE_DIR / cat / f"{sid}.ply"}
+
+
+def scan_paths(out: Path, sid: str, k: int) -> list[Path]:
+    return [out / formats.SCANS_DIR / formats.SCENE_CATEGORY / f"{sid}_{i}.ply" for i in range(k)]
+
+
+def frame_info(cfg: SceneConfig) -> dict:
+    """The scene frame, as written into every scene's sidecar."""
+    return {"up": "+z", "floor_z": FLOOR_Z, "room": [[-ROOM_HALF, -ROOM_HALF], [ROOM_HALF, ROOM_HALF]],
+            "ceiling_z": CEILING_Z, "room_size_m": cfg.room_size,
+            "metres_per_unit": cfg.room_size / (2.0 * ROOM_HALF)}
+
+
+def prep_scene(sid: str, split: str, objects: list[dict], out: str, cfg: SceneConfig) -> dict:
+    """Build one scene from its placed objects and write its mesh, samples, surface points and scans.
+
+    Args:
+        objects: the placements' records (:meth:`Placement.record`), with ``transform`` from file to scene frame.
+    Returns:
+        its manifest record (status ok or failed, with the reason).
+    """
+    out = Path(out)
+    paths = scene_paths(out, sid)
+    key = f"{formats.SCENE_CATEGORY}/{sid}"
+    rec: dict = {"file": str(paths["mesh"]), "category": formats.SCENE_CATEGORY, "id": sid, "split": split,
+                 "objects": objects}
+    with failures_recorded(rec, key, "scene"):
+        mesh = build_scene(objects)
+        rng = shape_rng(cfg.seed, key)
+        queries = sample_query_points(mesh, cfg.sampling, rng)
+        sd = SignedDistance(mesh)
+        sdf, winding = sd.signed(queries)
+        near = np.arange(len(queries)) < near_surface_count(cfg.sampling)
+        quality = sign_quality(sd, queries, winding, near, shape_rng(cfg.seed, key, 1))
+        rec.update(faces=int(len(mesh.faces)), sign_quality=quality)
+        if quality["ambiguous"] > cfg.max_ambiguous:
+            raise DataError(f"{key}: signs unreliable: {quality['ambiguous']:.1%} of near-surface samples have a "
+                            f"winding number near 1/2 (limit {cfg.max_ambiguous:.1%})")
+        pos, neg = split_pos_neg(queries, sdf)
+        surf, normals = sample_surface(mesh, cfg.sampling.surface_points, rng)
+        formats.save_mesh(paths["mesh"], mesh)
+        formats.save_scene_info(paths["info"], {"id": sid, "split": split, "frame": frame_info(cfg),
+                                                "objects": objects})
+        formats.save_sdf_samples(paths["sdf"], pos, neg)
+        formats.save_normalization(paths["norm"], np.zeros(3), 1.0)
+        formats.save_points_ply(paths["surface"], surf, normals)
+        rec.update(status="ok", pos=int(len(pos)), neg=int(len(neg)), sdf_sha256=formats.file_sha256(paths["sdf"]))
+        if split == "test" and cfg.scans > 0:
+            rec["scans"] = write_scans(mesh, out, sid, cfg)
+            rec["scan_params"] = scan_params(cfg)
+    return rec
+
+
+def scan_params(cfg: SceneConfig) -> dict:
+    return {"k": cfg.scans, "camera": asdict(cfg.camera)}
+
+
+def write_scans(mesh: trimesh.Trimesh, out: Path, sid: str, cfg: SceneConfig) -> list[str]:
+    """``cfg.scans`` partial scans of a scene mesh (scene frame; the identity normalisation in the sidecar)."""
+    written = []
+    for k, target in enumerate(scan_paths(out, sid, cfg.scans)):
+        cam = CameraConfig(**{**asdict(cfg.camera), "azimuth": cfg.camera.azimuth + 360.0 * k / cfg.scans})
+        scan = scan_mesh(mesh, cam, shape_rng(cfg.seed, f"{formats.SCENE_CATEGORY}/{sid}", 2 + k))
+        save_scan(target, scan, (np.zeros(3), 1.0))
+        written.append(str(target.relative_to(out)))
+    return written
+
+
+# ---- the whole run -----------------------------------------------------------------------------
+def _run(fn, jobs: list[tuple], workers: int, desc: str, progress: bool, failed) -> list[dict]:
+    """``fn(*job)`` for every job, in parallel when ``workers > 1``; a worker that dies fails only its job."""
+    results = []
+    bar = tqdm(total=len(jobs), desc=desc, unit=desc.split()[-1], disable=not progress or not jobs)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futs = {pool.submit(fn, *j): j for j in jobs}
+            for fut in as_completed(futs):
+                try:
+                    results.append(fut.result())
+                except Exception as e:
+                    results.append(failed(futs[fut], f"worker failed ({type(e).__name__}: {e})"))
+                bar.update(1)
+    else:
+        for j in jobs:
+            results.append(fn(*j))
+            bar.update(1)
+    bar.close()
+    return results
+
+
+def scene_ids(cfg: SceneConfig) -> list[tuple[str, str]]:
+    """``(id, split)`` of every scene: ``train_0000``, ... and ``test_0000``, ... (``round(scenes * test_fraction)``
+    test scenes, at least one when the fraction is positive and there are two or more scenes)."""
+    n_test = int(round(cfg.scenes * cfg.test_fraction))
+    if cfg.test_fraction > 0 and cfg.scenes >= 2:
+        n_test = min(max(n_test, 1), cfg.scenes - 1)
+    return ([(f"train_{i:04d}", "train") for i in range(cfg.scenes - n_test)]
+            + [(f"test_{i:04d}", "test") for i in range(n_test)])
+
+
+def _scene_intact(out: Path, rec: dict, cfg: SceneConfig) -> bool:
+    paths = scene_paths(out, rec["id"])
+    if not all(p.is_file() for p in paths.values()):
+        return False
+    if rec.get("sdf_sha256") != formats.file_sha256(paths["sdf"]):
+        return False
+    if rec.get("split") == "test" and cfg.scans > 0:
+        return rec.get("scan_params") == scan_params(cfg) and all(p.is_file() for p in scan_paths(out, rec["id"],
+                                                                                                     cfg.scans))
+    return True
+
+
+def prep_scenes(src: str | os.PathLike, out: str | os.PathLike, cfg: SceneConfig, workers: int = 1,
+                progress: bool = True) -> dict:
+    """Compose ``cfg.scenes`` scenes from the meshes below ``src`` into the data root ``out``; returns the manifest.
+
+    Steps: screen every source mesh (cached in the manifest by checksum), split them per category, compose every
+    scene (cheap, before any heavy work, so an impossible placement fails fast), then build, sample and scan the
+    scenes that are new or changed.
+    """
+    src, out = Path(src), Path(out)
+    check_scene_config(cfg)
+    files = find_meshes(src)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    params = {"sampling": asdict(cfg.sampling), "seed": cfg.seed, "test_fraction": cfg.test_fraction,
+              "max_ambiguous": cfg.max_ambiguous, "screen_samples": cfg.screen_samples, "objects": cfg.objects,
+              "room_size": cfg.room_size, "gap": cfg.gap, "tries": cfg.tries, "restarts": cfg.restarts,
+              "layout": {"floor_z": FLOOR_Z, "room_half": ROOM_HALF, "ceiling_z": CEILING_Z,
+                         "sizes": CATEGORY_SIZES, "default_size": DEFAULT_SIZE}}
+    params = json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
+    # screening depends only on these: a re-run with another room, gap or scene count reuses it
+    screen_params = {k: params[k] for k in ("seed", "max_ambiguous", "screen_samples")}
+    screen_params["variances"] = params["sampling"]["variances"]
+    old = formats.DataRoot(out).manifest() if (out / formats.MANIFEST).is_file() else {}
+    scenes_kind = old.get("kind") == "scenes"
+    old_sources = ({r["file"]: r for r in old.get("sources", [])}
+                   if scenes_kind and old.get("screen_params") == screen_params else {})
+    old_scenes = {r["id"]: r for r in old.get("meshes", [])} if scenes_kind and old.get("params") == params else {}
+
+    # 1. screen the source meshes
+    sources, jobs, seen = {}, [], {}
+    for f in files:
+        category = f.parent.name if f.parent != src else src.name
+        if (category, f.stem) in seen:
+            sources[str(f)] = {"file": str(f), "category": category, "id": f.stem, "status": "failed",
+                               "reason": f"{f}: duplicate id '{f.stem}' in category '{category}' "
+                                         f"(also {seen[(category, f.stem)]}); rename one"}
+            continue
+        seen[(category, f.stem)] = f
+        prev = old_sources.get(str(f))
+        if prev and prev.get("status") in ("ok", "failed") and prev.get("sha256") == formats.file_sha256(f):
+            sources[str(f)] = prev
+        else:
+            jobs.append((str(f), category, f.stem, cfg))
+    for rec in _run(screen_one, jobs, workers, "screen meshes", progress,
+                    lambda j, why: {"file": j[0], "category": j[1], "id": j[2], "status": "failed",
+                                    "reason": f"{j[0]}: {why}"}):
+        sources[rec["file"]] = rec
+    ok = [r for r in sources.values() if r.get("status") == "ok"]
+    if not ok:
+        _write_sources_only(out, params, screen_params, src, sources)
+        raise DataError(f"{src}: none of its {len(files)} meshes can be used (reasons in {out / formats.MANIFEST})")
+
+    # 2. split the meshes, then compose every scene from its split's meshes
+    train_ids, test_ids = make_splits([(r["category"], r["id"]) for r in ok], cfg.test_fraction, cfg.seed)
+    by_key = {(r["category"], r["id"]): source_of(r) for r in ok}
+    pools = {"train": [by_key[(c, i)] for c, ids in train_ids.items() for i in ids],
+             "test": [by_key[(c, i)] for c, ids in test_ids.items() for i in ids]}
+    layouts = []
+    try:
+        for sid, split in scene_ids(cfg):
+            pool = pools[split]
+            if len(pool) < cfg.objects[1]:
+                raise DataError(f"{src}: only {len(pool)} usable {split} meshes after the split ({len(ok)} usable "
+                                f"in all), fewer than --objects maximum {cfg.objects[1]}; add meshes, lower --objects"
+                                + (" or raise --test-fraction" if split == "test" else ""))
+            placed = compose_scene(pool, cfg, shape_rng(cfg.seed, f"{formats.SCENE_CATEGORY}/{sid}", 9), sid)
+            layouts.append((sid, split, [p.record() for p in placed]))
+    except DataError:
+        _write_sources_only(out, params, screen_params, src, sources)
+        raise
+
+    # 3. build, sample and scan the scenes that are new or changed
+    scenes, jobs = {}, []
+    for sid, split, objects in layouts:
+        prev = old_scenes.get(sid)
+        if (prev and prev.get("status") == "ok" and prev.get("split") == split
+                and [_layout_key(o) for o in prev.get("objects", [])] == [_layout_key(o) for o in objects]
+                and _scene_intact(out, prev, cfg)):
+            scenes[sid] = prev
+        else:
+            jobs.append((sid, split, objects, str(out), cfg))
+    for stale in set(old.get("scene_ids", [])) - {sid for sid, _, _ in layouts}:
+        _remove_scene(out, stale)
+
+    manifest = {"tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "scenes", "source": str(src),
+                "params": params, "screen_params": screen_params, "frame": frame_info(cfg),
+                "source_split": {"train": train_ids, "test": test_ids},
+                "sources": sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"])),
+                "scene_ids": [sid for sid, _, _ in layouts]}
+
+    def flush() -> None:
+        manifest["meshes"] = sorted(scenes.values(), key=lambda r: (r["split"] != "train", r["id"]))
+        formats.write_json(out / formats.MANIFEST, manifest)
+
+    failed = lambda j, why: {"file": str(scene_paths(out, j[0])["mesh"]), "category": formats.SCENE_CATEGORY,  # noqa: E731
+                             "id": j[0], "split": j[1], "objects": j[2], "status": "failed",
+                             "reason": f"{formats.SCENE_CATEGORY}/{j[0]}: {why}"}
+    if jobs:
+        flush()
+    for rec in _run(prep_scene, jobs, workers, "prep scenes", progress, failed):
+        scenes[rec["id"]] = rec
+        flush()
+
+    done = {s: [r["id"] for r in scenes.values() if r["status"] == "ok" and r["split"] == s] for s in ("train", "test")}
+    formats.write_split(out / formats.SPLITS_DIR / formats.TRAIN_SPLIT, {formats.SCENE_CATEGORY: done["train"]})
+    formats.write_split(out / formats.SPLITS_DIR / formats.TEST_SPLIT, {formats.SCENE_CATEGORY: done["test"]})
+    manifest["summary"] = {"scenes": len(scenes), "ok": len(done["train"]) + len(done["test"]),
+                           "train": len(done["train"]), "test": len(done["test"]),
+                           "failed": sum(1 for r in scenes.values() if r["status"] != "ok"),
+                           "skipped_unchanged": len(scenes) - len(jobs),
+                           "sources": len(sources), "sources_ok": len(ok)}
+    flush()
+    return manifest
+
+
+def _layout_key(obj: dict) -> tuple:
+    return obj["file"], obj["sha256"], json.dumps(obj["transform"])
+
+
+def _write_sources_only(out: Path, params: dict, screen_params: dict, src: Path, sources: dict) -> None:
+    """Keep the screening of a run that stops early, so the next run need not redo it; the scenes of an earlier
+    run stay as they were (and are still reused by a run with their settings)."""
+    old = formats.DataRoot(out).manifest() if (out / formats.MANIFEST).is_file() else {}
+    manifest = old if old.get("kind") == "scenes" else {
+        "tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "scenes", "source": str(src), "params": params,
+        "meshes": []}
+    manifest.update(screen_params=screen_params,
+                    sources=sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"])))
+    formats.write_json(out / formats.MANIFEST, manifest)
+
+
+def _remove_scene(out: Path, sid: str) -> None:
+    """Delete the files of a scene a previous run wrote and this one no longer has (e.g. fewer --scenes)."""
+    for p in scene_paths(out, sid).values():
+        p.unlink(missing_ok=True)
+    for p in (out / formats.SCANS_DIR / formats.SCENE_CATEGORY).glob(f"{sid}_*"):
+        p.unlink(missing_ok=True)
