@@ -294,24 +294,24 @@ def test_cli_prep_train_reconstruct_eval(prepped, tmp_path, source):
     # clamp 1: a tiny decoder that starts with every prediction beyond a 0.1 clamp gets no gradient at all
     args = ["--config", REPO / "configs" / preset,
             *[a for kv in [*TINY, f"model.latent.kwargs={kwargs}", "train.clamp=1.0"] for a in ("--set", kv)]]
-    cli("train", "--data", data, "--out", run, "--epochs", "20", "--quiet", *args, check=True)
-    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 20
-    cli("train", "--data", data, "--out", run, "--epochs", "22", "--quiet", *args, check=True)  # resumes
+    if source == "grid":  # resume (the same loop and checkpoints for every source)
+        cli("train", "--data", data, "--out", run, "--epochs", "20", "--quiet", *args, check=True)
+        assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 20
+    cli("train", "--data", data, "--out", run, "--epochs", "22", "--quiet", *args, check=True)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 23)) and rows[-1]["loss"] < rows[0]["loss"]
-    _, cat, sid = formats.read_split(data / "splits" / "test.json")[0]
-    scan = data / "scans" / cat / f"{sid}_0.ply"
-    out = base / "completed.ply"
-    proc = cli("reconstruct", scan, "--run", run, "--out", out, "--resolution", "32", "--iterations", "20",
-               check=True)
-    assert out.is_file() and "reconstruct:" in proc.stdout
+    if source == "grid":  # an encoder's reconstruct is its eval's code path (one forward pass)
+        _, cat, sid = formats.read_split(data / "splits" / "test.json")[0]
+        scan = data / "scans" / cat / f"{sid}_0.ply"
+        out = base / "completed.ply"
+        proc = cli("reconstruct", scan, "--run", run, "--out", out, "--resolution", "32", "--iterations", "20",
+                   check=True)
+        assert "reconstruct:" in proc.stdout and len(trimesh.load(out, process=False).faces) > 0
     ev = base / "eval.json"
     cli("eval", "--run", run, "--data", data, "--input", "scan", "--out", ev, "--resolution", "24", check=True)
     res = json.loads(ev.read_text())
     assert res["latent_source"] == source and res["summary"]["all"]["shapes"] >= 1
     assert (run / "latent_codes.safetensors").is_file()
-    mesh = trimesh.load(out, process=False)
-    assert len(mesh.faces) > 0
 
 
 def test_cli_bad_grid_option_is_one_line(tmp_path):
