@@ -32,7 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepsdf_ad.models.latents import LatentConfig, PointNetConfig, ResnetBlockFC, parse_options
+from deepsdf_ad.models.latents import (
+    LatentConfig,
+    PointEncoderSource,
+    PointNetConfig,
+    ResnetBlockFC,
+    parse_options,
+)
 
 BLENDS = ("interpolate", "local")
 POOLS = ("max", "mean")
@@ -267,7 +273,7 @@ class LatentGrid(_GridDecoding, nn.Module):
         return self._bounded(self.table.detach()).reshape(self.table.shape[0], -1)
 
 
-class PointNetGridEncoder(_GridDecoding, nn.Module):
+class PointNetGridEncoder(_GridDecoding, PointEncoderSource, nn.Module):
     """Autoencoder with local codes: a residual PointNet whose per-point features are pooled (max or mean)
     into the grid's vertex cells (the points nearest each code), optionally followed by small 3D
     convolutions, then a linear head per vertex. Codes of vertices away from every input point (further
@@ -278,8 +284,6 @@ class PointNetGridEncoder(_GridDecoding, nn.Module):
     (Convolutional Occupancy Networks' local pooling). The result does not depend on the order of the
     points.
     """
-
-    optimised_at_test_time = False
 
     def __init__(self, num_shapes: int, dim: int, cfg: LatentConfig):
         super().__init__()
@@ -293,15 +297,6 @@ class PointNetGridEncoder(_GridDecoding, nn.Module):
         self.convs = nn.ModuleList([conv(h, h, 3, padding=1) for _ in range(o.conv)])
         self.fc_c = nn.Linear(h, cfg.size)
         self.register_buffer("train_codes", torch.zeros(num_shapes, self.geometry.vertices * cfg.size))
-
-    @property
-    def input_points(self) -> int:
-        return self.options.points
-
-    @property
-    def augment(self) -> dict:
-        o = self.options
-        return {"noise": o.noise, "partial": o.partial, "keep": o.partial_keep}
 
     def _vertex_of(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.geometry
@@ -338,15 +333,6 @@ class PointNetGridEncoder(_GridDecoding, nn.Module):
         codes = self.fc_c(grid)
         keep = self.observed_mask(list(points))
         return codes.reshape(points.shape[0], -1) * keep
-
-    def codes(self, batch: dict) -> torch.Tensor:
-        return self.encode(batch["points"])
-
-    def all_codes(self) -> torch.Tensor:
-        return self.train_codes.detach()
-
-    def set_training_codes(self, codes: torch.Tensor) -> None:
-        self.train_codes.copy_(codes.detach().to(self.train_codes))
 
 
 OPTION_CLASSES = {"grid": GridConfig, "pointnet_grid": PointNetGridConfig}

@@ -136,7 +136,34 @@ class ResnetBlockFC(nn.Module):
         return (x if self.shortcut is None else self.shortcut(x)) + dx
 
 
-class PointNetEncoder(nn.Module):
+class PointEncoderSource:
+    """What every encoder source shares: its options give the input points and their training augmentation;
+    ``codes(batch)`` encodes ``batch['points']``; ``all_codes()`` returns the encodings of the training shapes,
+    stored in the buffer ``train_codes`` by the training loop at every checkpoint."""
+
+    optimised_at_test_time = False
+    options: PointNetConfig
+
+    @property
+    def input_points(self) -> int:
+        return self.options.points
+
+    @property
+    def augment(self) -> dict:
+        o = self.options
+        return {"noise": o.noise, "partial": o.partial, "keep": o.partial_keep}
+
+    def codes(self, batch: dict) -> torch.Tensor:
+        return self.encode(batch["points"])
+
+    def all_codes(self) -> torch.Tensor:
+        return self.train_codes.detach()
+
+    def set_training_codes(self, codes: torch.Tensor) -> None:
+        self.train_codes.copy_(codes.detach().to(self.train_codes))
+
+
+class PointNetEncoder(PointEncoderSource, nn.Module):
     """Residual PointNet with max pooling (Mescheder et al. 2019, ``ResnetPointnet``): points -> code.
 
     One change from ``ResnetPointnet``: no ReLU between the pooled features and the last linear layer
@@ -148,8 +175,6 @@ class PointNetEncoder(nn.Module):
     and ``interpolate`` work as for a table).
     """
 
-    optimised_at_test_time = False
-
     def __init__(self, num_shapes: int, dim: int, cfg: LatentConfig):
         super().__init__()
         self.options = pointnet_options(cfg.kwargs)
@@ -158,15 +183,6 @@ class PointNetEncoder(nn.Module):
         self.blocks = nn.ModuleList([ResnetBlockFC(2 * h, h, h) for _ in range(self.options.blocks)])
         self.fc_c = nn.Linear(h, cfg.size)
         self.register_buffer("train_codes", torch.zeros(num_shapes, cfg.size))
-
-    @property
-    def input_points(self) -> int:
-        return self.options.points
-
-    @property
-    def augment(self) -> dict:
-        o = self.options
-        return {"noise": o.noise, "partial": o.partial, "keep": o.partial_keep}
 
     def encode(self, points: torch.Tensor) -> torch.Tensor:
         """``points`` (B, N, dim) -> codes (B, L)."""
@@ -179,15 +195,6 @@ class PointNetEncoder(nn.Module):
         # ONet applies a ReLU before fc_c; with it, a shapes run had every pooled feature negative for every
         # shape, so the code was one constant and no gradient reached the encoder again. Linear head instead.
         return self.fc_c(net.max(dim=1).values)
-
-    def codes(self, batch: dict) -> torch.Tensor:
-        return self.encode(batch["points"])
-
-    def all_codes(self) -> torch.Tensor:
-        return self.train_codes.detach()
-
-    def set_training_codes(self, codes: torch.Tensor) -> None:
-        self.train_codes.copy_(codes.detach().to(self.train_codes))
 
 
 def latent_options(cfg: LatentConfig):
