@@ -198,7 +198,7 @@ def check_mode(model: SDFModel, mode: str | None, source: str = "") -> str:
     if mode not in MODES:
         raise DataError(f"--mode {mode}: unknown mode; use one of {', '.join(MODES)}")
     if mode.startswith("encode") and not hasattr(model.latent, "encode"):
-        raise DataError(f"--mode {mode} needs an autoencoder run (model.latent.source: pointnet); this run's latent "
+        raise DataError(f"--mode {mode} needs an autoencoder run (model.latent.source: pointnet or pointnet_grid); this run's latent "
                         f"source{' ' + repr(source) if source else ''} has no encoder: use --mode optimise")
     return mode
 
