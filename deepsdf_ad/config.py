@@ -314,16 +314,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"unknown latent source '{cfg.model.latent.source}'; known: {', '.join(LATENT_SOURCES)}"
         )
-    if cfg.model.latent.source == "pointnet":
-        from deepsdf_ad.models.latents import pointnet_options
+    from deepsdf_ad.models.latents import latent_options
 
-        try:
-            pointnet_options(cfg.model.latent.kwargs)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    elif cfg.model.latent.kwargs:
-        raise ConfigError(f"latent source '{cfg.model.latent.source}' takes no model.latent.kwargs, got "
-                          f"{', '.join(map(str, cfg.model.latent.kwargs))}")
+    try:
+        latent_options(cfg.model.latent)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

@@ -172,9 +172,14 @@ class Network(nn.Module):
         super().__init__()
         self.decoder = model.decoder
         self.encoder = None if model.latent.per_shape_parameters else model.latent
+        # how codes are decoded (a grid blends local codes); kept unregistered so a per-shape table's
+        # parameters stay outside DDP (their gradients are gathered by the training step)
+        object.__setattr__(self, "_source", model.latent)
 
     def forward(self, codes_or_points: torch.Tensor, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         codes = codes_or_points if self.encoder is None else self.encoder.codes({"points": codes_or_points})
+        if hasattr(self._source, "decode_points"):
+            return self._source.decode_points(self.decoder, codes, xyz), codes
         return self.decoder(codes[:, None, :].expand(-1, xyz.shape[1], -1), xyz), codes
 
 

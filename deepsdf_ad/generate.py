@@ -43,8 +43,19 @@ def fit_gaussian(codes: torch.Tensor, shrink: float = 1e-3) -> tuple[np.ndarray,
     return mean, (1 - shrink) * cov + shrink * scale * np.eye(cov.shape[0])
 
 
+FULL_COVARIANCE_MAX = 4096
+"""Codes longer than this (flattened grids of local codes) get a diagonal Gaussian: a full covariance would
+not fit in memory."""
+
+
 def sample_codes(codes: torch.Tensor, n: int, rng: np.random.Generator) -> torch.Tensor:
-    """``n`` codes (n, L) from the Gaussian fitted to ``codes`` (S, L)."""
+    """``n`` codes (n, L) from the Gaussian fitted to ``codes`` (S, L) (diagonal when L is large)."""
+    if codes.shape[1] > FULL_COVARIANCE_MAX:
+        c = codes.detach().double().cpu().numpy()
+        if len(c) == 0:
+            raise DataError("the run has no training codes to fit a distribution to")
+        std = c.std(axis=0) if len(c) > 1 else np.zeros(c.shape[1])
+        return torch.from_numpy(c.mean(axis=0) + std * rng.standard_normal((n, c.shape[1]))).float()
     mean, cov = fit_gaussian(codes)
     return torch.from_numpy(rng.multivariate_normal(mean, cov, size=n, method="cholesky")).float()
 

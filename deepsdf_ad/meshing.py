@@ -17,10 +17,16 @@ from deepsdf_ad.models import SDFModel
 
 SDFFn = Callable[[np.ndarray], np.ndarray]
 
+EMPTY_SDF = 0.1
+"""The value of a point in an empty cell of a local grid (unknown, read as outside): DeepSDF's clamp."""
+
 
 def model_sdf(model: SDFModel, code: torch.Tensor, device: torch.device, batch_points: int | None = None,
               precision: str = "fp32") -> SDFFn:
     """An SDF function of points (M, dim) in the normalised frame, for one code (L,).
+
+    For a grid code, points in empty cells are not decoded: they read :data:`EMPTY_SDF`, and the function's
+    ``occupied`` attribute (points -> bool) tells the mesher which cells to skip (None for a global code).
 
     Args:
         batch_points: decoder queries per batch; None chooses from the free memory (:func:`auto_batch_points`).
@@ -33,8 +39,18 @@ def model_sdf(model: SDFModel, code: torch.Tensor, device: torch.device, batch_p
     code = code.to(device).reshape(1, -1)
     batch = batch_points or auto_batch_points(model, device)
     counter = {"queries": 0}
+    occupied = model.occupied(code[0])
 
     def fn(points: np.ndarray) -> np.ndarray:
+        if occupied is not None:
+            keep = occupied(points)
+            out = np.full(len(points), EMPTY_SDF, np.float32)
+            if keep.any():
+                out[keep] = decode(points[keep])
+            return out
+        return decode(points)
+
+    def decode(points: np.ndarray) -> np.ndarray:
         out = np.empty(len(points), np.float32)
         counter["queries"] += len(points)
         # weight norm is recomputed at every call unless cached: once per batch of queries is enough
@@ -45,6 +61,7 @@ def model_sdf(model: SDFModel, code: torch.Tensor, device: torch.device, batch_p
         return out
 
     fn.counter = counter  # type: ignore[attr-defined]  # decoder queries so far (benchmarks read it)
+    fn.occupied = occupied  # type: ignore[attr-defined]
     return fn
 
 
@@ -54,7 +71,7 @@ def auto_batch_points(model: SDFModel, device: torch.device, budget_fraction: fl
     free memory (CUDA: ``mem_get_info``; CPU: ``MemAvailable``), between 4,096 and ``cap``."""
     width = max(getattr(model.decoder.cfg, "hidden", (512,)) or (512,))
     layers = len(getattr(model.decoder.cfg, "hidden", ())) or 8
-    per_point = 4 * (width * 3 + model.latent_size + model.dim) * max(2, layers // 2)  # bytes, float32
+    per_point = 4 * (width * 3 + model.decoder.latent_size + model.dim) * max(2, layers // 2)  # bytes, float32
     free = None
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
@@ -150,10 +167,16 @@ def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 
     take the trilinear interpolation of the level above, which keeps their sign, so marching cubes finds
     no surface there.
 
+    When ``fn`` has an ``occupied`` function (a local grid, see :func:`model_sdf`), ``fn`` decodes only the
+    occupied points it is given, and a cell without an occupied corner is never refined (at the levels whose
+    cells are no larger than the grid's: there a latent cell that overlaps a mesher cell holds one of its
+    corners).
+
     Returns:
         values (resolution,)^3 on the fine grid, and stats: ``queries`` (points evaluated), ``dense``
         (resolution^3) and ``levels``.
     """
+    occupied = getattr(fn, "occupied", None)
     n = resolution - 1
     levels = max(0, int(np.round(np.log2(max(n / coarse, 1.0)))))
     stride = 2**levels
@@ -173,6 +196,12 @@ def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 
         cell_size = 2 * step * h
         lo, hi, near = _cell_extremes(values)
         active = ((lo < 0) & (hi > 0)) | (near < margin * np.sqrt(3.0) * cell_size)
+        # a latent cell at least as large as this level's cells that overlaps one contains one of its corners
+        if occupied is not None and cell_size <= getattr(occupied, "cell_size", 0.0) + 1e-9:
+            n_up = values.shape[0]
+            pts = coords(np.argwhere(np.ones((n_up,) * 3, bool)) * 2 * step)
+            occ = occupied(pts).reshape((n_up,) * 3)
+            active &= _cell_extremes(occ.astype(np.float32))[1] > 0  # some corner occupied
         values = _upsample2(values)
         evaluated_up = np.zeros(values.shape, bool)
         evaluated_up[::2, ::2, ::2] = evaluated

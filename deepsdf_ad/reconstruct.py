@@ -39,6 +39,11 @@ class Observations:
     def __len__(self) -> int:
         return len(self.points)
 
+    def near_surface(self, tol: float) -> np.ndarray:
+        """The points whose sdf interval lies within ``tol`` of 0 (M', dim): where the surface was seen."""
+        keep = (np.abs(self.lo) <= tol) & (np.abs(self.hi) <= tol)
+        return self.points[keep]
+
 
 def observations_from_samples(samples: np.ndarray) -> Observations:
     """Exact SDF samples (M, dim + 1)."""
@@ -94,20 +99,34 @@ def optimise_code(model: SDFModel, obs: Observations, cfg: ReconstructConfig, cl
     return codes[0], losses
 
 
+NEAR_SURFACE = 0.02
+"""Observations whose sdf interval lies within this of 0 mark where the surface was seen (a grid's codes are
+optimised only near them)."""
+
+
 def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
                    device: torch.device, init: torch.Tensor | None = None, seed: int = 0,
                    iterations: int | None = None) -> tuple[torch.Tensor, list[float]]:
     """Find codes (B, L) for B observation sets at once (one batched decoder call per step).
 
-    Each code has its own loss (mean over its samples, plus ``code_reg * ||z||^2``) and Adam's updates are
-    per parameter, so a code ends as it would optimised alone. ``init`` (B, L) or None (N(0, init_std^2)).
-    Returns the codes and the loss per iteration (mean over the B sets).
+    Each code has its own loss (mean over its samples, plus ``code_reg`` times the code penalty,
+    ``||z||^2`` for a global code) and Adam's updates are per parameter, so a code ends as it would optimised
+    alone. ``init`` (B, L) or None (N(0, init_std^2)). A grid's codes change only near the observed surface
+    (:meth:`SDFModel.observed_mask`); the others are empty (zero). Returns the codes and the loss per
+    iteration (mean over the B sets).
     """
     gen = torch.Generator().manual_seed(seed)
     iterations = cfg.iterations if iterations is None else iterations
     b = len(obs)
     code = (init if init is not None else torch.randn(b, model.latent_size, generator=gen) * cfg.init_std)
-    code = code.detach().clone().to(device).reshape(b, -1).requires_grad_(True)
+    code = code.detach().clone().to(device).reshape(b, -1)
+    mask = model.observed_mask([torch.from_numpy(np.asarray(o.near_surface(NEAR_SURFACE), np.float32)).to(device)
+                                for o in obs])
+    if mask is not None:
+        if not bool(mask.any(dim=1).all()):
+            raise DataError("no observed surface point lies inside the grid's bounds; nothing to fit local codes to")
+        code = code * mask
+    code.requires_grad_(True)
     pts = [torch.from_numpy(np.asarray(o.points, np.float32)).to(device) for o in obs]
     lo = [torch.from_numpy(np.asarray(o.lo, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
     hi = [torch.from_numpy(np.asarray(o.hi, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
@@ -137,10 +156,11 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                 x = torch.stack([p[i] for p, i in zip(pts, idx, strict=True)])
                 lo_b = torch.stack([v[i] for v, i in zip(lo, idx, strict=True)])
                 hi_b = torch.stack([v[i] for v, i in zip(hi, idx, strict=True)])
-                pred = model.decode(code, x).clamp(-clamp, clamp)
+                z = code if mask is None else code * mask
+                pred = model.decode(z, x).clamp(-clamp, clamp)
                 per = (torch.relu(lo_b - pred) + torch.relu(pred - hi_b)).mean(dim=1)
                 if cfg.code_reg > 0:
-                    per = per + cfg.code_reg * code.pow(2).sum(dim=1)
+                    per = per + cfg.code_reg * model.code_penalty(z)
                 loss = per.sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -160,7 +180,7 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
         model.train(was_training)
     if not all(math.isfinite(x) for x in losses[-1:]):
         raise DataError("code optimisation diverged (loss is not finite); lower reconstruct.lr")
-    return code.detach(), losses
+    return (code if mask is None else code * mask).detach(), losses
 
 
 MODES = ("optimise", "encode", "encode+refine")
@@ -192,7 +212,7 @@ def check_mode(model: SDFModel, mode: str | None, source: str = "") -> str:
     if mode not in MODES:
         raise DataError(f"--mode {mode}: unknown mode; use one of {', '.join(MODES)}")
     if mode.startswith("encode") and not hasattr(model.latent, "encode"):
-        raise DataError(f"--mode {mode} needs an autoencoder run (model.latent.source: pointnet); this run's latent "
+        raise DataError(f"--mode {mode} needs an autoencoder run (model.latent.source: pointnet or pointnet_grid); this run's latent "
                         f"source{' ' + repr(source) if source else ''} has no encoder: use --mode optimise")
     return mode
 

@@ -59,9 +59,10 @@ def loss_clamp(cfg: Config) -> float:
     return cfg.train.clamp if cfg.train.loss == "clamped_l1" else math.inf
 
 
-def code_regulariser(codes: torch.Tensor) -> torch.Tensor:
-    """Mean squared norm of the codes: the negative log of a zero-mean Gaussian prior, up to a constant."""
-    return codes.pow(2).sum(dim=-1).mean()
+def code_regulariser(codes: torch.Tensor, model: SDFModel | None = None) -> torch.Tensor:
+    """Mean squared norm of the codes: the negative log of a zero-mean Gaussian prior, up to a constant
+    (``model``: its :meth:`SDFModel.code_penalty`, per local code for a grid)."""
+    return (codes.pow(2).sum(dim=-1) if model is None else model.code_penalty(codes)).mean()
 
 
 def make_optimizer(model: SDFModel, cfg: Config) -> torch.optim.Adam:
@@ -197,7 +198,7 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
                         codes = model.latent.codes(batch)
                         pred = model.decode(codes, samples[..., :-1])
                         l_sdf = sdf_loss(pred.float(), samples[..., -1], clamp)
-                        l_reg = (code_regulariser(codes.float()) if reg_weight > 0
+                        l_reg = (code_regulariser(codes.float(), model) if reg_weight > 0
                                  else torch.zeros((), device=dev))
                         loss = l_sdf + reg_weight * l_reg
                     _backward(loss, scaler)
@@ -267,7 +268,7 @@ def _distributed_step(model: SDFModel, net: torch.nn.Module, world: World, batch
         else:
             pred, codes = net(batch["points"][part], local[..., :-1])
         l_sdf = sdf_error(pred.float(), local[..., -1], clamp).sum() / samples[..., -1].numel()
-        l_reg = codes.float().pow(2).sum() / n if reg_weight > 0 else torch.zeros((), device=dev)
+        l_reg = model.code_penalty(codes.float()).sum() / n if reg_weight > 0 else torch.zeros((), device=dev)
         loss = l_sdf + reg_weight * l_reg
     _backward(loss, scaler)  # DDP sums the network's gradients over ranks
     if per_shape:

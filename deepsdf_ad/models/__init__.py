@@ -10,7 +10,12 @@ from deepsdf_ad.models.latents import LatentConfig, build_latent_source
 
 
 class SDFModel(nn.Module):
-    """``latent`` maps a batch to codes (B, L); ``decoder`` maps (code, coordinates) to sdf."""
+    """``latent`` maps a batch to codes (B, L); ``decoder`` maps (code, coordinates) to sdf.
+
+    A global source's code goes to the decoder as it is; a grid source's code is a flattened grid of local
+    codes, and the source says how a point is decoded from it (``decode_points``), which codes a
+    reconstruction may change (``observed_mask``) and where the code is empty (``occupied``).
+    """
 
     def __init__(self, latent: nn.Module, decoder: Decoder):
         super().__init__()
@@ -23,12 +28,35 @@ class SDFModel(nn.Module):
 
     @property
     def latent_size(self) -> int:
-        return self.decoder.latent_size
+        """Length L of one shape's code (a grid source: the flattened grid)."""
+        return getattr(self.latent, "code_length", self.decoder.latent_size)
 
     def decode(self, codes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """``codes`` (B, L), ``points`` (B, N, dim) -> sdf (B, N)."""
+        if hasattr(self.latent, "decode_points"):
+            return self.latent.decode_points(self.decoder, codes, points)
         z = codes[:, None, :].expand(-1, points.shape[1], -1)
         return self.decoder(z, points)
+
+    def code_penalty(self, codes: torch.Tensor) -> torch.Tensor:
+        """The code regulariser per shape (B,): ||z||^2 (a grid: the mean over its non-empty codes)."""
+        if hasattr(self.latent, "penalty"):
+            return self.latent.penalty(codes)
+        return codes.pow(2).sum(dim=-1)
+
+    def observed_mask(self, points: list[torch.Tensor]) -> torch.Tensor | None:
+        """Which entries of the code (B, L) a reconstruction from B sets of observed near-surface points
+        (each (M_i, dim)) may change; None: all (a global code)."""
+        if hasattr(self.latent, "observed_mask"):
+            return self.latent.observed_mask(points)
+        return None
+
+    def occupied(self, code: torch.Tensor):
+        """For one code (L,): a function of points (M, dim) -> bool (M,), False where the code is empty (the
+        mesher skips those cells); None when every point is decoded (a global code)."""
+        if hasattr(self.latent, "occupied"):
+            return self.latent.occupied(code)
+        return None
 
 
 def build_model(dim: int, decoder: DecoderConfig, latent: LatentConfig, num_shapes: int) -> SDFModel:

@@ -5,6 +5,8 @@
 - ``pointnet``: the autoencoder. A residual PointNet with max pooling (Occupancy Networks'
   ``ResnetPointnet``) maps points on the surface (3D) or the contour (2D) of a shape to its code in one
   forward pass.
+- ``grid`` and ``pointnet_grid``: the same two with local codes, a grid of codes per shape or scene
+  (:mod:`deepsdf_ad.models.grid`); a code is the flattened grid.
 
 Every source has ``codes(batch) -> (B, L)`` and ``all_codes() -> (S, L)`` (the codes of the training
 shapes, in the row order of ``RUN/shapes.json``). A source that reads points says how many with
@@ -28,16 +30,20 @@ from torch import nn
 @dataclass
 class LatentConfig:
     source: str = "table"
-    """Latent source: 'table' (autodecoder) or 'pointnet' (autoencoder)."""
+    """Latent source: 'table' (autodecoder), 'pointnet' (autoencoder), 'grid' (autodecoder with a grid of
+    local codes) or 'pointnet_grid' (autoencoder pooling into a grid of local codes); see
+    :mod:`deepsdf_ad.models.grid`."""
     size: int = 256
-    """Length of each code."""
+    """Length of each code (for the grid sources: of each cell corner's code)."""
     init_std: float = 1.0
     """Table codes start as N(0, (init_std / sqrt(size))^2), DeepSDF's CodeInitStdDev."""
     max_norm: float | None = 1.0
     """Table codes are renormalised to at most this norm when looked up (DeepSDF's CodeBound); null = off.
     Encoder codes are not bounded (the code regulariser still applies to them)."""
     kwargs: dict = field(default_factory=dict)
-    """Extra arguments of the source: for 'pointnet' the fields of :class:`PointNetConfig`."""
+    """Extra arguments of the source: for 'pointnet' the fields of :class:`PointNetConfig`; for 'grid' and
+    'pointnet_grid' those of :class:`~deepsdf_ad.models.grid.GridConfig` and
+    :class:`~deepsdf_ad.models.grid.PointNetGridConfig`."""
 
 
 class LatentTable(nn.Module):
@@ -84,18 +90,32 @@ class PointNetConfig:
     """Share of the surface a partial view keeps."""
 
 
-def pointnet_options(kwargs: dict) -> PointNetConfig:
-    """``model.latent.kwargs`` -> :class:`PointNetConfig`; unknown keys or bad values raise ValueError."""
-    names = [f.name for f in dataclasses.fields(PointNetConfig)]
+def parse_options(cls, kwargs: dict, source: str):
+    """``model.latent.kwargs`` -> the options dataclass ``cls`` of latent source ``source``; unknown keys and
+    values of the wrong type raise ValueError."""
+    names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in kwargs if k not in names]
     if unknown:
-        raise ValueError(f"unknown pointnet option '{unknown[0]}' in model.latent.kwargs; known: {', '.join(names)}")
-    types = {f.name: f.type for f in dataclasses.fields(PointNetConfig)}
+        raise ValueError(f"unknown {source} option '{unknown[0]}' in model.latent.kwargs; known: {', '.join(names)}")
+    types = {f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in dataclasses.fields(cls)}
+    out = {}
     for k, v in kwargs.items():
-        want = int if types[k] in (int, "int") else float
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)):
-            raise ValueError(f"model.latent.kwargs.{k} must be {'an integer' if want is int else 'a number'}, got {v!r}")
-    opts = PointNetConfig(**{k: (int(v) if types[k] in (int, "int") else float(v)) for k, v in kwargs.items()})
+        want = types[k]
+        if want == "str":
+            if not isinstance(v, str):
+                raise ValueError(f"model.latent.kwargs.{k} must be a string, got {v!r}")
+            out[k] = v
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (want == "int" and not isinstance(v, int)):
+            raise ValueError(f"model.latent.kwargs.{k} must be {'an integer' if want == 'int' else 'a number'}, "
+                             f"got {v!r}")
+        out[k] = int(v) if want == "int" else float(v)
+    return cls(**out)
+
+
+def pointnet_options(kwargs: dict) -> PointNetConfig:
+    """``model.latent.kwargs`` -> :class:`PointNetConfig`; unknown keys or bad values raise ValueError."""
+    opts = parse_options(PointNetConfig, kwargs, "pointnet")
     if opts.hidden < 1 or opts.blocks < 1 or opts.points < 1:
         raise ValueError("model.latent.kwargs: hidden, blocks and points must be at least 1")
     if opts.noise < 0 or not 0 <= opts.partial <= 1 or not 0 < opts.partial_keep <= 1:
@@ -119,7 +139,35 @@ class ResnetBlockFC(nn.Module):
         return (x if self.shortcut is None else self.shortcut(x)) + dx
 
 
-class PointNetEncoder(nn.Module):
+class PointEncoderSource:
+    """What every encoder source shares: its options give the input points and their training augmentation;
+    ``codes(batch)`` encodes ``batch['points']``; ``all_codes()`` returns the encodings of the training shapes,
+    stored in the buffer ``train_codes`` by the training loop at every checkpoint."""
+
+    optimised_at_test_time = False
+    per_shape_parameters = False
+    options: PointNetConfig
+
+    @property
+    def input_points(self) -> int:
+        return self.options.points
+
+    @property
+    def augment(self) -> dict:
+        o = self.options
+        return {"noise": o.noise, "partial": o.partial, "keep": o.partial_keep}
+
+    def codes(self, batch: dict) -> torch.Tensor:
+        return self.encode(batch["points"])
+
+    def all_codes(self) -> torch.Tensor:
+        return self.train_codes.detach()
+
+    def set_training_codes(self, codes: torch.Tensor) -> None:
+        self.train_codes.copy_(codes.detach().to(self.train_codes))
+
+
+class PointNetEncoder(PointEncoderSource, nn.Module):
     """Residual PointNet with max pooling (Mescheder et al. 2019, ``ResnetPointnet``): points -> code.
 
     One change from ``ResnetPointnet``: no ReLU between the pooled features and the last linear layer
@@ -131,9 +179,6 @@ class PointNetEncoder(nn.Module):
     and ``interpolate`` work as for a table).
     """
 
-    optimised_at_test_time = False
-    per_shape_parameters = False
-
     def __init__(self, num_shapes: int, dim: int, cfg: LatentConfig):
         super().__init__()
         self.options = pointnet_options(cfg.kwargs)
@@ -142,15 +187,6 @@ class PointNetEncoder(nn.Module):
         self.blocks = nn.ModuleList([ResnetBlockFC(2 * h, h, h) for _ in range(self.options.blocks)])
         self.fc_c = nn.Linear(h, cfg.size)
         self.register_buffer("train_codes", torch.zeros(num_shapes, cfg.size))
-
-    @property
-    def input_points(self) -> int:
-        return self.options.points
-
-    @property
-    def augment(self) -> dict:
-        o = self.options
-        return {"noise": o.noise, "partial": o.partial, "keep": o.partial_keep}
 
     def encode(self, points: torch.Tensor) -> torch.Tensor:
         """``points`` (B, N, dim) -> codes (B, L)."""
@@ -164,17 +200,18 @@ class PointNetEncoder(nn.Module):
         # shape, so the code was one constant and no gradient reached the encoder again. Linear head instead.
         return self.fc_c(net.max(dim=1).values)
 
-    def codes(self, batch: dict) -> torch.Tensor:
-        return self.encode(batch["points"])
 
-    def all_codes(self) -> torch.Tensor:
-        return self.train_codes.detach()
+def latent_options(cfg: LatentConfig):
+    """Check ``cfg.kwargs`` against the source's options (ValueError naming the key); returns them or None."""
+    from deepsdf_ad.models.grid import grid_options, pointnet_grid_options
 
-    def set_training_codes(self, codes: torch.Tensor) -> None:
-        self.train_codes.copy_(codes.detach().to(self.train_codes))
-
-
-LATENT_SOURCES: dict[str, type[nn.Module]] = {"table": LatentTable, "pointnet": PointNetEncoder}
+    parsers = {"pointnet": pointnet_options, "grid": grid_options, "pointnet_grid": pointnet_grid_options}
+    if cfg.source in parsers:
+        return parsers[cfg.source](cfg.kwargs)
+    if cfg.kwargs:
+        raise ValueError(f"latent source '{cfg.source}' takes no model.latent.kwargs, got "
+                         f"{', '.join(map(str, cfg.kwargs))}")
+    return None
 
 
 def build_latent_source(cfg: LatentConfig, num_shapes: int, dim: int) -> nn.Module:
@@ -184,3 +221,10 @@ def build_latent_source(cfg: LatentConfig, num_shapes: int, dim: int) -> nn.Modu
     if cls is LatentTable:
         return LatentTable(num_shapes, cfg)
     return cls(num_shapes=num_shapes, dim=dim, cfg=cfg)
+
+
+# the grid sources build on the classes above
+from deepsdf_ad.models.grid import LatentGrid, PointNetGridEncoder  # noqa: E402
+
+LATENT_SOURCES: dict[str, type[nn.Module]] = {"table": LatentTable, "pointnet": PointNetEncoder, "grid": LatentGrid,
+                                              "pointnet_grid": PointNetGridEncoder}
