@@ -237,12 +237,13 @@ def _experiment(args) -> int:
 
 
 def _article(args) -> int:
+    data, ood = _name_dirs(args.data, "--data"), _name_dirs(args.ood, "--ood")
     from viz.article import BuildOptions, build_article
 
     work = Path(args.work or ("article_quick" if args.quick else "article_out"))
     opts = BuildOptions(quick=args.quick, work=work, out=Path(args.out or (work / "docs" if args.quick else "docs")),
-                        data=_name_dirs(args.data, "--data"), ood=_name_dirs(args.ood, "--ood"), only=args.only,
-                        reuse=args.reuse, device=args.device, readme=args.readme, progress=not args.quiet)
+                        data=data, ood=ood, only=args.only,
+                        overrides=args.set, max_meshes=args.max_meshes, reuse=args.reuse, device=args.device, readme=args.readme, progress=not args.quiet)
     if args.shared:
         opts.shared = Path(args.shared)
     info = build_article(opts)
@@ -520,6 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="out-of-distribution data folder for experiment NAME (repeatable)")
     ar.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments (the others are "
                                                                "reported as not run)")
+    ar.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for every method of the experiments run (a reduced run; the "
+                         "article shows it in the commands)")
+    ar.add_argument("--max-meshes", type=_positive_int, metavar="N",
+                    help="at most N meshes per category in the mesh experiments (a reduced run; the article says so)")
     ar.add_argument("--reuse", action="store_true", help="reuse experiments whose WORK/NAME/report/results.json "
                                                          "exists (no prep, no training): re-render the article")
     ar.add_argument("--readme", metavar="README.md", help="also rewrite the headline block of this README")

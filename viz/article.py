@@ -17,6 +17,8 @@ Directives (each ``{{ ... }}``; block directives stand alone on their line):
 ``{{ experiment NAME }}``             the measured section of one experiment (or why it was not run)
 ``{{ config NAME METHOD KEY }}``      a value of a method's resolved config, e.g. ``train.code_reg``
 ``{{ prior_std NAME METHOD }}``       the Gaussian prior's standard deviation implied by the code regulariser
+``{{ prior_norm NAME METHOD }}``      the typical norm of a code drawn from that prior
+``{{ code_norms NAME }}``             measured norms and spread of each method's trained codes
 ``{{ code_bytes NAME METHOD }}``      bytes of one float32 code
 ``{{ preset NAME }}``                 the experiment preset's path
 
@@ -33,7 +35,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +188,11 @@ class BuildOptions:
     """Experiment name -> data folder given by the user (no prep)."""
     ood: dict = field(default_factory=dict)
     only: list | None = None
+    max_meshes: int | None = None
+    """At most this many meshes per category in the mesh sources (a reduced run; the article says so)."""
+    overrides: list = field(default_factory=list)
+    """Extra ``KEY=VALUE`` config overrides for every method of the experiments run in this build (a reduced
+    run; shown in the article's commands)."""
     reuse: bool = False
     """Build from existing experiment outputs in ``work`` where they exist (no prep, no training)."""
     device: str = "auto"
@@ -200,10 +207,8 @@ def _say(opts: BuildOptions, msg: str) -> None:
 
 def _mesh_source(spec: str, opts: BuildOptions) -> Path:
     """``chair,table[:N]`` -> a folder of links to those shared meshes (the first N of each category)."""
-    cats, _, limit = spec.partition(":")
-    n = int(limit) if limit else None
-    name = cats.replace(",", "+") + (f"-{n}" if n else "")
-    dest = opts.work / "sources" / name
+    cats, n = _mesh_spec(spec, opts)
+    dest = _mesh_source_path(spec, opts)
     for cat in cats.split(","):
         src = opts.shared / "meshes" / cat
         if not src.is_dir():
@@ -274,9 +279,14 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
     oc.preset = quick_preset(preset, opts.work / "presets" / preset.name) if opts.quick else preset
     if opts.reuse and results_path.is_file():
         oc.status, oc.results = "reused", formats.read_json(results_path)
-        if (oc.out / RUN_INFO).is_file():
-            oc.timing = formats.read_json(oc.out / RUN_INFO)
-        _note_commands(oc, opts)
+        info = formats.read_json(oc.out / RUN_INFO) if (oc.out / RUN_INFO).is_file() else {}
+        oc.timing = {k: v for k, v in info.items() if k not in ("prep_commands", "data_notes", "command")}
+        if "command" in info:  # as the build that ran it recorded them
+            oc.prep_commands, oc.data_notes, oc.command = info["prep_commands"], info["data_notes"], info["command"]
+        else:
+            _note_commands(oc, opts)
+            oc.data_notes.append("the commands above are reconstructed from the recipe: the build that ran this "
+                                 f"experiment left no `{RUN_INFO}`")
         _say(opts, f"{exp.name}: reusing {rel(results_path)}")
         return oc
     data = Path(opts.data[exp.name]) if exp.name in opts.data else opts.work / "data" / exp.name
@@ -301,20 +311,25 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
             "--device", opts.device]
     if wants_ood:
         args[4:4] = ["--ood", str(ood)]
+    for o in opts.overrides:
+        args += ["--set", o]
     _say(opts, f"{exp.name}: deepsdf-ad {shlex.join(args)}")
     t_exp = time.perf_counter()
     _run_cli(args, log, exp.name)
     oc.status, oc.results = "run", formats.read_json(results_path)
     oc.timing = {"prep_seconds": round(t_exp - t_prep, 1), "experiment_seconds": round(time.perf_counter() - t_exp, 1),
-                 "quick": opts.quick}
-    formats.write_json(oc.out / RUN_INFO, oc.timing)
+                 "quick": opts.quick, "set": list(opts.overrides), "max_meshes": opts.max_meshes}
     _note_commands(oc, opts, data, ood if wants_ood else None)
+    formats.write_json(oc.out / RUN_INFO, {**oc.timing, "prep_commands": oc.prep_commands,
+                                           "data_notes": oc.data_notes, "command": oc.command})
     return oc
 
 
 def _note_commands(oc: Outcome, opts: BuildOptions, data: Path | None = None, ood: Path | None = None) -> None:
     """The commands that made ``oc``'s data and results, as the article shows them."""
     res = oc.results
+    opts = replace(opts, max_meshes=oc.timing.get("max_meshes", opts.max_meshes),
+                   quick=oc.timing.get("quick", opts.quick))
     data = Path(res["data"]) if data is None else data
     if ood is None and res.get("ood"):
         ood = Path(res["ood"])
@@ -329,7 +344,8 @@ def _note_commands(oc: Outcome, opts: BuildOptions, data: Path | None = None, oo
         shown = shown.replace("{ood}", rel(ood) if ood else "")
         oc.prep_commands.append("deepsdf-ad " + shown.replace(" --quiet", ""))
         for m in re.finditer(r"\{meshes:([^}]+)\}", cmd):
-            cats, _, n = m.group(1).partition(":")
+            cats, n = _mesh_spec(m.group(1), opts)
+            n = str(n) if n else ""
             oc.data_notes.append(f"`{rel(_mesh_source_path(m.group(1), opts))}` links "
                                  f"{'the first ' + n + ' ' if n else 'all '}meshes of each of "
                                  f"{', '.join(cats.split(','))} in `{rel(opts.shared / 'meshes')}`")
@@ -340,12 +356,21 @@ def _note_commands(oc: Outcome, opts: BuildOptions, data: Path | None = None, oo
     args = ["deepsdf-ad", "experiment", rel(oc.preset), "--data", rel(data)]
     if ood is not None:
         args += ["--ood", rel(ood)]
+    for o in oc.timing.get("set", []):
+        args += ["--set", o]
     oc.command = " ".join(args + ["--out", rel(oc.out)])
 
 
-def _mesh_source_path(spec: str, opts: BuildOptions) -> Path:
+def _mesh_spec(spec: str, opts: BuildOptions) -> tuple[str, int | None]:
+    """``chair,table[:N]`` -> (categories, meshes per category or None), with ``--max-meshes`` applied."""
     cats, _, limit = spec.partition(":")
-    return opts.work / "sources" / (cats.replace(",", "+") + (f"-{limit}" if limit else ""))
+    caps = [v for v in (int(limit) if limit else None, opts.max_meshes) if v is not None]
+    return cats, (min(caps) if caps else None)
+
+
+def _mesh_source_path(spec: str, opts: BuildOptions) -> Path:
+    cats, n = _mesh_spec(spec, opts)
+    return opts.work / "sources" / (cats.replace(",", "+") + (f"-{n}" if n else ""))
 
 
 # ---- figures ---------------------------------------------------------------------------------------------
@@ -514,10 +539,12 @@ class Renderer:
     def build(self) -> list[str]:
         ran = [oc for oc in self.outcomes.values() if oc.ok]
         cmd = "deepsdf-ad article" + (" --quick" if self.opts.quick else "")
+        how = {"run": "run by this build", "reused": "outputs of an earlier build reused (`--reuse`)",
+               "no-preset": "no preset yet", "skipped": "not selected"}
+        status = "; ".join(f"{oc.exp.name}: {how.get(oc.status, oc.status)}" for oc in self.outcomes.values())
         lines = [f"*Generated by `{cmd}` on {time.strftime('%Y-%m-%d')} from {_git_commit()}: "
-                 f"{len(ran)} of {len(self.outcomes)} experiments measured, in {self.seconds / 60:.1f} minutes "
-                 "of wall time. Do not edit this file: edit `docs/article/autodecoders.md.in` and run "
-                 "`make article`.*", ""]
+                 f"{len(ran)} of {len(self.outcomes)} experiments measured ({status}). Do not edit this file: edit "
+                 "`docs/article/autodecoders.md.in` and run `make article`.*", ""]
         if self.opts.quick:
             lines += ["> **Quick mode.** This build used CI-sized data and training (overrides "
                       f"`{' '.join(QUICK_SET)}`, compare options `{QUICK_COMPARE}`). Its numbers check that "
@@ -591,8 +618,8 @@ class Renderer:
         lines += [f"Training shapes: {res['fair']['train shapes']}; epochs: {res['fair']['train.epochs']}; "
                   f"{res['fair']['train.shapes_per_batch']} shapes × {res['fair']['train.samples_per_shape']} "
                   f"samples per step. Training time per run: {tr}."
-                  + (f" Wall time: data {num(t['prep_seconds'] / 60)} min, experiment (training and comparison) "
-                     f"{num(t['experiment_seconds'] / 60)} min." if t else ""), ""]
+                  + (f" Wall time of the build that ran it: data {num(t['prep_seconds'] / 60)} min, experiment "
+                     f"(training and comparison) {num(t['experiment_seconds'] / 60)} min." if t else ""), ""]
         lines += self._caveats(oc)
         lines += self._methods_table(oc)
         for sec, sr in res["sections"].items():
@@ -631,8 +658,13 @@ class Renderer:
         seeds = {m["seeds"] for m in res["methods"].values()}
         ns = [m["stats"]["all"]["shapes"] for sr in res["sections"].values() for m in sr["methods"].values()]
         out = []
-        if self.opts.quick:
+        if oc.timing.get("quick", self.opts.quick):
             out.append("quick mode: tiny data and two epochs, so these numbers test the machinery only")
+        if oc.timing.get("max_meshes"):
+            out.append(f"a reduced run: at most {oc.timing['max_meshes']} meshes per category (`--max-meshes`), "
+                       "fewer than the full recipe")
+        if oc.timing.get("set"):
+            out.append(f"a reduced run: overrides `{' '.join(oc.timing['set'])}` on top of the preset (`--set`)")
         if max(seeds) == 1:
             out.append("one seed per method: the spread between training runs is not measured, so the intervals "
                        "cover only the choice of shapes")
@@ -677,7 +709,10 @@ class Renderer:
             failed = f" ({st['failed']} failed)" if st.get("failed") else ""
             lines.append(f"| {n} ({m['mode']}) | {st['shapes']}{failed} | " + " | ".join(cells) + " |")
         lines.append("")
-        sentences = [v for v in (verdict(sr, k) for k in res["metrics"]) if v]
+        sentences = [f"{n}: {m['stats']['all']['failed']} of {m['stats']['all']['shapes']} shapes failed (no "
+                     "surface or no code); their metrics are missing, so the means cover only the others."
+                     for n, m in sr["methods"].items() if m["stats"]["all"].get("failed")]
+        sentences += [v for v in (verdict(sr, k) for k in res["metrics"]) if v]
         times = {n: m["stats"]["all"].get("code_seconds") for n, m in sr["methods"].items()}
         times = {n: t["mean"] for n, t in times.items() if t and t["mean"] > 0}
         if len(times) >= 2:
@@ -739,12 +774,17 @@ class Renderer:
             return "(not available: preset missing)"
         v = cfg
         for part in key.split("."):
-            if not hasattr(v, part):
+            if isinstance(v, dict) and part in v:
+                v = v[part]
+            elif not isinstance(v, dict) and hasattr(v, part):
+                v = getattr(v, part)
+            else:
                 raise DataError(f"{TEMPLATE}: config key '{key}' not found")
-            v = getattr(v, part)
         if isinstance(v, float):
             return f"{v:g}"
         if isinstance(v, (list, tuple)):
+            if len(v) == 1:
+                return str(v[0])
             return f"{len(v)}×{v[0]}" if v and all(x == v[0] for x in v) else ", ".join(map(str, v))
         return str(v)
 
@@ -753,6 +793,33 @@ class Renderer:
         if cfg is None:
             return "(not available)"
         return num(1.0 / math.sqrt(2.0 * cfg.train.code_reg * cfg.train.samples_per_shape))
+
+    def prior_norm(self, name: str, method: str) -> str:
+        """Typical norm of a code drawn from that prior: sigma * sqrt(L)."""
+        cfg = self._method_config(name, method)
+        if cfg is None:
+            return "(not available)"
+        return num(math.sqrt(cfg.model.latent.size / (2.0 * cfg.train.code_reg * cfg.train.samples_per_shape)))
+
+    def code_norms(self, name: str) -> str:
+        """A sentence on the trained codes of each method (first seed): their norms and spread, measured."""
+        from deepsdf_ad.runs import Run
+
+        oc = self.outcomes.get(name)
+        if oc is None or not oc.ok:
+            return "(not measured in this build)"
+        parts = []
+        for n, m in oc.results["methods"].items():
+            try:
+                codes = Run(m["runs"][0]).codes().double().numpy()
+            except (DataError, OSError, KeyError) as e:
+                parts.append(f"{n}: codes not readable ({e})")
+                continue
+            norms = np.linalg.norm(codes, axis=1)
+            parts.append(f"{n} mean norm {num(norms.mean())} (from {num(norms.min())} to {num(norms.max())}), "
+                         f"mean standard deviation per dimension {num(codes.std(axis=0).mean())}")
+        return "; ".join(parts) + f" (measured on the {len(codes)} training codes in `RUN/latent_codes.safetensors` " \
+            f"of each method's first run, `{rel(oc.out / 'runs')}`)"
 
     def code_bytes(self, name: str, method: str) -> str:
         cfg = self._method_config(name, method)
@@ -767,7 +834,7 @@ class Renderer:
 
 DIRECTIVE = re.compile(r"\{\{\s*([a-z_]+)((?:\s+[^\s}]+)*)\s*\}\}")
 BLOCKS = {"build", "headline", "experiment"}
-INLINE = {"config", "prior_std", "code_bytes", "preset"}
+INLINE = {"config", "prior_std", "prior_norm", "code_norms", "code_bytes", "preset"}
 
 
 def render(template: str, renderer: Renderer) -> str:
