@@ -35,7 +35,7 @@ def article(tmp_path_factory):
     root = tmp_path_factory.mktemp("article")
     digits = make_tiny_digits(root / "digits")
     digits_ood = make_tiny_digits(root / "digits_ood", n=8, labels=(2,), seed=1)
-    shapes = tiny_shapes(root / "shapes", ("bottle", "table"), 3, 0.34, scans=1)
+    shapes = tiny_shapes(root / "shapes", ("table",), 3, 0.34, scans=1)
     shapes_ood = tiny_shapes(root / "shapes_ood", ("chair",), 2, 0.5, scans=0)
     readme = root / "README.md"
     readme.write_text(f"# title\n\nbefore\n\n{HEADLINE_BEGIN}\nold table\n{HEADLINE_END}\n\nafter\n")

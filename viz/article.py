@@ -18,6 +18,8 @@ Directives (each ``{{ ... }}``; block directives stand alone on their line):
 ``{{ config NAME METHOD KEY }}``      a value of a method's resolved config, e.g. ``train.code_reg``
 ``{{ prior_std NAME METHOD }}``       the Gaussian prior's standard deviation implied by the code regulariser
 ``{{ prior_norm NAME METHOD }}``      the typical norm of a code drawn from that prior
+``{{ bound_vs_prior NAME METHOD }}``  whether the norm bound or the prior keeps table codes small
+``{{ memory_breakeven NAME TABLE ENC }}`` training codes that weigh as much as the encoder (measured counts)
 ``{{ code_norms NAME }}``             measured norms and spread of each method's trained codes
 ``{{ code_bytes NAME METHOD }}``      bytes of one float32 code
 ``{{ preset NAME }}``                 the experiment preset's path
@@ -816,10 +818,38 @@ class Renderer:
                 parts.append(f"{n}: codes not readable ({e})")
                 continue
             norms = np.linalg.norm(codes, axis=1)
-            parts.append(f"{n} mean norm {num(norms.mean())} (from {num(norms.min())} to {num(norms.max())}), "
-                         f"mean standard deviation per dimension {num(codes.std(axis=0).mean())}")
-        return "; ".join(parts) + f" (measured on the {len(codes)} training codes in `RUN/latent_codes.safetensors` " \
-            f"of each method's first run, `{rel(oc.out / 'runs')}`)"
+            parts.append(f"{n}: norms {num(norms.mean())} on average ({num(norms.min())} to {num(norms.max())}), "
+                         f"spread across shapes {num(codes.std(axis=0).mean())} (standard deviation per dimension, "
+                         "averaged)")
+        return "; ".join(parts) + f". Measured on the {len(codes)} training codes of each method's first run " \
+            f"(`RUN/latent_codes.safetensors` in `{rel(oc.out / 'runs')}`)"
+
+    def memory_breakeven(self, name: str, table: str, encoder: str) -> str:
+        """How many training codes weigh as much as the encoder: a sentence from the measured parameter counts."""
+        oc = self.outcomes.get(name)
+        cfg = self._method_config(name, table)
+        if oc is None or not oc.ok or cfg is None or encoder not in oc.results["methods"]:
+            return "The break-even point was not measured in this build"
+        p = oc.results["methods"][encoder]["parameters"]["latent"]
+        size = cfg.model.latent.size
+        return (f"In the {name} experiment the encoder has {p} parameters (methods table), as many as the codes of "
+                f"{p // size} shapes of length {size}")
+
+    def bound_vs_prior(self, name: str, method: str) -> str:
+        """Which keeps the table codes small, the norm bound or the prior: a sentence from the config."""
+        cfg = self._method_config(name, method)
+        if cfg is None:
+            return "(not available)"
+        bound = cfg.model.latent.max_norm
+        prior = math.sqrt(cfg.model.latent.size / (2.0 * cfg.train.code_reg * cfg.train.samples_per_shape))
+        if bound is None:
+            return (f"The {name} preset has no norm bound, so there the prior alone keeps the codes near the origin, "
+                    f"and only weakly")
+        if bound < prior:
+            return (f"In the {name} preset the norm bound ({num(bound)}) is far tighter than this weak prior "
+                    f"(typical norm {num(prior)}), so there the bound, not the prior, keeps the codes small")
+        return (f"In the {name} preset the prior's typical norm ({num(prior)}) is within the norm bound "
+                f"({num(bound)}), so the prior is what keeps the codes small")
 
     def code_bytes(self, name: str, method: str) -> str:
         cfg = self._method_config(name, method)
@@ -834,7 +864,7 @@ class Renderer:
 
 DIRECTIVE = re.compile(r"\{\{\s*([a-z_]+)((?:\s+[^\s}]+)*)\s*\}\}")
 BLOCKS = {"build", "headline", "experiment"}
-INLINE = {"config", "prior_std", "prior_norm", "code_norms", "code_bytes", "preset"}
+INLINE = {"config", "prior_std", "prior_norm", "bound_vs_prior", "memory_breakeven", "code_norms", "code_bytes", "preset"}
 
 
 def render(template: str, renderer: Renderer) -> str:
