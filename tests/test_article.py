@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from data_prep.formats import DataError
 from data_prep.meshes import SamplingConfig
 from data_prep.pipeline import PrepConfig, prep_meshes
 from data_prep.shapes import write_family
 from tests.helpers import REPO, assert_one_line_error, cli
 from tests.test_autoencoder import make_tiny_digits
-from viz.article import HEADLINE_BEGIN, HEADLINE_END
+from viz.article import HEADLINE_BEGIN, HEADLINE_END, BuildOptions, build_article
 
 TABLE_TAG = re.compile(r"<!-- table (.*?) -->")
 NUMBER = r"(–|-?[0-9.]+(?:e[-+]?[0-9]+)?)"
@@ -188,5 +189,6 @@ def test_committed_article_matches_its_results():
 def test_article_bad_data_flag_is_one_line(tmp_path):
     proc = cli("article", "--quick", "--work", tmp_path, "--data", "digits")
     assert_one_line_error(proc, "--data digits", "NAME=DIR")
-    proc = cli("article", "--quick", "--work", tmp_path, "--only", "nosuch")
-    assert_one_line_error(proc, "unknown article experiment 'nosuch'", "digits, shapes")
+    with pytest.raises(DataError, match="unknown article experiment 'nosuch'; known: digits, shapes"):
+        build_article(BuildOptions(quick=True, work=tmp_path, out=tmp_path / "docs", only=["nosuch"]))
+    assert not (tmp_path / "docs").exists()

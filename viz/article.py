@@ -607,7 +607,9 @@ class Renderer:
             if oc.ok:
                 res = oc.results
                 m = primary_metric(res["dim"])
-                lines += [f"**{oc.exp.title}**, {METRIC_LABELS[m]} {arrow(m)} (`{oc.command}`):", ""]
+                reduced = self._reduced(oc)
+                lines += [f"**{oc.exp.title}**, {METRIC_LABELS[m]} {arrow(m)} (`{oc.command}`"
+                          + (f"; {'; '.join(reduced)}" if reduced else "") + "):", ""]
                 lines += self.headline_table(oc, caption=False, base=readme.parent)
         return "\n".join(lines + [HEADLINE_END])
 
@@ -673,11 +675,7 @@ class Renderer:
         out = []
         if oc.timing.get("quick", self.opts.quick):
             out.append("quick mode: tiny data and two epochs, so these numbers test the machinery only")
-        if oc.timing.get("max_meshes"):
-            out.append(f"a reduced run: at most {oc.timing['max_meshes']} meshes per category (`--max-meshes`), "
-                       "fewer than the full recipe")
-        if oc.timing.get("set"):
-            out.append(f"a reduced run: overrides `{' '.join(oc.timing['set'])}` on top of the preset (`--set`)")
+        out += self._reduced(oc)
         if max(seeds) == 1:
             out.append("one seed per method: the spread between training runs is not measured, so the intervals "
                        "cover only the choice of shapes")
@@ -685,6 +683,17 @@ class Renderer:
             out.append(f"{min(ns)} to {max(ns)} shapes per method and section: the intervals are wide, and a "
                        "difference inside them is not evidence")
         return (["**How strong is this evidence?** " + "; ".join(out) + ".", ""]) if out else []
+
+    @staticmethod
+    def _reduced(oc: Outcome) -> list[str]:
+        """What made this a reduced run, as the build that ran it recorded it."""
+        out = []
+        if oc.timing.get("max_meshes"):
+            out.append(f"a reduced run: at most {oc.timing['max_meshes']} meshes per category (`--max-meshes`), "
+                       "fewer than the full recipe")
+        if oc.timing.get("set"):
+            out.append(f"a reduced run: overrides `{' '.join(oc.timing['set'])}` on top of the preset (`--set`)")
+        return out
 
     def _methods_table(self, oc: Outcome) -> list[str]:
         res = oc.results
