@@ -552,7 +552,10 @@ class Renderer:
     # -- directives
     def build(self) -> list[str]:
         ran = [oc for oc in self.outcomes.values() if oc.ok]
-        cmd = "deepsdf-ad article" + (" --quick" if self.opts.quick else "")
+        o = self.opts
+        cmd = "deepsdf-ad article" + (" --quick" if o.quick else "") + (" --reuse" if o.reuse else "") \
+            + (f" --only {' '.join(o.only)}" if o.only else "") \
+            + (f" --max-meshes {o.max_meshes}" if o.max_meshes else "") + "".join(f" --set {x}" for x in o.overrides)
         how = {"run": "run by this build", "reused": "outputs of an earlier build reused (`--reuse`)",
                "no-preset": "no preset yet", "skipped": "not selected"}
         status = "; ".join(f"{oc.exp.name}: {how.get(oc.status, oc.status)}" for oc in self.outcomes.values())
