@@ -871,9 +871,16 @@ class Renderer:
                 parts.append(f"{n}: codes not readable ({e})")
                 continue
             norms = np.linalg.norm(codes, axis=1)
-            parts.append(f"{n}: norms {num(norms.mean())} on average ({num(norms.min())} to {num(norms.max())}), "
-                         f"spread across shapes {num(codes.std(axis=0).mean())} (standard deviation per dimension, "
-                         "averaged)")
+            text = (f"{n}: norms {num(norms.mean())} on average ({num(norms.min())} to {num(norms.max())}), "
+                    f"spread across shapes {num(codes.std(axis=0).mean())} (standard deviation per dimension, "
+                    "averaged)")
+            cfg = self._method_config(name, n)
+            bound = None if cfg is None or m["latent_source"] != "table" else cfg.model.latent.max_norm
+            if bound is not None:
+                text += (f", all inside the norm bound of {num(bound)}, so at the end of training the bound is not "
+                         "what holds them" if norms.max() < 0.99 * bound else
+                         f", the largest at the norm bound of {num(bound)}, so the bound is active")
+            parts.append(text)
         return "; ".join(parts) + f". Measured on the {len(codes)} training codes of each method's first run " \
             f"(`RUN/latent_codes.safetensors` in `{rel(oc.out / 'runs')}`)"
 
@@ -899,10 +906,10 @@ class Renderer:
             return (f"The {name} preset has no norm bound, so there the prior alone keeps the codes near the origin, "
                     f"and only weakly")
         if bound < prior:
-            return (f"In the {name} preset the norm bound ({num(bound)}) is far tighter than this weak prior "
-                    f"(typical norm {num(prior)}), so there the bound, not the prior, keeps the codes small")
+            return (f"In the {name} preset the prior's typical norm ({num(prior)}) is far larger than the norm bound "
+                    f"({num(bound)}): as a prior it is weak, and on paper the bound is the tighter constraint")
         return (f"In the {name} preset the prior's typical norm ({num(prior)}) is within the norm bound "
-                f"({num(bound)}), so the prior is what keeps the codes small")
+                f"({num(bound)}), so the prior is the tighter constraint")
 
     def code_bytes(self, name: str, method: str) -> str:
         cfg = self._method_config(name, method)
