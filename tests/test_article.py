@@ -187,6 +187,8 @@ def test_committed_article_matches_its_results():
 
 
 def test_article_bad_data_flag_is_one_line(tmp_path):
+    proc = cli("article", "--help")
+    assert proc.returncode == 0 and "--quick" in proc.stdout and "--reuse" in proc.stdout
     proc = cli("article", "--quick", "--work", tmp_path, "--data", "digits")
     assert_one_line_error(proc, "--data digits", "NAME=DIR")
     with pytest.raises(DataError, match="unknown article experiment 'nosuch'; known: digits, shapes"):
