@@ -1,4 +1,4 @@
-# make install | make test | make demo | make bench   (see README.md)
+# make install | make test | make demo | make bench | make article [QUICK=1]   (see README.md)
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -6,7 +6,7 @@ PIP   := $(PY) -m pip
 STAMP := $(VENV)/.installed
 APT_PACKAGES := libusb-1.0-0 libvulkan1 mesa-vulkan-drivers libosmesa6 libegl1 libgl1
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench article article-quick lint clean
 
 install: $(STAMP)
 
@@ -31,8 +31,17 @@ demo: install
 bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# the article (docs/autodecoders.md): rerun the experiment presets and regenerate its tables and figures and
+# the README's headline table; QUICK=1: CI-sized run into article_quick/docs (README untouched)
+ARTICLE_FLAGS ?=
+article: install
+	$(VENV)/bin/deepsdf-ad article $(if $(QUICK),--quick,--readme README.md) $(ARTICLE_FLAGS)
+
+article-quick:
+	$(MAKE) article QUICK=1
+
 lint: install
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out article_quick .pytest_cache

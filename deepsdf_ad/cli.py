@@ -315,6 +315,35 @@ def _experiment(args) -> int:
     return 0
 
 
+def _article(args) -> int:
+    data, ood = _name_dirs(args.data, "--data"), _name_dirs(args.ood, "--ood")
+    from viz.article import BuildOptions, build_article
+
+    work = Path(args.work or ("article_quick" if args.quick else "article_out"))
+    opts = BuildOptions(quick=args.quick, work=work, out=Path(args.out or (work / "docs" if args.quick else "docs")),
+                        data=data, ood=ood, only=args.only,
+                        overrides=args.set, max_meshes=args.max_meshes, reuse=args.reuse, device=args.device, readme=args.readme, progress=not args.quiet)
+    if args.shared:
+        opts.shared = Path(args.shared)
+    info = build_article(opts)
+    ran = ", ".join(f"{k}: {v}" for k, v in info["experiments"].items())
+    print(f"article: {info['tables']} tables, {info['figures']} figures ({ran}) in {info['seconds']:.0f} s "
+          f"-> {info['article']}")
+    return 0
+
+
+def _name_dirs(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise UserError(f"{flag} {item}: expected NAME=DIR, e.g. {flag} digits=data/digits")
+        if not Path(folder).is_dir():
+            raise UserError(f"{folder}: data folder not found ({flag} {item})")
+        out[name] = folder
+    return out
+
+
 def _sample(args) -> int:
     from deepsdf_ad.generate import sample_shapes
 
@@ -598,6 +627,35 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(ex)
     ex.set_defaults(func=_experiment)
+
+    ar = sub.add_parser("article", help="rerun the experiment presets and regenerate docs/autodecoders.md",
+                        description="Prepare the data and run every experiment preset the article reports "
+                                    "(viz/article.py: EXPERIMENTS) into WORK, then fill docs/article/"
+                                    "autodecoders.md.in with their tables and figures: OUT/autodecoders.md and "
+                                    "OUT/images/article/. --quick: CI-sized data and training (a minute or two).")
+    ar.add_argument("--quick", action="store_true", help="CI-sized run: numbers check the machinery only")
+    ar.add_argument("--out", metavar="DIR", help="folder of the article (default: docs; with --quick: WORK/docs)")
+    ar.add_argument("--work", metavar="DIR", help="folder for data, runs and reports (default: article_out; "
+                                                   "with --quick: article_quick)")
+    ar.add_argument("--shared", metavar="DIR", help="the shared data (meshes/, mnist/; default: ../shared/data "
+                                                    "beside the repository)")
+    ar.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
+                    help="use this data folder for experiment NAME instead of preparing it (repeatable)")
+    ar.add_argument("--ood", action="append", default=[], metavar="NAME=DIR",
+                    help="out-of-distribution data folder for experiment NAME (repeatable)")
+    ar.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments (the others are "
+                                                               "reported as not run)")
+    ar.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for every method of the experiments run (a reduced run; the "
+                         "article shows it in the commands)")
+    ar.add_argument("--max-meshes", type=_positive_int, metavar="N",
+                    help="at most N meshes per category in the mesh experiments (a reduced run; the article says so)")
+    ar.add_argument("--reuse", action="store_true", help="reuse experiments whose WORK/NAME/report/results.json "
+                                                         "exists (no prep, no training): re-render the article")
+    ar.add_argument("--readme", metavar="README.md", help="also rewrite the headline block of this README")
+    ar.add_argument("--quiet", action="store_true", help="print only the summary line")
+    _add_device(ar)
+    ar.set_defaults(func=_article)
 
     sa = sub.add_parser("sample", help="new shapes from codes drawn from the training codes' Gaussian",
                         description="Fit a Gaussian to RUN's training codes, draw K codes and decode them: a grid "

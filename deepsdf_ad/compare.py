@@ -135,6 +135,14 @@ def table_stats(records: list[dict], metrics: list[str]) -> dict:
                 **{m: metric_stats(rows, m) for m in metrics}} for g, rows in groups.items()}
 
 
+def per_shape(evaluations: list[dict], metrics: list[str]) -> list[dict]:
+    """Each shape's values, seed by seed (``seed``: the run's position among the method's runs), so that
+    methods can be paired shape by shape (same key and seed position)."""
+    return [{"key": r["key"], "seed": k, **{m: r.get(m) for m in metrics}, **({"failed": r["failed"]}
+                                                                             if "failed" in r else {})}
+            for k, ev in enumerate(evaluations) for r in ev["shapes"]]
+
+
 def parameter_counts(run: Run) -> dict[str, int]:
     from deepsdf_ad.train import load_trained
 
@@ -226,7 +234,8 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
                                         device=device, progress=progress, keep_codes=True))
             evaluations[sec][name] = evs
             pooled = [r for ev in evs for r in ev["shapes"]]
-            sec_res["methods"][name] = {"mode": evs[0]["mode"], "stats": table_stats(pooled, metrics + timing)}
+            sec_res["methods"][name] = {"mode": evs[0]["mode"], "stats": table_stats(pooled, metrics + timing),
+                                        "shapes": per_shape(evs, metrics + timing)}
         results["sections"][sec] = sec_res
     for name in names:
         st = results["sections"].get("reconstruction", {}).get("methods", {}).get(name, {}).get("stats", {})

@@ -1,0 +1,196 @@
+"""``deepsdf-ad article --quick`` end to end on tiny generated data: every figure the article shows exists, every
+table is traced to a results.json and its numbers are the numbers in that file, the README block is rewritten."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from data_prep.formats import DataError
+from data_prep.meshes import SamplingConfig
+from data_prep.pipeline import PrepConfig, prep_meshes
+from data_prep.shapes import write_family
+from tests.helpers import REPO, assert_one_line_error, cli
+from tests.test_autoencoder import make_tiny_digits
+from viz.article import HEADLINE_BEGIN, HEADLINE_END, BuildOptions, build_article
+
+TABLE_TAG = re.compile(r"<!-- table (.*?) -->")
+NUMBER = r"(–|-?[0-9.]+(?:e[-+]?[0-9]+)?)"
+SECTION_CELL = re.compile(rf"^{NUMBER} / {NUMBER} \[{NUMBER}, {NUMBER}\]$")
+HEADLINE_CELL = re.compile(rf"^{NUMBER} \[{NUMBER}, {NUMBER}\]$")
+
+
+def tiny_shapes(root: Path, families: tuple[str, ...], per_family: int, test_fraction: float, scans: int) -> Path:
+    write_family(root / "meshes", families=families, per_family=per_family, seed=len(families))
+    prep_meshes(root / "meshes", root / "data", PrepConfig(SamplingConfig(samples=4000, surface_points=3000),
+                                                          test_fraction=test_fraction, seed=0, scans=scans),
+                progress=False)
+    return root / "data"
+
+
+@pytest.fixture(scope="module")
+def article(tmp_path_factory):
+    root = tmp_path_factory.mktemp("article")
+    digits = make_tiny_digits(root / "digits")
+    digits_ood = make_tiny_digits(root / "digits_ood", n=8, labels=(2,), seed=1)
+    shapes = tiny_shapes(root / "shapes", ("table",), 3, 0.34, scans=1)
+    shapes_ood = tiny_shapes(root / "shapes_ood", ("chair",), 2, 0.5, scans=0)
+    readme = root / "README.md"
+    readme.write_text(f"# title\n\nbefore\n\n{HEADLINE_BEGIN}\nold table\n{HEADLINE_END}\n\nafter\n")
+    proc = cli("article", "--quick", "--work", root / "work", "--out", root / "docs", "--only", "digits", "shapes",
+               "--data", f"digits={digits}", "--ood", f"digits={digits_ood}", "--data", f"shapes={shapes}",
+               "--ood", f"shapes={shapes_ood}", "--readme", readme, "--device", "cpu", "--quiet", check=True)
+    return {"root": root, "md": (root / "docs" / "autodecoders.md").read_text(), "readme": readme.read_text(),
+            "stdout": proc.stdout}
+
+
+def tolerance(text: str) -> float:
+    """Half a unit in the last digit shown."""
+    mant, _, exp = text.lower().partition("e")
+    decimals = len(mant.split(".")[1]) if "." in mant else 0
+    return 0.5 * 10.0 ** (-decimals) * 10.0 ** (int(exp) if exp else 0) * 1.001 + 1e-12
+
+
+def same(text: str, value) -> bool:
+    if text == "–":
+        return value is None or value != value  # missing or NaN
+    return value is not None and abs(float(text) - value) <= tolerance(text)
+
+
+def tables(md: str) -> list[tuple[dict, list[list[str]]]]:
+    """Each Markdown table with the attributes of the ``<!-- table ... -->`` comment right above it."""
+    lines, out, k = md.splitlines(), [], 0
+    while k < len(lines):
+        if lines[k].startswith("|"):
+            start = k
+            while k < len(lines) and lines[k].startswith("|"):
+                k += 1
+            tag = TABLE_TAG.fullmatch(lines[start - 1].strip()) if start else None
+            assert tag, f"table without a source comment: {lines[start]}"
+            attrs = dict(kv.split("=", 1) for kv in tag.group(1).split())
+            rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines[start:k]]
+            out.append((attrs, rows[2:]))  # header and rule dropped
+        k += 1
+    return out
+
+
+def check_tables(md: str, folder: Path) -> int:
+    """Raise AssertionError unless every number in every table of ``md`` (a file in ``folder``) comes from the
+    results.json its comment names. Returns the number of cells checked."""
+    checked = 0
+    for attrs, rows in tables(md):
+        if attrs.get("kind") == "prose":
+            continue
+        res = json.loads((folder / attrs["source"]).read_text())
+        for row in rows:
+            if attrs["kind"] == "section":
+                sec = res["sections"][attrs["section"]]
+                name = row[0].split(" (")[0]
+                st = sec["methods"][name]["stats"]["all"]
+                assert int(row[1].split()[0]) == st["shapes"], row
+                for col, cell in zip(attrs["columns"].split(","), row[2:], strict=True):
+                    m = SECTION_CELL.match(cell)
+                    s = st.get(col)
+                    if cell == "–":
+                        assert s is None, (row, col)
+                        continue
+                    assert m, f"unparsable cell {cell!r}"
+                    want = (s["mean"], s["median"], *s["ci95"])
+                    assert all(same(t, v) for t, v in zip(m.groups(), want, strict=True)), (cell, want, col)
+                    checked += 1
+            elif attrs["kind"] == "headline":
+                sec = res["sections"][row[0]]
+                for name, cell in zip(attrs["methods"].split(","), row[1:], strict=False):
+                    s = sec["methods"][name]["stats"]["all"].get(attrs["metric"])
+                    if cell == "–":
+                        assert s is None, (row, name)
+                        continue
+                    m = HEADLINE_CELL.match(cell)
+                    assert m, f"unparsable cell {cell!r}"
+                    assert all(same(t, v) for t, v in zip(m.groups(), (s["mean"], *s["ci95"]), strict=True)), cell
+                    checked += 1
+            elif attrs["kind"] == "methods":
+                m = res["methods"][row[0]]
+                assert (row[1], int(row[2]), int(row[3]), int(row[4])) == (
+                    m["latent_source"], m["seeds"], m["parameters"]["decoder"], m["parameters"]["latent"]), row
+                assert same(row[5], m["train_seconds_mean"]) and same(row[6], m["inference_seconds_per_shape"]), row
+                checked += 1
+            else:
+                raise AssertionError(f"unknown table kind {attrs}")
+    return checked
+
+
+def test_article_figures_exist(article):
+    docs = article["root"] / "docs"
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", article["md"])
+    assert len(links) >= 12  # per experiment: 4 sections, generation, slices, curves
+    for link in links:
+        p = docs / link
+        assert p.is_file() and p.suffix == ".png", link
+        assert 500 < p.stat().st_size < 400_000, (link, p.stat().st_size)
+    # and nothing stale beside them
+    assert {p.name for p in (docs / "images" / "article").iterdir()} == {Path(x).name for x in links}
+    # every figure is labelled with the command that made it
+    for caption in re.findall(r"^\*Figure \d+:.*$", article["md"], flags=re.M):
+        assert "deepsdf-ad experiment" in caption or "deepsdf-ad slice" in caption, caption
+
+
+def test_article_tables_come_from_the_run_files(article):
+    md = article["md"]
+    docs = article["root"] / "docs"
+    assert check_tables(md, docs) >= 30
+    assert "{{" not in md and "}}" not in md
+    for name in ("digits", "shapes"):  # the kept copy is the run's results.json
+        assert f"kind=section source=article/results/{name}.json" in md
+        assert (json.loads((docs / "article" / "results" / f"{name}.json").read_text())
+                == json.loads((article["root"] / "work" / name / "report" / "results.json").read_text()))
+    # a number typed by hand (or stale) is caught
+    tampered = re.sub(r"(\| autodecoder \(optimise\) \| \d+ \| )(-?[0-9.]+)", lambda m: m.group(1) + "0.987654",
+                      md, count=1)
+    assert tampered != md
+    with pytest.raises(AssertionError):
+        check_tables(tampered, docs)
+
+
+def test_article_says_where_evidence_is_weak_and_what_was_not_run(article):
+    md = article["md"]
+    assert "Quick mode" in md
+    assert "one seed per method" in md and "the intervals are wide" in md
+    assert "not a clear difference" in md or "a clear difference" in md
+    # scenes was not selected: its section says so instead of failing the build
+    assert "**Not run in this build:**" in md
+    assert "scenes: " in article["stdout"]
+
+
+def test_readme_headline_block_is_rewritten(article):
+    text = article["readme"]
+    assert text.startswith("# title\n\nbefore\n\n") and text.endswith("\n\nafter\n")
+    block = text[text.index(HEADLINE_BEGIN):text.index(HEADLINE_END)]
+    assert "old table" not in block and "docs/autodecoders.md" in block
+    assert check_tables(block, article["root"]) >= 8  # 4 sections x 2 methods of the digits experiment at least
+
+
+def test_committed_article_matches_its_results():
+    # docs/autodecoders.md and the README's headline block, as committed, against the results kept beside them
+    article = REPO / "docs" / "autodecoders.md"
+    if not article.is_file():
+        pytest.skip("docs/autodecoders.md not generated yet (make article)")
+    assert check_tables(article.read_text(), article.parent) >= 40
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", article.read_text()):
+        assert (article.parent / link).is_file(), link
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index(HEADLINE_BEGIN):readme.index(HEADLINE_END)]
+    assert check_tables(block, REPO) >= 8
+
+
+def test_article_bad_data_flag_is_one_line(tmp_path):
+    proc = cli("article", "--help")
+    assert proc.returncode == 0 and "--quick" in proc.stdout and "--reuse" in proc.stdout
+    proc = cli("article", "--quick", "--work", tmp_path, "--data", "digits")
+    assert_one_line_error(proc, "--data digits", "NAME=DIR")
+    with pytest.raises(DataError, match="unknown article experiment 'nosuch'; known: digits, shapes"):
+        build_article(BuildOptions(quick=True, work=tmp_path, out=tmp_path / "docs", only=["nosuch"]))
+    assert not (tmp_path / "docs").exists()

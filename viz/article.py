@@ -1,0 +1,1000 @@
+"""``deepsdf-ad article``: rerun the experiment presets and regenerate ``docs/autodecoders.md`` from their outputs.
+
+The article is a template (``docs/article/autodecoders.md.in``: hand-written prose plus directives) filled from
+the run files, so no measured number in it is typed by hand:
+
+- every table is rendered from an experiment's ``report/results.json`` and preceded by a comment
+  ``<!-- table kind=... source=... -->`` naming that file, so a test can parse the table back and check it;
+- every figure is copied (shrunk) from the experiment's report folder, or drawn here from its runs (slices),
+  and captioned with the command and config that made it;
+- sentences about the strength of the evidence (overlapping intervals, paired differences, one seed, few
+  shapes) are generated from the numbers.
+
+Directives (each ``{{ ... }}``; block directives stand alone on their line):
+
+``{{ build }}``                       how and when the article was built (and a warning in quick mode)
+``{{ headline }}``                    the headline tables (also written to README's marked block)
+``{{ experiment NAME }}``             the measured section of one experiment (or why it was not run)
+``{{ config NAME METHOD KEY }}``      a value of a method's resolved config, e.g. ``train.code_reg``
+``{{ prior_std NAME METHOD }}``       the Gaussian prior's standard deviation implied by the code regulariser
+``{{ prior_norm NAME METHOD }}``      the typical norm of a code drawn from that prior
+``{{ bound_vs_prior NAME METHOD }}``  whether the norm bound or the prior keeps table codes small
+``{{ memory_breakeven NAME TABLE ENC }}`` training codes that weigh as much as the encoder (measured counts)
+``{{ code_norms NAME }}``             measured norms and spread of each method's trained codes
+``{{ code_bytes NAME METHOD }}``      bytes of one float32 code
+``{{ preset NAME }}``                 the experiment preset's path
+
+Which experiments the article reports is :data:`EXPERIMENTS`; an entry whose preset does not exist yet (scenes,
+before its model lands) is reported as not run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from data_prep import formats
+from data_prep.formats import DataError
+from deepsdf_ad.evaluate import LOWER_IS_BETTER
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "docs" / "article" / "autodecoders.md.in"
+ARTICLE_MD = "autodecoders.md"
+IMAGES = "images/article"
+HEADLINE_BEGIN = "<!-- article:headline -->"
+HEADLINE_END = "<!-- /article:headline -->"
+FIGURE_MAX_WIDTH = 900
+BOOTSTRAP = 1000
+RUN_INFO = "article_run.json"
+RESULTS_DIR = "article/results"
+"""Beside the article (``OUT/article/results/NAME.json``): each experiment's results.json, which its tables cite."""
+
+
+@dataclass(frozen=True)
+class ArticleExperiment:
+    """One experiment the article reports.
+
+    Commands are ``deepsdf-ad`` arguments with placeholders: ``{shared}`` (the shared data folder), ``{data}``
+    and ``{ood}`` (the experiment's data folders; the experiment gets ``--ood`` when a command writes
+    ``{ood}``), ``{meshes:CAT,CAT[:N]}`` (a folder of links to the shared meshes of those categories, the first
+    N of each when given).
+    """
+
+    name: str
+    """Key of the experiment in the template and prefix of its figures."""
+    title: str
+    preset: str
+    """Experiment preset, relative to the repository."""
+    data: tuple[str, ...]
+    """Commands that prepare the data of the full run."""
+    quick_data: tuple[str, ...]
+    """The same, CI-sized (``--quick``)."""
+
+
+EXPERIMENTS: tuple[ArticleExperiment, ...] = (
+    ArticleExperiment(
+        "digits", "MNIST digits (2D fields)", "configs/experiments/ad_vs_ae_digits.yaml",
+        ("prep digits {shared}/mnist --out {data} --labels 0-7 --limit 3000 --quiet",
+         "prep digits {shared}/mnist --out {ood} --labels 8-9 --limit 500 --quiet"),
+        ("prep digits {shared}/mnist --out {data} --labels 0-7 --limit 60 --samples 1024 --quiet",
+         "prep digits {shared}/mnist --out {ood} --labels 8-9 --limit 60 --samples 1024 --quiet")),
+    ArticleExperiment(
+        "shapes", "ModelNet chairs and tables (3D meshes)", "configs/experiments/ad_vs_ae_shapes.yaml",
+        ("prep meshes {meshes:chair,table} --out {data} --samples 250000 --scans 1 --workers 2 --quiet",
+         "prep meshes {meshes:sofa} --out {ood} --samples 250000 --test-fraction 0.5 --workers 2 --quiet"),
+        ("prep meshes {meshes:chair,table:5} --out {data} --samples 20000 --scans 1 --workers 2 --quiet",
+         "prep meshes {meshes:sofa:2} --out {ood} --samples 20000 --test-fraction 0.5 --quiet")),
+    # lands with the scenes issue: reported as "not run" until configs/experiments/scenes.yaml exists
+    ArticleExperiment(
+        "scenes", "Scenes of several objects (local latent grids)", "configs/experiments/scenes.yaml",
+        ("prep scenes {meshes:chair,table,sofa} --out {data} --scenes 24 --scans 1",),
+        ("prep scenes {meshes:chair,table,sofa:4} --out {data} --scenes 4 --objects 2-3 --scans 1",)),
+)
+
+QUICK_SET = ["train.epochs=2", "train.checkpoint_every=1", "reconstruct.iterations=10", "reconstruct.samples=500",
+             "mesh.resolution=32"]
+"""Overrides added to every method in ``--quick`` mode (CI-sized: numbers check the machinery, not the methods)."""
+QUICK_COMPARE = {"limit": 1, "resolution": 32, "samples": 3, "steps": 3}
+
+METRIC_LABELS = {"chamfer_x1e3": "chamfer ×10³", "chamfer_l1": "chamfer-L1", "fscore": "F-score@1%",
+                 "normal_consistency": "normal consistency", "iou": "IoU", "near_contour_error": "near-contour error",
+                 "code_seconds": "code s/shape", "mesh_seconds": "mesh s/shape"}
+SECTION_NAMES = {"representation": "Representation (training shapes)",
+                 "reconstruction": "Held-out reconstruction (full observations)",
+                 "completion": "Completion from partial observations",
+                 "ood": "Out of distribution"}
+SECTION_FIGURE_TEXT = {
+    "representation": "training shapes decoded from their codes",
+    "reconstruction": "held-out shapes reconstructed from full observations",
+    "completion": "held-out shapes completed from a partial observation",
+    "ood": "shapes of classes never trained on",
+}
+
+
+def primary_metric(dim: int) -> str:
+    """The metric of the headline tables: IoU in 2D, DeepSDF's chamfer in 3D."""
+    return "iou" if dim == 2 else "chamfer_x1e3"
+
+
+def arrow(metric: str) -> str:
+    return "↓" if metric in LOWER_IS_BETTER else "↑"
+
+
+def num(v) -> str:
+    """A measured value for the article: 3 significant digits; '–' when missing."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    v = float(v)
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:.0f}"
+    if a >= 1e-4:
+        return f"{v:.3g}"
+    return f"{v:.2e}"
+
+
+def rel(path: str | os.PathLike) -> str:
+    """``path`` relative to the working folder when it lies below it (commands read as they were typed)."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+# ---- running ---------------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What happened to one experiment in this build."""
+
+    exp: ArticleExperiment
+    status: str
+    """'run', 'reused', 'no-preset', 'skipped' or 'failed'."""
+    reason: str = ""
+    preset: Path | None = None
+    """The preset as run (a derived copy in quick mode)."""
+    prep_commands: list[str] = field(default_factory=list)
+    data_notes: list[str] = field(default_factory=list)
+    command: str = ""
+    out: Path | None = None
+    results: dict | None = None
+    timing: dict = field(default_factory=dict)
+    """prep_seconds and experiment_seconds of the build that ran it (``WORK/NAME/article_run.json``)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.results is not None
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report"
+
+
+@dataclass
+class BuildOptions:
+    quick: bool = False
+    work: Path = Path("article_out")
+    out: Path = Path("docs")
+    shared: Path = REPO.parent / "shared" / "data"
+    data: dict = field(default_factory=dict)
+    """Experiment name -> data folder given by the user (no prep)."""
+    ood: dict = field(default_factory=dict)
+    only: list | None = None
+    max_meshes: int | None = None
+    """At most this many meshes per category in the mesh sources (a reduced run; the article says so)."""
+    overrides: list = field(default_factory=list)
+    """Extra ``KEY=VALUE`` config overrides for every method of the experiments run in this build (a reduced
+    run; shown in the article's commands)."""
+    reuse: bool = False
+    """Build from existing experiment outputs in ``work`` where they exist (no prep, no training)."""
+    device: str = "auto"
+    readme: Path | None = None
+    progress: bool = True
+
+
+def _say(opts: BuildOptions, msg: str) -> None:
+    if opts.progress:
+        print(f"article: {msg}", flush=True)
+
+
+def _mesh_source(spec: str, opts: BuildOptions) -> Path:
+    """``chair,table[:N]`` -> a folder of links to those shared meshes (the first N of each category)."""
+    cats, n = _mesh_spec(spec, opts)
+    dest = _mesh_source_path(spec, opts)
+    for cat in cats.split(","):
+        src = opts.shared / "meshes" / cat
+        if not src.is_dir():
+            raise DataError(f"{src}: shared meshes of category '{cat}' not found; pass --shared DIR (the folder "
+                            "with meshes/ and mnist/) or give the data with --data NAME=DIR")
+        files = sorted(p for p in src.iterdir() if p.is_file())[:n]
+        (dest / cat).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            link = dest / cat / f.name
+            if not link.exists():
+                link.symlink_to(f.resolve())
+    return dest
+
+
+def _expand(cmd: str, opts: BuildOptions, data: Path, ood: Path) -> list[str]:
+    def sub(m: re.Match) -> str:
+        return str(_mesh_source(m.group(1), opts))
+
+    cmd = re.sub(r"\{meshes:([^}]+)\}", sub, cmd)
+    cmd = cmd.replace("{shared}", str(opts.shared)).replace("{data}", str(data)).replace("{ood}", str(ood))
+    return shlex.split(cmd)
+
+
+def _run_cli(args: list[str], log: Path, what: str) -> None:
+    """``python -m deepsdf_ad ARGS`` with its output in ``log``; a failure is a one-line DataError."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as fh:
+        fh.write(f"$ deepsdf-ad {shlex.join(args)}\n")
+        fh.flush()
+        proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", *args], stdout=fh, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                  [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])})
+    if proc.returncode != 0:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        raise DataError(f"{what}: 'deepsdf-ad {args[0]}' failed (exit {proc.returncode}): "
+                        f"{lines[-1] if lines else 'no output'} (log: {log})")
+
+
+def quick_preset(preset: Path, dest: Path) -> Path:
+    """A copy of the experiment preset with :data:`QUICK_SET` and :data:`QUICK_COMPARE` applied."""
+    data = yaml.safe_load(preset.read_text())
+    data["name"] = f"{data.get('name', preset.stem)}_quick"
+    data["set"] = [*(data.get("set") or []), *QUICK_SET]
+    data["compare"] = {**(data.get("compare") or {}), **QUICK_COMPARE}
+    methods = {}
+    for k, v in (data.get("methods") or {}).items():  # method presets: absolute, the copy lives elsewhere
+        cfg = v if isinstance(v, str) else v.get("config", "")
+        p = (REPO / cfg) if not Path(cfg).is_absolute() and (REPO / cfg).is_file() else Path(cfg)
+        methods[k] = str(p) if isinstance(v, str) else {**v, "config": str(p)}
+    data["methods"] = methods
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    formats.write_text_atomic(dest, "# made by deepsdf-ad article --quick from " + str(preset) + "\n"
+                              + yaml.safe_dump(data, sort_keys=False))
+    return dest
+
+
+def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
+    """Prepare the data of ``exp`` and run its experiment into ``work/NAME`` (or reuse its outputs)."""
+    preset = REPO / exp.preset
+    oc = Outcome(exp, "skipped", out=opts.work / exp.name)
+    if not preset.is_file():
+        oc.status, oc.reason = "no-preset", f"`{exp.preset}` does not exist in this checkout"
+        return oc
+    if opts.only is not None and exp.name not in opts.only:
+        oc.status, oc.reason = "skipped", f"not selected in this build (`--only {' '.join(opts.only)}`)"
+        return oc
+    results_path = oc.report / "results.json"
+    oc.preset = quick_preset(preset, opts.work / "presets" / preset.name) if opts.quick else preset
+    if opts.reuse and results_path.is_file():
+        oc.status, oc.results = "reused", formats.read_json(results_path)
+        info = formats.read_json(oc.out / RUN_INFO) if (oc.out / RUN_INFO).is_file() else {}
+        oc.timing = {k: v for k, v in info.items() if k not in ("prep_commands", "data_notes", "command")}
+        if "command" in info:  # as the build that ran it recorded them
+            oc.prep_commands, oc.data_notes, oc.command = info["prep_commands"], info["data_notes"], info["command"]
+        else:
+            _note_commands(oc, opts)
+            oc.data_notes.append("the commands above are reconstructed from the recipe in `viz/article.py` (with "
+                                 "the build's recorded `--max-meshes` and `--set`): the build that ran this experiment "
+                                 f"did not record them in `{RUN_INFO}`")
+        _say(opts, f"{exp.name}: reusing {rel(results_path)}")
+        return oc
+    data = Path(opts.data[exp.name]) if exp.name in opts.data else opts.work / "data" / exp.name
+    ood = Path(opts.ood[exp.name]) if exp.name in opts.ood else opts.work / "data" / f"{exp.name}_ood"
+    recipe = exp.quick_data if opts.quick else exp.data
+    wants_ood = any("{ood}" in c for c in recipe) or exp.name in opts.ood
+    log = opts.work / "logs" / f"{exp.name}.log"
+    if log.exists():
+        log.unlink()
+    t_prep = time.perf_counter()
+    for cmd in recipe:
+        writes_ood = "{ood}" in cmd
+        if (writes_ood and exp.name in opts.ood) or (not writes_ood and exp.name in opts.data):
+            continue
+        if not opts.shared.is_dir():
+            raise DataError(f"{opts.shared}: shared data folder not found; pass --shared DIR or give the data of "
+                            f"'{exp.name}' with --data {exp.name}=DIR")
+        args = _expand(cmd, opts, data, ood)
+        _say(opts, f"{exp.name}: deepsdf-ad {shlex.join(args)}")
+        _run_cli(args, log, exp.name)
+    args = ["experiment", str(oc.preset), "--data", str(data), "--out", str(oc.out), "--quiet",
+            "--device", opts.device]
+    if wants_ood:
+        args[4:4] = ["--ood", str(ood)]
+    for o in opts.overrides:
+        args += ["--set", o]
+    _say(opts, f"{exp.name}: deepsdf-ad {shlex.join(args)}")
+    t_exp = time.perf_counter()
+    _run_cli(args, log, exp.name)
+    oc.status, oc.results = "run", formats.read_json(results_path)
+    oc.timing = {"prep_seconds": round(t_exp - t_prep, 1), "experiment_seconds": round(time.perf_counter() - t_exp, 1),
+                 "quick": opts.quick, "set": list(opts.overrides), "max_meshes": opts.max_meshes}
+    _note_commands(oc, opts, data, ood if wants_ood else None)
+    formats.write_json(oc.out / RUN_INFO, {**oc.timing, "prep_commands": oc.prep_commands,
+                                           "data_notes": oc.data_notes, "command": oc.command})
+    return oc
+
+
+def _note_commands(oc: Outcome, opts: BuildOptions, data: Path | None = None, ood: Path | None = None) -> None:
+    """The commands that made ``oc``'s data and results, as the article shows them."""
+    res = oc.results
+    opts = replace(opts, max_meshes=oc.timing.get("max_meshes", opts.max_meshes),
+                   quick=oc.timing.get("quick", opts.quick))
+    data = Path(res["data"]) if data is None else data
+    if ood is None and res.get("ood"):
+        ood = Path(res["ood"])
+    recipe = oc.exp.quick_data if opts.quick else oc.exp.data
+    for cmd in recipe:
+        writes_ood = "{ood}" in cmd
+        if (writes_ood and oc.exp.name in opts.ood) or (not writes_ood and oc.exp.name in opts.data) or \
+                (writes_ood and ood is None):
+            continue
+        shown = re.sub(r"\{meshes:([^}]+)\}", lambda m: rel(_mesh_source_path(m.group(1), opts)), cmd)
+        shown = shown.replace("{shared}", rel(opts.shared)).replace("{data}", rel(data))
+        shown = shown.replace("{ood}", rel(ood) if ood else "")
+        oc.prep_commands.append("deepsdf-ad " + shown.replace(" --quiet", ""))
+        for m in re.finditer(r"\{meshes:([^}]+)\}", cmd):
+            cats, n = _mesh_spec(m.group(1), opts)
+            n = str(n) if n else ""
+            oc.data_notes.append(f"`{rel(_mesh_source_path(m.group(1), opts))}` links "
+                                 f"{'the first ' + n + ' ' if n else 'all '}meshes of each of "
+                                 f"{', '.join(cats.split(','))} in `{rel(opts.shared / 'meshes')}`")
+    for name, given in (("data", oc.exp.name in opts.data), ("ood", oc.exp.name in opts.ood)):
+        if given:
+            oc.data_notes.append(f"the {'out-of-distribution ' if name == 'ood' else ''}data folder "
+                                 f"`{rel(ood if name == 'ood' else data)}` was given with `--{name}`")
+    args = ["deepsdf-ad", "experiment", rel(oc.preset), "--data", rel(data)]
+    if ood is not None:
+        args += ["--ood", rel(ood)]
+    for o in oc.timing.get("set", []):
+        args += ["--set", o]
+    oc.command = " ".join(args + ["--out", rel(oc.out)])
+
+
+def _mesh_spec(spec: str, opts: BuildOptions) -> tuple[str, int | None]:
+    """``chair,table[:N]`` -> (categories, meshes per category or None), with ``--max-meshes`` applied."""
+    cats, _, limit = spec.partition(":")
+    caps = [v for v in (int(limit) if limit else None, opts.max_meshes) if v is not None]
+    return cats, (min(caps) if caps else None)
+
+
+def _mesh_source_path(spec: str, opts: BuildOptions) -> Path:
+    cats, n = _mesh_spec(spec, opts)
+    return opts.work / "sources" / (cats.replace(",", "+") + (f"-{n}" if n else ""))
+
+
+# ---- figures ---------------------------------------------------------------------------------------------
+def save_small(src: Path, dst: Path, max_width: int = FIGURE_MAX_WIDTH) -> Path:
+    """Copy a picture as a small PNG: at most ``max_width`` pixels wide, 256 colours."""
+    from PIL import Image
+
+    img = Image.open(src).convert("RGB")
+    if img.width > max_width:
+        img = img.resize((max_width, round(img.height * max_width / img.width)), Image.LANCZOS)
+    img = img.quantize(colors=256)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with formats.atomic_path(dst) as tmp:
+        img.save(tmp, format="PNG", optimize=True)
+    return dst
+
+
+def _side_by_side(paths: list[Path], dst: Path) -> Path:
+    from PIL import Image
+
+    imgs = [Image.open(p).convert("RGB") for p in paths]
+    h = max(i.height for i in imgs)
+    canvas = Image.new("RGB", (sum(i.width for i in imgs), h), (255, 255, 255))
+    x = 0
+    for i in imgs:
+        canvas.paste(i, (x, 0))
+        x += i.width
+    canvas.save(dst)
+    return dst
+
+
+def slice_figures(oc: Outcome, opts: BuildOptions) -> tuple[Path | None, list[str], str]:
+    """Slices of the first training shape through each method's first run, side by side. Returns the picture
+    (in the work folder), the equivalent commands, and a note when a method could not be sliced."""
+    from viz.slices import slice_run
+
+    pics, cmds, notes = [], [], []
+    folder = oc.out / "slices"
+    folder.mkdir(parents=True, exist_ok=True)
+    dim = oc.results["dim"]
+    axis = "x"
+    for name, m in oc.results["methods"].items():
+        run = Path(m["runs"][0])
+        try:
+            key = formats.read_json(run / "shapes.json")["keys"][0]
+            out = folder / f"{name}.png"
+            slice_run(run, key, out, axis=axis, at=0.0, resolution=128, device=opts.device)
+        except (DataError, KeyError, IndexError, ValueError, RuntimeError) as e:
+            notes.append(f"{name}: not sliced ({str(e).splitlines()[0]})")
+            continue
+        pics.append(out)
+        plane = "" if dim == 2 else f" --axis {axis} --at 0"
+        cmds.append(f"deepsdf-ad slice --run {rel(run)} --shape {key}{plane} --resolution 128 --out {rel(out)}")
+    if not pics:
+        return None, cmds, "; ".join(notes)
+    return _side_by_side(pics, folder / "slices.png"), cmds, "; ".join(notes)
+
+
+# ---- statistics from the run files -------------------------------------------------------------------------
+def paired_difference(res_a: list[dict], res_b: list[dict], metric: str, seed: int = 0) -> dict | None:
+    """Mean of (a - b) over the shapes both methods measured (paired by key and seed position), with a
+    bootstrap 95% interval and how often a > b. None when the results carry no per-shape values."""
+    a = {(r["key"], r["seed"]): r.get(metric) for r in res_a}
+    b = {(r["key"], r["seed"]): r.get(metric) for r in res_b}
+    pairs = [(a[k], b[k]) for k in a if k in b and a[k] is not None and b[k] is not None
+             and math.isfinite(a[k]) and math.isfinite(b[k])]
+    if len(pairs) < 2:
+        return None
+    d = np.array([x - y for x, y in pairs])
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(BOOTSTRAP, len(d)))
+    means = d[idx].mean(axis=1)
+    return {"mean": float(d.mean()), "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+            "a_higher": int((d > 0).sum()), "b_higher": int((d < 0).sum()), "n": len(d)}
+
+
+def verdict(section: dict, metric: str) -> str:
+    """One generated sentence on how clearly the methods differ in ``metric`` in this section."""
+    methods = section["methods"]
+    stats = {n: m["stats"]["all"].get(metric) for n, m in methods.items()}
+    stats = {n: s for n, s in stats.items() if s}
+    if len(stats) < 2:
+        return ""
+    names = sorted(stats, key=lambda n: stats[n]["mean"], reverse=metric not in LOWER_IS_BETTER)
+    best = names[0]
+    label = f"{METRIC_LABELS.get(metric, metric)} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)"
+    parts = []
+    for other in names[1:]:
+        sb, so = stats[best], stats[other]
+        overlap = sb["ci95"][0] <= so["ci95"][1] and so["ci95"][0] <= sb["ci95"][1]
+        vs = (f"{best} {num(sb['mean'])} [{num(sb['ci95'][0])}, {num(sb['ci95'][1])}] vs {other} "
+              f"{num(so['mean'])} [{num(so['ci95'][0])}, {num(so['ci95'][1])}]")
+        pd = paired_difference(methods[best].get("shapes", []), methods[other].get("shapes", []), metric)
+        if pd is not None:
+            excl = pd["ci95"][0] > 0 or pd["ci95"][1] < 0
+            wins = pd["a_higher"] if metric not in LOWER_IS_BETTER else pd["b_higher"]
+            paired = (f"paired by shape, {best} − {other} = {num(pd['mean'])} [{num(pd['ci95'][0])}, "
+                      f"{num(pd['ci95'][1])}], {best} better on {wins} of {pd['n']}")
+        if not overlap:
+            text = f"{vs}: intervals do not overlap, a clear difference"
+            if pd is not None:
+                text += f" ({paired})"
+        elif pd is not None and excl:
+            text = (f"{vs}: intervals overlap, but {paired}: the paired interval excludes 0, a consistent "
+                    f"difference on these shapes")
+        else:
+            text = f"{vs}: intervals overlap: not a clear difference" + (f" ({paired})" if pd is not None else "")
+        if (sb["median"] - so["median"]) * (1 if metric in LOWER_IS_BETTER else -1) > 0 and \
+                num(sb["median"]) != num(so["median"]):
+            text += (f"; the medians rank them the other way ({best} {num(sb['median'])}, {other} "
+                     f"{num(so['median'])}): a few shapes weigh heavily in the means")
+        parts.append(text)
+    return f"{label}: " + "; ".join(parts) + "."
+
+
+def clear_winner(section: dict, metric: str) -> str | None:
+    """The method whose interval of ``metric`` lies wholly on the better side of every other's, if any."""
+    st = {n: m["stats"]["all"].get(metric) for n, m in section["methods"].items()}
+    st = {n: s for n, s in st.items() if s}
+    for n, s in st.items():
+        others = [o for k, o in st.items() if k != n]
+        if others and all((s["ci95"][1] < o["ci95"][0]) if metric in LOWER_IS_BETTER else
+                          (s["ci95"][0] > o["ci95"][1]) for o in others):
+            return n
+    return None
+
+
+# ---- rendering -----------------------------------------------------------------------------------------------
+class Renderer:
+    """Fills the template's directives; numbers figures and tables in order."""
+
+    def __init__(self, outcomes: dict[str, Outcome], opts: BuildOptions, seconds: float):
+        self.outcomes, self.opts, self.seconds = outcomes, opts, seconds
+        self.figures = 0
+        self.tables = 0
+        self.images: list[Path] = []
+        self.image_dir = opts.out / IMAGES
+        self.kept: dict[str, Path] = {}
+        """Experiment -> its results.json kept beside the article (``OUT/article/results/NAME.json``)."""
+        for name, oc in outcomes.items():
+            if oc.ok:
+                self.kept[name] = opts.out / RESULTS_DIR / f"{name}.json"
+                self.kept[name].parent.mkdir(parents=True, exist_ok=True)
+                formats.write_json(self.kept[name], oc.results)
+
+    # -- helpers
+    def _figure(self, src: Path, stem: str, caption: str, made_by: str) -> list[str]:
+        dst = save_small(src, self.image_dir / f"{stem}.png")
+        self.images.append(dst)
+        self.figures += 1
+        link = os.path.relpath(dst, self.opts.out)
+        return [f"![{caption}]({link})", "",
+                f"*Figure {self.figures}: {caption}.* Made by {made_by}.", ""]
+
+    def _table_caption(self, text: str, oc: Outcome) -> list[str]:
+        self.tables += 1
+        return [f"*Table {self.tables}: {text}.* Source: `{rel(oc.report / 'results.json')}` (kept as "
+                f"`{rel(self.kept[oc.exp.name])}`), made by {self._made_by(oc)}.", ""]
+
+    def _src(self, oc: Outcome, base: Path | None = None) -> str:
+        """The kept results file of ``oc``, relative to the folder of the file the table goes in."""
+        return os.path.relpath(self.kept[oc.exp.name], base or self.opts.out)
+
+    def _cfgs(self, oc: Outcome) -> str:
+        from deepsdf_ad.experiment import load_experiment
+
+        e = load_experiment(oc.preset)
+        methods = ", ".join(f"{k} = `{rel(v['config'])}`" + (f" with `{' '.join(v['set'])}`" if v["set"] else "")
+                            for k, v in e.methods.items())
+        return methods + (f"; overrides for all: `{' '.join(e.set)}`" if e.set else "")
+
+    def _made_by(self, oc: Outcome) -> str:
+        return f"`{oc.command}` (preset `{rel(oc.preset)}`)"
+
+    # -- directives
+    def build(self) -> list[str]:
+        ran = [oc for oc in self.outcomes.values() if oc.ok]
+        o = self.opts
+        cmd = "deepsdf-ad article" + (" --quick" if o.quick else "") + (" --reuse" if o.reuse else "") \
+            + (f" --only {' '.join(o.only)}" if o.only else "") \
+            + (f" --max-meshes {o.max_meshes}" if o.max_meshes else "") + "".join(f" --set {x}" for x in o.overrides)
+        how = {"run": "run by this build", "reused": "outputs of an earlier build reused (`--reuse`)",
+               "no-preset": "no preset yet", "skipped": "not selected"}
+        status = "; ".join(f"{oc.exp.name}: {how.get(oc.status, oc.status)}" for oc in self.outcomes.values())
+        lines = [f"*Generated by `{cmd}` on {time.strftime('%Y-%m-%d')} from {_git_commit()}: "
+                 f"{len(ran)} of {len(self.outcomes)} experiments measured ({status}). Do not edit this file: edit "
+                 "`docs/article/autodecoders.md.in` and run `make article`.*", ""]
+        if self.opts.quick:
+            lines += ["> **Quick mode.** This build used CI-sized data and training (overrides "
+                      f"`{' '.join(QUICK_SET)}`, compare options `{QUICK_COMPARE}`). Its numbers check that "
+                      "the machinery works end to end; they say nothing about the methods.", ""]
+        return lines
+
+    def headline(self) -> list[str]:
+        out = []
+        for oc in self.outcomes.values():
+            if not oc.ok:
+                continue
+            out += self.headline_table(oc)
+        if not out:
+            out = ["No experiment was measured in this build.", ""]
+        return out
+
+    def headline_table(self, oc: Outcome, caption: bool = True, base: Path | None = None) -> list[str]:
+        res = oc.results
+        metric = primary_metric(res["dim"])
+        names = list(res["methods"])
+        lines = []
+        if caption:
+            lines += self._table_caption(
+                f"{oc.exp.title}: {METRIC_LABELS[metric]} {arrow(metric)}, mean [bootstrap 95% interval of the "
+                f"mean] over the shapes of each section", oc)
+        lines += [f"<!-- table kind=headline source={self._src(oc, base)} metric={metric} "
+                  f"methods={','.join(names)} -->",
+                  "| section | " + " | ".join(names) + " | shapes | reading |",
+                  "|---|" + "---|" * (len(names) + 2)]
+        for sec, sr in res["sections"].items():
+            cells = []
+            for n in names:
+                s = sr["methods"][n]["stats"]["all"].get(metric)
+                cells.append("–" if not s else f"{num(s['mean'])} [{num(s['ci95'][0])}, {num(s['ci95'][1])}]")
+            win = clear_winner(sr, metric)
+            ns = sorted({sr["methods"][n]["stats"]["all"]["shapes"] for n in names})
+            lines.append(f"| {sec} | " + " | ".join(cells) + f" | {'/'.join(map(str, ns))} | "
+                         + (f"{win} better (intervals apart)" if win else "intervals overlap: not a clear difference")
+                         + " |")
+        return lines + [""]
+
+    def readme_block(self, readme: Path) -> str:
+        lines = [HEADLINE_BEGIN, "",
+                 f"From [docs/autodecoders.md](docs/autodecoders.md), built on {time.strftime('%Y-%m-%d')} from "
+                 f"{_git_commit()} (`make article` rebuilds both); each cell is mean [bootstrap 95% interval].", ""]
+        for oc in self.outcomes.values():
+            if oc.ok:
+                res = oc.results
+                m = primary_metric(res["dim"])
+                reduced = self._reduced(oc)
+                lines += [f"**{oc.exp.title}**, {METRIC_LABELS[m]} {arrow(m)} (`{oc.command}`"
+                          + (f"; {'; '.join(reduced)}" if reduced else "") + "):", ""]
+                lines += self.headline_table(oc, caption=False, base=readme.parent)
+        return "\n".join(lines + [HEADLINE_END])
+
+    def experiment(self, name: str) -> list[str]:
+        oc = self.outcomes.get(name)
+        if oc is None:
+            raise DataError(f"{TEMPLATE}: unknown experiment '{name}'; known: {', '.join(self.outcomes)}")
+        if not oc.ok:
+            why = oc.reason or "its results are absent"
+            return [f"**Not run in this build:** {why}. The article reports it once "
+                    f"`{oc.exp.preset}` exists and `make article` has run it.", ""]
+        res = oc.results
+        names = list(res["methods"])
+        lines = ["Commands, run in this order from the repository root:", "", "```"]
+        lines += oc.prep_commands + [oc.command, "```", ""]
+        if oc.data_notes:
+            lines += ["Data: " + "; ".join(oc.data_notes) + ".", ""]
+        lines += [f"Methods: {self._cfgs(oc)}.", ""]
+        t = oc.timing
+        tr = ", ".join(f"{n} {num(m['train_seconds_mean'])} s" for n, m in res["methods"].items())
+        lines += [f"Training shapes: {res['fair']['train shapes']}; epochs: {res['fair']['train.epochs']}; "
+                  f"{res['fair']['train.shapes_per_batch']} shapes × {res['fair']['train.samples_per_shape']} "
+                  f"samples per step. Training time per run: {tr}."
+                  + (f" Wall time of the build that ran it: data {num(t['prep_seconds'] / 60)} min, experiment "
+                     f"(training and comparison) {num(t['experiment_seconds'] / 60)} min." if t else ""), ""]
+        lines += self._caveats(oc)
+        lines += self._methods_table(oc)
+        for sec, sr in res["sections"].items():
+            lines += self._section(oc, sec, sr)
+        if (oc.report / "generation.png").is_file():
+            lines += [f"#### Generation ({oc.exp.name})", ""]
+            gen = res.get("generation") or {}
+            empty = [f"{n}: {g['non_empty']} of {g['samples']} samples have a surface" for n, g in gen.items()
+                     if "non_empty" in g]
+            lines += self._figure(oc.report / "generation.png", f"{oc.exp.name}_generation",
+                                  f"{oc.exp.title}: per method, codes drawn from a Gaussian fitted to its training "
+                                  "codes, then an interpolation between two training shapes",
+                                  self._made_by(oc))
+            if empty:
+                lines += ["Generated shapes with a surface: " + "; ".join(empty) + ".", ""]
+        pic, cmds, note = slice_figures(oc, self.opts)
+        lines += [f"#### Slices ({oc.exp.name})", ""]
+        if pic is not None:
+            what = "the whole field" if res["dim"] == 2 else "the SDF on the plane x = 0"
+            lines += self._figure(pic, f"{oc.exp.name}_slices",
+                                  f"{oc.exp.title}: {what} of the first training shape, "
+                                  f"{', '.join(names)} from left to right (blue inside, red outside, black: zero "
+                                  "level)", "; ".join(f"`{c}`" for c in cmds))
+        if note:
+            lines += [f"Slices: {note}.", ""]
+        if (oc.report / "curves.png").is_file():
+            lines += [f"#### Training curves ({oc.exp.name})", ""]
+            lines += self._figure(oc.report / "curves.png", f"{oc.exp.name}_curves",
+                                  f"{oc.exp.title}: training loss (solid: total, dashed: SDF term) and learning "
+                                  "rates per epoch of every run", self._made_by(oc))
+        lines += self._summary(oc)
+        return lines
+
+    def _caveats(self, oc: Outcome) -> list[str]:
+        res = oc.results
+        seeds = {m["seeds"] for m in res["methods"].values()}
+        ns = [m["stats"]["all"]["shapes"] for sr in res["sections"].values() for m in sr["methods"].values()]
+        out = []
+        if oc.timing.get("quick", self.opts.quick):
+            out.append("quick mode: tiny data and two epochs, so these numbers test the machinery only")
+        out += self._reduced(oc)
+        if max(seeds) == 1:
+            out.append("one seed per method: the spread between training runs is not measured, so the intervals "
+                       "cover only the choice of shapes")
+        if ns and min(ns) < 20:
+            out.append(f"{min(ns)} to {max(ns)} shapes per method and section: the intervals are wide, and a "
+                       "difference inside them is not evidence")
+        return (["**How strong is this evidence?** " + "; ".join(out) + ".", ""]) if out else []
+
+    @staticmethod
+    def _reduced(oc: Outcome) -> list[str]:
+        """What made this a reduced run, as the build that ran it recorded it."""
+        out = []
+        if oc.timing.get("max_meshes"):
+            out.append(f"a reduced run: at most {oc.timing['max_meshes']} meshes per category (`--max-meshes`), "
+                       "fewer than the full recipe")
+        if oc.timing.get("set"):
+            out.append(f"a reduced run: overrides `{' '.join(oc.timing['set'])}` on top of the preset (`--set`)")
+        return out
+
+    def _methods_table(self, oc: Outcome) -> list[str]:
+        res = oc.results
+        lines = self._table_caption(f"{oc.exp.title}: the methods compared", oc)
+        lines += [f"<!-- table kind=methods source={self._src(oc)} -->",
+                  "| method | latent source | seeds | decoder parameters | latent parameters | training s (mean per "
+                  "seed) | inference s/shape (held-out, code + mesh) |", "|---|---|---|---|---|---|---|"]
+        for n, m in res["methods"].items():
+            lines.append(f"| {n} | {m['latent_source']} | {m['seeds']} | {m['parameters']['decoder']} | "
+                         f"{m['parameters']['latent']} | {num(m['train_seconds_mean'])} | "
+                         f"{num(m.get('inference_seconds_per_shape'))} |")
+        return lines + [""]
+
+    def _section(self, oc: Outcome, sec: str, sr: dict) -> list[str]:
+        res = oc.results
+        metrics = [*res["metrics"], "code_seconds"]
+        lines = [f"#### {SECTION_NAMES.get(sec, sec)} ({oc.exp.name})", ""]
+        lines += self._table_caption(
+            f"{oc.exp.title}, {SECTION_NAMES.get(sec, sec).lower()}: `{rel(sr['data'])}`, {sr['split']} split, "
+            f"{sr['input']} input; mean / median [bootstrap 95% interval of the mean]", oc)
+        lines += [f"<!-- table kind=section source={self._src(oc)} section={sec} "
+                  f"columns={','.join(metrics)} -->",
+                  "| method (how the code is found) | shapes | "
+                  + " | ".join(f"{METRIC_LABELS.get(m, m)} {arrow(m)}" for m in metrics) + " |",
+                  "|---|---|" + "---|" * len(metrics)]
+        for n, m in sr["methods"].items():
+            st = m["stats"]["all"]
+            cells = []
+            for k in metrics:
+                s = st.get(k)
+                cells.append("–" if not s else
+                             f"{num(s['mean'])} / {num(s['median'])} [{num(s['ci95'][0])}, {num(s['ci95'][1])}]")
+            failed = f" ({st['failed']} failed)" if st.get("failed") else ""
+            lines.append(f"| {n} ({m['mode']}) | {st['shapes']}{failed} | " + " | ".join(cells) + " |")
+        lines.append("")
+        sentences = [f"{n}: {m['stats']['all']['failed']} of {m['stats']['all']['shapes']} shapes failed (no "
+                     "surface or no code); their metrics are missing, so the means cover only the others."
+                     for n, m in sr["methods"].items() if m["stats"]["all"].get("failed")]
+        sentences += [v for v in (verdict(sr, k) for k in res["metrics"]) if v]
+        times = {n: m["stats"]["all"].get("code_seconds") for n, m in sr["methods"].items()}
+        times = {n: t["mean"] for n, t in times.items() if t and t["mean"] > 0}
+        if len(times) >= 2:
+            slow, fast = max(times, key=times.get), min(times, key=times.get)
+            sentences.append(f"Finding a code: {fast} took {num(times[fast])} s per shape, {slow} "
+                             f"{num(times[slow])} s ({num(times[slow] / times[fast])}× longer).")
+        lines += [f"- {s}" for s in sentences] + [""]
+        fig = oc.report / f"{sec}.png"
+        if fig.is_file():
+            lines += self._figure(fig, f"{oc.exp.name}_{sec}",
+                                  f"{oc.exp.title}: {SECTION_FIGURE_TEXT.get(sec, sec)}; ground truth, then "
+                                  f"{', '.join(sr['methods'])} (first seed)", self._made_by(oc))
+        return lines
+
+    def _summary(self, oc: Outcome) -> list[str]:
+        res = oc.results
+        m = primary_metric(res["dim"])
+        clear, unclear = [], []
+        winners = {}
+        for sec, sr in res["sections"].items():
+            w = clear_winner(sr, m)
+            winners[sec] = w
+            (clear if w else unclear).append(f"{SECTION_NAMES.get(sec, sec).lower()}" + (f" ({w})" if w else ""))
+        lines = [f"**Reading ({oc.exp.name}, generated from the numbers above, by {METRIC_LABELS[m]}).** "]
+        parts = []
+        if clear:
+            parts.append("Clear differences (intervals apart): " + "; ".join(clear) + ".")
+        if unclear:
+            parts.append("Not clear (intervals overlap): " + "; ".join(unclear) + ".")
+        distinct = {w for w in winners.values() if w}
+        if len(distinct) > 1:
+            parts.append("The ranking flips between sections: " + ", ".join(
+                f"{w} wins {', '.join(s for s, x in winners.items() if x == w)}" for w in sorted(distinct))
+                + ". Which method to use depends on what is observed.")
+        parts += self._surprises(oc, m)
+        lines[0] += " ".join(parts)
+        return lines + [""]
+
+    def _surprises(self, oc: Outcome, metric: str) -> list[str]:
+        """Generated notes where a method's own sections rank against expectation."""
+        secs = oc.results["sections"]
+        out = []
+        lower = metric in LOWER_IS_BETTER
+        label = METRIC_LABELS[metric]
+
+        def mean(sec: str, name: str):
+            s = secs.get(sec, {}).get("methods", {}).get(name, {}).get("stats", {}).get("all", {}).get(metric)
+            return None if not s else s["mean"]
+
+        for name, m in oc.results["methods"].items():
+            rep, rec, ood = mean("representation", name), mean("reconstruction", name), mean("ood", name)
+            if rep is not None and rec is not None and (rep > rec if lower else rep < rec):
+                text = (f"Surprising: {name} scores its training shapes worse ({label} {num(rep)}) than held-out "
+                        f"ones ({num(rec)}).")
+                if m["latent_source"] == "table":
+                    cfg = self._method_config(oc.exp.name, name)
+                    steps = f"{cfg.reconstruct.iterations} " if cfg is not None else ""
+                    text += (f" Its training codes are under-fitted: each gets a gradient once per epoch "
+                             f"({oc.results['fair']['train.epochs']} times in all), while a held-out code gets "
+                             f"{steps}optimisation steps of its own.")
+                out.append(text)
+            if ood is not None and rec is not None and (ood < rec if lower else ood > rec):
+                out.append(f"Surprising: {name} scores the out-of-distribution shapes better ({label} {num(ood)}) "
+                           f"than held-out shapes of the trained classes ({num(rec)}). With "
+                           f"{secs['ood']['methods'][name]['stats']['all']['shapes']} such shapes this may say more "
+                           "about which shapes were drawn (some are easier to fit) than about generalisation.")
+        return out
+
+    # inline values
+    def _method_config(self, name: str, method: str):
+        from deepsdf_ad.config import load_config
+        from deepsdf_ad.experiment import load_experiment
+
+        oc = self.outcomes.get(name)
+        if oc is None:
+            raise DataError(f"{TEMPLATE}: unknown experiment '{name}'")
+        preset = oc.preset or REPO / oc.exp.preset
+        if not Path(preset).is_file():
+            return None
+        e = load_experiment(preset)
+        if method not in e.methods:
+            raise DataError(f"{TEMPLATE}: experiment '{name}' has no method '{method}'; known: "
+                            f"{', '.join(e.methods)}")
+        m = e.methods[method]
+        return load_config(m["config"], [*e.set, *m["set"]])
+
+    def config(self, name: str, method: str, key: str) -> str:
+        cfg = self._method_config(name, method)
+        if cfg is None:
+            return "(not available: preset missing)"
+        v = cfg
+        for part in key.split("."):
+            if isinstance(v, dict) and part in v:
+                v = v[part]
+            elif not isinstance(v, dict) and hasattr(v, part):
+                v = getattr(v, part)
+            else:
+                raise DataError(f"{TEMPLATE}: config key '{key}' not found")
+        if isinstance(v, float):
+            return f"{v:g}"
+        if isinstance(v, (list, tuple)):
+            if len(v) == 1:
+                return str(v[0])
+            return f"{len(v)}×{v[0]}" if v and all(x == v[0] for x in v) else ", ".join(map(str, v))
+        return str(v)
+
+    def prior_std(self, name: str, method: str) -> str:
+        cfg = self._method_config(name, method)
+        if cfg is None:
+            return "(not available)"
+        return num(1.0 / math.sqrt(2.0 * cfg.train.code_reg * cfg.train.samples_per_shape))
+
+    def prior_norm(self, name: str, method: str) -> str:
+        """Typical norm of a code drawn from that prior: sigma * sqrt(L)."""
+        cfg = self._method_config(name, method)
+        if cfg is None:
+            return "(not available)"
+        return num(math.sqrt(cfg.model.latent.size / (2.0 * cfg.train.code_reg * cfg.train.samples_per_shape)))
+
+    def code_norms(self, name: str) -> str:
+        """A sentence on the trained codes of each method (first seed): their norms and spread, measured."""
+        from deepsdf_ad.runs import Run
+
+        oc = self.outcomes.get(name)
+        if oc is None or not oc.ok:
+            return "(not measured in this build)"
+        parts = []
+        for n, m in oc.results["methods"].items():
+            try:
+                codes = Run(m["runs"][0]).codes().double().numpy()
+            except (DataError, OSError, KeyError) as e:
+                parts.append(f"{n}: codes not readable ({e})")
+                continue
+            norms = np.linalg.norm(codes, axis=1)
+            text = (f"{n}: norms {num(norms.mean())} on average ({num(norms.min())} to {num(norms.max())}), "
+                    f"spread across shapes {num(codes.std(axis=0).mean())} (standard deviation per dimension, "
+                    "averaged)")
+            cfg = self._method_config(name, n)
+            bound = None if cfg is None or m["latent_source"] != "table" else cfg.model.latent.max_norm
+            if bound is not None:
+                text += (f", all inside the norm bound of {num(bound)}, so at the end of training the bound is not "
+                         "what holds them" if norms.max() < 0.99 * bound else
+                         f", the largest at the norm bound of {num(bound)}, so the bound is active")
+            parts.append(text)
+        return "; ".join(parts) + f". Measured on the {len(codes)} training codes of each method's first run " \
+            f"(`RUN/latent_codes.safetensors` in `{rel(oc.out / 'runs')}`)"
+
+    def memory_breakeven(self, name: str, table: str, encoder: str) -> str:
+        """How many training codes weigh as much as the encoder: a sentence from the measured parameter counts."""
+        oc = self.outcomes.get(name)
+        cfg = self._method_config(name, table)
+        if oc is None or not oc.ok or cfg is None or encoder not in oc.results["methods"]:
+            return "The break-even point was not measured in this build"
+        p = oc.results["methods"][encoder]["parameters"]["latent"]
+        size = cfg.model.latent.size
+        return (f"In the {name} experiment the encoder has {p} parameters (methods table), as many as the codes of "
+                f"{p // size} shapes of length {size}")
+
+    def bound_vs_prior(self, name: str, method: str) -> str:
+        """Which keeps the table codes small, the norm bound or the prior: a sentence from the config."""
+        cfg = self._method_config(name, method)
+        if cfg is None:
+            return "(not available)"
+        bound = cfg.model.latent.max_norm
+        prior = math.sqrt(cfg.model.latent.size / (2.0 * cfg.train.code_reg * cfg.train.samples_per_shape))
+        if bound is None:
+            return (f"The {name} preset has no norm bound, so there the prior alone keeps the codes near the origin, "
+                    f"and only weakly")
+        if bound < prior:
+            return (f"In the {name} preset the prior's typical norm ({num(prior)}) is far larger than the norm bound "
+                    f"({num(bound)}): as a prior it is weak, and on paper the bound is the tighter constraint")
+        return (f"In the {name} preset the prior's typical norm ({num(prior)}) is within the norm bound "
+                f"({num(bound)}), so the prior is the tighter constraint")
+
+    def code_bytes(self, name: str, method: str) -> str:
+        cfg = self._method_config(name, method)
+        return "(not available)" if cfg is None else str(4 * cfg.model.latent.size)
+
+    def preset(self, name: str) -> str:
+        oc = self.outcomes.get(name)
+        if oc is None:
+            raise DataError(f"{TEMPLATE}: unknown experiment '{name}'")
+        return oc.exp.preset
+
+
+DIRECTIVE = re.compile(r"\{\{\s*([a-z_]+)((?:\s+[^\s}]+)*)\s*\}\}")
+BLOCKS = {"build", "headline", "experiment"}
+INLINE = {"config", "prior_std", "prior_norm", "bound_vs_prior", "memory_breakeven", "code_norms", "code_bytes", "preset"}
+
+
+def render(template: str, renderer: Renderer) -> str:
+    out: list[str] = []
+    for lineno, line in enumerate(template.splitlines(), 1):
+        m = DIRECTIVE.fullmatch(line.strip())
+        if m and m.group(1) in BLOCKS:
+            out += getattr(renderer, m.group(1))(*m.group(2).split())
+            continue
+
+        def inline(mm: re.Match, lineno=lineno) -> str:
+            if mm.group(1) not in INLINE:
+                raise DataError(f"{TEMPLATE}:{lineno}: unknown or misplaced directive '{mm.group(1)}' (block "
+                                f"directives {', '.join(sorted(BLOCKS))} stand alone on their line)")
+            return getattr(renderer, mm.group(1))(*mm.group(2).split())
+
+        out.append(DIRECTIVE.sub(inline, line))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _git_commit() -> str:
+    try:
+        proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if proc.returncode != 0 or not proc.stdout.strip():
+            return "a checkout"
+        dirty = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD", "--", "deepsdf_ad", "data_prep", "viz",
+                                "configs", "docs/article/autodecoders.md.in"], capture_output=True, timeout=10)
+        return f"commit {proc.stdout.strip()}" + (" with uncommitted changes" if dirty.returncode == 1 else "")
+    except (OSError, subprocess.SubprocessError):
+        return "a checkout"
+
+
+def update_readme(readme: Path, block: str) -> None:
+    """Replace the marked headline block of ``readme`` (kept between :data:`HEADLINE_BEGIN` and ``_END``)."""
+    text = readme.read_text()
+    if HEADLINE_BEGIN not in text or HEADLINE_END not in text:
+        raise DataError(f"{readme}: no {HEADLINE_BEGIN} ... {HEADLINE_END} block; add the two marker lines where "
+                        "the headline table should go")
+    a = text.index(HEADLINE_BEGIN)
+    b = text.index(HEADLINE_END) + len(HEADLINE_END)
+    formats.write_text_atomic(readme, text[:a] + block + text[b:])
+
+
+def build_article(opts: BuildOptions, template: Path = TEMPLATE) -> dict:
+    """Run (or reuse) every experiment of :data:`EXPERIMENTS` and write ``opts.out/autodecoders.md`` with its
+    figures in ``opts.out/images/article``; with ``opts.readme``, also its headline block. Returns a summary."""
+    t0 = time.perf_counter()
+    if not template.is_file():
+        raise DataError(f"{template}: article template not found")
+    known = [e.name for e in EXPERIMENTS]
+    for n in [*(opts.only or []), *opts.data, *opts.ood]:
+        if n not in known:
+            raise DataError(f"unknown article experiment '{n}'; known: {', '.join(known)}")
+    opts.work.mkdir(parents=True, exist_ok=True)
+    outcomes = {e.name: run_one(e, opts) for e in EXPERIMENTS}
+    renderer = Renderer(outcomes, opts, time.perf_counter() - t0)
+    image_dir = opts.out / IMAGES
+    if image_dir.is_dir():  # the folder is the article's own: drop pictures of experiments no longer shown
+        for p in image_dir.glob("*.png"):
+            p.unlink()
+    for name, oc in outcomes.items():
+        if not oc.ok and (opts.out / RESULTS_DIR / f"{name}.json").is_file():
+            (opts.out / RESULTS_DIR / f"{name}.json").unlink()
+    text = render(template.read_text(), renderer)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    article = opts.out / ARTICLE_MD
+    formats.write_text_atomic(article, text)
+    if opts.readme is not None:
+        update_readme(Path(opts.readme), renderer.readme_block(Path(opts.readme)))
+    return {"article": article, "figures": renderer.figures, "tables": renderer.tables,
+            "experiments": {n: oc.status for n, oc in outcomes.items()}, "seconds": time.perf_counter() - t0}
+
