@@ -97,8 +97,8 @@ EXPERIMENTS: tuple[ArticleExperiment, ...] = (
     # lands with the scenes issue: reported as "not run" until configs/experiments/scenes.yaml exists
     ArticleExperiment(
         "scenes", "Scenes of several objects (local latent grids)", "configs/experiments/scenes.yaml",
-        ("prep scenes {meshes:chair,table,sofa} --out {data} --scenes 24 --scans 1",),
-        ("prep scenes {meshes:chair,table,sofa:4} --out {data} --scenes 4 --objects 2-3 --scans 1",)),
+        ("prep scenes {meshes:chair,table,sofa} --out {data} --scenes 30 --samples 200000 --scans 1 --quiet",),
+        ("prep scenes {meshes:chair,table,sofa:4} --out {data} --scenes 4 --objects 2-3 --samples 20000 --scans 1 --quiet",)),
 )
 
 QUICK_SET = ["train.epochs=2", "train.checkpoint_every=1", "reconstruct.iterations=10", "reconstruct.samples=500",
