@@ -16,7 +16,7 @@ import torch
 from data_prep import formats
 from data_prep.formats import DataError
 from deepsdf_ad.config import ConfigError, load_config
-from deepsdf_ad.runs import CHECKPOINT_INDEX, CHECKPOINTS, CODES, Run
+from deepsdf_ad.runs import CHECKPOINTS, CODES, Run
 from tests.helpers import assert_one_line_error, cli, train_tiny_sphere_run
 
 
@@ -40,7 +40,7 @@ def _error_lines(proc) -> list[str]:
 
 
 def test_pickle_checkpoint_is_refused_and_never_run(run, tmp_path):
-    """A checkpoint replaced by a torch.save pickle (with its checksum updated in the index too, so it is
+    """A checkpoint replaced by a torch.save pickle (with its checksum updated in its sidecar too, so it is
     really opened) is refused; reconstruct stops with one error line; nothing is executed."""
     marker = tmp_path / "pwned-checkpoint"
     evil = tmp_path / "evil.pt"
@@ -51,12 +51,13 @@ def test_pickle_checkpoint_is_refused_and_never_run(run, tmp_path):
 
     bad_run = tmp_path / "run"
     shutil.copytree(run, bad_run)
-    index_path = bad_run / CHECKPOINTS / CHECKPOINT_INDEX
-    index = json.loads(index_path.read_text())
-    for entry in index["checkpoints"]:
+    sidecars = sorted((bad_run / CHECKPOINTS).glob("epoch_*.json"))
+    assert sidecars
+    for side in sidecars:  # each checkpoint's sidecar holds its checksum: update it so the file is really opened
+        entry = json.loads(side.read_text())
         shutil.copy(evil, bad_run / CHECKPOINTS / entry["file"])
         entry["sha256"] = formats.file_sha256(evil)
-    index_path.write_text(json.dumps(index))
+        side.write_text(json.dumps(entry))
     shutil.copy(evil, bad_run / CODES)  # the codes file too
 
     assert Run(bad_run).load_checkpoint() is None
