@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from data_prep import formats  # noqa: E402
 from deepsdf_ad.config import load_config  # noqa: E402
 from deepsdf_ad.models import build_model  # noqa: E402
-from deepsdf_ad.train import autocast, code_regulariser, loss_clamp, make_optimizer, sdf_loss, train  # noqa: E402
+from deepsdf_ad.train import loss_clamp, make_optimizer, step_loss, train  # noqa: E402
 
 CHAIRS = ROOT / "configs" / "deepsdf_chairs.yaml"
 SMALL = ROOT / "configs" / "shapes_small.yaml"
@@ -75,16 +75,14 @@ def decoder_alone(cfg, steps: int, seed: int = 0) -> list[float]:
     model = build_model(cfg.dim, cfg.model.decoder, cfg.model.latent, b)
     opt = make_optimizer(model, cfg)
     dev = torch.device("cpu")
-    pts, target = torch.rand(b, n, cfg.dim) * 2 - 1, torch.rand(b, n) * 0.2 - 0.1
-    index = {"index": torch.arange(b)}
+    samples = torch.cat([torch.rand(b, n, cfg.dim) * 2 - 1, torch.rand(b, n, 1) * 0.2 - 0.1], dim=-1)
+    batch = {"index": torch.arange(b), "samples": samples}
     model.train()
     rates = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        with autocast(dev, tc.precision):
-            codes = model.latent.codes(index)
-            pred = model.decode(codes, pts)
-            loss = sdf_loss(pred.float(), target, loss_clamp(cfg)) + tc.code_reg * code_regulariser(codes.float())
+        # the training loop's own step, on a batch that is already in memory
+        loss, _, _ = step_loss(model, batch, loss_clamp(cfg), tc.code_reg, tc.precision, dev)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

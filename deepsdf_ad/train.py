@@ -65,6 +65,18 @@ def code_regulariser(codes: torch.Tensor, model: SDFModel | None = None) -> torc
     return (codes.pow(2).sum(dim=-1) if model is None else model.code_penalty(codes)).mean()
 
 
+def step_loss(model: SDFModel, batch: dict, clamp: float, reg_weight: float, precision: str,
+              dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, sdf loss, code regulariser) of one single-process step on ``batch`` ({"index", "samples", ...})."""
+    samples = batch["samples"]
+    with autocast(dev, precision):
+        codes = model.latent.codes(batch)
+        pred = model.decode(codes, samples[..., :-1])
+        l_sdf = sdf_loss(pred.float(), samples[..., -1], clamp)
+        l_reg = code_regulariser(codes.float(), model) if reg_weight > 0 else torch.zeros((), device=dev)
+        return l_sdf + reg_weight * l_reg, l_sdf, l_reg
+
+
 def make_optimizer(model: SDFModel, cfg: Config) -> torch.optim.Adam:
     return torch.optim.Adam([
         {"params": list(model.decoder.parameters()), "lr": cfg.train.lr_decoder.initial, "name": "decoder"},
@@ -194,13 +206,7 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
                     batch["points"] = inputs.draw(idx, model.latent.input_points, gen, **model.latent.augment)
                 opt.zero_grad(set_to_none=True)
                 if net is None:
-                    with autocast(dev, tc.precision):
-                        codes = model.latent.codes(batch)
-                        pred = model.decode(codes, samples[..., :-1])
-                        l_sdf = sdf_loss(pred.float(), samples[..., -1], clamp)
-                        l_reg = (code_regulariser(codes.float(), model) if reg_weight > 0
-                                 else torch.zeros((), device=dev))
-                        loss = l_sdf + reg_weight * l_reg
+                    loss, l_sdf, l_reg = step_loss(model, batch, clamp, reg_weight, tc.precision, dev)
                     _backward(loss, scaler)
                 else:
                     loss, l_sdf, l_reg = _distributed_step(model, net, world, batch, clamp, reg_weight,
