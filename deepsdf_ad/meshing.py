@@ -155,15 +155,18 @@ def _cell_extremes(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return lo, hi, near
 
 
-def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 1.5
+def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 0.75
                   ) -> tuple[np.ndarray, dict]:
     """Coarse-to-fine evaluation of the dense grid that :func:`evaluate_grid` would compute.
 
     A coarse grid (about ``coarse`` cells per axis, on the same lattice as the fine grid) is evaluated
     everywhere; then, level by level, each cell is split in 8 and its new points evaluated only if the surface
     may pass through it: its corners change sign, or the smallest |sdf| at a corner is below ``margin`` times
-    the cell's diagonal (an SDF is 1-Lipschitz, so a cell crossed by the surface has every corner within one
-    diagonal of it; the margin covers a learned field that is not exactly an SDF). Points never evaluated
+    the cell's diagonal. An SDF is 1-Lipschitz and every point of a cell is within half a diagonal of one of
+    its corners, so a cell crossed by the surface has a corner with |sdf| <= diagonal / 2; the default 0.75
+    (1.5x that bound) covers a learned field that is not exactly an SDF (its gradient norm above 1 near the
+    surface). Measured on a fitted decoder at 128^3: margins 1.0, 0.75 and 0.5 gave identical vertices with
+    9.5x, 10.6x and 13.2x fewer queries than dense (benchmarks/bench_meshing.py). Points never evaluated
     take the trilinear interpolation of the level above, which keeps their sign, so marching cubes finds
     no surface there.
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepsdf_ad.reconstruct import Observations, optimise_codes
+from deepsdf_ad.reconstruct import CodeAdam, Observations, optimise_codes
 from deepsdf_ad.train import sdf_loss
 from tests.helpers import tiny_model
 
@@ -67,3 +67,21 @@ def test_plateau_schedule_stops_early_at_the_same_loss(spheres):
     _, plateau = _fit(cfg, model, obs, iterations=400, patience=30, samples_start=200)
     assert len(plateau) < len(fixed)
     assert np.mean(plateau[-10:]) < 1.15 * np.mean(fixed[-10:]) + 1e-4
+
+
+def test_code_adam_matches_torch_adam_step_for_step():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 8, generator=gen).requires_grad_(True)
+    b = a.detach().clone().requires_grad_(True)
+    ours, ref = CodeAdam(a, lr=1e-2), torch.optim.Adam([b], lr=1e-2)
+    target = torch.randn(3, 8, generator=gen)
+    for it in range(50):
+        if it == 30:  # a learning-rate drop, as the reconstruction schedule does
+            ours.lr = 1e-3
+            ref.param_groups[0]["lr"] = 1e-3
+        for x, opt in ((a, ours), (b, ref)):
+            opt.zero_grad()
+            ((x - target) ** 4).sum().backward()
+            opt.step()
+    assert not torch.equal(a, target)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
