@@ -43,13 +43,17 @@ def original_picture(image: np.ndarray, res: int) -> np.ndarray:
 
 
 def evaluate(run_path: Path, data: Path, images: dict[str, np.ndarray], n_eval: int, res: int, seed: int,
-             batch: int = 50, device: str = "cpu") -> dict:
-    """Held-out reconstruction by latent optimisation; IoU and near-contour error per digit."""
+             batch: int = 50, device: str = "cpu", reconstruct=None) -> dict:
+    """Held-out reconstruction by latent optimisation; IoU and near-contour error per digit.
+
+    ``reconstruct``: the code search's settings (default: the run's own ``reconstruct`` config)."""
     from deepsdf_ad.runs import Run
 
     dev = torch.device(device)
     run = Run(run_path)
     cfg, model = load_trained(run, dev)
+    if reconstruct is not None:  # the preset's (and --set's) code search, not the one saved with the run
+        cfg.reconstruct = reconstruct
     refs = formats.DataRoot(data).shapes("test")
     rng = np.random.default_rng(seed)
     refs = [refs[i] for i in sorted(rng.choice(len(refs), size=min(n_eval, len(refs)), replace=False))]
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for prefix, img_path, lab_path in find_idx_pairs(args.mnist):
         ds = load_digit_set(prefix, img_path, lab_path)
         images.update({f"{prefix}-{i:05d}": ds.images[i] for i in range(len(ds.images))})
-    ev = evaluate(run_dir, data, images, args.eval, args.resolution, args.seed)
+    ev = evaluate(run_dir, data, images, args.eval, args.resolution, args.seed, reconstruct=cfg.reconstruct)
     res = {
         "heldout_digits": int(len(ev["iou"])),
         "heldout_iou_mean": round(float(ev["iou"].mean()), 4),

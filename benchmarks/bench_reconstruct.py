@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-minutes", type=float, default=6.0)
     ap.add_argument("--shapes", type=int, default=6, help="held-out shapes reconstructed")
     ap.add_argument("--set", action="append", default=[], help="override our reconstruct config, e.g. patience=40")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,KEY=VALUE",
+                    help="also run this variant of our schedule (repeatable; measured in the same run)")
     ap.add_argument("--resolution", type=int, default=128)
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -71,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     ours = dataclasses.replace(cfg.reconstruct, **{k: type(getattr(cfg.reconstruct, k))(v) for k, v in
                                                    (s.split("=", 1) for s in args.set)})
     theirs = deepsdf_schedule(cfg.reconstruct)
+    schedules = [("deepsdf", theirs), ("ours", ours)]
+    for v in args.variant:
+        vname, _, sets = v.partition(":")
+        schedules.append((vname, dataclasses.replace(ours, **{k: type(getattr(ours, k))(x) for k, x in
+                                                             (kv.split("=", 1) for kv in sets.split(",") if kv)})))
     mean = mean_training_code(run)
     refs = formats.DataRoot(data).shapes("test")[: args.shapes]
     print(f"run {run_path} ({len(run.metrics())} epochs); {len(refs)} held-out shapes; ours: iterations "
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         gt_pts = surface_points(gt)
         obs = observations_from_samples(np.concatenate(formats.load_sdf_samples(ref.sdf)))
         res = {}
-        for name, rc in (("deepsdf", theirs), ("ours", ours)):
+        for name, rc in schedules:
             init = mean.reshape(1, -1) if rc.init == "mean" and mean is not None else None
             t0 = time.perf_counter()
             code, losses = optimise_codes(model, [obs], rc, loss_clamp(cfg), dev, init=init, seed=0)
@@ -94,17 +101,21 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # an empty field: no mesh
                 print(f"  {ref.key} {name}: no mesh ({e})")
                 cd = float("nan")
-            res[name] = (seconds, cd, len(losses), len(losses) * rc.samples)
+            res[name] = (seconds, cd, len(losses))
         rows.append(res)
-        d, o = res["deepsdf"], res["ours"]
-        print(f"  {ref.key}: DeepSDF {d[0]:.1f} s ({d[2]} it) chamfer {d[1]:.3f} | ours {o[0]:.1f} s ({o[2]} it) "
-              f"chamfer {o[1]:.3f} | time x{o[0] / d[0]:.3f}, chamfer x{o[1] / d[1]:.3f}")
+        d = res["deepsdf"]
+        print(f"  {ref.key}: DeepSDF {d[0]:.1f} s ({d[2]} it) chamfer {d[1]:.3f}", flush=True)
+        for name, _ in schedules[1:]:
+            o = res[name]
+            print(f"    {name}: {o[0]:.1f} s ({o[2]} it) chamfer {o[1]:.3f} | time x{o[0] / d[0]:.3f}, "
+                  f"chamfer x{o[1] / d[1]:.3f}", flush=True)
     med = {k: (statistics.median(r[k][0] for r in rows), statistics.median(r[k][1] for r in rows))
-           for k in ("deepsdf", "ours")}
-    print(f"\nmedian over {len(rows)} shapes: DeepSDF {med['deepsdf'][0]:.1f} s, chamfer {med['deepsdf'][1]:.3f}; "
-          f"ours {med['ours'][0]:.1f} s, chamfer {med['ours'][1]:.3f}; time ratio "
-          f"{med['ours'][0] / med['deepsdf'][0]:.3f} (target <= 0.25), chamfer ratio "
-          f"{med['ours'][1] / med['deepsdf'][1]:.3f} (target <= 1.05)")
+           for k, _ in schedules}
+    print(f"\nmedian over {len(rows)} shapes: DeepSDF {med['deepsdf'][0]:.1f} s, chamfer {med['deepsdf'][1]:.3f}")
+    for name, _ in schedules[1:]:
+        print(f"  {name}: {med[name][0]:.1f} s, chamfer {med[name][1]:.3f}; time ratio "
+              f"{med[name][0] / med['deepsdf'][0]:.3f} (target <= 0.25), chamfer ratio "
+              f"{med[name][1] / med['deepsdf'][1]:.3f} (target <= 1.05)")
     return 0
 
 

@@ -223,7 +223,7 @@ def _mesh(args) -> int:
     from deepsdf_ad.meshing import mesh_training_shape
 
     info = mesh_training_shape(args.run, args.shape, args.out, resolution=args.resolution, device=args.device,
-                               method=args.method, precision=args.precision)
+                               method=args.method, precision=args.precision or "fp32")
     if "contours" in info:  # a 2D run: a picture of the field
         print(f"mesh: field picture with {info['contours']} contours ({info['contour_points']} points) -> {args.out}")
     else:
@@ -418,8 +418,10 @@ def _demo(args) -> int:
 def _add_meshing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("adaptive", "dense"), default="adaptive",
                    help="marching-cubes grid evaluated coarse-to-fine (default) or densely (the reference)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="arithmetic of the meshing queries (bf16/fp16: autocast, faster, error in README)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="decoder arithmetic (bf16/fp16: autocast, faster, error in README): the meshing queries, "
+                        "and for reconstruct also the code optimisation (default: fp32; for reconstruct the "
+                        "run's reconstruct.precision)")
 
 
 def _add_shard(p: argparse.ArgumentParser) -> None:

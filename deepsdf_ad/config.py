@@ -103,6 +103,9 @@ class ReconstructConfig:
     patience: int = 0
     """Plateau schedule: when the smoothed loss has not improved by 1% over this many steps, drop the learning
     rate early, and after the drop stop early; 0 = the fixed schedule (DeepSDF)."""
+    precision: str = "fp32"
+    """Arithmetic of the decoder during the optimisation: fp32, or bf16 / fp16 autocast (about 2x faster on a
+    CPU for a wide decoder; ``reconstruct --precision`` sets it and the meshing's together)."""
 
 
 @dataclass
@@ -281,8 +284,9 @@ def _merge(base: dict, new: dict, prefix: str) -> dict:
 def validate(cfg: Config) -> None:
     if cfg.dim not in (2, 3):
         raise ConfigError(f"config key 'dim' must be 2 or 3, got {cfg.dim}")
-    if cfg.train.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"config key 'train.precision' must be fp32, bf16 or fp16, got '{cfg.train.precision}'")
+    for key, value in (("train.precision", cfg.train.precision), ("reconstruct.precision", cfg.reconstruct.precision)):
+        if value not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"config key '{key}' must be fp32, bf16 or fp16, got '{value}'")
     if cfg.train.loss not in ("clamped_l1", "l1"):
         raise ConfigError(f"config key 'train.loss' must be clamped_l1 or l1, got '{cfg.train.loss}'")
     if cfg.reconstruct.init not in ("mean", "random"):

@@ -26,6 +26,7 @@ from data_prep.meshes import apply_normalization, undo_normalization
 from data_prep.scans import load_scan
 from deepsdf_ad.config import Config, ReconstructConfig
 from deepsdf_ad.models import SDFModel
+from deepsdf_ad.train import autocast
 
 
 @dataclass
@@ -185,7 +186,9 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                 lo_b = torch.stack([v[i] for v, i in zip(lo, idx, strict=True)])
                 hi_b = torch.stack([v[i] for v, i in zip(hi, idx, strict=True)])
                 z = code if mask is None else code * mask
-                pred = model.decode(z, x).clamp(-clamp, clamp)
+                with autocast(device, cfg.precision):
+                    pred = model.decode(z, x)
+                pred = pred.float().clamp(-clamp, clamp)
                 per = (torch.relu(lo_b - pred) + torch.relu(pred - hi_b)).mean(dim=1)
                 if cfg.code_reg > 0:
                     per = per + cfg.code_reg * model.code_penalty(z)
@@ -296,11 +299,11 @@ def estimate_normalization(points: np.ndarray) -> tuple[np.ndarray, float]:
 def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
                      resolution: int | None = None, iterations: int | None = None, device: str = "auto",
                      norm: str | None = None, seed: int = 0, mode: str | None = None, method: str = "adaptive",
-                     precision: str = "fp32") -> dict:
+                     precision: str | None = None) -> dict:
     """``deepsdf-ad reconstruct``: partial scan (mesh frame) -> completed mesh (same frame) at ``out``.
 
     ``method``: meshing by 'adaptive' (coarse-to-fine) or 'dense' evaluation; ``precision``: fp32, bf16 or fp16
-    autocast for the meshing queries.
+    autocast for the code optimisation and the meshing queries (None: the run's ``reconstruct.precision``).
 
     ``mode``: 'optimise', 'encode' or 'encode+refine' (default: optimise for an autodecoder run, encode for
     an autoencoder run); see :func:`find_codes`.
@@ -316,6 +319,9 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     dev = resolve_device(device)
     run = Run(run_path)
     cfg, model = load_trained(run, dev)
+    if precision is not None:
+        cfg.reconstruct.precision = precision
+    precision = cfg.reconstruct.precision
     mode = check_mode(model, mode, cfg.model.latent.source)
     if cfg.dim == 2:
         return reconstruct_2d(run, cfg, model, partial, out, resolution, iterations, dev, seed, mode)

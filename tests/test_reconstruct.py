@@ -85,3 +85,12 @@ def test_code_adam_matches_torch_adam_step_for_step():
             opt.step()
     assert not torch.equal(a, target)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_optimisation_reaches_the_fp32_loss(spheres):
+    cfg, model, obs = spheres
+    code32, fp32 = _fit(cfg, model, obs, iterations=200)
+    code16, bf16 = _fit(cfg, model, obs, iterations=200, precision="bf16")
+    assert bf16[-1] < 0.25 * bf16[0]
+    assert np.mean(bf16[-10:]) < 1.25 * np.mean(fp32[-10:]) + 1e-4
+    assert code16.dtype == torch.float32
