@@ -42,6 +42,11 @@ def deepsdf_schedule(rc):
                                init="random", init_std=0.01, samples_start=0, patience=0)
 
 
+def with_settings(rc, pairs: list[str]):
+    """``rc`` with ``KEY=VALUE`` pairs applied (each value converted to the field's type)."""
+    return dataclasses.replace(rc, **{k: type(getattr(rc, k))(v) for k, v in (p.split("=", 1) for p in pairs)})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/bench_reconstruct")
@@ -70,14 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     dev = torch.device("cpu")
     run = Run(run_path)
     cfg, model = load_trained(run, dev)
-    ours = dataclasses.replace(cfg.reconstruct, **{k: type(getattr(cfg.reconstruct, k))(v) for k, v in
-                                                   (s.split("=", 1) for s in args.set)})
+    ours = with_settings(cfg.reconstruct, args.set)
     theirs = deepsdf_schedule(cfg.reconstruct)
     schedules = [("deepsdf", theirs), ("ours", ours)]
     for v in args.variant:
         vname, _, sets = v.partition(":")
-        schedules.append((vname, dataclasses.replace(ours, **{k: type(getattr(ours, k))(x) for k, x in
-                                                             (kv.split("=", 1) for kv in sets.split(",") if kv)})))
+        schedules.append((vname, with_settings(ours, [kv for kv in sets.split(",") if kv])))
     mean = mean_training_code(run)
     refs = formats.DataRoot(data).shapes("test")[: args.shapes]
     print(f"run {run_path} ({len(run.metrics())} epochs); {len(refs)} held-out shapes; ours: iterations "
