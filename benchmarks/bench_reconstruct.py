@@ -32,7 +32,12 @@ from data_prep.shapes import write_family  # noqa: E402
 from deepsdf_ad.config import load_config  # noqa: E402
 from deepsdf_ad.meshing import mesh_sdf, model_sdf  # noqa: E402
 from deepsdf_ad.metrics import chamfer_squared, surface_points  # noqa: E402
-from deepsdf_ad.reconstruct import mean_training_code, observations_from_samples, optimise_codes  # noqa: E402
+from deepsdf_ad.reconstruct import (  # noqa: E402
+    mean_training_code,
+    observations_from_samples,
+    optimise_codes,
+    start_candidates,
+)
 from deepsdf_ad.runs import Run  # noqa: E402
 from deepsdf_ad.train import load_trained, loss_clamp, train  # noqa: E402
 
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         vname, _, sets = v.partition(":")
         schedules.append((vname, with_settings(ours, [kv for kv in sets.split(",") if kv])))
     mean = mean_training_code(run)
+    candidates = start_candidates(run)
     refs = formats.DataRoot(data).shapes("test")[: args.shapes]
     print(f"run {run_path} ({len(run.metrics())} epochs); {len(refs)} held-out shapes; ours: iterations "
           f"{ours.iterations}, lr {ours.lr}, samples {ours.samples_start or ours.samples}->{ours.samples}, "
@@ -96,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, rc in schedules:
             init = mean.reshape(1, -1) if rc.init == "mean" and mean is not None else None
             t0 = time.perf_counter()
-            code, losses = optimise_codes(model, [obs], rc, loss_clamp(cfg), dev, init=init, seed=0)
+            code, losses = optimise_codes(model, [obs], rc, loss_clamp(cfg), dev, init=init, seed=0,
+                                          candidates=candidates)
             seconds = time.perf_counter() - t0
             try:
                 mesh = mesh_sdf(model_sdf(model, code[0], dev), args.resolution)

@@ -85,6 +85,9 @@ class ReconstructConfig:
     """Fraction of the iterations after which the learning rate drops by ``lr_drop_factor``."""
     lr_drop_factor: float = 0.1
     """Learning-rate multiplier at the drop."""
+    schedule: str = "step"
+    """'step' (DeepSDF: ``lr`` until ``lr_drop_at``, then ``lr * lr_drop_factor``) or 'cosine' (from ``lr``
+    down to ``lr / 50`` over the iterations, half a cosine; ``lr_drop_at`` then only paces ``samples_start``)."""
     samples: int = 8000
     """Observations used per step."""
     code_reg: float = 1e-4
@@ -92,7 +95,9 @@ class ReconstructConfig:
     init_std: float = 0.01
     """Codes start as N(0, init_std^2) (DeepSDF) unless ``init`` says otherwise."""
     init: str = "mean"
-    """Start from 'mean' (the mean training code) or 'random'."""
+    """Start from 'mean' (the mean training code), 'random' (N(0, init_std^2), DeepSDF) or 'best': whichever of
+    the mean code, the zero code and up to 62 training codes explains a probe of 256 observations best (the mean
+    code can sit in a worse basin than a near-zero start: measured in ``benchmarks/bench_reconstruct.py``)."""
     normal_offset: float = 0.01
     """Scan points are also moved +/- this far along their normals, with sdf = +/- offset."""
     free_space: int = 4
@@ -289,8 +294,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}' must be fp32, bf16 or fp16, got '{value}'")
     if cfg.train.loss not in ("clamped_l1", "l1"):
         raise ConfigError(f"config key 'train.loss' must be clamped_l1 or l1, got '{cfg.train.loss}'")
-    if cfg.reconstruct.init not in ("mean", "random"):
-        raise ConfigError(f"config key 'reconstruct.init' must be 'mean' or 'random', got '{cfg.reconstruct.init}'")
+    if cfg.reconstruct.init not in ("mean", "random", "best"):
+        raise ConfigError(f"config key 'reconstruct.init' must be 'mean', 'random' or 'best', got '{cfg.reconstruct.init}'")
+    if cfg.reconstruct.schedule not in ("step", "cosine"):
+        raise ConfigError(f"config key 'reconstruct.schedule' must be 'step' or 'cosine', got '{cfg.reconstruct.schedule}'")
+    if cfg.reconstruct.schedule == "cosine" and cfg.reconstruct.patience > 0:
+        raise ConfigError("config key 'reconstruct.patience' is for the step schedule; set it to 0 with "
+                          "reconstruct.schedule: cosine")
     for key, v in (("train.epochs", cfg.train.epochs), ("train.shapes_per_batch", cfg.train.shapes_per_batch),
                    ("train.samples_per_shape", cfg.train.samples_per_shape), ("model.latent.size", cfg.model.latent.size),
                    ("mesh.resolution", cfg.mesh.resolution)):

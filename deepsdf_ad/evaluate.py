@@ -56,6 +56,7 @@ from deepsdf_ad.reconstruct import (
     mean_training_code,
     observations_from_samples,
     observations_from_scan,
+    start_candidates,
 )
 
 INPUTS = ("full", "scan")
@@ -266,6 +267,7 @@ def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: li
         if all(i >= 0 for i in rows):
             return table[rows], [0.0] * len(refs), "table"
     mean = mean_training_code(run)
+    candidates = start_candidates(run) if cfg.reconstruct.init == "best" else None
     codes, seconds = [], []
     bar = tqdm(total=len(refs), desc=f"codes ({mode})", unit="shape", disable=not progress)
     for s in range(0, len(refs), opts.batch):
@@ -282,7 +284,8 @@ def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: li
                 init = mean.reshape(1, -1).repeat(len(chunk), 1)
         t0 = time.perf_counter()
         found, _ = find_codes(model, cfg, mode, obs if mode != "encode" else None,
-                              pts if mode.startswith("encode") else None, device, init=init, seed=opts.seed + s)
+                              pts if mode.startswith("encode") else None, device, init=init, seed=opts.seed + s,
+                              candidates=candidates)
         dt = (time.perf_counter() - t0) / len(chunk)
         codes.append(found.cpu())
         seconds += [dt] * len(chunk)

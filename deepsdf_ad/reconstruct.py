@@ -134,14 +134,63 @@ class CodeAdam:
         self.param.grad = None
 
 
+COSINE_FLOOR = 0.02
+"""The cosine schedule ends at this fraction of ``reconstruct.lr``."""
+PROBE_POINTS = 256
+"""Observations each start candidate is scored on (``reconstruct.init: best``)."""
+MAX_CANDIDATES = 64
+"""Start candidates at most: the mean code, the zero code and evenly spaced training codes."""
+
+
+def start_candidates(run) -> torch.Tensor | None:
+    """Codes a reconstruction may start from (``reconstruct.init: best``): the mean training code, the zero
+    code (DeepSDF's start, up to its N(0, 0.01^2) noise) and up to ``MAX_CANDIDATES - 2`` training codes, evenly
+    spaced through the table; (C, L) float32, or None for a run without a code table."""
+    try:
+        codes = run.codes().float()
+    except DataError:
+        return None
+    if len(codes) == 0:
+        return None
+    codes = codes.reshape(len(codes), -1)
+    rows = np.unique(np.linspace(0, len(codes) - 1, min(len(codes), MAX_CANDIDATES - 2)).round().astype(int))
+    return torch.cat([codes.mean(dim=0, keepdim=True), torch.zeros_like(codes[:1]), codes[torch.from_numpy(rows)]])
+
+
+@torch.no_grad()
+def best_candidates(model: SDFModel, pts: list[torch.Tensor], lo: list[torch.Tensor], hi: list[torch.Tensor],
+                    candidates: torch.Tensor, mask: torch.Tensor | None, cfg: ReconstructConfig,
+                    gen: torch.Generator) -> torch.Tensor:
+    """For each observation set, the candidate (rows of (C, L) ``candidates``) with the lowest loss on
+    :data:`PROBE_POINTS` of its observations (clamped interval L1 plus the code penalty); (B, L)."""
+    out, was_training = [], model.training
+    model.eval()  # no dropout in the scores
+    for b, (p, l_b, h_b) in enumerate(zip(pts, lo, hi, strict=True)):
+        idx = torch.randint(len(p), (min(PROBE_POINTS, len(p)),), generator=gen).to(p.device)
+        z = candidates if mask is None else candidates * mask[b]
+        x = p[idx].unsqueeze(0).expand(len(z), -1, -1)
+        with autocast(p.device, cfg.precision):
+            pred = model.decode(z, x)
+        pred = pred.float()
+        loss = (torch.relu(l_b[idx] - pred) + torch.relu(pred - h_b[idx])).mean(dim=1)
+        if cfg.code_reg > 0:
+            loss = loss + cfg.code_reg * model.code_penalty(z)
+        out.append(candidates[int(loss.argmin())])
+    model.train(was_training)
+    return torch.stack(out).clone()
+
+
 def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
                    device: torch.device, init: torch.Tensor | None = None, seed: int = 0,
-                   iterations: int | None = None) -> tuple[torch.Tensor, list[float]]:
+                   iterations: int | None = None, candidates: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, list[float]]:
     """Find codes (B, L) for B observation sets at once (one batched decoder call per step).
 
     Each code has its own loss (mean over its samples, plus ``code_reg`` times the code penalty,
     ``||z||^2`` for a global code) and Adam's updates are per parameter, so a code ends as it would optimised
-    alone. ``init`` (B, L) or None (N(0, init_std^2)). A grid's codes change only near the observed surface
+    alone. ``init`` (B, L) or None (N(0, init_std^2)). With ``cfg.init == 'best'`` and ``candidates`` (C, L)
+    (see :func:`start_candidates`), each set starts from the candidate that explains it best
+    (:func:`best_candidates`) instead. A grid's codes change only near the observed surface
     (:meth:`SDFModel.observed_mask`); the others are empty (zero). Returns the codes and the loss per
     iteration (mean over the B sets).
     """
@@ -156,12 +205,16 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
         if not bool(mask.any(dim=1).all()):
             raise DataError("no observed surface point lies inside the grid's bounds; nothing to fit local codes to")
         code = code * mask
-    code.requires_grad_(True)
     pts = [torch.from_numpy(np.asarray(o.points, np.float32)).to(device) for o in obs]
     lo = [torch.from_numpy(np.asarray(o.lo, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
     hi = [torch.from_numpy(np.asarray(o.hi, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
     if any(len(p) == 0 for p in pts):
         raise DataError("an observation set is empty; nothing to fit a code to")
+    if cfg.init == "best" and candidates is not None and len(candidates):
+        code = best_candidates(model, pts, lo, hi, candidates.to(device).reshape(len(candidates), -1), mask,
+                               cfg, gen)
+        code = code if mask is None else code * mask
+    code.requires_grad_(True)
     k = min(cfg.samples, min(len(p) for p in pts))
     opt = CodeAdam(code, lr=cfg.lr)
     drop = int(cfg.lr_drop_at * iterations)
@@ -177,7 +230,9 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
         # the decoder is frozen: its weight-normalised weights are computed once, not at every step
         with parametrize.cached():
             for it in range(iterations):
-                if it == drop and not dropped:
+                if cfg.schedule == "cosine":
+                    opt.lr = cfg.lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * it / iterations)))
+                elif it == drop and not dropped:
                     opt.lr = cfg.lr * cfg.lr_drop_factor
                     dropped, best, best_at = True, math.inf, it
                 n = k if it >= drop or dropped else k0 + (k - k0) * it // max(drop, 1)
@@ -272,19 +327,21 @@ def encode_codes(model: SDFModel, points: list[np.ndarray], device: torch.device
 
 def find_codes(model: SDFModel, cfg: Config, mode: str, obs: list[Observations] | None,
                points: list[np.ndarray] | None, device: torch.device, init: torch.Tensor | None = None,
-               seed: int = 0, iterations: int | None = None) -> tuple[torch.Tensor, list[float]]:
-    """Codes (B, L) of B shapes by ``mode``: 'optimise' fits ``obs`` from ``init`` (B, L) (or random),
-    'encode' encodes ``points``, 'encode+refine' fits ``obs`` starting from the encoding of ``points``.
-    Returns the codes and the optimisation loss per iteration (empty for 'encode')."""
+               seed: int = 0, iterations: int | None = None, candidates: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, list[float]]:
+    """Codes (B, L) of B shapes by ``mode``: 'optimise' fits ``obs`` from ``init`` (B, L) (or random, or the
+    best of ``candidates`` with ``reconstruct.init: best``), 'encode' encodes ``points``, 'encode+refine' fits
+    ``obs`` starting from the encoding of ``points``. Returns the codes and the optimisation loss per
+    iteration (empty for 'encode')."""
     from deepsdf_ad.train import loss_clamp
 
     if mode.startswith("encode"):
         codes = encode_codes(model, points, device, seed)
         if mode == "encode":
             return codes, []
-        init = codes
+        init, candidates = codes, None  # refine the encoding, wherever it landed
     return optimise_codes(model, obs, cfg.reconstruct, loss_clamp(cfg), device, init=init, seed=seed,
-                          iterations=iterations)
+                          iterations=iterations, candidates=candidates)
 
 
 def estimate_normalization(points: np.ndarray) -> tuple[np.ndarray, float]:
@@ -350,7 +407,7 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     mean_code = mean_training_code(run)
     init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_code)
     codes, losses = find_codes(model, cfg, mode, [obs], [pts], dev, init=init.reshape(1, -1), seed=seed,
-                               iterations=iterations)
+                               iterations=iterations, candidates=start_candidates(run))
     code = codes[0]
     res = resolution or cfg.mesh.resolution
     mesh = mesh_sdf(model_sdf(model, code, dev, cfg.mesh.batch_points, precision=precision), res, method=method)
@@ -408,7 +465,8 @@ def reconstruct_2d(run, cfg: Config, model: SDFModel, partial: str | os.PathLike
             raise DataError(f"{partial}: no contour point is observed; the encoder needs points on the contour")
     init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_training_code(run))
     codes, losses = find_codes(model, cfg, mode, [obs], None if points is None else [points], device,
-                               init=init.reshape(1, -1), seed=seed, iterations=iterations)
+                               init=init.reshape(1, -1), seed=seed, iterations=iterations,
+                               candidates=start_candidates(run))
     code = codes[0]
     info = write_shape(model_sdf(model, code, device, cfg.mesh.batch_points), 2, kind,
                        resolution or cfg.mesh.resolution, out)

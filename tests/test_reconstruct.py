@@ -94,3 +94,52 @@ def test_bf16_optimisation_reaches_the_fp32_loss(spheres):
     assert bf16[-1] < 0.25 * bf16[0]
     assert np.mean(bf16[-10:]) < 1.25 * np.mean(fp32[-10:]) + 1e-4
     assert code16.dtype == torch.float32
+
+
+def test_best_start_is_the_candidate_that_explains_the_observations(spheres):
+    """The observations are the middle sphere: of the three trained codes (and a decoy), the probe picks the
+    middle sphere's code, before any optimisation step."""
+    cfg, model, obs = spheres
+    table = model.latent.all_codes().detach()
+    candidates = torch.cat([table[[0, 2]], 5 * torch.ones(1, table.shape[1]), table[[1]]])
+    rc = dataclasses.replace(cfg.reconstruct, init="best", iterations=0)
+    codes, losses = optimise_codes(model, [obs, obs], rc, 0.1, torch.device("cpu"), seed=0, candidates=candidates)
+    assert losses == []
+    torch.testing.assert_close(codes, table[[1, 1]])
+    # without candidates (an autoencoder run, say) it starts as configured: random, not a table row
+    codes, _ = optimise_codes(model, [obs], rc, 0.1, torch.device("cpu"), seed=0)
+    assert not any(torch.equal(codes[0], row) for row in table)
+
+
+def test_start_candidates_are_mean_zero_and_spaced_training_codes(tmp_path):
+    from safetensors.torch import save_file
+
+    from deepsdf_ad.reconstruct import MAX_CANDIDATES, start_candidates
+    from deepsdf_ad.runs import CODES, Run
+
+    codes = torch.arange(200 * 3, dtype=torch.float32).reshape(200, 3)
+    save_file({"codes": codes}, str(tmp_path / CODES))
+    cand = start_candidates(Run(tmp_path))
+    assert cand.shape == (MAX_CANDIDATES, 3)
+    torch.testing.assert_close(cand[0], codes.mean(dim=0))
+    assert not cand[1].any()
+    torch.testing.assert_close(cand[2], codes[0])
+    torch.testing.assert_close(cand[-1], codes[-1])
+    assert start_candidates(Run(tmp_path / "none")) is None
+
+
+def test_cosine_schedule_reaches_the_step_schedules_loss(spheres):
+    cfg, model, obs = spheres
+    _, step = _fit(cfg, model, obs, iterations=300)
+    _, cosine = _fit(cfg, model, obs, iterations=300, schedule="cosine")
+    assert cosine[-1] < 0.25 * cosine[0]
+    assert np.mean(cosine[-10:]) < 1.15 * np.mean(step[-10:]) + 1e-4
+
+
+def test_cosine_schedule_with_patience_is_a_config_error():
+    from deepsdf_ad.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="patience"):
+        load_config(None, ["reconstruct.schedule=cosine", "reconstruct.patience=20"])
+    with pytest.raises(ConfigError, match="reconstruct.init"):
+        load_config(None, ["reconstruct.init=nearest"])
