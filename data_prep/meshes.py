@@ -502,11 +502,10 @@ class SignedDistance:
         if self._caps is None:
             cap_v, cap_f = hole_caps(self.sign_vertices, self.sign_faces)
             closed_f = np.concatenate([self.sign_faces, cap_f])
-            pairs, unchecked = coplanar_overlaps(self.sign_vertices, self.sign_faces)
+            pairs, unchecked = coplanar_overlaps(cap_v, closed_f)  # caps can lie on faces, too
             both = np.concatenate([pairs, pairs[:, ::-1]])
             both = both[np.argsort(both[:, 0], kind="stable")]
             indptr = np.concatenate([[0], np.cumsum(np.bincount(both[:, 0], minlength=len(closed_f)))])
-            unchecked = np.concatenate([unchecked, np.zeros(len(cap_f), bool)])
             self._caps = (cap_v, cap_f, closed_f, _raycasting_scene(cap_v, closed_f), (indptr, both[:, 1]), unchecked)
         cap_v, cap_f, closed_f, scene, partners, unchecked = self._caps
         w, w2 = (crossing_counts(scene, cap_v, closed_f, points, r, partners, unchecked) for r in RAY_DIRECTIONS)
