@@ -382,52 +382,58 @@ class CrossingScene:
     """A mesh prepared for :func:`crossing_counts` (see :func:`crossing_scene`); normalised frame."""
 
     scene: object
-    """open3d ``RaycastingScene`` of the faces."""
+    """open3d ``RaycastingScene`` holding the faces as several geometries (layers)."""
+    layer_faces: list
+    """Per geometry id, the mesh's face index of each of its primitives."""
     normals: np.ndarray
     """(F, 3) face normals (unnormalised)."""
-    indptr: np.ndarray
-    """(F + 1,) and ``partners`` (P,): face i's coplanar overlapping faces are partners[indptr[i]:indptr[i + 1]]."""
-    partners: np.ndarray
-    edge_planes: np.ndarray
-    """(F, 3, 4): for each face and edge, the in-plane unit normal pointing into the face and its offset; a point
-    of the face's plane is inside when all three ``normal · x - offset`` are positive (rows of faces without
-    partners are zero)."""
     unchecked: np.ndarray
-    """(F,) bool: faces whose overlaps were not checked (see :func:`coplanar_overlaps`)."""
+    """(F,) bool: faces whose coplanar overlaps were not checked (see :func:`coplanar_overlaps`)."""
 
 
 def crossing_scene(vertices: np.ndarray, faces: np.ndarray) -> CrossingScene:
-    """Prepare a mesh, vertices (V, 3) and faces (F, 3), for :func:`crossing_counts`."""
+    """Prepare a mesh, vertices (V, 3) and faces (F, 3), for :func:`crossing_counts`.
+
+    open3d's ``list_intersections`` reports one hit per ray and distance along it within a geometry, so a ray
+    through a stack of coplanar overlapping faces (:func:`coplanar_overlaps`) would see only one of them.
+    The faces are therefore split into layers (a greedy colouring of the overlap graph: no two overlapping
+    faces in one layer), each added to the scene as its own geometry.
+    """
+    import open3d as o3d
+
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64)
     tri = v[f]
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     pairs, unchecked = coplanar_overlaps(v, f)
-    both = np.concatenate([pairs, pairs[:, ::-1]])
-    both = both[np.argsort(both[:, 0], kind="stable")]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(both[:, 0], minlength=len(f)))])
-    planes = np.zeros((len(f), 3, 4))
-    has = np.unique(both[:, 0])
-    if len(has):
-        t = tri[has]
-        unit = normals[has] / np.maximum(np.linalg.norm(normals[has], axis=1), 1e-300)[:, None]
-        for k in range(3):
-            edge = t[:, (k + 1) % 3] - t[:, k]
-            m = np.cross(unit, edge)
-            m /= np.maximum(np.linalg.norm(m, axis=1), 1e-300)[:, None]
-            planes[has, k, :3] = m
-            planes[has, k, 3] = np.einsum("ij,ij->i", m, t[:, k])
-    return CrossingScene(_raycasting_scene(v, f), normals, indptr, both[:, 1], planes, unchecked)
+    layer = np.zeros(len(f), np.int64)
+    if len(pairs):
+        both = np.concatenate([pairs, pairs[:, ::-1]])
+        both = both[np.argsort(both[:, 0], kind="stable")]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(both[:, 0], minlength=len(f)))])
+        stacked = np.unique(both[:, 0])
+        layer[stacked] = -1
+        for face in stacked[np.argsort(-(indptr[stacked + 1] - indptr[stacked]), kind="stable")]:
+            taken = set(layer[both[indptr[face]:indptr[face + 1], 1]].tolist())
+            layer[face] = next(k for k in range(len(taken) + 1) if k not in taken)
+    scene = o3d.t.geometry.RaycastingScene()
+    layer_faces = []
+    for k in range(int(layer.max()) + 1):
+        members = np.flatnonzero(layer == k)
+        gid = scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(v, np.float32)),
+                                  o3d.core.Tensor(np.ascontiguousarray(f[members], np.uint32)))
+        assert gid == len(layer_faces)
+        layer_faces.append(members)
+    return CrossingScene(scene, layer_faces, normals, unchecked)
 
 
 def crossing_counts(cs: CrossingScene, points: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """Signed count of the mesh's faces a ray from each point crosses: +1 leaving through a face's front,
     -1 entering; on a mesh without boundary this is the winding number.
 
-    Where the ray hits a face with coplanar overlapping partners (:func:`coplanar_overlaps`), the partners
-    that contain the hit point count too (open3d reports only one face of such a stack). NaN where the count
-    is not to be trusted: two hits on a ray within 1e-6 of each other (it grazes an edge or a corner), a ray
-    in a face's plane, a hit within 1e-6 of a partner's edge, or a hit on an unchecked face.
+    NaN where the count is not to be trusted: a hit within 1e-5 (barycentric) of a face's edge (the ray may
+    graze an edge or a corner, where open3d reports one of the faces meeting there), a ray in a face's
+    plane, or a hit on an unchecked face.
 
     Args:
         cs: the mesh (:func:`crossing_scene`); points: (N, 3); direction: (3,) unit vector.
@@ -440,31 +446,20 @@ def crossing_counts(cs: CrossingScene, points: np.ndarray, direction: np.ndarray
     rays[:, :3] = points
     rays[:, 3:] = direction
     hits = cs.scene.list_intersections(o3d.core.Tensor(rays))
-    ray = hits["ray_ids"].numpy().astype(np.int64)
+    ray = hits["ray_ids"].numpy()
     face = hits["primitive_ids"].numpy().astype(np.int64)
-    t = hits["t_hit"].numpy().astype(np.float64)
-    face_sign = np.sign(cs.normals @ direction)
-    sign = face_sign[face]
-    bad = (sign == 0) | cs.unchecked[face]  # a ray in a face's plane; an unchecked stack
-    n_part = cs.indptr[face + 1] - cs.indptr[face]
-    stacked = np.flatnonzero(n_part)
-    if len(stacked):
-        n_part = n_part[stacked]
-        hit_of = np.repeat(stacked, n_part)
-        first = np.cumsum(n_part) - n_part  # where each hit's partners start in the flat list
-        other = cs.partners[np.repeat(cs.indptr[face[stacked]], n_part) + np.arange(len(hit_of))
-                            - np.repeat(first, n_part)]
-        x = points[ray[hit_of]] + t[hit_of, None] * direction
-        plane = cs.edge_planes[other]
-        inward = (np.einsum("ikj,ij->ik", plane[:, :, :3], x) - plane[:, :, 3]).min(axis=1)
-        bad[hit_of[np.abs(inward) <= 1e-6]] = True
-        contains = inward > 1e-6
-        np.add.at(sign, hit_of[contains], face_sign[other[contains]])
+    if len(cs.layer_faces) > 1:
+        geometry = hits["geometry_ids"].numpy()
+        for k, members in enumerate(cs.layer_faces):
+            in_layer = geometry == k
+            face[in_layer] = members[face[in_layer]]
+    else:
+        face = cs.layer_faces[0][face]
+    sign = np.sign(cs.normals @ direction)[face]
+    uv = hits["primitive_uvs"].numpy()
+    edge = np.minimum(np.minimum(uv[:, 0], uv[:, 1]), 1.0 - uv[:, 0] - uv[:, 1]) < 1e-5
     count = np.bincount(ray, weights=sign, minlength=len(points)).astype(np.float64)
-    key = np.sort(ray * 16.0 + np.minimum(t, 15.0))  # rays in [-1, 1]^3 leave the unit sphere's box by t ~ 3.5
-    close = np.flatnonzero(np.diff(key) < 1e-6)
-    count[np.floor(key[close] / 16.0).astype(np.int64)] = np.nan
-    count[ray[bad]] = np.nan
+    count[ray[(sign == 0) | edge | cs.unchecked[face]]] = np.nan
     return count
 
 

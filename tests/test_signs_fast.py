@@ -74,3 +74,15 @@ def test_hole_caps_close_the_mesh():
 def test_method_is_checked():
     with pytest.raises(ValueError):
         SignedDistance(trimesh.creation.box(), method="rays")
+
+
+def test_coplanar_overlaps_finds_doubled_walls_only():
+    from data_prep.meshes import coplanar_overlaps
+
+    box = trimesh.creation.box()
+    pairs, unchecked = coplanar_overlaps(box.vertices, box.faces)
+    assert len(pairs) == 0 and not unchecked.any()  # the two triangles of a side only share an edge
+    m = doubled_wall_box()
+    pairs, _ = coplanar_overlaps(m.vertices, m.faces)
+    top = set(np.flatnonzero(m.triangles_center[:12, 2] > 0.19))
+    assert len(pairs) > 0 and {int(i) for i in pairs.ravel()} == top | {12, 13}
