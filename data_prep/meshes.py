@@ -442,6 +442,8 @@ def crossing_counts(cs: CrossingScene, points: np.ndarray, direction: np.ndarray
     """
     import open3d as o3d
 
+    if len(points) == 0:  # open3d's list_intersections crashes on no rays
+        return np.zeros(0)
     rays = np.empty((len(points), 6), np.float32)
     rays[:, :3] = points
     rays[:, 3:] = direction

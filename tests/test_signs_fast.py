@@ -86,3 +86,9 @@ def test_coplanar_overlaps_finds_doubled_walls_only():
     pairs, _ = coplanar_overlaps(m.vertices, m.faces)
     top = set(np.flatnonzero(m.triangles_center[:12, 2] > 0.19))
     assert len(pairs) > 0 and {int(i) for i in pairs.ravel()} == top | {12, 13}
+
+
+def test_no_points():
+    for method in ("fast", "winding"):
+        sdf, w = SignedDistance(opened_box(), method=method).signed(np.zeros((0, 3)))
+        assert sdf.shape == w.shape == (0,)
