@@ -7,7 +7,9 @@ scale = 1 / (1.03 * max distance of a vertex from that centre)), so every shape 
 Signs: generalized winding numbers (Jacobson et al. 2013; libigl's fast Barnes-Hut version), which stay
 right on meshes with holes and gaps where ray parity fails, computed on a repaired copy of the mesh
 (duplicates removed, faces wound consistently and turned outward by a visibility vote from many views);
-distances are exact point-to-triangle distances (open3d's BVH) to the original triangles.
+by default mostly as signed ray crossing counts of that copy with its holes capped, which give the same
+number much faster (see :class:`SignedDistance`). Distances are exact point-to-triangle distances (open3d's
+BVH) to the original triangles.
 """
 
 from __future__ import annotations
@@ -261,6 +263,208 @@ def visible_from_outside(mesh: trimesh.Trimesh, points: np.ndarray, directions: 
     return ~occluded.all(axis=1)
 
 
+def hole_caps(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Faces that close a mesh's holes, as a 2-chain: with them added the mesh has no boundary, so its
+    winding number is an integer everywhere and equals the signed crossing count of any ray.
+
+    The boundary is counted with directions and multiplicity: an edge's net count is the number of faces
+    traversing it one way minus the other way (0 on edges inside a consistently wound surface, also on
+    non-manifold ones whose faces balance). Each connected loop of edges with a nonzero count is closed by a
+    cone: triangles (apex, b, a) for each boundary edge a -> b, apex at the loop's mean vertex.
+
+    Args:
+        vertices: (V, 3), faces: (F, 3).
+    Returns:
+        vertices (V + loops, 3): the mesh's with the apexes appended, and the cap faces (C, 3) into them;
+        no faces for a closed mesh.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    start, end = f[:, [1, 2, 0]].ravel(), f[:, [2, 0, 1]].ravel()
+    lo, hi = np.minimum(start, end), np.maximum(start, end)
+    keys, edge = np.unique(lo * len(v) + hi, return_inverse=True)
+    net = np.zeros(len(keys), np.int64)
+    np.add.at(net, edge, np.where(start < end, 1, -1))
+    open_edge = np.flatnonzero(net)
+    if len(open_edge) == 0:
+        return v, np.zeros((0, 3), np.int64)
+    a, b = keys[open_edge] // len(v), keys[open_edge] % len(v)  # a < b, traversed a -> b net[e] times
+    m = net[open_edge]
+    a, b = np.where(m > 0, a, b), np.where(m > 0, b, a)
+    a, b = np.repeat(a, np.abs(m)), np.repeat(b, np.abs(m))
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(v), len(v)))
+    _, loop = connected_components(graph, directed=False)
+    used = np.unique(np.concatenate([a, b]))
+    loops, loop_of = np.unique(loop[used], return_inverse=True)
+    apex = np.zeros((len(loops), 3))
+    np.add.at(apex, loop_of, v[used])
+    apex /= np.bincount(loop_of)[:, None]
+    apex_index = np.full(len(v), -1)
+    apex_index[used] = len(v) + loop_of
+    cap = np.stack([apex_index[a], b, a], axis=1)
+    return np.concatenate([v, apex]), cap
+
+
+def _separated_in_plane(a: np.ndarray, b: np.ndarray, normal: np.ndarray, tolerance: float) -> np.ndarray:
+    """Whether coplanar triangles a[i] and b[i] ((P, 3, 3), plane normals (P, 3)) have disjoint interiors:
+    one of their six edge lines separates them, with ``tolerance``. (P,) bool."""
+    axis_u = a[:, 1] - a[:, 0]
+    axis_u /= np.maximum(np.linalg.norm(axis_u, axis=1), 1e-300)[:, None]
+    axis_v = np.cross(normal, axis_u)
+    a2 = np.stack([np.einsum("pkc,pc->pk", a, ax) for ax in (axis_u, axis_v)], axis=2)
+    b2 = np.stack([np.einsum("pkc,pc->pk", b, ax) for ax in (axis_u, axis_v)], axis=2)
+    separated = np.zeros(len(a), bool)
+    for t1, t2 in ((a2, b2), (b2, a2)):
+        for k in range(3):
+            e = t1[:, (k + 1) % 3] - t1[:, k]
+            across = np.stack([e[:, 1], -e[:, 0]], axis=1)
+            across /= np.maximum(np.linalg.norm(across, axis=1), 1e-300)[:, None]
+            own = np.einsum("pkc,pc->pk", t1, across)
+            other = np.einsum("pkc,pc->pk", t2, across)
+            separated |= (other.min(axis=1) >= own.max(axis=1) - tolerance) \
+                | (other.max(axis=1) <= own.min(axis=1) + tolerance)
+    return separated
+
+
+def coplanar_overlaps(vertices: np.ndarray, faces: np.ndarray, tolerance: float = 1e-6,
+                      max_group: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of faces whose interiors overlap in the same plane (ModelNet's doubled walls, triangulated
+    differently on each side): open3d reports a ray through both as crossing only one of them.
+
+    Faces are grouped by their plane (unit normal up to sign and offset, rounded to ``tolerance`` on two
+    shifted grids); in a group, two triangles overlap unless one of their six edge lines separates them
+    (in the plane, with ``tolerance``). Groups of more than ``max_group`` faces are not checked.
+
+    Returns:
+        the pairs (P, 2), each once, and (F,) bool: the faces in unchecked groups.
+    """
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    tri = v[f]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n /= np.maximum(np.linalg.norm(n, axis=1), 1e-300)[:, None]
+    lead = np.take_along_axis(n, np.argmax(np.abs(n) > 1e-3, axis=1)[:, None], axis=1)
+    n = n * np.where(lead < 0, -1.0, 1.0)  # the same plane with either orientation
+    plane = np.concatenate([n, np.einsum("ij,ij->i", n, tri[:, 0])[:, None]], axis=1)
+    unchecked = np.zeros(len(f), bool)
+    pairs = [np.zeros((0, 2), np.int64)]
+    for shift in (0.0, 0.5):
+        _, group, size = np.unique(np.floor(plane / tolerance + shift).astype(np.int64), axis=0,
+                                   return_inverse=True, return_counts=True)
+        group = group.ravel()
+        unchecked |= size[group] > max_group
+        # all pairs within the checked groups: faces sorted by group, each paired with those after it
+        order = np.argsort(group, kind="stable")
+        g = group[order]
+        count = np.where(size[g] <= max_group, np.searchsorted(g, g, "right") - np.arange(len(g)) - 1, 0)
+        first = np.repeat(np.arange(len(g)), count)
+        step = np.arange(len(first)) - np.repeat(np.cumsum(count) - count, count) + 1
+        i, j = order[first], order[first + step]
+        for lo in range(0, len(i), 1_000_000):
+            pi, pj = i[lo:lo + 1_000_000], j[lo:lo + 1_000_000]
+            keep = ~_separated_in_plane(tri[pi], tri[pj], n[pi], tolerance)
+            pairs.append(np.sort(np.stack([pi[keep], pj[keep]], axis=1), axis=1))
+    return np.unique(np.concatenate(pairs), axis=0), unchecked
+
+
+RAY_DIRECTIONS = np.array([[0.4397, 0.2553, 0.8611], [-0.6712, -0.5105, -0.5374],
+                           [0.7236, -0.6547, 0.2187], [-0.3095, 0.8944, -0.3228]])
+RAY_DIRECTIONS /= np.linalg.norm(RAY_DIRECTIONS, axis=1)[:, None]
+"""Generic directions (not along the axes, where the edges of CAD meshes lie) for the crossing counts: the
+first two for every point, the others where those two do not agree."""
+
+
+@dataclass
+class CrossingScene:
+    """A mesh prepared for :func:`crossing_counts` (see :func:`crossing_scene`); normalised frame."""
+
+    scene: object
+    """open3d ``RaycastingScene`` holding the faces as several geometries (layers)."""
+    layer_faces: list
+    """Per geometry id, the mesh's face index of each of its primitives."""
+    normals: np.ndarray
+    """(F, 3) face normals (unnormalised)."""
+    unchecked: np.ndarray
+    """(F,) bool: faces whose coplanar overlaps were not checked (see :func:`coplanar_overlaps`)."""
+
+
+def crossing_scene(vertices: np.ndarray, faces: np.ndarray) -> CrossingScene:
+    """Prepare a mesh, vertices (V, 3) and faces (F, 3), for :func:`crossing_counts`.
+
+    open3d's ``list_intersections`` reports one hit per ray and distance along it within a geometry, so a ray
+    through a stack of coplanar overlapping faces (:func:`coplanar_overlaps`) would see only one of them.
+    The faces are therefore split into layers (a greedy colouring of the overlap graph: no two overlapping
+    faces in one layer), each added to the scene as its own geometry.
+    """
+    import open3d as o3d
+
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    tri = v[f]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    pairs, unchecked = coplanar_overlaps(v, f)
+    layer = np.zeros(len(f), np.int64)
+    if len(pairs):
+        both = np.concatenate([pairs, pairs[:, ::-1]])
+        both = both[np.argsort(both[:, 0], kind="stable")]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(both[:, 0], minlength=len(f)))])
+        stacked = np.unique(both[:, 0])
+        layer[stacked] = -1
+        for face in stacked[np.argsort(-(indptr[stacked + 1] - indptr[stacked]), kind="stable")]:
+            taken = set(layer[both[indptr[face]:indptr[face + 1], 1]].tolist())
+            layer[face] = next(k for k in range(len(taken) + 1) if k not in taken)
+    scene = o3d.t.geometry.RaycastingScene()
+    layer_faces = []
+    for k in range(int(layer.max()) + 1):
+        members = np.flatnonzero(layer == k)
+        gid = scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(v, np.float32)),
+                                  o3d.core.Tensor(np.ascontiguousarray(f[members], np.uint32)))
+        assert gid == len(layer_faces)
+        layer_faces.append(members)
+    return CrossingScene(scene, layer_faces, normals, unchecked)
+
+
+def crossing_counts(cs: CrossingScene, points: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Signed count of the mesh's faces a ray from each point crosses: +1 leaving through a face's front,
+    -1 entering; on a mesh without boundary this is the winding number.
+
+    NaN where the count is not to be trusted: a hit within 1e-5 (barycentric) of a face's edge (the ray may
+    graze an edge or a corner, where open3d reports one of the faces meeting there), a ray in a face's
+    plane, or a hit on an unchecked face.
+
+    Args:
+        cs: the mesh (:func:`crossing_scene`); points: (N, 3); direction: (3,) unit vector.
+    Returns:
+        (N,) float64.
+    """
+    import open3d as o3d
+
+    if len(points) == 0:  # open3d's list_intersections crashes on no rays
+        return np.zeros(0)
+    rays = np.empty((len(points), 6), np.float32)
+    rays[:, :3] = points
+    rays[:, 3:] = direction
+    hits = cs.scene.list_intersections(o3d.core.Tensor(rays))
+    ray = hits["ray_ids"].numpy()
+    face = hits["primitive_ids"].numpy().astype(np.int64)
+    if len(cs.layer_faces) > 1:
+        geometry = hits["geometry_ids"].numpy()
+        for k, members in enumerate(cs.layer_faces):
+            in_layer = geometry == k
+            face[in_layer] = members[face[in_layer]]
+    else:
+        face = cs.layer_faces[0][face]
+    sign = np.sign(cs.normals @ direction)[face]
+    uv = hits["primitive_uvs"].numpy()
+    edge = np.minimum(np.minimum(uv[:, 0], uv[:, 1]), 1.0 - uv[:, 0] - uv[:, 1]) < 1e-5
+    count = np.bincount(ray, weights=sign, minlength=len(points)).astype(np.float64)
+    count[ray[(sign == 0) | edge | cs.unchecked[face]]] = np.nan
+    return count
+
+
 class SignedDistance:
     """Exact distance to the mesh's triangles (open3d BVH) with the sign of the generalized winding number
     of a repaired copy (:func:`clean_for_sign`, then :func:`orient_faces`).
@@ -269,16 +473,38 @@ class SignedDistance:
     ray parity fails; the repairs handle duplicated, flipped and inconsistently wound faces, where raw
     winding numbers fail. With ``orient=False`` the raw faces are used and the sign is ``|w| > 0.5``.
 
+    Two ways to get there (``method``):
+
+    - ``"winding"``: the fast winding number at every point (the slow, obvious reference);
+    - ``"fast"`` (default; needs ``orient``): the same winding number, mostly without summing over the
+      faces. The holes of the sign mesh are closed by cones (:func:`hole_caps`); mesh plus caps has no
+      boundary, so its winding number is the signed crossing count of any ray (:func:`crossing_counts`, an
+      integer), and the sign mesh's is that count minus the winding number of the caps alone (libigl's fast
+      winding number on the few cap faces; nothing on a closed mesh). Rays in two directions must give the
+      same count; where they do not, or a count is not to be trusted (a ray grazing an edge), two more
+      directions are tried (all counts that are there must agree, at least two), and the points still
+      unsettled get the fast winding number of the sign mesh as in ``"winding"``
+      (:attr:`counted_share` says how many did not). Measured agreement of the signs with ``"winding"`` on
+      the shared non-watertight meshes: 99.99% or more of the samples.
+
     Args:
         mesh: the mesh, normalised frame.
+        orient: repair and orient a copy for the sign (see above).
+        method: ``"fast"`` or ``"winding"``; ``orient=False`` always uses ``"winding"``.
     """
 
-    def __init__(self, mesh: trimesh.Trimesh, orient: bool = True):
+    def __init__(self, mesh: trimesh.Trimesh, orient: bool = True, method: str = "fast"):
+        if method not in ("fast", "winding"):
+            raise ValueError(f"method must be 'fast' or 'winding', got {method!r}")
         self.vertices = np.ascontiguousarray(mesh.vertices, np.float64)
         self.faces = np.ascontiguousarray(mesh.faces, np.int64)
         self._scene = _raycasting_scene(self.vertices, self.faces)
         self.orientation: Orientation | None = None
         self.oriented = orient
+        self.method = method if orient else "winding"
+        self._caps = None  # the fast method's caps and scene, built by its first call
+        self.counted_share = float("nan")
+        """Share of the points of the last fast :meth:`winding` call that the crossing counts settled."""
         if orient:
             sign_mesh, self.orientation = orient_faces(clean_for_sign(mesh))
             self.sign_vertices = np.ascontiguousarray(sign_mesh.vertices, np.float64)
@@ -294,6 +520,12 @@ class SignedDistance:
         return self._scene.compute_distance(q).numpy().astype(np.float64)
 
     def winding(self, points: np.ndarray) -> np.ndarray:
+        """Generalized winding numbers of the sign mesh, (N,) float64, by ``method`` (see the class)."""
+        if self.method == "winding":
+            return self.fast_winding_number(points)
+        return self._counted_winding(np.ascontiguousarray(points, np.float64))
+
+    def fast_winding_number(self, points: np.ndarray) -> np.ndarray:
         """Generalized winding numbers of the sign mesh (libigl's fast Barnes–Hut version), (N,)."""
         import igl
 
@@ -310,6 +542,32 @@ class SignedDistance:
         d = self.unsigned(points)
         w = self.winding(points)
         return np.where(self.inside(w), -d, d), w
+
+    def _counted_winding(self, points: np.ndarray) -> np.ndarray:
+        """The fast method's winding numbers: crossing counts of mesh plus caps, minus the caps' own."""
+        import igl
+
+        if self._caps is None:
+            cap_v, cap_f = hole_caps(self.sign_vertices, self.sign_faces)
+            # caps can lie on faces, so overlaps are looked for in mesh and caps together
+            self._caps = (cap_v, cap_f, crossing_scene(cap_v, np.concatenate([self.sign_faces, cap_f])))
+        cap_v, cap_f, cs = self._caps
+        first = [crossing_counts(cs, points, r) for r in RAY_DIRECTIONS[:2]]
+        w = np.where(first[0] == first[1], first[0], np.nan)  # NaN == anything is False
+        retry = np.flatnonzero(np.isnan(w))
+        if len(retry):  # more rays: the counts that are not NaN must all agree, and at least two be there
+            c = np.stack([first[0][retry], first[1][retry]]
+                         + [crossing_counts(cs, points[retry], r) for r in RAY_DIRECTIONS[2:]])
+            valid = ~np.isnan(c)
+            lo, hi = np.where(valid, c, np.inf).min(axis=0), np.where(valid, c, -np.inf).max(axis=0)
+            w[retry] = np.where((valid.sum(axis=0) >= 2) & (lo == hi), lo, np.nan)
+        if len(cap_f):
+            w -= igl.fast_winding_number(cap_v, cap_f, points)
+        rest = np.flatnonzero(np.isnan(w))
+        if len(rest):
+            w[rest] = self.fast_winding_number(points[rest])
+        self.counted_share = 1.0 - len(rest) / max(1, len(points))
+        return w
 
 
 AMBIGUOUS_BAND = 0.1
