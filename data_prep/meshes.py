@@ -335,8 +335,8 @@ def coplanar_overlaps(vertices: np.ndarray, faces: np.ndarray, tolerance: float 
     differently on each side): open3d reports a ray through both as crossing only one of them.
 
     Faces are grouped by their plane (unit normal up to sign and offset, rounded to ``tolerance`` on two
-    shifted grids); in a group, two triangles overlap unless one of their six edge lines separates them
-    (in the plane, with ``tolerance``). Groups of more than ``max_group`` faces are not checked.
+    shifted grids); in a group, two triangles overlap unless their bounding boxes are apart or one of their
+    six edge lines separates them (in the plane, with ``tolerance``). Groups of more than ``max_group`` faces are not checked.
 
     Returns:
         the pairs (P, 2), each once, and (F,) bool: the faces in unchecked groups.
@@ -349,6 +349,7 @@ def coplanar_overlaps(vertices: np.ndarray, faces: np.ndarray, tolerance: float 
     lead = np.take_along_axis(n, np.argmax(np.abs(n) > 1e-3, axis=1)[:, None], axis=1)
     n = n * np.where(lead < 0, -1.0, 1.0)  # the same plane with either orientation
     plane = np.concatenate([n, np.einsum("ij,ij->i", n, tri[:, 0])[:, None]], axis=1)
+    box_lo, box_hi = tri.min(axis=1) - tolerance, tri.max(axis=1) + tolerance
     unchecked = np.zeros(len(f), bool)
     pairs = [np.zeros((0, 2), np.int64)]
     for shift in (0.0, 0.5):
@@ -365,6 +366,8 @@ def coplanar_overlaps(vertices: np.ndarray, faces: np.ndarray, tolerance: float 
         i, j = order[first], order[first + step]
         for lo in range(0, len(i), 1_000_000):
             pi, pj = i[lo:lo + 1_000_000], j[lo:lo + 1_000_000]
+            touch = np.all((box_lo[pi] <= box_hi[pj]) & (box_lo[pj] <= box_hi[pi]), axis=1)  # bounding boxes first
+            pi, pj = pi[touch], pj[touch]
             keep = ~_separated_in_plane(tri[pi], tri[pj], n[pi], tolerance)
             pairs.append(np.sort(np.stack([pi[keep], pj[keep]], axis=1), axis=1))
     return np.unique(np.concatenate(pairs), axis=0), unchecked
