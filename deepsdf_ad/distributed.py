@@ -249,6 +249,13 @@ def _report(codes: list[int], first_failed: int | None, logs: list) -> int:
     """The launcher's exit code for the ranks' ``codes``; says why when rank 0 has not."""
     if all(c == 0 for c in codes):
         return 0
+    if codes[0] == 0 and all(c <= 0 for c in codes):
+        # rank 0 returns only after the final barrier, which every rank reached: the run is complete, and a
+        # rank that died by a signal died tearing down (gloo can abort when a peer closes its sockets first)
+        dead = ", ".join(f"rank {r} (signal {-c})" for r, c in enumerate(codes) if c < 0)
+        print(f"deepsdf-ad: note: training finished; {dead} crashed while shutting down afterwards, which does "
+              "not affect the run", file=sys.stderr)
+        return 0
     if codes[0] > 0 and (codes[0] == 2 or first_failed == 0):
         return codes[0]  # rank 0 failed and printed why
     users = [r for r, c in enumerate(codes) if c == 2]
