@@ -3,9 +3,9 @@
 A run of each preset is trained for a few minutes on procedural shapes (or reused from ``--work``; the
 DeepSDF-size preset with smaller batches in bf16, so that its field is a shape after minutes, not hours: how
 many points the coarse-to-fine mesher and the plateau schedule need depends on that), a held-out shape is
-scanned, and the real CLI is timed (a reused run gets the preset's current ``reconstruct`` and ``mesh`` sections
-first) (process start, loading, code optimisation, meshing at ``--resolution``,
-writing), median of ``--repeat``, for each ``--precision``.
+scanned, and the real CLI is timed (process start, loading, code optimisation, meshing at ``--resolution``,
+writing), median of ``--repeat``, for each ``--precision``. A reused run first gets the preset's current
+``reconstruct`` and ``mesh`` sections, so that it times the code search and meshing as they are now.
 
     python benchmarks/bench_end_to_end.py                       # small preset and DeepSDF-size preset, 256^3
     python benchmarks/bench_end_to_end.py --presets shapes_small --repeat 1

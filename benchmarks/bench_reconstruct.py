@@ -2,8 +2,8 @@
 
 DeepSDF's: 800 iterations, lr 5e-3 dropped x0.1 at 400, 8,000 samples per step, code from N(0, 0.01^2).
 Ours: the ``shapes_small`` preset's ``reconstruct`` config (the run's own with ``--run``): start from the best of
-the mean, zero and training codes, half a cosine from 2e-2, 300 x 4,000. Both fit the held-out shapes' SDF samples (DeepSDF's evaluation protocol); quality
-is the chamfer distance (x1e3, DeepSDF's convention) of the final mesh (128^3) to the true mesh. Prints
+the mean, zero and training codes, half a cosine from 2e-2, 300 x 4,000. Both fit the held-out shapes' SDF
+samples (DeepSDF's evaluation protocol); quality is the chamfer distance (x1e3, DeepSDF's convention) of the final mesh (128^3) to the true mesh. Prints
 seconds and chamfer per shape and their ratios, medians over the shapes.
 
     python benchmarks/bench_reconstruct.py                 # trains a small run on procedural shapes first

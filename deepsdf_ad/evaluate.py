@@ -267,7 +267,7 @@ def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: li
         if all(i >= 0 for i in rows):
             return table[rows], [0.0] * len(refs), "table"
     mean = mean_training_code(run)
-    candidates = start_candidates(run) if cfg.reconstruct.init == "best" else None
+    candidates = start_candidates(run, cfg.reconstruct)
     codes, seconds = [], []
     bar = tqdm(total=len(refs), desc=f"codes ({mode})", unit="shape", disable=not progress)
     for s in range(0, len(refs), opts.batch):

@@ -142,10 +142,13 @@ MAX_CANDIDATES = 64
 """Start candidates at most: the mean code, the zero code and evenly spaced training codes."""
 
 
-def start_candidates(run) -> torch.Tensor | None:
+def start_candidates(run, rc: ReconstructConfig | None = None) -> torch.Tensor | None:
     """Codes a reconstruction may start from (``reconstruct.init: best``): the mean training code, the zero
     code (DeepSDF's start, up to its N(0, 0.01^2) noise) and up to ``MAX_CANDIDATES - 2`` training codes, evenly
-    spaced through the table; (C, L) float32, or None for a run without a code table."""
+    spaced through the table; (C, L) float32, or None for a run without a code table, and None without reading
+    it when ``rc`` is given and starts otherwise."""
+    if rc is not None and rc.init != "best":
+        return None
     try:
         codes = run.codes().float()
     except DataError:
@@ -407,7 +410,7 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     mean_code = mean_training_code(run)
     init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_code)
     codes, losses = find_codes(model, cfg, mode, [obs], [pts], dev, init=init.reshape(1, -1), seed=seed,
-                               iterations=iterations, candidates=start_candidates(run))
+                               iterations=iterations, candidates=start_candidates(run, cfg.reconstruct))
     code = codes[0]
     res = resolution or cfg.mesh.resolution
     mesh = mesh_sdf(model_sdf(model, code, dev, cfg.mesh.batch_points, precision=precision), res, method=method)
@@ -466,7 +469,7 @@ def reconstruct_2d(run, cfg: Config, model: SDFModel, partial: str | os.PathLike
     init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_training_code(run))
     codes, losses = find_codes(model, cfg, mode, [obs], None if points is None else [points], device,
                                init=init.reshape(1, -1), seed=seed, iterations=iterations,
-                               candidates=start_candidates(run))
+                               candidates=start_candidates(run, cfg.reconstruct))
     code = codes[0]
     info = write_shape(model_sdf(model, code, device, cfg.mesh.batch_points), 2, kind,
                        resolution or cfg.mesh.resolution, out)

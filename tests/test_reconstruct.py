@@ -126,6 +126,10 @@ def test_start_candidates_are_mean_zero_and_spaced_training_codes(tmp_path):
     torch.testing.assert_close(cand[2], codes[0])
     torch.testing.assert_close(cand[-1], codes[-1])
     assert start_candidates(Run(tmp_path / "none")) is None
+    from deepsdf_ad.config import ReconstructConfig
+
+    assert start_candidates(Run(tmp_path), ReconstructConfig(init="mean")) is None  # not read: not needed
+    assert start_candidates(Run(tmp_path), ReconstructConfig(init="best")).shape == (MAX_CANDIDATES, 3)
 
 
 def test_cosine_schedule_reaches_the_step_schedules_loss(spheres):
