@@ -6,6 +6,7 @@ Every field has a docstring where it is declared. Unknown keys are errors that l
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -22,18 +23,34 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message says which key and what is allowed."""
 
 
+COSINE_FLOOR = 0.02
+"""Cosine schedules end at this fraction of their initial learning rate."""
+
+
+def cosine_lr(initial: float, step: int, total: int) -> float:
+    """Half a cosine from ``initial`` at step 0 down to ``initial * COSINE_FLOOR`` at step ``total``."""
+    return initial * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * step / max(total, 1))))
+
+
 @dataclass
 class Schedule:
-    """Step learning-rate schedule: ``initial * factor ** (epoch // interval)``."""
+    """Learning-rate schedule over epochs: ``step`` (DeepSDF's: ``initial * factor ** (epoch // interval)``) or
+    ``cosine`` (half a cosine from ``initial`` down to 1/50 of it at the last epoch; ``interval`` and
+    ``factor`` unused)."""
 
     initial: float = 5e-4
     """Learning rate at epoch 0."""
     interval: int = 500
-    """Epochs between drops."""
+    """Epochs between drops (step)."""
     factor: float = 0.5
-    """Multiplier at each drop."""
+    """Multiplier at each drop (step)."""
+    kind: str = "step"
+    """'step' or 'cosine'."""
 
-    def at(self, epoch: int) -> float:
+    def at(self, epoch: int, epochs: int) -> float:
+        """The learning rate of ``epoch`` in a run of ``epochs``."""
+        if self.kind == "cosine":
+            return cosine_lr(self.initial, epoch, epochs)
         return self.initial * self.factor ** (epoch // max(self.interval, 1))
 
 
@@ -296,6 +313,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'train.loss' must be clamped_l1 or l1, got '{cfg.train.loss}'")
     if cfg.reconstruct.init not in ("mean", "random", "best"):
         raise ConfigError(f"config key 'reconstruct.init' must be 'mean', 'random' or 'best', got '{cfg.reconstruct.init}'")
+    for key, sched in (("train.lr_decoder", cfg.train.lr_decoder), ("train.lr_latent", cfg.train.lr_latent)):
+        if sched.kind not in ("step", "cosine"):
+            raise ConfigError(f"config key '{key}.kind' must be 'step' or 'cosine', got '{sched.kind}'")
     if cfg.reconstruct.schedule not in ("step", "cosine"):
         raise ConfigError(f"config key 'reconstruct.schedule' must be 'step' or 'cosine', got '{cfg.reconstruct.schedule}'")
     if cfg.reconstruct.schedule == "cosine" and cfg.reconstruct.patience > 0:

@@ -24,7 +24,7 @@ from torch.nn.utils import parametrize
 from data_prep.formats import DataError
 from data_prep.meshes import apply_normalization, undo_normalization
 from data_prep.scans import load_scan
-from deepsdf_ad.config import Config, ReconstructConfig
+from deepsdf_ad.config import Config, ReconstructConfig, cosine_lr
 from deepsdf_ad.models import SDFModel
 from deepsdf_ad.train import autocast
 
@@ -134,8 +134,6 @@ class CodeAdam:
         self.param.grad = None
 
 
-COSINE_FLOOR = 0.02
-"""The cosine schedule ends at this fraction of ``reconstruct.lr``."""
 PROBE_POINTS = 256
 """Observations each start candidate is scored on (``reconstruct.init: best``)."""
 MAX_CANDIDATES = 64
@@ -234,7 +232,7 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
         with parametrize.cached():
             for it in range(iterations):
                 if cfg.schedule == "cosine":
-                    opt.lr = cfg.lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * it / iterations)))
+                    opt.lr = cosine_lr(cfg.lr, it, iterations)
                 elif it == drop and not dropped:
                     opt.lr = cfg.lr * cfg.lr_drop_factor
                     dropped, best, best_at = True, math.inf, it

@@ -185,7 +185,7 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
                initial=start, total=tc.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
-        lrs = {"decoder": tc.lr_decoder.at(epoch), "latent": tc.lr_latent.at(epoch)}
+        lrs = {"decoder": tc.lr_decoder.at(epoch, tc.epochs), "latent": tc.lr_latent.at(epoch, tc.epochs)}
         for group in opt.param_groups:
             group["lr"] = lrs[group["name"]]
         reg_weight = tc.code_reg * min(1.0, epoch / max(tc.code_reg_rampup, 1))

@@ -17,7 +17,7 @@ def test_deepsdf_chairs_matches_published_specs():
     assert cfg.model.latent.size == 256 and cfg.train.samples_per_shape == 16384
     assert cfg.train.shapes_per_batch == 64 and cfg.train.clamp == 0.1 and cfg.train.epochs == 2001
     assert cfg.train.lr_decoder.initial == 5e-4 and cfg.train.lr_latent.initial == 1e-3
-    assert cfg.train.lr_decoder.at(499) == 5e-4 and cfg.train.lr_decoder.at(500) == 2.5e-4
+    assert cfg.train.lr_decoder.at(499, 2001) == 5e-4 and cfg.train.lr_decoder.at(500, 2001) == 2.5e-4
 
 
 def test_overrides_and_types():

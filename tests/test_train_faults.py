@@ -160,3 +160,26 @@ def test_runs_with_the_old_checkpoint_index_still_resume(digits, tmp_path):
     assert run.checkpoints() == entries and run.load_checkpoint()[1]["epoch"] == 3
     train(cfg(), digits, run.path, epochs=6, device="cpu", progress=False)
     assert not (folder / "index.json").exists() and [c["epoch"] for c in run.checkpoints()] == [3, 6]
+
+
+def test_cosine_learning_rates_follow_half_a_cosine_and_survive_a_resume(digits, tmp_path):
+    """``train.lr_*.kind: cosine``: each epoch's recorded rate is the half cosine of that epoch, including the
+    epochs after a resume (the rate depends on the epoch and the run's length only)."""
+    import math
+
+    sets = TINY_FAULTS + ["train.lr_decoder.kind=cosine", "train.lr_latent.kind=cosine", "train.epochs=6"]
+    cfg = load_config(PRESET, sets)
+    train(cfg, digits, tmp_path / "run", device="cpu", progress=False)
+    first = Run(tmp_path / "run").metrics()
+    for f in (tmp_path / "run" / "checkpoints").glob("epoch_000006.*"):  # as if killed before epoch 6's checkpoint
+        f.unlink()
+    train(cfg, digits, tmp_path / "run", device="cpu", progress=False)  # resumes at epoch 3
+    rows = Run(tmp_path / "run").metrics()
+    assert len(rows) == 6 and [r["lr_decoder"] for r in rows] == [r["lr_decoder"] for r in first]
+    for e, r in enumerate(rows):
+        for key, initial in (("lr_decoder", cfg.train.lr_decoder.initial), ("lr_latent", cfg.train.lr_latent.initial)):
+            want = initial * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * e / 6)))
+            assert r[key] == pytest.approx(want, rel=1e-9)
+    assert rows[-1]["lr_decoder"] < 0.1 * rows[0]["lr_decoder"]
+    with pytest.raises(Exception, match="train.lr_latent.kind"):
+        load_config(PRESET, ["train.lr_latent.kind=linear"])
