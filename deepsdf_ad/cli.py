@@ -251,7 +251,8 @@ def _reconstruct(args) -> int:
 
     info = reconstruct_file(args.run, args.partial, args.out, resolution=args.resolution,
                             iterations=args.iterations, device=args.device, norm=args.norm, seed=args.seed,
-                            mode=args.mode, method=args.method, precision=args.precision)
+                            mode=args.mode, method=args.method, precision=args.precision,
+                            restarts=args.restarts)
     loss = "" if info["final_loss"] is None else f", final loss {info['final_loss']:.5f}"
     print(f"reconstruct: {info['points']} points, mode {info['mode']}{loss}, "
           f"normalisation {info['normalization']} -> {info['out']}")
@@ -572,6 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--out", required=True, help="output mesh (.png for a 2D run)")
     rc.add_argument("--resolution", type=_resolution, help="marching-cubes grid points per axis")
     rc.add_argument("--iterations", type=_positive_int, help="optimisation steps (default: the config's)")
+    rc.add_argument("--restarts", type=_positive_int,
+                    help="starts optimised side by side; the one with the lowest loss goes on (default: the config's "
+                         "reconstruct.restarts)")
     rc.add_argument("--norm", help="normalisation .npz (offset, scale) of the object, if not in the sidecar")
     rc.add_argument("--seed", type=int, default=0, help="random seed")
     rc.add_argument("--mode", choices=("optimise", "encode", "encode+refine"),

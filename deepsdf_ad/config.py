@@ -125,6 +125,13 @@ class ReconstructConfig:
     patience: int = 0
     """Plateau schedule: when the smoothed loss has not improved by 1% over this many steps, drop the learning
     rate early, and after the drop stop early; 0 = the fixed schedule (DeepSDF)."""
+    restarts: int = 1
+    """Starts per shape, optimised side by side in one batch: the ``restarts`` best start candidates
+    (``init: best``), else the start and ``restarts - 1`` perturbed copies of it (N(0, init_std^2) added). At
+    ``restart_at`` of the iterations each shape keeps the one with the lowest loss (mean of the last 10 steps)
+    and goes on with it alone; 1 = one start."""
+    restart_at: float = 0.25
+    """Fraction of the iterations after which the restarts are narrowed down to one per shape."""
     precision: str = "fp32"
     """Arithmetic of the decoder during the optimisation: fp32, or bf16 / fp16 autocast (about 2x faster on a
     CPU for a wide decoder; ``reconstruct --precision`` sets it and the meshing's together)."""
@@ -316,6 +323,9 @@ def validate(cfg: Config) -> None:
     for key, sched in (("train.lr_decoder", cfg.train.lr_decoder), ("train.lr_latent", cfg.train.lr_latent)):
         if sched.kind not in ("step", "cosine"):
             raise ConfigError(f"config key '{key}.kind' must be 'step' or 'cosine', got '{sched.kind}'")
+    if cfg.reconstruct.restarts < 1 or not 0.0 <= cfg.reconstruct.restart_at < 1.0:
+        raise ConfigError("config keys 'reconstruct.restarts' must be >= 1 and 'reconstruct.restart_at' in [0, 1), got "
+                          f"{cfg.reconstruct.restarts} and {cfg.reconstruct.restart_at}")
     if cfg.reconstruct.schedule not in ("step", "cosine"):
         raise ConfigError(f"config key 'reconstruct.schedule' must be 'step' or 'cosine', got '{cfg.reconstruct.schedule}'")
     if cfg.reconstruct.schedule == "cosine" and cfg.reconstruct.patience > 0:

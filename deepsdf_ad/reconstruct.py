@@ -161,9 +161,10 @@ def start_candidates(run, rc: ReconstructConfig | None = None) -> torch.Tensor |
 @torch.no_grad()
 def best_candidates(model: SDFModel, pts: list[torch.Tensor], lo: list[torch.Tensor], hi: list[torch.Tensor],
                     candidates: torch.Tensor, mask: torch.Tensor | None, cfg: ReconstructConfig,
-                    gen: torch.Generator) -> torch.Tensor:
-    """For each observation set, the candidate (rows of (C, L) ``candidates``) with the lowest loss on
-    :data:`PROBE_POINTS` of its observations (clamped interval L1 plus the code penalty); (B, L)."""
+                    gen: torch.Generator, k: int = 1) -> torch.Tensor:
+    """For each observation set, the ``k`` candidates (rows of (C, L) ``candidates``) with the lowest loss on
+    :data:`PROBE_POINTS` of its observations (clamped interval L1 plus the code penalty), best first; (B * k, L),
+    set by set (fewer than ``k`` candidates: the best repeated)."""
     out, was_training = [], model.training
     model.eval()  # no dropout in the scores
     for b, (p, l_b, h_b) in enumerate(zip(pts, lo, hi, strict=True)):
@@ -176,9 +177,10 @@ def best_candidates(model: SDFModel, pts: list[torch.Tensor], lo: list[torch.Ten
         loss = (torch.relu(l_b[idx] - pred) + torch.relu(pred - h_b[idx])).mean(dim=1)
         if cfg.code_reg > 0:
             loss = loss + cfg.code_reg * model.code_penalty(z)
-        out.append(candidates[int(loss.argmin())])
+        order = torch.argsort(loss)[:k]
+        out.append(candidates[torch.cat([order, order[:1].expand(k - len(order))])])
     model.train(was_training)
-    return torch.stack(out).clone()
+    return torch.cat(out).clone()
 
 
 def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
@@ -198,6 +200,7 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     gen = torch.Generator().manual_seed(seed)
     iterations = cfg.iterations if iterations is None else iterations
     b = len(obs)
+    r = cfg.restarts  # starts per set; the batch holds set 0's starts, then set 1's, ...
     code = (init if init is not None else torch.randn(b, model.latent_size, generator=gen) * cfg.init_std)
     code = code.detach().clone().to(device).reshape(b, -1)
     mask = model.observed_mask([torch.from_numpy(np.asarray(o.near_surface(NEAR_SURFACE), np.float32)).to(device)
@@ -205,7 +208,6 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     if mask is not None:
         if not bool(mask.any(dim=1).all()):
             raise DataError("no observed surface point lies inside the grid's bounds; nothing to fit local codes to")
-        code = code * mask
     pts = [torch.from_numpy(np.asarray(o.points, np.float32)).to(device) for o in obs]
     lo = [torch.from_numpy(np.asarray(o.lo, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
     hi = [torch.from_numpy(np.asarray(o.hi, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
@@ -213,8 +215,17 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
         raise DataError("an observation set is empty; nothing to fit a code to")
     if cfg.init == "best" and candidates is not None and len(candidates):
         code = best_candidates(model, pts, lo, hi, candidates.to(device).reshape(len(candidates), -1), mask,
-                               cfg, gen)
-        code = code if mask is None else code * mask
+                               cfg, gen, k=r)
+    elif r > 1:  # the start, then perturbed copies of it
+        code = code.repeat_interleave(r, dim=0)
+        noise = torch.randn(code.shape, generator=gen).to(device) * cfg.init_std
+        code = code + noise * (torch.arange(len(code), device=device) % r != 0).unsqueeze(1)
+    if r > 1:
+        pts, lo, hi = ([v for v in vs for _ in range(r)] for vs in (pts, lo, hi))
+        mask = None if mask is None else mask.repeat_interleave(r, dim=0)
+    code = code if mask is None else code * mask
+    narrow_at = int(cfg.restart_at * iterations) if r > 1 else -1
+    recent = []  # per-code losses of the last steps before narrowing down
     code.requires_grad_(True)
     k = min(cfg.samples, min(len(p) for p in pts))
     opt = CodeAdam(code, lr=cfg.lr)
@@ -252,7 +263,17 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                losses.append(float(loss.detach()) / b)
+                losses.append(float(loss.detach()) / len(per))
+                if narrow_at >= 0:
+                    recent = (recent + [per.detach()])[-10:]
+                    if it + 1 >= narrow_at:  # each set goes on from its start with the lowest recent loss
+                        keep = torch.stack(recent).mean(dim=0).reshape(b, r).argmin(dim=1) + torch.arange(b) * r
+                        keep = keep.to(device)
+                        code = code.detach()[keep].clone().requires_grad_(True)
+                        opt.param, opt.m, opt.v = code, opt.m[keep].clone(), opt.v[keep].clone()
+                        pts, lo, hi = ([vs[i] for i in keep.tolist()] for vs in (pts, lo, hi))
+                        mask = None if mask is None else mask[keep]
+                        narrow_at = -1
                 if cfg.patience > 0:  # plateau: drop the rate early, then stop early
                     smooth = losses[-1] if smooth is None else 0.9 * smooth + 0.1 * losses[-1]
                     if smooth < 0.99 * best:
@@ -267,6 +288,9 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
         model.train(was_training)
     if not all(math.isfinite(x) for x in losses[-1:]):
         raise DataError("code optimisation diverged (loss is not finite); lower reconstruct.lr")
+    if narrow_at >= 0:  # stopped before narrowing down: each set's first start (its best probe, or the given one)
+        keep = torch.arange(b, device=code.device) * r
+        code, mask = code[keep], None if mask is None else mask[keep]
     return (code if mask is None else code * mask).detach(), losses
 
 
@@ -357,11 +381,12 @@ def estimate_normalization(points: np.ndarray) -> tuple[np.ndarray, float]:
 def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
                      resolution: int | None = None, iterations: int | None = None, device: str = "auto",
                      norm: str | None = None, seed: int = 0, mode: str | None = None, method: str = "adaptive",
-                     precision: str | None = None) -> dict:
+                     precision: str | None = None, restarts: int | None = None) -> dict:
     """``deepsdf-ad reconstruct``: partial scan (mesh frame) -> completed mesh (same frame) at ``out``.
 
     ``method``: meshing by 'adaptive' (coarse-to-fine) or 'dense' evaluation; ``precision``: fp32, bf16 or fp16
-    autocast for the code optimisation and the meshing queries (None: the run's ``reconstruct.precision``).
+    autocast for the code optimisation and the meshing queries (None: the run's ``reconstruct.precision``);
+    ``restarts``: starts per shape (None: the run's ``reconstruct.restarts``).
 
     ``mode``: 'optimise', 'encode' or 'encode+refine' (default: optimise for an autodecoder run, encode for
     an autoencoder run); see :func:`find_codes`.
@@ -379,6 +404,8 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     cfg, model = load_trained(run, dev)
     if precision is not None:
         cfg.reconstruct.precision = precision
+    if restarts is not None:
+        cfg.reconstruct.restarts = restarts
     precision = cfg.reconstruct.precision
     mode = check_mode(model, mode, cfg.model.latent.source)
     if cfg.dim == 2:

@@ -91,7 +91,7 @@ def test_mesh_scan_reconstruct(pipeline, tmp_path):
     assert (tmp_path / "partial.json").is_file() or any("camera" in c for c in scan.comments)
     completed = tmp_path / "completed.ply"
     proc = cli("reconstruct", partial, "--run", run, "--out", completed, "--resolution", "32", "--iterations", "20",
-               "--method", "dense", "--precision", "bf16", check=True)
+               "--method", "dense", "--precision", "bf16", "--restarts", "2", check=True)
     assert "reconstruct:" in proc.stdout
     rec = trimesh.load(completed, process=False)
     ref = trimesh.load(gt, process=False)

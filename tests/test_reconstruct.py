@@ -147,3 +147,42 @@ def test_cosine_schedule_with_patience_is_a_config_error():
         load_config(None, ["reconstruct.schedule=cosine", "reconstruct.patience=20"])
     with pytest.raises(ConfigError, match="reconstruct.init"):
         load_config(None, ["reconstruct.init=nearest"])
+
+
+def test_restarts_go_on_from_the_start_with_the_lowest_loss(spheres):
+    """``reconstruct.restarts``: starts optimised side by side, narrowed down per shape to the one with the
+    lowest loss. With a learning rate of 0 the codes stay where they start, so after narrowing the loss is the
+    best start's: lower than the given (bad) start's alone, and each shape keeps a start of its own group."""
+    cfg, model, obs = spheres
+    table = model.latent.all_codes().detach()
+    rc = dataclasses.replace(cfg.reconstruct, init="random", lr=0.0, iterations=12, restart_at=0.5, init_std=0.5)
+    start = table[[0]]  # the smallest sphere's code, for observations of the middle one
+    # the starts: the given one, then perturbed copies (the same seeded draw as optimise_codes makes)
+    noise = torch.randn(4, model.latent_size, generator=torch.Generator().manual_seed(0)) * rc.init_std
+    starts = start + noise * (torch.arange(4) != 0).unsqueeze(1)
+    alone = [optimise_codes(model, [obs], rc, 0.1, torch.device("cpu"), init=s[None], seed=0)[1][-1] for s in starts]
+    rc4 = dataclasses.replace(rc, restarts=4)
+    codes, losses = optimise_codes(model, [obs], rc4, 0.1, torch.device("cpu"), init=start, seed=0)
+    best = int(np.argmin(alone))
+    assert best != 0, alone  # so that keeping the given start would fail this test
+    torch.testing.assert_close(codes[0], starts[best])
+    assert losses[-1] == pytest.approx(alone[best], rel=0.05)
+    # two shapes: one batch of 2 x 4 starts, narrowed to 2 codes; a shape that starts at its own code keeps it
+    table = model.latent.all_codes().detach()
+    codes, _ = optimise_codes(model, [obs, obs], rc4, 0.1, torch.device("cpu"), init=torch.cat([start, table[[1]]]),
+                              seed=0)
+    assert codes.shape == (2, model.latent_size)
+    torch.testing.assert_close(codes[1], table[1])
+    # with init: best, the starts are the best probe candidates, and without steps the best of them is returned
+    rcb = dataclasses.replace(rc4, init="best", iterations=0)
+    candidates = torch.cat([table[[0, 2]], 5 * torch.ones(1, table.shape[1]), table[[1]]])
+    codes, _ = optimise_codes(model, [obs], rcb, 0.1, torch.device("cpu"), seed=0, candidates=candidates)
+    torch.testing.assert_close(codes, table[[1]])
+
+
+def test_bad_restart_settings_are_config_errors():
+    from deepsdf_ad.config import ConfigError, load_config
+
+    for bad in ("reconstruct.restarts=0", "reconstruct.restart_at=1.0"):
+        with pytest.raises(ConfigError, match="restart"):
+            load_config(None, [bad])
