@@ -29,7 +29,12 @@ from deepsdf_ad.config import load_config  # noqa: E402
 from deepsdf_ad.generate import sample_codes  # noqa: E402
 from deepsdf_ad.meshing import evaluate_grid, field_picture, grid_points, model_sdf, picture_grid  # noqa: E402
 from deepsdf_ad.metrics import iou, near_contour_error  # noqa: E402
-from deepsdf_ad.reconstruct import mean_training_code, observations_from_samples, optimise_codes  # noqa: E402
+from deepsdf_ad.reconstruct import (  # noqa: E402
+    mean_training_code,
+    observations_from_samples,
+    optimise_codes,
+    start_candidates,
+)
 from deepsdf_ad.train import load_trained, loss_clamp, train  # noqa: E402
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -58,6 +63,7 @@ def evaluate(run_path: Path, data: Path, images: dict[str, np.ndarray], n_eval: 
     rng = np.random.default_rng(seed)
     refs = [refs[i] for i in sorted(rng.choice(len(refs), size=min(n_eval, len(refs)), replace=False))]
     mean = mean_training_code(run)
+    candidates = start_candidates(run, cfg.reconstruct)
     pts = grid_points(res, 2).astype(np.float64)
     ious, errs, codes = [], [], []
     t0 = time.perf_counter()
@@ -65,7 +71,8 @@ def evaluate(run_path: Path, data: Path, images: dict[str, np.ndarray], n_eval: 
         chunk = refs[s:s + batch]
         obs = [observations_from_samples(np.concatenate(formats.load_sdf_samples(r.sdf))) for r in chunk]
         init = mean.reshape(1, -1).repeat(len(chunk), 1)
-        found, _ = optimise_codes(model, obs, cfg.reconstruct, loss_clamp(cfg), dev, init=init, seed=seed + s)
+        found, _ = optimise_codes(model, obs, cfg.reconstruct, loss_clamp(cfg), dev, init=init, seed=seed + s,
+                                  candidates=candidates)
         for r, code in zip(chunk, found, strict=True):
             pred = evaluate_grid(model_sdf(model, code, dev), res, 2)
             true = DigitField(images[r.id]).sdf(pts).reshape(res, res)

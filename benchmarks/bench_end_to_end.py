@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resolution", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--train-minutes", type=float, default=3.0)
-    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "bf16"),
-                    help="reconstruct --precision values timed")
+    ap.add_argument("--precision", nargs="+", default=["preset"], choices=("preset", "fp32", "bf16"),
+                    help="reconstruct --precision values timed (preset: no flag, the preset's own)")
     args = ap.parse_args(argv)
     work = Path(args.work)
     meshes, data = work / "meshes", work / "data"
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", "reconstruct", str(partial), "--run",
                                        str(run), "--out", str(out), "--resolution", str(args.resolution), "--device",
-                                       "cpu", "--precision", precision], capture_output=True, text=True)
+                                       "cpu"] + ([] if precision == "preset" else ["--precision", precision]),
+                                      capture_output=True, text=True)
                 times.append(time.perf_counter() - t0)
                 if proc.returncode != 0:
                     print(proc.stderr)

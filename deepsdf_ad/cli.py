@@ -13,6 +13,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from deepsdf_ad import PRECISIONS
+
 EXIT_USAGE = 2
 
 
@@ -419,10 +421,10 @@ def _demo(args) -> int:
 def _add_meshing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("adaptive", "dense"), default="adaptive",
                    help="marching-cubes grid evaluated coarse-to-fine (default) or densely (the reference)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
-                   help="decoder arithmetic (bf16/fp16: autocast, faster, error in README): the meshing queries, "
-                        "and for reconstruct also the code optimisation (default: fp32; for reconstruct the "
-                        "run's reconstruct.precision)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="decoder arithmetic (bf16/fp16: autocast, faster, error in README; auto: bf16 where the "
+                        "processor has it natively, else fp32): the meshing queries, and for reconstruct also the "
+                        "code optimisation (default: fp32; for reconstruct the run's reconstruct.precision)")
 
 
 def _add_shard(p: argparse.ArgumentParser) -> None:

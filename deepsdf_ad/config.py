@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from deepsdf_ad import PRECISIONS
 from deepsdf_ad.models.decoder import DecoderConfig
 from deepsdf_ad.models.latents import LatentConfig
 
@@ -133,8 +134,9 @@ class ReconstructConfig:
     restart_at: float = 0.25
     """Fraction of the iterations after which the restarts are narrowed down to one per shape."""
     precision: str = "fp32"
-    """Arithmetic of the decoder during the optimisation: fp32, or bf16 / fp16 autocast (about 2x faster on a
-    CPU for a wide decoder; ``reconstruct --precision`` sets it and the meshing's together)."""
+    """Arithmetic of the decoder during the optimisation: fp32, bf16 / fp16 autocast (about 2x faster on a
+    CPU with native bf16), or auto (see :data:`deepsdf_ad.PRECISIONS`); ``reconstruct --precision`` sets it and the
+    meshing's together."""
 
 
 @dataclass
@@ -314,8 +316,8 @@ def validate(cfg: Config) -> None:
     if cfg.dim not in (2, 3):
         raise ConfigError(f"config key 'dim' must be 2 or 3, got {cfg.dim}")
     for key, value in (("train.precision", cfg.train.precision), ("reconstruct.precision", cfg.reconstruct.precision)):
-        if value not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"config key '{key}' must be fp32, bf16 or fp16, got '{value}'")
+        if value not in PRECISIONS:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(PRECISIONS)}, got '{value}'")
     if cfg.train.loss not in ("clamped_l1", "l1"):
         raise ConfigError(f"config key 'train.loss' must be clamped_l1 or l1, got '{cfg.train.loss}'")
     if cfg.reconstruct.init not in ("mean", "random", "best"):

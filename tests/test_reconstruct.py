@@ -186,3 +186,18 @@ def test_bad_restart_settings_are_config_errors():
     for bad in ("reconstruct.restarts=0", "reconstruct.restart_at=1.0"):
         with pytest.raises(ConfigError, match="restart"):
             load_config(None, [bad])
+
+
+def test_auto_precision_is_bf16_only_where_the_processor_has_it(monkeypatch):
+    from deepsdf_ad import train as T
+    from deepsdf_ad.config import load_config
+
+    cpu = torch.device("cpu")
+    for native, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(T, "_cpu_has_native_bf16", lambda native=native: native)
+        assert T.resolve_precision("auto", cpu) == want
+        assert T.resolve_precision("fp32", cpu) == "fp32" and T.resolve_precision("fp16", cpu) == "fp16"
+        with T.autocast(cpu, "auto"):
+            y = torch.nn.functional.linear(torch.ones(2, 4), torch.ones(3, 4))
+        assert y.dtype == (torch.bfloat16 if native else torch.float32)
+    assert load_config(None, ["reconstruct.precision=auto"]).reconstruct.precision == "auto"
