@@ -44,7 +44,8 @@ from deepsdf_ad.train import load_trained, loss_clamp, train  # noqa: E402
 
 def deepsdf_schedule(rc):
     return dataclasses.replace(rc, iterations=800, lr=5e-3, lr_drop_at=0.5, lr_drop_factor=0.1, samples=8000,
-                               init="random", init_std=0.01, samples_start=0, patience=0)
+                               init="random", init_std=0.01, samples_start=0, patience=0, precision="fp32",
+                               schedule="step", restarts=1)
 
 
 def with_settings(rc, pairs: list[str]):
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     refs = formats.DataRoot(data).shapes("test")[: args.shapes]
     print(f"run {run_path} ({len(run.metrics())} epochs); {len(refs)} held-out shapes; ours: iterations "
           f"{ours.iterations}, lr {ours.lr} ({ours.schedule}), samples {ours.samples_start or ours.samples}->"
-          f"{ours.samples}, patience {ours.patience}, init {ours.init}")
+          f"{ours.samples}, patience {ours.patience}, init {ours.init}, precision {ours.precision}")
     rows = []
     for ref in refs:
         gt_file = next(p for p in (meshes / ref.category).iterdir() if p.stem == ref.id)
