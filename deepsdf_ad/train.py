@@ -39,7 +39,13 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 @functools.cache
-def _cpu_has_native_bf16() -> bool:
+def _native_bf16(device_type: str) -> bool:
+    """Whether this machine's ``device_type`` computes bf16 natively (asked once per process: autocast is
+    entered at every step of a code optimisation and every meshing batch)."""
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device_type != "cpu":
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:  # not Linux: no cheap way to tell, so no
@@ -53,9 +59,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     reconstruction), else fp32 (CPUs without native bf16 emulate it, which can be slower than fp32)."""
     if precision != "auto":
         return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and _cpu_has_native_bf16() else "fp32"
+    return "bf16" if _native_bf16(device.type) else "fp32"
 
 
 def autocast(device: torch.device, precision: str):

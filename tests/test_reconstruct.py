@@ -194,7 +194,7 @@ def test_auto_precision_is_bf16_only_where_the_processor_has_it(monkeypatch):
 
     cpu = torch.device("cpu")
     for native, want in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(T, "_cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(T, "_native_bf16", lambda device_type, native=native: native)
         assert T.resolve_precision("auto", cpu) == want
         assert T.resolve_precision("fp32", cpu) == "fp32" and T.resolve_precision("fp16", cpu) == "fp16"
         with T.autocast(cpu, "auto"):
