@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from data_prep import formats  # noqa: E402
 from deepsdf_ad.config import load_config  # noqa: E402
 from deepsdf_ad.models import build_model  # noqa: E402
-from deepsdf_ad.train import loss_clamp, make_optimizer, step_loss, train  # noqa: E402
+from deepsdf_ad.train import loss_clamp, make_optimizer, plan_split, step_loss, sub_batches, train  # noqa: E402
 
 CHAIRS = ROOT / "configs" / "deepsdf_chairs.yaml"
 SMALL = ROOT / "configs" / "shapes_small.yaml"
@@ -81,10 +81,11 @@ def decoder_alone(cfg, steps: int, seed: int = 0) -> list[float]:
     rates = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        # the training loop's own step, on a batch that is already in memory
-        loss, _, _ = step_loss(model, batch, loss_clamp(cfg), tc.code_reg, tc.precision, dev)
+        # the training loop's own step (in the same parts), on a batch that is already in memory
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        for part, share in sub_batches(batch, *plan_split(cfg, dev)):
+            loss, _, _ = step_loss(model, part, loss_clamp(cfg), tc.code_reg, tc.precision, dev)
+            (loss * share).backward()
         opt.step()
         float(loss.detach())
         rates.append(b * n / (time.perf_counter() - t0))

@@ -180,7 +180,7 @@ class Network(nn.Module):
         codes = codes_or_points if self.encoder is None else self.encoder.codes({"points": codes_or_points})
         if hasattr(self._source, "decode_points"):
             return self._source.decode_points(self.decoder, codes, xyz), codes
-        return self.decoder(codes[:, None, :].expand(-1, xyz.shape[1], -1), xyz), codes
+        return self.decoder(codes[:, None, :], xyz), codes
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

@@ -114,3 +114,13 @@ def test_a_rank_crashing_in_teardown_after_rank_0_finished_is_not_a_failure(caps
     assert _report([0, 1], 1, [None, None]) == 1
     assert _report([-15, -6], 1, [None, None]) == 1
     assert "rank 1 was killed by signal 6" in capsys.readouterr().err
+
+
+def test_two_ranks_with_sub_batches_train_the_same_autodecoder_as_one(digits, tmp_path):
+    """``train.batch_split`` under DDP: gradients are summed over ranks once, after the last part; parts of the
+    last batch (2 shapes) leave one rank without a shape."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    train_cli(digits, one, 2)
+    train_cli(digits, two, 2, "train.batch_split=2", nproc=2)
+    assert losses(two) == pytest.approx(losses(one), rel=LOSS_RTOL)
+    assert_same_model(one, two, 2)

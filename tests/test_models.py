@@ -57,3 +57,29 @@ def test_tiny_decoder_overfits_a_sphere():
     near = np.abs(target) < 0.1
     assert np.abs(pred[near] - target[near]).mean() < 0.01
     assert (np.sign(pred) == np.sign(target))[np.abs(target) > 0.02].mean() > 0.99
+
+
+def test_cpu_dropout_keeps_each_value_with_probability_1_minus_p():
+    """The CPU's fast dropout mask: keep share within 4 sigma of 1 - p, kept values scaled by 1 / (1 - p), the
+    same mask for the same seed, gradients through the same mask, and nothing dropped outside training."""
+    from deepsdf_ad.models.decoder import dropout
+
+    n = 1_000_001  # odd: the last 32-bit random value is half used
+    for p in (0.2, 0.5):
+        x = torch.ones(n, requires_grad=True)
+        torch.manual_seed(0)
+        y = dropout(x, p, True)
+        kept = y != 0
+        sigma = (p * (1 - p) / n) ** 0.5
+        assert abs(kept.double().mean().item() - (1 - p)) < 4 * sigma
+        torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+        y.sum().backward()
+        torch.testing.assert_close(x.grad, y.detach())
+        torch.manual_seed(0)
+        assert torch.equal(dropout(torch.ones(n), p, True), y.detach())
+        # neighbouring values are independent (they share a 32-bit random number)
+        both = (kept[0:-1:2] & kept[1::2]).double().mean().item()
+        assert abs(both - (1 - p) ** 2) < 4 * ((1 - p) ** 2 * (1 - (1 - p) ** 2) / (n // 2)) ** 0.5
+    x = torch.randn(100, dtype=torch.bfloat16)
+    assert dropout(x, 0.2, False) is x and dropout(x, 0.0, True) is x
+    assert dropout(x, 0.2, True).dtype == torch.bfloat16

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from deepsdf_ad.config import load_config
 from deepsdf_ad.runs import Run
-from deepsdf_ad.train import train
+from deepsdf_ad.train import plan_split, train
 from tests.helpers import REPO
 from tests.test_autoencoder import make_tiny_digits
 
@@ -183,3 +183,40 @@ def test_cosine_learning_rates_follow_half_a_cosine_and_survive_a_resume(digits,
     assert rows[-1]["lr_decoder"] < 0.1 * rows[0]["lr_decoder"]
     with pytest.raises(Exception, match="train.lr_latent.kind"):
         load_config(PRESET, ["train.lr_latent.kind=linear"])
+
+
+@pytest.mark.parametrize("source", ["table", "pointnet"])
+def test_a_step_split_into_parts_trains_the_same_model(digits, tmp_path, source):
+    """``train.batch_split``: the parts' gradients add up to the whole batch's, so the weights, codes (or encoder)
+    and losses match the unsplit run (no dropout, fp32). Batches of 3 shapes (the last of 2) in 2 and 3 parts of
+    shapes, and in 6 (each shape's samples halved too)."""
+    sets = TINY_FAULTS + ["model.decoder.dropout=0.0", "train.precision=fp32", "train.epochs=3"]
+    if source == "pointnet":
+        sets += ["model.latent.source=pointnet", "model.latent.max_norm=null",
+                 "model.latent.kwargs={hidden: 16, blocks: 2, points: 64, noise: 0.01, partial: 0.5}"]
+    whole = train(load_config(PRESET, sets + ["train.batch_split=1"]), digits, tmp_path / "whole", device="cpu",
+                  progress=False)
+    for parts in (2, 3, 6):
+        split = train(load_config(PRESET, sets + [f"train.batch_split={parts}"]), digits, tmp_path / f"split{parts}",
+                      device="cpu", progress=False)
+        assert [r["loss"] for r in split.metrics()] == pytest.approx([r["loss"] for r in whole.metrics()], rel=1e-5)
+        a, b = final_state(whole.path, 3), final_state(split.path, 3)
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
+    for bad in ("0", "half"):
+        with pytest.raises(Exception, match="train.batch_split"):
+            load_config(PRESET, TINY_FAULTS + [f"train.batch_split={bad}"])
+
+
+def test_auto_batch_split_keeps_parts_small_on_the_cpu():
+    """``auto`` on the CPU: the widest activation of a part within 16 MiB (DeepSDF's chair spec: one shape per part
+    in bf16, half a shape in fp32); small batches stay whole; ranks share a part."""
+    chairs, cpu = REPO / "configs" / "deepsdf_chairs.yaml", torch.device("cpu")
+    assert plan_split(load_config(chairs, ["train.precision=bf16"]), cpu) == (64, 1)
+    assert plan_split(load_config(chairs, ["train.precision=fp32"]), cpu) == (64, 2)
+    assert plan_split(load_config(chairs, ["train.precision=fp32"]), cpu, ranks=2) == (32, 2)
+    assert plan_split(load_config(REPO / "configs" / "shapes_small.yaml"), cpu) == (1, 1)
+    scenes = load_config(REPO / "configs" / "scenes_global.yaml")  # 8 x 8,192 samples, 128 wide, fp32
+    assert plan_split(scenes, cpu) == (2, 1) and plan_split(scenes, cpu, ranks=2) == (1, 1)  # 4 shapes a rank
+    assert plan_split(load_config(chairs, ["train.batch_split=8"]), cpu) == (8, 1)
+    assert plan_split(load_config(chairs, ["train.batch_split=128"]), cpu) == (64, 2)

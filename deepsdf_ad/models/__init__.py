@@ -35,8 +35,7 @@ class SDFModel(nn.Module):
         """``codes`` (B, L), ``points`` (B, N, dim) -> sdf (B, N)."""
         if hasattr(self.latent, "decode_points"):
             return self.latent.decode_points(self.decoder, codes, points)
-        z = codes[:, None, :].expand(-1, points.shape[1], -1)
-        return self.decoder(z, points)
+        return self.decoder(codes[:, None, :], points)  # one code per shape, shared by its points
 
     def code_penalty(self, codes: torch.Tensor) -> torch.Tensor:
         """The code regulariser per shape (B,): ||z||^2 (a grid: the mean over its non-empty codes)."""

@@ -10,6 +10,27 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout``, with a faster mask on the CPU (where it is rounded to a multiple of 2^-15).
+
+    On the CPU, torch's dropout mask comes from ``bernoulli_``, one random double per element: measured at
+    DeepSDF's spec (8 x 512, dropout 0.2 after every layer), it took 39% of a bf16 training step. Here 15 random
+    bits per element come from half as many 32-bit integers, compared to the threshold: the same Bernoulli(1 - p)
+    keep mask, drawn from the same global generator (so seeded runs stay reproducible). Other devices draw their
+    masks fast already and use ``F.dropout``.
+    """
+    if not training or p == 0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p=p, training=True)
+    n = x.numel()
+    # int32 random_() fills [0, 2^31): each value holds two 15-bit uniform halves (the sign bit of the low one is
+    # random too, and masked off)
+    bits = torch.empty((n + 1) // 2, dtype=torch.int32).random_().view(torch.int16)[:n].view(x.shape)
+    keep = bits.bitwise_and_(0x7FFF) >= round(p * 32768)
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
 @dataclass
 class DecoderConfig:
     hidden: tuple[int, ...] = (512,) * 8
@@ -48,7 +69,10 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, z: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
-        """Args: ``z`` (..., latent_size), ``xyz`` (..., dim), same leading shape. Returns sdf (...)."""
+        """Args: ``z`` (..., latent_size), ``xyz`` (..., dim), same leading shape; or ``z`` (..., 1, latent_size)
+        shared by the N points of ``xyz`` (..., N, dim). Returns sdf (...)."""
+        if z.shape[:-1] != xyz.shape[:-1]:
+            return self._forward_shared(z, xyz)
         inp = torch.cat([z, xyz], dim=-1)
         x = inp
         last = len(self.layers) - 1
@@ -59,7 +83,29 @@ class Decoder(nn.Module):
             if i < last:
                 x = F.relu(x)
                 if self.cfg.dropout > 0:
-                    x = F.dropout(x, p=self.cfg.dropout, training=self.training)
+                    x = dropout(x, self.cfg.dropout, self.training)
+        if self.cfg.tanh:
+            x = torch.tanh(x)
+        return x.squeeze(-1)
+
+    def _forward_shared(self, z: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
+        """The same function for a code shared by many points: the layers that read the code (the first and the
+        ``latent_in`` ones) take its part of their product once per code instead of once per point. At DeepSDF's
+        size that part is 1/7 of the decoder's multiply-adds."""
+        last, n_z = len(self.layers) - 1, self.latent_size
+        x = None
+        for i, lin in enumerate(self.layers):
+            if i == 0 or i in self.cfg.latent_in:
+                w = lin.weight  # computed once (weight norm)
+                k = w.shape[1] - n_z - self.dim  # width of the previous layer's part (0 at the first layer)
+                y = F.linear(xyz, w[:, k + n_z:]) + F.linear(z, w[:, k:k + n_z], lin.bias)
+                x = y if x is None else F.linear(x, w[:, :k]) + y
+            else:
+                x = lin(x)
+            if i < last:
+                x = F.relu(x)
+                if self.cfg.dropout > 0:
+                    x = dropout(x, self.cfg.dropout, self.training)
         if self.cfg.tanh:
             x = torch.tanh(x)
         return x.squeeze(-1)
