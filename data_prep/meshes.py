@@ -15,6 +15,7 @@ BVH) to the original triangles.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,12 +51,40 @@ def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     try:
-        geom = trimesh.load(path, force="mesh", process=False)
+        geom = _read_triangle_off(path) if path.suffix.lower() == ".off" else None
+        if geom is None:
+            geom = trimesh.load(path, force="mesh", process=False)
     except Exception as e:  # trimesh's parsers raise many kinds of errors on malformed files
         raise DataError(f"{path}: cannot parse mesh ({type(e).__name__}: {e})") from None
     if not isinstance(geom, trimesh.Trimesh):
         raise DataError(f"{path}: holds no triangle mesh")
     return check_mesh(geom, path)
+
+
+def _read_triangle_off(path: Path) -> trimesh.Trimesh | None:
+    """The common case of an OFF file (triangles only, no comments, colours or other extras) read with one
+    numpy parse: 4x faster than trimesh's reader, which the prep of a ModelNet mesh spent 8% of its time in
+    (measured). None for anything else, which trimesh then reads. Also takes ModelNet's header without a line
+    break ("OFF1234 5678 0")."""
+    text = path.read_bytes()
+    if not text.startswith(b"OFF") or b"#" in text:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns when it cannot read the text to its end
+        try:
+            data = np.fromstring(text[3:].decode("ascii"), sep=" ")
+        except (ValueError, UnicodeDecodeError, DeprecationWarning):
+            return None
+    if len(data) < 3 or data[0] != int(data[0]) or data[1] != int(data[1]):
+        return None
+    nv, nf = int(data[0]), int(data[1])
+    rest = data[3 + 3 * nv:]
+    if nv < 0 or nf < 0 or len(rest) != 4 * nf:
+        return None
+    faces = rest.reshape(nf, 4)
+    if not (faces[:, 0] == 3).all() or not (faces[:, 1:] == np.round(faces[:, 1:])).all():
+        return None
+    return trimesh.Trimesh(data[3:3 + 3 * nv].reshape(nv, 3), faces[:, 1:].astype(np.int64), process=False)
 
 
 def check_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike = "<mesh>") -> trimesh.Trimesh:
@@ -104,15 +133,19 @@ def normalized_mesh(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, np.ndarray,
     return trimesh.Trimesh(v, np.asarray(mesh.faces), process=False), offset, scale
 
 
-def sample_surface(mesh: trimesh.Trimesh, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Area-weighted uniform surface samples; returns points (n, 3) and their face normals (n, 3)."""
+def sample_surface(mesh: trimesh.Trimesh, n: int, rng: np.random.Generator, dtype=np.float64
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted uniform surface samples; returns points (n, 3) of ``dtype`` and their face normals (n, 3)."""
     areas = mesh.area_faces
-    face = rng.choice(len(areas), size=n, p=areas / areas.sum())
-    tri = np.asarray(mesh.triangles)[face]
-    u, v = rng.random(n), rng.random(n)
-    flip = u + v > 1
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    pts = tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])
+    # how many samples each face gets, then a random order (a multinomial draw over the faces is a few times
+    # faster than n weighted choices)
+    face = rng.permutation(np.repeat(np.arange(len(areas)), rng.multinomial(n, areas / areas.sum())))
+    tri = np.asarray(mesh.triangles)
+    origin, e1, e2 = (x.astype(dtype) for x in (tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
+    uv = rng.random((n, 2), dtype=dtype)
+    fold = uv.sum(axis=1) > 1  # the upper half of the unit square mapped onto the triangle
+    uv[fold] = 1.0 - uv[fold]
+    pts = origin[face] + uv[:, :1] * e1[face] + uv[:, 1:] * e2[face]
     return pts, np.asarray(mesh.face_normals)[face]
 
 
@@ -133,13 +166,14 @@ def check_sampling(cfg: SamplingConfig) -> None:
 
 def sample_query_points(mesh: trimesh.Trimesh, cfg: SamplingConfig, rng: np.random.Generator) -> np.ndarray:
     """DeepSDF's sample distribution in the normalised frame: surface points perturbed at two noise
-    levels (equal shares) plus a uniform share in [-1, 1]^3."""
+    levels (equal shares) plus a uniform share in [-1, 1]^3; (samples, 3) float32."""
     n_near = near_surface_count(cfg)
     n_uniform = cfg.samples - n_near
-    surf, _ = sample_surface(mesh, n_near, rng)
-    sigma = np.sqrt(np.repeat(np.asarray(cfg.variances, np.float64), [n_near - n_near // 2, n_near // 2]))
-    near = surf + rng.standard_normal((n_near, 3)) * sigma[:, None]
-    uniform = rng.uniform(-1.0, 1.0, size=(n_uniform, 3))
+    # float32, as the samples are stored (and as the distance and ray queries take them)
+    surf, _ = sample_surface(mesh, n_near, rng, np.float32)
+    sigma = np.sqrt(np.repeat(np.asarray(cfg.variances, np.float32), [n_near - n_near // 2, n_near // 2]))
+    near = surf + rng.standard_normal((n_near, 3), dtype=np.float32) * sigma[:, None]
+    uniform = rng.random((n_uniform, 3), dtype=np.float32) * 2.0 - 1.0
     return np.concatenate([near, uniform], axis=0)
 
 
@@ -164,13 +198,31 @@ def clean_for_sign(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     """Merge coincident vertices and drop degenerate and duplicated faces (a face and its flipped copy
     count as duplicates: together they cancel in the winding number, which is how ModelNet's doubled
     walls make whole parts vanish)."""
+    return clean_for_sign_mapped(mesh)[0]
+
+
+def clean_for_sign_mapped(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, np.ndarray | None]:
+    """:func:`clean_for_sign`, and for each face of ``mesh`` the index of the cleaned face with the same
+    triangle (its kept duplicate), -1 for a dropped degenerate face; None if the cleaning dropped faces
+    otherwise (non-finite vertices)."""
     m = trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), process=True)
-    m.update_faces(m.nondegenerate_faces())
-    m.update_faces(m.unique_faces())
+    same = len(m.faces) == len(mesh.faces)  # processing merges vertices; it drops only non-finite faces
+    kept = np.flatnonzero(m.nondegenerate_faces())
+    m.update_faces(kept)
+    unique = np.flatnonzero(m.unique_faces())
+    _, group = np.unique(np.sort(np.asarray(m.faces), axis=1), axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    position = np.full(group.max() + 1 if len(group) else 0, -1, np.int64)
+    position[group[unique]] = np.arange(len(unique))
+    m.update_faces(unique)
     m.remove_unreferenced_vertices()
     if len(m.faces) == 0:
         raise DataError("mesh has no non-degenerate faces")
-    return m
+    face_map = None
+    if same:
+        face_map = np.full(len(mesh.faces), -1, np.int64)
+        face_map[kept] = position[group]
+    return m, face_map
 
 
 @dataclass
@@ -208,22 +260,22 @@ def orient_faces(mesh: trimesh.Trimesh, views: int = 64, resolution: int = 64) -
     centre = 0.5 * (v.min(axis=0) + v.max(axis=0))
     radius = float(np.linalg.norm(v - centre, axis=1).max()) * 1.05 + 1e-12
     grid = np.linspace(-radius, radius, resolution)
-    gu, gv = (a.ravel() for a in np.meshgrid(grid, grid))
-    rays = []
-    for d in fibonacci_directions(views):
-        a = np.cross(d, [0.267, 0.534, 0.802])
-        a /= np.linalg.norm(a)
-        b = np.cross(d, a)
-        origin = centre + 2.0 * radius * d + gu[:, None] * a + gv[:, None] * b
-        rays.append(np.concatenate([origin, np.broadcast_to(-d, origin.shape)], axis=1))
-    rays = np.concatenate(rays).astype(np.float32)
+    gu, gv = (g.ravel()[None, :, None] for g in np.meshgrid(grid, grid))
+    d = fibonacci_directions(views)
+    a = np.cross(d, [0.267, 0.534, 0.802])
+    a /= np.linalg.norm(a, axis=1)[:, None]
+    b = np.cross(d, a)
+    # per view, a square of parallel rays towards the centre: (views, resolution^2, 6)
+    rays = np.empty((views, resolution * resolution, 6), np.float32)
+    rays[..., :3] = (centre + 2.0 * radius * d)[:, None] + gu * a[:, None] + gv * b[:, None]
+    rays[..., 3:] = -d[:, None]
+    rays = rays.reshape(-1, 6)
     scene = _raycasting_scene(v, m.faces)
     fid = scene.cast_rays(o3d.core.Tensor(rays))["primitive_ids"].numpy().astype(np.int64)
     hit = fid != o3d.t.geometry.RaycastingScene.INVALID_ID
     fid, dirs = fid[hit], rays[hit, 3:]
     front = np.einsum("ij,ij->i", m.face_normals[fid], dirs) < 0
-    vote = np.zeros(n_comp)
-    np.add.at(vote, labels[fid], np.where(front, 1.0, -1.0))
+    vote = np.bincount(labels[fid], weights=np.where(front, 1.0, -1.0), minlength=n_comp)
     flip_comp = vote < 0
     flip = flip_comp[labels]
     faces = np.asarray(m.faces).copy()
@@ -249,13 +301,16 @@ def winding_number_reference(vertices: np.ndarray, faces: np.ndarray, points: np
     return out
 
 
-def visible_from_outside(mesh: trimesh.Trimesh, points: np.ndarray, directions: int = 16) -> np.ndarray:
+def visible_from_outside(mesh: trimesh.Trimesh | None, points: np.ndarray, directions: int = 16,
+                         scene=None) -> np.ndarray:
     """DeepSDF's notion of outside, as rays: a point is outside if any of ``directions`` rays leaving it
     escapes the mesh. Wrong inside an open box (the hole lets rays out) and in deep cavities; used as the
-    second opinion for the sign-quality figure, not for the sign itself. Returns (N,) bool."""
+    second opinion for the sign-quality figure, not for the sign itself. ``scene``: the mesh's open3d
+    ``RaycastingScene`` if there is one already (then ``mesh`` is not used). Returns (N,) bool."""
     import open3d as o3d
 
-    scene = _raycasting_scene(mesh.vertices, mesh.faces)
+    if scene is None:
+        scene = _raycasting_scene(mesh.vertices, mesh.faces)
     d = fibonacci_directions(directions).astype(np.float32)
     p = np.ascontiguousarray(points, np.float32)
     rays = np.concatenate([np.repeat(p, directions, axis=0), np.tile(d, (len(p), 1))], axis=1)
@@ -317,15 +372,19 @@ def _separated_in_plane(a: np.ndarray, b: np.ndarray, normal: np.ndarray, tolera
     a2 = np.stack([np.einsum("pkc,pc->pk", a, ax) for ax in (axis_u, axis_v)], axis=2)
     b2 = np.stack([np.einsum("pkc,pc->pk", b, ax) for ax in (axis_u, axis_v)], axis=2)
     separated = np.zeros(len(a), bool)
+
+    def lo_hi(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # min and max over 3 columns (no slow reduce)
+        return (np.minimum(np.minimum(x[:, 0], x[:, 1]), x[:, 2]),
+                np.maximum(np.maximum(x[:, 0], x[:, 1]), x[:, 2]))
+
     for t1, t2 in ((a2, b2), (b2, a2)):
         for k in range(3):
             e = t1[:, (k + 1) % 3] - t1[:, k]
             across = np.stack([e[:, 1], -e[:, 0]], axis=1)
-            across /= np.maximum(np.linalg.norm(across, axis=1), 1e-300)[:, None]
-            own = np.einsum("pkc,pc->pk", t1, across)
-            other = np.einsum("pkc,pc->pk", t2, across)
-            separated |= (other.min(axis=1) >= own.max(axis=1) - tolerance) \
-                | (other.max(axis=1) <= own.min(axis=1) + tolerance)
+            across /= np.maximum(np.hypot(across[:, 0], across[:, 1]), 1e-300)[:, None]
+            own_lo, own_hi = lo_hi(np.einsum("pkc,pc->pk", t1, across))
+            other_lo, other_hi = lo_hi(np.einsum("pkc,pc->pk", t2, across))
+            separated |= (other_lo >= own_hi - tolerance) | (other_hi <= own_lo + tolerance)
     return separated
 
 
@@ -366,7 +425,8 @@ def coplanar_overlaps(vertices: np.ndarray, faces: np.ndarray, tolerance: float 
         i, j = order[first], order[first + step]
         for lo in range(0, len(i), 1_000_000):
             pi, pj = i[lo:lo + 1_000_000], j[lo:lo + 1_000_000]
-            touch = np.all((box_lo[pi] <= box_hi[pj]) & (box_lo[pj] <= box_hi[pi]), axis=1)  # bounding boxes first
+            meet = (box_lo[pi] <= box_hi[pj]) & (box_lo[pj] <= box_hi[pi])  # bounding boxes first
+            touch = meet[:, 0] & meet[:, 1] & meet[:, 2]
             pi, pj = pi[touch], pj[touch]
             keep = ~_separated_in_plane(tri[pi], tri[pj], n[pi], tolerance)
             pairs.append(np.sort(np.stack([pi[keep], pj[keep]], axis=1), axis=1))
@@ -483,8 +543,10 @@ class SignedDistance:
       faces. The holes of the sign mesh are closed by cones (:func:`hole_caps`); mesh plus caps has no
       boundary, so its winding number is the signed crossing count of any ray (:func:`crossing_counts`, an
       integer), and the sign mesh's is that count minus the winding number of the caps alone (libigl's fast
-      winding number on the few cap faces; nothing on a closed mesh). Rays in two directions must give the
-      same count; where they do not, or a count is not to be trusted (a ray grazing an edge), two more
+      winding number on the few cap faces; nothing on a closed mesh). One ray's count is checked by a second
+      opinion: the side of the closest face (from the distance query, where the closest point is inside a
+      face: :meth:`closest`; :attr:`side_share` says how many points that settled), else a second ray's
+      count. Where they disagree, or a count is not to be trusted (a ray grazing an edge), two more
       directions are tried (all counts that are there must agree, at least two), and the points still
       unsettled get the fast winding number of the sign mesh as in ``"winding"``
       (:attr:`counted_share` says how many did not). Measured agreement of the signs with ``"winding"`` on
@@ -507,9 +569,14 @@ class SignedDistance:
         self.method = method if orient else "winding"
         self._caps = None  # the fast method's caps and scene, built by its first call
         self.counted_share = float("nan")
+        self.side_share = float("nan")
+        """Share of the points of the last fast call settled by one ray and the closest face's side."""
         """Share of the points of the last fast :meth:`winding` call that the crossing counts settled."""
+        self._face_map = None  # mesh face -> sign mesh face (the closest face's side, fast method)
+        self._face_side = None  # built by the first call of closest()
         if orient:
-            sign_mesh, self.orientation = orient_faces(clean_for_sign(mesh))
+            cleaned, self._face_map = clean_for_sign_mapped(mesh)
+            sign_mesh, self.orientation = orient_faces(cleaned)  # keeps the order of the faces
             self.sign_vertices = np.ascontiguousarray(sign_mesh.vertices, np.float64)
             self.sign_faces = np.ascontiguousarray(sign_mesh.faces, np.int64)
         else:
@@ -522,11 +589,39 @@ class SignedDistance:
         q = o3d.core.Tensor(np.ascontiguousarray(points, np.float32))
         return self._scene.compute_distance(q).numpy().astype(np.float64)
 
-    def winding(self, points: np.ndarray) -> np.ndarray:
-        """Generalized winding numbers of the sign mesh, (N,) float64, by ``method`` (see the class)."""
+    def closest(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact point-to-triangle distances (N,) float64, and the side of the closest face of the sign mesh
+        each point is on (N,): -1 behind it (inside), +1 in front, 0 unknown (the closest point is on an
+        edge or a corner, where the side of one face says nothing; a point on the surface; no sign face)."""
+        import open3d as o3d
+
+        p = np.ascontiguousarray(points, np.float32)
+        hit = self._scene.compute_closest_points(o3d.core.Tensor(p))
+        offset = p - hit["points"].numpy()
+        dist = np.sqrt(np.einsum("ij,ij->i", offset, offset, dtype=np.float64))
+        if self._face_map is None or len(p) == 0:
+            return dist, np.zeros(len(p))
+        if self._face_side is None:
+            # per mesh face: +1 if its sign-mesh face points the same way, -1 if flipped, 0 if it has none
+            f = self._face_map
+            tri = self.vertices[self.faces]
+            mine = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+            tri = self.sign_vertices[self.sign_faces[np.maximum(f, 0)]]
+            theirs = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+            self._face_side = np.where(f >= 0, np.sign(np.einsum("ij,ij->i", mine, theirs)), 0.0).astype(np.float32)
+        uv = hit["primitive_uvs"].numpy()
+        interior = np.minimum(np.minimum(uv[:, 0], uv[:, 1]), 1.0 - uv[:, 0] - uv[:, 1]) > 1e-5
+        along = np.einsum("ij,ij->i", offset, hit["primitive_normals"].numpy())
+        along *= self._face_side[hit["primitive_ids"].numpy()]
+        side = np.where(interior & (np.abs(along) > 1e-7), np.sign(along), np.float32(0.0))
+        return dist, side.astype(np.float64)
+
+    def winding(self, points: np.ndarray, side: np.ndarray | None = None) -> np.ndarray:
+        """Generalized winding numbers of the sign mesh, (N,) float64, by ``method`` (see the class);
+        ``side`` (:meth:`closest`) lets the fast method skip its second ray for most points."""
         if self.method == "winding":
             return self.fast_winding_number(points)
-        return self._counted_winding(np.ascontiguousarray(points, np.float64))
+        return self._counted_winding(np.ascontiguousarray(points, np.float64), side)
 
     def fast_winding_number(self, points: np.ndarray) -> np.ndarray:
         """Generalized winding numbers of the sign mesh (libigl's fast Barnes–Hut version), (N,)."""
@@ -542,12 +637,20 @@ class SignedDistance:
 
     def signed(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Signed distances (negative inside) and the winding numbers they took their sign from."""
-        d = self.unsigned(points)
-        w = self.winding(points)
+        if self.method == "fast" and self._face_map is not None:
+            d, side = self.closest(points)
+            w = self.winding(points, side)
+        else:
+            d = self.unsigned(points)
+            w = self.winding(points)
         return np.where(self.inside(w), -d, d), w
 
-    def _counted_winding(self, points: np.ndarray) -> np.ndarray:
-        """The fast method's winding numbers: crossing counts of mesh plus caps, minus the caps' own."""
+    def _counted_winding(self, points: np.ndarray, side: np.ndarray | None = None) -> np.ndarray:
+        """The fast method's winding numbers: crossing counts of mesh plus caps, minus the caps' own.
+
+        The count of the first ray is checked against a second opinion: with ``side`` (:meth:`closest`) the side
+        of the closest face where that is known (the sign the count gives must be that side), else the second
+        ray's count. Points that fail the check get two more rays (see the class)."""
         import igl
 
         if self._caps is None:
@@ -555,17 +658,25 @@ class SignedDistance:
             # caps can lie on faces, so overlaps are looked for in mesh and caps together
             self._caps = (cap_v, cap_f, crossing_scene(cap_v, np.concatenate([self.sign_faces, cap_f])))
         cap_v, cap_f, cs = self._caps
-        first = [crossing_counts(cs, points, r) for r in RAY_DIRECTIONS[:2]]
-        w = np.where(first[0] == first[1], first[0], np.nan)  # NaN == anything is False
+        caps = igl.fast_winding_number(cap_v, cap_f, points) if len(cap_f) else np.zeros(len(points))
+        first = crossing_counts(cs, points, RAY_DIRECTIONS[0])
+        w = np.full(len(points), np.nan)
+        if side is not None:
+            agree = ~np.isnan(first) & (side != 0) & ((first - caps > 0.5) == (side < 0))
+            w[agree] = first[agree]
+        self.side_share = float(np.mean(~np.isnan(w))) if len(w) else 0.0
+        todo = np.flatnonzero(np.isnan(w))
+        second = np.full(len(points), np.nan)
+        second[todo] = crossing_counts(cs, points[todo], RAY_DIRECTIONS[1])
+        w[todo] = np.where(first[todo] == second[todo], first[todo], np.nan)  # NaN == anything is False
         retry = np.flatnonzero(np.isnan(w))
         if len(retry):  # more rays: the counts that are not NaN must all agree, and at least two be there
-            c = np.stack([first[0][retry], first[1][retry]]
+            c = np.stack([first[retry], second[retry]]
                          + [crossing_counts(cs, points[retry], r) for r in RAY_DIRECTIONS[2:]])
             valid = ~np.isnan(c)
             lo, hi = np.where(valid, c, np.inf).min(axis=0), np.where(valid, c, -np.inf).max(axis=0)
             w[retry] = np.where((valid.sum(axis=0) >= 2) & (lo == hi), lo, np.nan)
-        if len(cap_f):
-            w -= igl.fast_winding_number(cap_v, cap_f, points)
+        w -= caps
         rest = np.flatnonzero(np.isnan(w))
         if len(rest):
             w[rest] = self.fast_winding_number(points[rest])
@@ -591,7 +702,7 @@ def sign_quality(sd: SignedDistance, points: np.ndarray, winding: np.ndarray, ne
     """
     amb = float(np.mean(np.abs(winding[near] - 0.5) < AMBIGUOUS_BAND)) if near.any() else 0.0
     idx = rng.choice(len(points), size=min(check_points, len(points)), replace=False)
-    vis_out = visible_from_outside(trimesh.Trimesh(sd.vertices, sd.faces, process=False), points[idx])
+    vis_out = visible_from_outside(None, points[idx], scene=sd._scene)
     disagree = float(np.mean(vis_out == sd.inside(winding[idx])))
     q = {"ambiguous": round(amb, 5), "disagree": round(disagree, 5)}
     if sd.orientation is not None:
@@ -602,7 +713,8 @@ def sign_quality(sd: SignedDistance, points: np.ndarray, winding: np.ndarray, ne
 
 def split_pos_neg(points: np.ndarray, sdf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split samples into DeepSDF's ``pos`` (sdf > 0) and ``neg`` (sdf <= 0) arrays of (x, y, z, sdf)."""
-    xyzs = np.concatenate([points, sdf[:, None]], axis=1).astype(np.float32)
+    xyzs = np.empty((len(points), points.shape[1] + 1), np.float32)
+    xyzs[:, :-1], xyzs[:, -1] = points, sdf
     return xyzs[sdf > 0], xyzs[sdf <= 0]
 
 

@@ -58,9 +58,23 @@ def test_fast_sign_equals_winding_number_sign(name):
     sdf_fast, w_fast = fast.signed(q)
     sdf_slow, w_slow = slow.signed(q)
     assert np.array_equal(sdf_fast < 0, sdf_slow < 0)
-    np.testing.assert_allclose(np.abs(sdf_fast), np.abs(sdf_slow))
+    # the fast method measures from open3d's closest point, the other takes open3d's distance: both float32
+    np.testing.assert_allclose(np.abs(sdf_fast), np.abs(sdf_slow), rtol=0, atol=1e-6)
     assert np.abs(w_fast - w_slow).max() < 0.02  # the same winding numbers, not just the same signs
     assert fast.counted_share > 0.5  # most points did not need the winding-number sum
+    assert fast.side_share > 0.5  # most needed one ray: the closest face's side agreed with its count
+
+
+def test_closest_face_side_is_known_off_edges_only():
+    """``closest``: exact distance, and the side of the (oriented) closest face: -1 inside, +1 outside, 0 where
+    the closest point is on an edge or corner (the side of one face says nothing there)."""
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    box.faces = box.faces[:, ::-1]  # inward-wound input: the sign mesh is turned outward, the side follows it
+    sd = SignedDistance(box)
+    q = np.array([[0.1, 0.2, 0.7], [0.1, -0.2, 0.4], [0.7, 0.7, 0.0], [0.7, 0.7, 0.7], [-0.45, 0.1, 0.05]])
+    dist, side = sd.closest(q)
+    np.testing.assert_allclose(dist, [0.2, 0.1, np.sqrt(0.08), np.sqrt(0.12), 0.05], atol=1e-6)
+    assert side.tolist() == [1.0, -1.0, 0.0, 0.0, -1.0]
 
 
 def test_hole_caps_close_the_mesh():
