@@ -133,20 +133,23 @@ def normalized_mesh(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, np.ndarray,
     return trimesh.Trimesh(v, np.asarray(mesh.faces), process=False), offset, scale
 
 
-def sample_surface(mesh: trimesh.Trimesh, n: int, rng: np.random.Generator, dtype=np.float64
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Area-weighted uniform surface samples; returns points (n, 3) of ``dtype`` and their face normals (n, 3)."""
+def sample_surface(mesh: trimesh.Trimesh, n: int, rng: np.random.Generator, dtype=np.float64,
+                   normals: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Area-weighted uniform surface samples; returns points (n, 3) of ``dtype`` and their face normals (n, 3)
+    (None without ``normals``)."""
     areas = mesh.area_faces
     # how many samples each face gets, then a random order (a multinomial draw over the faces is a few times
     # faster than n weighted choices)
     face = rng.permutation(np.repeat(np.arange(len(areas)), rng.multinomial(n, areas / areas.sum())))
     tri = np.asarray(mesh.triangles)
-    origin, e1, e2 = (x.astype(dtype) for x in (tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
-    uv = rng.random((n, 2), dtype=dtype)
-    fold = uv.sum(axis=1) > 1  # the upper half of the unit square mapped onto the triangle
-    uv[fold] = 1.0 - uv[fold]
-    pts = origin[face] + uv[:, :1] * e1[face] + uv[:, 1:] * e2[face]
-    return pts, np.asarray(mesh.face_normals)[face]
+    corner = tri[:, 0].astype(dtype)
+    edges = np.stack([tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]], axis=1).astype(dtype)  # (F, 2, 3)
+    u, v = rng.random(n, dtype=dtype), rng.random(n, dtype=dtype)
+    fold = u + v > 1  # the upper half of the unit square mapped onto the triangle
+    u, v = np.where(fold, 1 - u, u), np.where(fold, 1 - v, v)
+    pts = np.einsum("nk,nkc->nc", np.stack([u, v], axis=1), edges[face])
+    pts += corner[face]
+    return pts, (np.asarray(mesh.face_normals)[face] if normals else None)
 
 
 def near_surface_count(cfg: SamplingConfig) -> int:
@@ -170,7 +173,7 @@ def sample_query_points(mesh: trimesh.Trimesh, cfg: SamplingConfig, rng: np.rand
     n_near = near_surface_count(cfg)
     n_uniform = cfg.samples - n_near
     # float32, as the samples are stored (and as the distance and ray queries take them)
-    surf, _ = sample_surface(mesh, n_near, rng, np.float32)
+    surf, _ = sample_surface(mesh, n_near, rng, np.float32, normals=False)
     sigma = np.sqrt(np.repeat(np.asarray(cfg.variances, np.float32), [n_near - n_near // 2, n_near // 2]))
     near = surf + rng.standard_normal((n_near, 3), dtype=np.float32) * sigma[:, None]
     uniform = rng.random((n_uniform, 3), dtype=np.float32) * 2.0 - 1.0

@@ -57,7 +57,10 @@ def test_fast_sign_equals_winding_number_sign(name):
     slow = SignedDistance(mesh, method="winding")
     sdf_fast, w_fast = fast.signed(q)
     sdf_slow, w_slow = slow.signed(q)
-    assert np.array_equal(sdf_fast < 0, sdf_slow < 0)
+    # the same signs, except where the winding number is 1/2 to within the tolerance of libigl's approximation
+    # (points right at the mouth of a hole: 0.14% of the opened box's samples, one of which differs)
+    clear = np.abs(w_slow - 0.5) > 0.02
+    assert clear.mean() > 0.99 and np.array_equal((sdf_fast < 0)[clear], (sdf_slow < 0)[clear])
     # the fast method measures from open3d's closest point, the other takes open3d's distance: both float32
     np.testing.assert_allclose(np.abs(sdf_fast), np.abs(sdf_slow), rtol=0, atol=1e-6)
     assert np.abs(w_fast - w_slow).max() < 0.02  # the same winding numbers, not just the same signs
