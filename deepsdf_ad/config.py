@@ -77,6 +77,10 @@ class TrainConfig:
     ``shapes_per_batch`` cuts the shapes into that many parts; a larger one also cuts each shape's samples. ``auto``
     keeps each part's widest activation within 16 MiB on the CPU (larger buffers come from fresh pages whose
     faults cost a third of a DeepSDF-size step) and within half the free memory on CUDA."""
+    samples_on: str = "auto"
+    """Where the training samples live: ``device`` (drawn where the model is: no copies), ``host`` (pinned host
+    memory; each step's draw is copied over asynchronously), or ``auto``: the device unless they would take
+    more than half of a GPU's free memory."""
     clamp: float = 0.1
     """Clamping distance of the L1 loss (DeepSDF's ClampingDistance)."""
     loss: str = "clamped_l1"
@@ -344,6 +348,9 @@ def validate(cfg: Config) -> None:
                    ("mesh.resolution", cfg.mesh.resolution)):
         if v < 1:
             raise ConfigError(f"config key '{key}' must be at least 1, got {v}")
+    if cfg.train.samples_on not in ("auto", "device", "host"):
+        raise ConfigError(f"config key 'train.samples_on' must be 'auto', 'device' or 'host', got "
+                          f"'{cfg.train.samples_on}'")
     split = cfg.train.batch_split
     if split != "auto" and not (isinstance(split, int) and split >= 1):
         raise ConfigError(f"config key 'train.batch_split' must be 'auto' or an integer >= 1, got {split!r}")

@@ -43,6 +43,10 @@ class SampleBank:
     def __len__(self) -> int:
         return len(self.keys)
 
+    @property
+    def nbytes(self) -> int:
+        return self.pos.nbytes + self.neg.nbytes
+
     def to(self, device: torch.device) -> SampleBank:
         for name in ("pos", "pos_start", "pos_count", "neg", "neg_start", "neg_count"):
             setattr(self, name, getattr(self, name).to(device))
@@ -83,3 +87,22 @@ def _pack(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 def load_bank(data: str, split: str, dim: int, split_file: str | None = None) -> SampleBank:
     return SampleBank(DataRoot(data, split_file).shapes(split), dim)
+
+
+def data_device(samples_on: str, nbytes: int, device: torch.device) -> torch.device:
+    """Where training data is kept and drawn (``train.samples_on``): ``device``, or the host for ``host`` (and
+    for ``auto`` when ``nbytes`` exceed half of a GPU's free memory)."""
+    if device.type == "cpu" or samples_on == "device":
+        return device
+    if samples_on == "auto" and (device.type != "cuda" or nbytes <= 0.5 * torch.cuda.mem_get_info(device)[0]):
+        return device
+    return torch.device("cpu")
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; from the host to a GPU through pinned memory, without waiting for the copy."""
+    if t.device == device:
+        return t
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)

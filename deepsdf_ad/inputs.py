@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from data_prep.formats import DataError, ShapeRef, load_points, load_points_2d
+from deepsdf_ad.data import to_device
 
 
 def load_surface(ref: ShapeRef, dim: int) -> np.ndarray:
@@ -102,6 +103,6 @@ def encode_all(model, inputs: PointInputs, n: int, batch: int = 256, seed: int =
     gen = torch.Generator(device=dev).manual_seed(seed)
     for s in range(0, len(inputs), batch):
         idx = torch.arange(s, min(s + batch, len(inputs)), device=dev)
-        out.append(model.latent.encode(inputs.draw(idx, n, gen)))
+        out.append(model.latent.encode(to_device(inputs.draw(idx, n, gen), next(model.parameters()).device)))
     model.train(was)
     return torch.cat(out)

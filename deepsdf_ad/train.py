@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from data_prep.formats import DataError, DataRoot
 from deepsdf_ad.config import Config
-from deepsdf_ad.data import SampleBank
+from deepsdf_ad.data import SampleBank, data_device, to_device
 from deepsdf_ad.distributed import World, setup, world_from_env, wrap
 from deepsdf_ad.inputs import PointInputs, encode_all
 from deepsdf_ad.models import SDFModel, build_model
@@ -184,13 +184,14 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
         run.path.mkdir(parents=True, exist_ok=True)
         run.save_config(cfg)
         run.save_shapes(str(Path(data).resolve()), bank.keys)
-    bank.to(dev)
+    data_dev = data_device(cfg.train.samples_on, bank.nbytes, dev)
+    bank.to(data_dev)
 
     torch.manual_seed(cfg.train.seed)  # initial weights: deterministic for a seed
     model = build_model(cfg.dim, cfg.model.decoder, cfg.model.latent, len(bank)).to(dev)
     opt = make_optimizer(model, cfg)
     # a latent source that reads points (the encoder) gets surface points of the same shapes
-    inputs = (PointInputs(refs, cfg.dim, progress=progress and world.main).to(dev)
+    inputs = (PointInputs(refs, cfg.dim, progress=progress and world.main).to(data_dev)
               if model.latent.input_points else None)
     start = 0
     if resumed:
@@ -216,21 +217,22 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
         for group in opt.param_groups:
             group["lr"] = lrs[group["name"]]
         reg_weight = tc.code_reg * min(1.0, epoch / max(tc.code_reg_rampup, 1))
-        gen = epoch_generator(tc.seed, epoch, dev)
+        gen = epoch_generator(tc.seed, epoch, data_dev)
         model.train()
         totals = torch.zeros(3, dtype=torch.float64)  # loss, sdf_loss, reg_loss (this rank's share)
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             # dropout masks, reproducible per epoch (and different on each rank)
             torch.manual_seed(tc.seed * 31 + epoch + 1_000_003 * world.rank)
-            perm = torch.randperm(len(bank), generator=gen, device=dev)
+            perm = torch.randperm(len(bank), generator=gen, device=data_dev)
             for b in range(n_batches):
                 # every rank draws the whole global batch from the same generator, so the random stream
                 # (and each shape's samples) does not depend on the number of ranks
                 idx = perm[b * tc.shapes_per_batch:(b + 1) * tc.shapes_per_batch]
-                samples = bank.draw(idx, tc.samples_per_shape, gen)
-                batch = {"index": idx, "samples": samples}
+                batch = {"index": to_device(idx, dev),
+                         "samples": to_device(bank.draw(idx, tc.samples_per_shape, gen), dev)}
                 if inputs is not None:
-                    batch["points"] = inputs.draw(idx, model.latent.input_points, gen, **model.latent.augment)
+                    batch["points"] = to_device(inputs.draw(idx, model.latent.input_points, gen,
+                                                            **model.latent.augment), dev)
                 opt.zero_grad(set_to_none=True)
                 parts = sub_batches(batch, *split)
                 for k, (part, share) in enumerate(parts):

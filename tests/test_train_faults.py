@@ -220,3 +220,18 @@ def test_auto_batch_split_keeps_parts_small_on_the_cpu():
     assert plan_split(scenes, cpu) == (2, 1) and plan_split(scenes, cpu, ranks=2) == (1, 1)  # 4 shapes a rank
     assert plan_split(load_config(chairs, ["train.batch_split=8"]), cpu) == (8, 1)
     assert plan_split(load_config(chairs, ["train.batch_split=128"]), cpu) == (64, 2)
+
+
+def test_samples_stay_on_the_host_when_a_gpu_has_no_room(monkeypatch):
+    """``train.samples_on``: the device unless the samples would take more than half of a GPU's free memory
+    (then pinned host memory, each step's draw copied over); the CPU always keeps them where they are."""
+    from deepsdf_ad.data import data_device
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * 2**30, 16 * 2**30))
+    assert data_device("auto", 4 * 2**30, gpu) == gpu
+    assert data_device("auto", 6 * 2**30, gpu) == cpu
+    assert data_device("host", 1, gpu) == cpu and data_device("device", 60 * 2**30, gpu) == gpu
+    assert data_device("host", 1, cpu) == cpu
+    with pytest.raises(Exception, match="train.samples_on"):
+        load_config(PRESET, ["train.samples_on=disk"])
