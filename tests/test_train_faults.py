@@ -209,17 +209,28 @@ def test_a_step_split_into_parts_trains_the_same_model(digits, tmp_path, source)
 
 
 def test_auto_batch_split_keeps_parts_small_on_the_cpu():
-    """``auto`` on the CPU: the widest activation of a part within 16 MiB (DeepSDF's chair spec: one shape per part
-    in bf16, half a shape in fp32); small batches stay whole; ranks share a part."""
+    """``auto`` on the CPU: the widest activation of a part within 4 MiB (DeepSDF's chair spec: a quarter of a
+    shape per part in bf16, an eighth in fp32); ranks share a part."""
     chairs, cpu = REPO / "configs" / "deepsdf_chairs.yaml", torch.device("cpu")
-    assert plan_split(load_config(chairs, ["train.precision=bf16"]), cpu) == (64, 1)
-    assert plan_split(load_config(chairs, ["train.precision=fp32"]), cpu) == (64, 2)
-    assert plan_split(load_config(chairs, ["train.precision=fp32"]), cpu, ranks=2) == (32, 2)
-    assert plan_split(load_config(REPO / "configs" / "shapes_small.yaml"), cpu) == (1, 1)
-    scenes = load_config(REPO / "configs" / "scenes_global.yaml")  # 8 x 8,192 samples, 128 wide, fp32
-    assert plan_split(scenes, cpu) == (2, 1) and plan_split(scenes, cpu, ranks=2) == (1, 1)  # 4 shapes a rank
+    assert plan_split(load_config(chairs, ["train.precision=bf16"]), cpu) == (64, 4)
+    assert plan_split(load_config(chairs, ["train.precision=fp32"]), cpu) == (64, 8)
+    assert plan_split(load_config(chairs, ["train.precision=fp32"]), cpu, ranks=2) == (32, 8)
+    small = load_config(REPO / "configs" / "shapes_small.yaml")  # 8 x 2,048 samples, 128 wide, fp32
+    assert plan_split(small, cpu) == (2, 1) and plan_split(small, cpu, ranks=2) == (1, 1)  # 4 shapes a rank
+    assert plan_split(load_config(REPO / "configs" / "digits_autodecoder.yaml"), cpu) == (1, 1)
     assert plan_split(load_config(chairs, ["train.batch_split=8"]), cpu) == (8, 1)
     assert plan_split(load_config(chairs, ["train.batch_split=128"]), cpu) == (64, 2)
+
+
+def test_meshing_batches_stay_small_on_the_cpu():
+    from deepsdf_ad.meshing import auto_batch_points
+    from deepsdf_ad.models import build_model
+
+    cfg = load_config(REPO / "configs" / "deepsdf_chairs.yaml")
+    model = build_model(3, cfg.model.decoder, cfg.model.latent, 1)
+    cpu = torch.device("cpu")
+    assert auto_batch_points(model, cpu, precision="fp32") == 2048
+    assert auto_batch_points(model, cpu, precision="bf16") == 4096
 
 
 def test_samples_stay_on_the_host_when_a_gpu_has_no_room(monkeypatch):
