@@ -67,12 +67,18 @@ class Decoder(nn.Module):
                 lin = weight_norm(lin)
             layers.append(lin)
         self.layers = nn.ModuleList(layers)
+        # the code's part of the products once per code (_forward_shared) pays where the layers are wide:
+        # measured bf16 on 2 cores, 8x512 with a 256 code 61k -> 68k queries/s; 8x128 with a 64 code slower
+        # (716k -> 471k: the extra additions cost more than the saved multiply-adds)
+        self.share_code = min(cfg.hidden, default=0) >= 256
 
     def forward(self, z: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
         """Args: ``z`` (..., latent_size), ``xyz`` (..., dim), same leading shape; or ``z`` (..., 1, latent_size)
         shared by the N points of ``xyz`` (..., N, dim). Returns sdf (...)."""
         if z.shape[:-1] != xyz.shape[:-1]:
-            return self._forward_shared(z, xyz)
+            if self.share_code:
+                return self._forward_shared(z, xyz)
+            z = z.expand(*xyz.shape[:-1], z.shape[-1])
         inp = torch.cat([z, xyz], dim=-1)
         x = inp
         last = len(self.layers) - 1
