@@ -83,3 +83,19 @@ def test_cpu_dropout_keeps_each_value_with_probability_1_minus_p():
     x = torch.randn(100, dtype=torch.bfloat16)
     assert dropout(x, 0.2, False) is x and dropout(x, 0.0, True) is x
     assert dropout(x, 0.2, True).dtype == torch.bfloat16
+
+
+def test_a_shared_code_gives_the_same_field_and_code_gradient():
+    """Wide decoders take a shared code's part of the first and latent_in layers once per code; the values and
+    the code's gradient are those of the code repeated per point (weight norm on)."""
+    torch.manual_seed(0)
+    dec = Decoder(32, 3, DecoderConfig(hidden=(256,) * 4, latent_in=(2,), dropout=0.0))
+    assert dec.share_code and not Decoder(32, 3, DecoderConfig(hidden=(128,) * 4, latent_in=(2,))).share_code
+    z = torch.randn(3, 32, requires_grad=True)
+    x = torch.rand(3, 50, 3) * 2 - 1
+    shared = dec(z[:, None], x)
+    repeated = dec(z[:, None].expand(-1, 50, -1), x)
+    torch.testing.assert_close(shared, repeated, atol=1e-6, rtol=1e-5)
+    g_shared, = torch.autograd.grad(shared.sum(), z)
+    g_repeated, = torch.autograd.grad(repeated.sum(), z)
+    torch.testing.assert_close(g_shared, g_repeated, atol=1e-5, rtol=1e-4)
