@@ -212,11 +212,12 @@ def clean_for_sign_mapped(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, np.nd
     same = len(m.faces) == len(mesh.faces)  # processing merges vertices; it drops only non-finite faces
     kept = np.flatnonzero(m.nondegenerate_faces())
     m.update_faces(kept)
-    unique = np.flatnonzero(m.unique_faces())
-    _, group = np.unique(np.sort(np.asarray(m.faces), axis=1), axis=0, return_inverse=True)
-    group = group.reshape(-1)
-    position = np.full(group.max() + 1 if len(group) else 0, -1, np.int64)
-    position[group[unique]] = np.arange(len(unique))
+    # faces with the same corners in any order: each group keeps its first face (as trimesh's unique_faces)
+    _, first, group = np.unique(np.sort(np.asarray(m.faces), axis=1), axis=0, return_index=True,
+                                return_inverse=True)
+    unique = np.sort(first)
+    position = np.empty(len(first), np.int64)  # group -> index of its face in the cleaned mesh
+    position[group.reshape(-1)[unique]] = np.arange(len(unique))
     m.update_faces(unique)
     m.remove_unreferenced_vertices()
     if len(m.faces) == 0:
@@ -224,7 +225,7 @@ def clean_for_sign_mapped(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, np.nd
     face_map = None
     if same:
         face_map = np.full(len(mesh.faces), -1, np.int64)
-        face_map[kept] = position[group]
+        face_map[kept] = position[group.reshape(-1)]
     return m, face_map
 
 
@@ -493,6 +494,12 @@ def crossing_scene(vertices: np.ndarray, faces: np.ndarray) -> CrossingScene:
     return CrossingScene(scene, layer_faces, normals, unchecked)
 
 
+def _inside_face(uv: np.ndarray) -> np.ndarray:
+    """Whether open3d's barycentric hit coordinates (N, 2) lie more than 1e-5 inside their triangle (off its
+    edges and corners, where open3d reports one of the faces that meet)."""
+    return np.minimum(np.minimum(uv[:, 0], uv[:, 1]), 1.0 - uv[:, 0] - uv[:, 1]) > 1e-5
+
+
 def crossing_counts(cs: CrossingScene, points: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """Signed count of the mesh's faces a ray from each point crosses: +1 leaving through a face's front,
     -1 entering; on a mesh without boundary this is the winding number.
@@ -525,7 +532,7 @@ def crossing_counts(cs: CrossingScene, points: np.ndarray, direction: np.ndarray
         face = cs.layer_faces[0][face]
     sign = np.sign(cs.normals @ direction)[face]
     uv = hits["primitive_uvs"].numpy()
-    edge = np.minimum(np.minimum(uv[:, 0], uv[:, 1]), 1.0 - uv[:, 0] - uv[:, 1]) < 1e-5
+    edge = ~_inside_face(uv)
     count = np.bincount(ray, weights=sign, minlength=len(points)).astype(np.float64)
     count[ray[(sign == 0) | edge | cs.unchecked[face]]] = np.nan
     return count
@@ -572,9 +579,9 @@ class SignedDistance:
         self.method = method if orient else "winding"
         self._caps = None  # the fast method's caps and scene, built by its first call
         self.counted_share = float("nan")
+        """Share of the points of the last fast :meth:`winding` call that the crossing counts settled."""
         self.side_share = float("nan")
         """Share of the points of the last fast call settled by one ray and the closest face's side."""
-        """Share of the points of the last fast :meth:`winding` call that the crossing counts settled."""
         self._face_map = None  # mesh face -> sign mesh face (the closest face's side, fast method)
         self._face_side = None  # built by the first call of closest()
         if orient:
@@ -613,7 +620,7 @@ class SignedDistance:
             theirs = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
             self._face_side = np.where(f >= 0, np.sign(np.einsum("ij,ij->i", mine, theirs)), 0.0).astype(np.float32)
         uv = hit["primitive_uvs"].numpy()
-        interior = np.minimum(np.minimum(uv[:, 0], uv[:, 1]), 1.0 - uv[:, 0] - uv[:, 1]) > 1e-5
+        interior = _inside_face(uv)
         along = np.einsum("ij,ij->i", offset, hit["primitive_normals"].numpy())
         along *= self._face_side[hit["primitive_ids"].numpy()]
         side = np.where(interior & (np.abs(along) > 1e-7), np.sign(along), np.float32(0.0))
