@@ -79,11 +79,12 @@ def decoder_alone(cfg, steps: int, seed: int = 0) -> list[float]:
     batch = {"index": torch.arange(b), "samples": samples}
     model.train()
     rates = []
+    split = plan_split(cfg, dev)
     for _ in range(steps):
         t0 = time.perf_counter()
         # the training loop's own step (in the same parts), on a batch that is already in memory
         opt.zero_grad(set_to_none=True)
-        for part, share in sub_batches(batch, *plan_split(cfg, dev)):
+        for part, share in sub_batches(batch, *split):
             loss, _, _ = step_loss(model, part, loss_clamp(cfg), tc.code_reg, tc.precision, dev)
             (loss * share).backward()
         opt.step()

@@ -71,12 +71,11 @@ def auto_batch_points(model: SDFModel, device: torch.device, budget_fraction: fl
     :data:`deepsdf_ad.train.PART_BYTES` (small batches stay in the caches: measured 1.7-3.3x the queries per
     second of batches of 65,536 and more). On CUDA: the activations of one batch within ``budget_fraction``
     of the free memory. Between 1,024 and ``cap``."""
-    from deepsdf_ad.train import PART_BYTES, resolve_precision
+    from deepsdf_ad.train import cpu_block_points
 
     width = max(getattr(model.decoder.cfg, "hidden", (512,)) or (512,))
     if device.type != "cuda":
-        nbytes = 2 if resolve_precision(precision, device) in ("bf16", "fp16") else 4
-        return int(max(1024, min(cap, PART_BYTES // (nbytes * width))))
+        return int(max(1024, min(cap, cpu_block_points(width, precision, device))))
     layers = len(getattr(model.decoder.cfg, "hidden", ())) or 8
     per_point = 4 * (width * 3 + model.decoder.latent_size + model.dim) * max(2, layers // 2)  # bytes, float32
     free = torch.cuda.mem_get_info(device)[0]

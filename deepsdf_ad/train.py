@@ -235,6 +235,7 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
                                                             **model.latent.augment), dev)
                 opt.zero_grad(set_to_none=True)
                 parts = sub_batches(batch, *split)
+                step = torch.zeros(3, dtype=torch.float64, device=dev)  # this step's losses, on the device
                 for k, (part, share) in enumerate(parts):
                     # each part's loss weighted by its share: the gradients add up to the whole batch's
                     if net is None:
@@ -245,8 +246,8 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
                         with net.no_sync() if k < len(parts) - 1 else contextlib.nullcontext():
                             loss, l_sdf, l_reg = _distributed_step(model, net, world, part, clamp, reg_weight,
                                                                    tc.precision, dev, scaler, share)
-                    totals += share * torch.tensor([float(loss.detach()), float(l_sdf.detach()),
-                                                    float(l_reg.detach())], dtype=torch.float64)
+                    step += share * torch.stack([loss.detach(), l_sdf.detach(), l_reg.detach()]).double()
+                totals += step.cpu()  # one wait for the device per step, not per part
                 if scaler is not None:
                     scaler.step(opt)
                     scaler.update()
@@ -291,6 +292,16 @@ in 3 steps: glibc serves buffers over 32 MiB with fresh pages), in parts of 16 M
 batches of 4,096; the 8x128 decoder in fp32 215k at 65,536, 708k at 4,096."""
 
 
+def activation_bytes(precision: str, dev: torch.device) -> int:
+    """Bytes of one activation value under ``precision`` (autocast to bf16/fp16 halves them)."""
+    return 2 if resolve_precision(precision, dev) in ("bf16", "fp16") else 4
+
+
+def cpu_block_points(width: int, precision: str, dev: torch.device) -> int:
+    """Points per CPU block of a decoder whose widest layer is ``width`` (:data:`PART_BYTES`)."""
+    return PART_BYTES // (activation_bytes(precision, dev) * width)
+
+
 def plan_split(cfg: Config, dev: torch.device, ranks: int = 1) -> tuple[int, int]:
     """(shape parts, sample parts) of one training step (see ``train.batch_split``)."""
     tc = cfg.train
@@ -299,12 +310,11 @@ def plan_split(cfg: Config, dev: torch.device, ranks: int = 1) -> tuple[int, int
         k = tc.batch_split
         return (k, 1) if k <= shapes else (shapes, math.ceil(k / shapes))
     widths = cfg.model.decoder.hidden
-    nbytes = 2 if resolve_precision(tc.precision, dev) in ("bf16", "fp16") else 4
     if dev.type == "cuda":
         # activations, their gradients and the saved masks: about 4 buffers per hidden value
-        budget = int(0.5 * torch.cuda.mem_get_info(dev)[0] / (4 * nbytes * sum(widths)))
+        budget = int(0.5 * torch.cuda.mem_get_info(dev)[0] / (4 * activation_bytes(tc.precision, dev) * sum(widths)))
     else:
-        budget = PART_BYTES // (nbytes * max(widths))
+        budget = cpu_block_points(max(widths), tc.precision, dev)
     per_rank = budget // samples  # whole shapes per rank in a part
     if per_rank >= 1:
         return math.ceil(shapes / (per_rank * ranks)), 1
