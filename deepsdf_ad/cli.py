@@ -203,13 +203,14 @@ def _train(args) -> int:
         return launch(args.argv, args.nproc)
     from deepsdf_ad.distributed import shutdown
 
+    max_seconds = None if args.max_minutes is None else 60.0 * args.max_minutes
     try:
         if args.seeds:
             runs = train_seeds(cfg, args.data, args.out, args.seeds, epochs=args.epochs, device=args.device,
-                               split_file=args.split, progress=not args.quiet)
+                               split_file=args.split, progress=not args.quiet, max_seconds=max_seconds)
         else:
             runs = [train(cfg, args.data, args.out, epochs=args.epochs, device=args.device, split_file=args.split,
-                          progress=not args.quiet)]
+                          progress=not args.quiet, max_seconds=max_seconds)]
     finally:
         shutdown()
     if os.environ.get("RANK", "0") != "0":
@@ -217,7 +218,10 @@ def _train(args) -> int:
     for run in runs:
         rows = run.metrics()
         last = rows[-1] if rows else {}
-        print(f"train: {len(rows)} epochs, final loss {last.get('loss', float('nan')):.6f} -> {run.path}")
+        total = run.config().train.epochs
+        left = f" (stopped by --max-minutes at {len(rows)} of {total}; run the same command to go on)" \
+            if len(rows) < total else ""
+        print(f"train: {len(rows)} epochs, final loss {last.get('loss', float('nan')):.6f} -> {run.path}{left}")
     return 0
 
 
@@ -529,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set train.shapes_per_batch=16 (repeatable)")
     tr.add_argument("--split", help="split JSON to train on (default DATA/splits/train.json)")
+    tr.add_argument("--max-minutes", type=_positive_float, metavar="M",
+                    help="stop with a checkpoint after the first epoch that ends past M minutes of this call; "
+                         "the same command again goes on from there")
     tr.add_argument("--seeds", type=_nonnegative_int, nargs="+", metavar="K",
                     help="train once per seed into RUN/seed_K (train.seed = K); compare pools them")
     tr.add_argument("--nproc", type=_positive_int, default=1, metavar="N",

@@ -360,13 +360,15 @@ def validate(cfg: Config) -> None:
     if cfg.train.keep_checkpoints == 1 or cfg.train.keep_checkpoints < 0:
         raise ConfigError(f"config key 'train.keep_checkpoints' must be 0 (keep all) or at least 2 (the previous "
                           f"checkpoint is the fallback for a corrupt newest one), got {cfg.train.keep_checkpoints}")
+    if not 0 <= cfg.model.decoder.fourier <= 16:
+        raise ConfigError(f"config key 'model.decoder.fourier' must be between 0 and 16, got {cfg.model.decoder.fourier}")
     if not cfg.model.decoder.hidden:
         raise ConfigError("config key 'model.decoder.hidden' must list at least one layer width")
     n = len(cfg.model.decoder.hidden)
     for i in cfg.model.decoder.latent_in:
         if not 0 < i <= n:
             raise ConfigError(f"config key 'model.decoder.latent_in' has {i}; must be between 1 and {n}")
-        d_in = cfg.model.latent.size + cfg.dim
+        d_in = cfg.model.latent.size + cfg.dim * (1 + 2 * cfg.model.decoder.fourier)
         if cfg.model.decoder.hidden[i - 1] <= d_in:
             raise ConfigError(f"config key 'model.decoder.hidden': layer {i - 1} (width {cfg.model.decoder.hidden[i - 1]}) "
                               f"feeds the code re-injection at layer {i}, so it must be wider than code + coordinates "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,16 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
+def encode_coordinates(xyz: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """``xyz`` (..., dim) -> (..., dim * (1 + 2 * frequencies)): the coordinates, then ``sin(2^k pi xyz)`` and
+    ``cos(2^k pi xyz)`` for k < ``frequencies`` (NeRF's positional encoding); ``frequencies = 0``: ``xyz``."""
+    if frequencies == 0:
+        return xyz
+    scales = (2.0 ** torch.arange(frequencies, device=xyz.device, dtype=xyz.dtype)) * math.pi
+    angles = (xyz.unsqueeze(-1) * scales).flatten(-2)  # (..., dim * frequencies)
+    return torch.cat([xyz, torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
 @dataclass
 class DecoderConfig:
     hidden: tuple[int, ...] = (512,) * 8
@@ -43,6 +54,9 @@ class DecoderConfig:
     """Weight normalisation on every linear layer but the last."""
     tanh: bool = True
     """tanh on the output, so predictions live in (-1, 1)."""
+    fourier: int = 0
+    """Frequencies of a positional encoding of the coordinates (NeRF's): ``xyz`` is fed as
+    ``[xyz, sin(2^k pi xyz), cos(2^k pi xyz)]`` for k < ``fourier``; 0 = the raw coordinates (DeepSDF)."""
 
 
 class Decoder(nn.Module):
@@ -57,7 +71,9 @@ class Decoder(nn.Module):
     def __init__(self, latent_size: int, dim: int, cfg: DecoderConfig):
         super().__init__()
         self.latent_size, self.dim, self.cfg = latent_size, dim, cfg
-        d_in = latent_size + dim
+        self.coord_size = dim * (1 + 2 * cfg.fourier)
+        """Width of the (encoded) coordinates the layers that read the code see."""
+        d_in = latent_size + self.coord_size
         widths = [d_in, *cfg.hidden, 1]
         layers = []
         for i in range(len(widths) - 1):
@@ -79,6 +95,7 @@ class Decoder(nn.Module):
         A shared code on wide layers (``share_code``): the layers that read the code (the first and the
         ``latent_in`` ones) take its part of their product once per code instead of once per point; at
         DeepSDF's size that part is 1/7 of the decoder's multiply-adds."""
+        xyz = encode_coordinates(xyz, self.cfg.fourier)
         shared = z.shape[:-1] != xyz.shape[:-1]
         if shared and not self.share_code:
             z, shared = z.expand(*xyz.shape[:-1], z.shape[-1]), False
@@ -89,7 +106,7 @@ class Decoder(nn.Module):
             reads_code = i == 0 or i in self.cfg.latent_in
             if shared and reads_code:
                 w = lin.weight  # computed once (weight norm)
-                k = w.shape[1] - self.latent_size - self.dim  # width of the previous layer's part (0 at the first)
+                k = w.shape[1] - self.latent_size - self.coord_size  # width of the previous layer's part (0 at the first)
                 y = F.linear(xyz, w[:, k + self.latent_size:]) + F.linear(z, w[:, k:k + self.latent_size], lin.bias)
                 x = y if i == 0 else F.linear(x, w[:, :k]) + y
             else:

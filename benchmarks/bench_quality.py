@@ -1,0 +1,431 @@
+"""3D quality: the shapes_cpu presets (autodecoder and its autoencoder twin) against the obvious baselines.
+
+Prepares the shared meshes (134 of 160 pass prep; 20% of each category held out, at least 6 per category) with
+one partial scan per shape (az 30 deg, el 20 deg, ``deepsdf-ad scan``'s camera), trains both presets (or reuses
+runs), and prints per category, chamfer x10^3 (DeepSDF's convention: 30,000 points, squared distances, both
+directions summed, unit-sphere frame) mean and median, F-score@1% and normal consistency (ONet's conventions):
+
+- representation: the training shapes, from the autodecoder's learned codes and the encoder's codes;
+- held-out (full): held-out shapes from all their SDF samples (AD optimise; AE encode; AE encode+refine);
+- completion (1 scan): held-out shapes from their scan (the same three), and three baselines: the scan's own
+  points, Open3D's screened Poisson of the scan, and the nearest training shape (the one whose surface lies
+  closest to the scan points; no ground truth used).
+
+Every failure (empty or broken mesh) counts as the section's worst chamfer, F-score 0 and normal consistency 0,
+and is counted in the table. Verdicts come from a paired Wilcoxon signed-rank test on all held-out shapes
+(n >= 10); per category only the medians are shown. Then the quality-vs-training-minutes curve: representation
+and completion at the run's checkpoints (about 1/6, 1/3, 2/3 and all of the run: 5, 10, 20, 30 minutes for a
+30-minute preset), drawn to WORK/quality_curve.png; and one figure per category (scan, AD, AE, truth).
+
+    python benchmarks/bench_quality.py --work /tmp/bench_quality              # everything (about 2 hours on 2 cores)
+    python benchmarks/bench_quality.py --ad-run RUN_AD --ae-run RUN_AE --data DATA --work DIR
+    python benchmarks/bench_quality.py ... --only repr scan --limit 4 --resolution 128   # a quick look
+
+Results are cached per section in WORK/results/*.json, so an interrupted bench resumes (``--fresh`` redoes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_prep import formats
+from data_prep.formats import DataRoot
+from deepsdf_ad.baselines import nearest_shape, poisson_mesh
+from deepsdf_ad.evaluate import EvalOptions, Truth3D, evaluate_run, scan_input, select, shape_rng
+from deepsdf_ad.metrics import surface_metrics, surface_points_normals
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+METHODS = {  # section -> [(label, run, mode)]
+    "repr": [("AD (learned codes)", "ad", None), ("AE (encode)", "ae", "encode")],
+    "full": [("AD (optimise)", "ad", "optimise"), ("AE (encode)", "ae", "encode"),
+             ("AE (encode+refine)", "ae", "encode+refine")],
+    "scan": [("AD (optimise)", "ad", "optimise"), ("AE (encode)", "ae", "encode"),
+             ("AE (encode+refine)", "ae", "encode+refine")],
+}
+SECTION_TITLES = {"repr": "representation (training shapes)", "full": "held-out, from all SDF samples",
+                  "scan": "held-out completion from one scan"}
+SPLIT_INPUT = {"repr": ("train", "full"), "full": ("test", "full"), "scan": ("test", "scan")}
+
+
+def sh(*args: str) -> None:
+    print("$ deepsdf-ad " + " ".join(map(str, args)), flush=True)
+    subprocess.run([sys.executable, "-m", "deepsdf_ad", *map(str, args)], check=True)
+
+
+def prepare(work: Path, meshes: Path, extra: bool) -> Path:
+    """WORK/data: the shared meshes (and with ``extra`` the 720 extra training meshes, train split only)."""
+    data = work / "data"
+    if not (data / formats.MANIFEST).is_file():
+        sh("prep", "meshes", meshes, "--out", data, "--samples", 250_000, "--scans", 1, "--workers", 2, "--quiet")
+    if extra:
+        raise SystemExit("--extra: not measured in this version of the bench")
+    return data
+
+
+def train_preset(work: Path, data: Path, name: str) -> Path:
+    run = work / "runs" / name
+    sh("train", "--config", ROOT / "configs" / f"{name}.yaml", "--data", data, "--out", run, "--quiet")
+    return run
+
+
+def scan_points_metrics(truth: Truth3D, root: DataRoot, ref, cfg) -> np.ndarray:
+    """The scan's points (N, 3) in the normalised frame, as ``eval --input scan`` reads them."""
+    return scan_input(root, ref, cfg, shape_rng(0, ref.key))[1]
+
+
+def baseline_records(ad_run: Path, data: Path, limit: int | None) -> dict[str, list[dict]]:
+    """Per-shape metrics of the three baselines on the held-out scans."""
+    from data_prep.scans import load_scan
+    from deepsdf_ad.config import load_config
+
+    root = DataRoot(data)
+    truth = Truth3D(root)
+    cfg = load_config(ad_run / "config.yaml")
+    train_refs = root.shapes("train")
+    train_surf = [truth.surface(r)[0] for r in train_refs]
+    out: dict[str, list[dict]] = {"scan alone": [], "Poisson": [], "nearest training shape": []}
+    for ref in select(root.shapes("test"), limit):
+        true_pts, true_n = truth.surface(ref)
+        pts = scan_points_metrics(truth, root, ref, cfg)
+        cloud, meta = load_scan(root.scan_paths(ref)[0])
+        base = {"key": ref.key, "category": ref.category, "id": ref.id}
+        # the scan itself: its points against the truth
+        m = surface_metrics(pts, None, true_pts, true_n)
+        out["scan alone"].append({**base, **_pick(m)})
+        # Poisson of the scan, with the scan's normals oriented to the camera
+        obs_normals = _scan_normals(root, ref, pts, cloud, meta)
+        mesh = poisson_mesh(pts, obs_normals)
+        out["Poisson"].append({**base, **_mesh_metrics(mesh, true_pts, true_n)})
+        k, _ = nearest_shape(pts, train_surf)
+        near_pts, near_n = truth.surface(train_refs[k])
+        m = surface_metrics(near_pts, near_n, true_pts, true_n)
+        out["nearest training shape"].append({**base, **_pick(m), "nearest": train_refs[k].key})
+    return out
+
+
+def _scan_normals(root, ref, pts, cloud, meta):
+    if cloud.normals is None:
+        return None
+    n = cloud.normals
+    if "camera" in meta and "normalization" in meta:
+        off = np.asarray(meta["normalization"]["offset"], float)
+        sc = float(meta["normalization"]["scale"])
+        cam = (np.asarray(meta["camera"], float) + off) * sc
+        flip = np.sum(n * (cam[None] - pts), axis=1) < 0
+        n = np.where(flip[:, None], -n, n)
+    return n
+
+
+def _pick(m: dict) -> dict:
+    out = {"chamfer_x1e3": m["chamfer"] * 1e3, "fscore": m["fscore"]}
+    if "normal_consistency" in m:
+        out["normal_consistency"] = m["normal_consistency"]
+    return out
+
+
+def _mesh_metrics(mesh, true_pts, true_n) -> dict:
+    if mesh is None or len(mesh.faces) == 0:
+        return {"failed": "empty mesh"}
+    pts, normals = surface_points_normals(mesh, len(true_pts), 0)
+    return _pick(surface_metrics(pts, normals, true_pts, true_n))
+
+
+def section_records(work: Path, runs: dict[str, Path], data: Path, section: str, resolution: int,
+                    limit: int | None, fresh: bool) -> dict[str, list[dict]]:
+    """{method label: per-shape records} of one section, cached in WORK/results/<section>.json."""
+    cache = work / "results" / f"{section}_{resolution}_{limit or 'all'}.json"
+    if cache.is_file() and not fresh:
+        return json.loads(cache.read_text())
+    split, inp = SPLIT_INPUT[section]
+    out = {}
+    for label, run, mode in METHODS[section]:
+        if run not in runs:
+            continue
+        t0 = time.perf_counter()
+        res = evaluate_run(runs[run], data, EvalOptions(split=split, input=inp, mode=mode, resolution=resolution,
+                                                         limit=limit), device="auto", progress=False)
+        out[label] = res["shapes"]
+        print(f"  {SECTION_TITLES[section]}: {label}: {len(res['shapes'])} shapes in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+    if section == "scan" and "ad" in runs:
+        out.update(baseline_records(runs["ad"], data, limit))
+    formats.write_json(cache, out)
+    return out
+
+
+def worst_case(records: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Failures scored as the section's worst chamfer (over every method and shape), F-score 0, normal
+    consistency 0; the ``failed`` flag stays so the table can count them."""
+    finite = [r["chamfer_x1e3"] for rows in records.values() for r in rows
+              if "failed" not in r and math.isfinite(r.get("chamfer_x1e3", math.nan))]
+    worst = max(finite) if finite else math.inf
+    out = {}
+    for label, rows in records.items():
+        out[label] = [r if "failed" not in r and math.isfinite(r.get("chamfer_x1e3", math.nan))
+                      else {**r, "failed": r.get("failed", "no chamfer"), "chamfer_x1e3": worst, "fscore": 0.0,
+                            "normal_consistency": 0.0} for r in rows]
+    return out
+
+
+def table(records: dict[str, list[dict]], title: str) -> list[str]:
+    cats = sorted({r["category"] for rows in records.values() for r in rows})
+    lines = [f"### {title}", "", "| category | method | n | failed | chamfer x1e3 mean | median | F-score@1% | "
+             "normal consistency |", "|---|---|---|---|---|---|---|---|"]
+    for cat in [*cats, "all"]:
+        for label, rows in records.items():
+            sel = [r for r in rows if cat == "all" or r["category"] == cat]
+            if not sel:
+                continue
+            cd = np.array([r["chamfer_x1e3"] for r in sel])
+            fs = np.mean([r.get("fscore", 0.0) for r in sel])
+            nc = [r["normal_consistency"] for r in sel if "normal_consistency" in r]
+            lines.append(f"| {cat} | {label} | {len(sel)} | {sum('failed' in r for r in sel)} | {cd.mean():.2f} | "
+                         f"{np.median(cd):.2f} | {fs:.3f} | {np.mean(nc) if nc else float('nan'):.3f} |")
+    return lines + [""]
+
+
+def paired_tests(records: dict[str, list[dict]], method: str, others: list[str]) -> list[str]:
+    """Wilcoxon signed-rank tests of ``method``'s chamfer against each of ``others``, paired by shape."""
+    from scipy.stats import wilcoxon
+
+    lines = []
+    a = {r["key"]: r["chamfer_x1e3"] for r in records.get(method, [])}
+    for o in others:
+        b = {r["key"]: r["chamfer_x1e3"] for r in records.get(o, [])}
+        keys = sorted(set(a) & set(b))
+        if len(keys) < 10:
+            lines.append(f"- {method} vs {o}: n = {len(keys)} < 10, no verdict")
+            continue
+        x, y = np.array([a[k] for k in keys]), np.array([b[k] for k in keys])
+        p = float(wilcoxon(x, y).pvalue)
+        wins = int((x < y).sum())
+        verdict = ("lower (p < 0.05)" if p < 0.05 and np.median(x - y) < 0 else
+                   "higher (p < 0.05)" if p < 0.05 else "no significant difference")
+        lines.append(f"- {method} vs {o}: n = {len(keys)}, lower on {wins}, median difference "
+                     f"{np.median(x - y):+.2f}, Wilcoxon p = {p:.3g}: {method} {verdict}")
+    return lines
+
+
+def run_minutes(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return np.array([r["epoch"] for r in rows]), np.cumsum([r["seconds"] for r in rows]) / 60.0
+
+
+def snapshot(run: Path, entry: dict, dest: Path) -> Path:
+    """A run folder holding only checkpoint ``entry`` of ``run`` (so every command sees that state)."""
+    import shutil
+
+    from deepsdf_ad.runs import Run
+    from deepsdf_ad.train import load_trained
+
+    if (dest / "latent_codes.safetensors").is_file():
+        return dest
+    (dest / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "shapes.json"):
+        shutil.copy(run / name, dest / name)
+    for suffix in (".safetensors", ".json"):
+        stem = Path(entry["file"]).stem
+        shutil.copy(run / "checkpoints" / f"{stem}{suffix}", dest / "checkpoints" / f"{stem}{suffix}")
+    r = Run(dest)
+    _, model = load_trained(r, torch.device("cpu"))
+    r.save_codes(model.latent.all_codes().cpu(), r.shapes()["keys"])
+    return dest
+
+
+def curve(work: Path, runs: dict[str, Path], data: Path, limit: int, resolution: int, fresh: bool) -> list[dict]:
+    """Representation and completion medians at checkpoints near 1/6, 1/3, 2/3 and all of each run."""
+    from deepsdf_ad.runs import Run
+
+    points = []
+    for name, run in runs.items():
+        entries = Run(run).checkpoints()
+        epochs, minutes = run_minutes(run)
+        total = max(e["epoch"] for e in entries)
+        for frac in (1 / 6, 1 / 3, 2 / 3, 1.0):
+            entry = min(entries, key=lambda e, f=frac: abs(e["epoch"] - f * total))
+            snap = snapshot(run, entry, work / "curve" / f"{name}_epoch{entry['epoch']}")
+            cache = work / "results" / f"curve_{name}_{entry['epoch']}_{resolution}_{limit}.json"
+            if cache.is_file() and not fresh:
+                points.append(json.loads(cache.read_text()))
+                continue
+            row = {"run": name, "epoch": entry["epoch"],
+                   "minutes": float(minutes[np.searchsorted(epochs, entry["epoch"])])}
+            for section, mode in (("repr", None if name == "ad" else "encode"),
+                                  ("scan", "optimise" if name == "ad" else "encode")):
+                split, inp = SPLIT_INPUT[section]
+                res = evaluate_run(snap, data, EvalOptions(split=split, input=inp, mode=mode, resolution=resolution,
+                                                            limit=limit), device="auto", progress=False)
+                cd = [r.get("chamfer_x1e3", math.inf) if "failed" not in r else math.inf for r in res["shapes"]]
+                row[f"{section}_median"] = float(np.median(cd))
+                row[f"{section}_failed"] = sum("failed" in r for r in res["shapes"])
+            formats.write_json(cache, row)
+            print(f"  curve: {row}", flush=True)
+            points.append(row)
+    return points
+
+
+def draw_curve(points: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, key, title in ((axes[0], "repr_median", "training shapes (representation)"),
+                           (axes[1], "scan_median", "held-out, from one scan")):
+        for name, label in (("ad", "autodecoder"), ("ae", "autoencoder (encode)")):
+            pts = sorted((p["minutes"], p[key]) for p in points if p["run"] == name)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+        ax.set_xlabel("training minutes (as measured in the run)")
+        ax.set_ylabel("median chamfer x1e3")
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def figures(work: Path, runs: dict[str, Path], data: Path, records: dict[str, list[dict]], resolution: int) -> list[Path]:
+    """One picture per category: the scan, AD, AE and the truth, each panel labelled with its chamfer, for the
+    held-out shape whose AD chamfer is the category's median."""
+    from deepsdf_ad.config import load_config
+    from deepsdf_ad.meshing import mesh_sdf, model_sdf
+    from deepsdf_ad.runs import Run
+    from deepsdf_ad.train import load_trained
+    from viz.render import render_to_array, save_image
+
+    root = DataRoot(data)
+    truth = Truth3D(root)
+    dev = torch.device("cpu")
+    ad = records.get("AD (optimise)", [])
+    cfg = load_config(runs["ad"] / "config.yaml")
+    paths = []
+    for cat in sorted({r["category"] for r in ad}):
+        rows = sorted((r for r in ad if r["category"] == cat), key=lambda r: r["chamfer_x1e3"])
+        pick = rows[len(rows) // 2]
+        ref = next(r for r in root.shapes("test") if r.key == pick["key"])
+        pts = scan_points_metrics(truth, root, ref, cfg)
+        panels, labels = [pts], [f"scan ({_cd(records, 'scan alone', ref.key)})"]
+        for label, name, mode in (("AD", "ad", "optimise"), ("AE", "ae", "encode")):
+            if name not in runs:
+                continue
+            _, model = load_trained(Run(runs[name]), dev)
+            code = _code_for(runs[name], data, ref, mode)
+            try:
+                mesh = mesh_sdf(model_sdf(model, code, dev), resolution)
+            except Exception:  # an empty field: an empty panel
+                mesh = np.zeros((1, 3))
+            panels.append(mesh)
+            full = "AD (optimise)" if name == "ad" else "AE (encode)"
+            labels.append(f"{label} ({_cd(records, full, ref.key)})")
+        panels.append(truth.surface(ref)[0])
+        labels.append(f"truth {ref.key}")
+        img = render_to_array(panels, size=(300 * len(panels), 320), labels=labels, layout="grid", renderer="raycast")
+        out = work / f"quality_{cat}.png"
+        save_image(img, out)
+        paths.append(out)
+    return paths
+
+
+_CODES: dict = {}
+
+
+def _code_for(run: Path, data: Path, ref, mode: str) -> torch.Tensor:
+    """The code the completion section found for ``ref`` (recomputed: the same seed gives the same code)."""
+    from deepsdf_ad.evaluate import find_shape_codes
+    from deepsdf_ad.runs import Run
+    from deepsdf_ad.train import load_trained
+
+    key = (str(run), ref.key, mode)
+    if key not in _CODES:
+        r = Run(run)
+        cfg, model = load_trained(r, torch.device("cpu"))
+        codes, _, _ = find_shape_codes(r, cfg, model, DataRoot(data), [ref],
+                                       EvalOptions(split="test", input="scan", mode=mode), torch.device("cpu"),
+                                       progress=False)
+        _CODES[key] = codes[0]
+    return _CODES[key]
+
+
+def _cd(records: dict, label: str, key: str) -> str:
+    for r in records.get(label, []):
+        if r["key"] == key:
+            return "failed" if "failed" in r else f"CD {r['chamfer_x1e3']:.2f}"
+    return "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="/tmp/bench_quality", help="folder for data, runs and results")
+    ap.add_argument("--meshes", default=str(SHARED / "meshes"), help="the shared meshes (category/id.off)")
+    ap.add_argument("--data", help="a prepared data root (default: WORK/data, prepared here)")
+    ap.add_argument("--ad-run", help="a trained shapes_cpu run (default: WORK/runs/shapes_cpu, trained here)")
+    ap.add_argument("--ae-run", help="a trained shapes_cpu_ae run (default: WORK/runs/shapes_cpu_ae)")
+    ap.add_argument("--only", nargs="+", choices=("repr", "full", "scan", "curve", "figures"),
+                    default=["repr", "full", "scan", "curve", "figures"])
+    ap.add_argument("--resolution", type=int, default=256, help="marching-cubes grid of the tables")
+    ap.add_argument("--limit", type=int, help="at most N shapes per category per section")
+    ap.add_argument("--curve-limit", type=int, default=4, help="shapes per category at each curve point")
+    ap.add_argument("--curve-resolution", type=int, default=128)
+    ap.add_argument("--extra", action="store_true", help="also train on the 720 extra ModelNet10 meshes")
+    ap.add_argument("--fresh", action="store_true", help="recompute cached sections")
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    if args.data is None and not Path(args.meshes).is_dir():
+        print(f"skipped: {args.meshes} not found (the shared data is not beside this checkout)")
+        return 0
+    data = Path(args.data) if args.data else prepare(work, Path(args.meshes), args.extra)
+    runs = {"ad": Path(args.ad_run) if args.ad_run else train_preset(work, data, "shapes_cpu")}
+    if args.ae_run != "none":
+        runs["ae"] = Path(args.ae_run) if args.ae_run else train_preset(work, data, "shapes_cpu_ae")
+    report = [f"# bench_quality: {', '.join(f'{k} = {v}' for k, v in runs.items())}; data {data}; "
+              f"mesh resolution {args.resolution}", ""]
+    for name, run in runs.items():
+        epochs, minutes = run_minutes(run)
+        report.append(f"- {name}: {int(epochs[-1])} epochs in {minutes[-1]:.1f} training minutes (as measured)")
+    report.append("")
+    scan_records = None
+    for section in ("repr", "full", "scan"):
+        if section not in args.only:
+            continue
+        recs = worst_case(section_records(work, runs, data, section, args.resolution, args.limit, args.fresh))
+        report += table(recs, SECTION_TITLES[section])
+        if section == "scan":
+            scan_records = recs
+            report += ["Paired tests (all held-out shapes):", *paired_tests(
+                recs, "AD (optimise)", ["scan alone", "Poisson", "nearest training shape", "AE (encode)"]),
+                *paired_tests(recs, "AE (encode+refine)", ["AD (optimise)"]), ""]
+        if section == "full":
+            report += ["Paired tests:", *paired_tests(recs, "AD (optimise)", ["AE (encode)", "AE (encode+refine)"]), ""]
+    if "curve" in args.only:
+        pts = curve(work, runs, data, args.curve_limit, args.curve_resolution, args.fresh)
+        draw_curve(pts, work / "quality_curve.png")
+        report += ["### quality vs training minutes (median chamfer x1e3, "
+                   f"{args.curve_limit} shapes per category, {args.curve_resolution}^3)", "",
+                   "| run | epoch | minutes | representation | completion (1 scan) |", "|---|---|---|---|---|"]
+        report += [f"| {p['run']} | {p['epoch']} | {p['minutes']:.1f} | {p['repr_median']:.2f} | "
+                   f"{p['scan_median']:.2f} |" for p in pts]
+        report += ["", f"curve: {work / 'quality_curve.png'}", ""]
+    if "figures" in args.only and scan_records is not None:
+        for p in figures(work, runs, data, scan_records, args.curve_resolution):
+            report.append(f"figure: {p}")
+    text = "\n".join(report)
+    formats.write_text_atomic(work / "quality.md", text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
