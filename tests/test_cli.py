@@ -71,6 +71,19 @@ def test_train_writes_the_run_and_resumes(pipeline, tmp_path):
     assert "6 epochs" in proc.stdout
 
 
+def test_train_max_minutes_stops_at_a_checkpoint_and_goes_on(pipeline, tmp_path):
+    # a budget of 0.1 s ends the run after its first epoch, with a checkpoint; the same command goes on from there
+    args = ("train", "--config", PRESET, "--data", pipeline["data"], "--out", tmp_path / "run", "--epochs", "3",
+            "--quiet", *SETS)
+    proc = cli(*args, "--max-minutes", "0.0017", check=True)
+    assert "stopped by --max-minutes at 1 of 3" in proc.stdout
+    assert [c.name for c in (tmp_path / "run" / "checkpoints").glob("*.safetensors")] == ["epoch_000001.safetensors"]
+    proc = cli(*args, check=True)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and "stopped" not in proc.stdout
+    assert_one_line_error(cli(*args, "--max-minutes", "0"), "--max-minutes")
+
+
 def test_mesh_scan_reconstruct(pipeline, tmp_path):
     run, data = pipeline["run"], pipeline["data"]
     _, cat, sid = formats.read_split(data / "splits" / "train.json")[0]
