@@ -1,13 +1,14 @@
 """The 3D autoencoder must not collapse: trained briefly on real chairs, sofas and tables, its codes must differ
-between shapes and the shapes they decode to must vary at least half as much as the autodecoder's do with the
-same decoder, data and steps.
+between shapes more than they share, and the shapes they decode to must vary at least half as much as the
+autodecoder's do with the same decoder, data and steps.
 
-What was seen: the shapes_pointnet_ae preset decoded every chair and table of the shared meshes to one blob
-(150 epochs, the article's run); after 50 epochs on 107 shapes its decoded sdf varied across shapes 4x less than
-the autodecoder's. At this test's scale (18 shapes, 100 epochs) the same recipe is not collapsed but lags: 0.65 of
-the autodecoder's spread with 8 shapes per step, 0.65 with 4 (both models gain from the steps). A PointNet head
-with a ReLU (the first bug, every code one constant) gives 0 here; so does an encoder whose codes blow up or
-shrink to one vector (3e-3 for the encoder's weights; a code bound of 1: both tried on the shared meshes).
+What was seen: the shapes_pointnet_ae preset (8 shapes x 2,048 samples per step, raw coordinates) decoded every
+chair and table of the shared meshes to one blob. On the 107 shared training shapes its codes' spread across
+shapes was 7% of their common part after 10 epochs, and after 50 epochs its decoded sdf varied across shapes 4x
+less than the autodecoder's. The shapes_cpu_ae recipe (4 shapes x 1,024 samples, a positional encoding, cosine
+rates) at epoch 100 of the same data: codes spread 6.1x their common part, decoded spread 0.73 of the
+autodecoder's. At this test's scale (18 shapes, 100 epochs) the old recipe's codes spread 0.52x their common
+part (this test fails on it), the new one's 1.39x; decoded spreads 0.71 and 0.67 of the autodecoder's.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def test_autoencoder_shapes_differ_as_much_as_the_autodecoders(real_shapes, tmp_
     train(ad, real_shapes, tmp_path / "ad", device="cpu", progress=False)
     train(ae, real_shapes, tmp_path / "ae", device="cpu", progress=False)
     (ad_spread, _), (ae_spread, ae_codes) = decoded_spread(tmp_path / "ad"), decoded_spread(tmp_path / "ae")
-    assert ae_codes > 0.5, f"the encoder's codes barely differ between shapes (std / mean = {ae_codes:.3f})"
+    assert ae_codes > 1.0, f"the encoder's codes barely differ between shapes (std / mean = {ae_codes:.3f})"
     assert ae_spread > 0.5 * ad_spread, (f"the autoencoder's shapes vary {ae_spread:.4f} across shapes, the "
                                          f"autodecoder's {ad_spread:.4f}: collapsing towards one shape")
     assert np.isfinite(ad_spread) and ad_spread > 0.01
