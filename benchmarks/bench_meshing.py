@@ -7,6 +7,7 @@ mesh's surface (the two must agree). Also the bf16-autocast inference error agai
 
     python benchmarks/bench_meshing.py                 # 128^3 and 256^3, both presets
     python benchmarks/bench_meshing.py --quick         # 96^3 only, small preset (a CI-sized check)
+    python benchmarks/bench_meshing.py --run RUN --shapes 3 --resolutions 256   # a trained run's first shapes
 
 Dense 256^3 with the 8x512 decoder takes about 9 minutes on 2 cores; ``--skip-dense-above N`` estimates the
 dense time for resolutions above N from the measured dense throughput instead (stated in the output).
@@ -60,6 +61,27 @@ def fitted_decoder(preset: Path, steps: int, seed: int = 0):
     return model, model.latent.codes(index)[0].detach(), float(loss.detach())
 
 
+def decoders(args):
+    """(label, model, code) to mesh: each preset's decoder fitted to a procedural chair, or a run's shapes."""
+    if args.run:
+        from deepsdf_ad.runs import Run
+        from deepsdf_ad.train import load_trained
+
+        run = Run(args.run)
+        _, model = load_trained(run, torch.device("cpu"))
+        keys = run.shapes()["keys"]
+        codes = model.latent.all_codes()
+        for i in range(min(args.shapes, len(keys))):
+            print(f"\n{run.path}: training shape {keys[i]} ({len(run.metrics())} epochs)")
+            yield f"{Path(args.run).name}: {keys[i]}", model, codes[i]
+        return
+    for name in args.presets:
+        t0 = time.perf_counter()
+        model, code, loss = fitted_decoder(PRESETS[name], args.fit_steps)
+        print(f"\n{name}: fitted to a procedural chair in {time.perf_counter() - t0:.0f} s (loss {loss:.4f})")
+        yield name, model, code
+
+
 def vertex_to_surface(a, b) -> np.ndarray:
     import open3d as o3d
 
@@ -77,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-dense-above", type=int, default=10_000,
                     help="estimate (not run) dense meshing above this resolution")
     ap.add_argument("--quick", action="store_true", help="96^3, small preset, 100 fitting steps")
+    ap.add_argument("--run", help="measure a trained run's decoder on its training shapes instead of the presets")
+    ap.add_argument("--shapes", type=int, default=3, help="with --run: its first N training shapes")
     args = ap.parse_args(argv)
     if args.quick:
         args.resolutions, args.presets, args.fit_steps = [96], [next(iter(PRESETS))], 100
@@ -84,10 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = torch.device("cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     rows = []
-    for name in args.presets:
-        t0 = time.perf_counter()
-        model, code, loss = fitted_decoder(PRESETS[name], args.fit_steps)
-        print(f"\n{name}: fitted to a procedural chair in {time.perf_counter() - t0:.0f} s (loss {loss:.4f})")
+    for name, model, code in decoders(args):
         dense_rate = None  # measured dense queries/s of this decoder, for the estimates above --skip-dense-above
         for res in args.resolutions:
             fn = model_sdf(model, code, dev)

@@ -248,11 +248,16 @@ def curve(work: Path, runs: dict[str, Path], data: Path, limit: int, resolution:
 
     points = []
     for name, run in runs.items():
-        entries = Run(run).checkpoints()
+        r = Run(run)
+        entries, every = r.checkpoints(), r.config().train.checkpoint_every
         epochs, minutes = run_minutes(run)
-        total = max(e["epoch"] for e in entries)
+        total = r.config().train.epochs
         for frac in (1 / 6, 1 / 3, 2 / 3, 1.0):
-            entry = min(entries, key=lambda e, f=frac: abs(e["epoch"] - f * total))
+            want = min(total, max(every, round(frac * total / every) * every))  # the checkpoint nearest frac
+            entry = next((e for e in entries if e["epoch"] == want), None)
+            if entry is None:
+                print(f"  curve: {name}: no checkpoint at epoch {want} (yet)", flush=True)
+                continue
             snap = snapshot(run, entry, work / "curve" / f"{name}_epoch{entry['epoch']}")
             cache = work / "results" / f"curve_{name}_{entry['epoch']}_{resolution}_{limit}.json"
             if cache.is_file() and not fresh:
