@@ -62,13 +62,11 @@ def sh(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "deepsdf_ad", *map(str, args)], check=True)
 
 
-def prepare(work: Path, meshes: Path, extra: bool) -> Path:
-    """WORK/data: the shared meshes (and with ``extra`` the 720 extra training meshes, train split only)."""
+def prepare(work: Path, meshes: Path) -> Path:
+    """WORK/data: the shared meshes, 250,000 samples each, one scan per shape (prep is skipped when done)."""
     data = work / "data"
     if not (data / formats.MANIFEST).is_file():
         sh("prep", "meshes", meshes, "--out", data, "--samples", 250_000, "--scans", 1, "--workers", 2, "--quiet")
-    if extra:
-        raise SystemExit("--extra: not measured in this version of the bench")
     return data
 
 
@@ -337,7 +335,7 @@ def figures(work: Path, runs: dict[str, Path], data: Path, records: dict[str, li
             labels.append(f"{label} ({_cd(records, full, ref.key)})")
         panels.append(truth.surface(ref)[0])
         labels.append(f"truth {ref.key}")
-        img = render_to_array(panels, size=(300 * len(panels), 320), labels=labels, layout="grid", renderer="raycast")
+        img = render_to_array(panels, size=(280 * len(panels), 320), labels=labels, layout="row", renderer="raycast")
         out = work / f"quality_{cat}.png"
         save_image(img, out)
         paths.append(out)
@@ -384,14 +382,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, help="at most N shapes per category per section")
     ap.add_argument("--curve-limit", type=int, default=4, help="shapes per category at each curve point")
     ap.add_argument("--curve-resolution", type=int, default=128)
-    ap.add_argument("--extra", action="store_true", help="also train on the 720 extra ModelNet10 meshes")
     ap.add_argument("--fresh", action="store_true", help="recompute cached sections")
     args = ap.parse_args(argv)
     work = Path(args.work)
     if args.data is None and not Path(args.meshes).is_dir():
         print(f"skipped: {args.meshes} not found (the shared data is not beside this checkout)")
         return 0
-    data = Path(args.data) if args.data else prepare(work, Path(args.meshes), args.extra)
+    data = Path(args.data) if args.data else prepare(work, Path(args.meshes))
     runs = {"ad": Path(args.ad_run) if args.ad_run else train_preset(work, data, "shapes_cpu")}
     if args.ae_run != "none":
         runs["ae"] = Path(args.ae_run) if args.ae_run else train_preset(work, data, "shapes_cpu_ae")
