@@ -107,6 +107,25 @@ def test_presets_differ_only_in_the_latent_source():
         load_config(REPO / "configs" / f"{ae}.yaml")
 
 
+def test_cpu_presets_share_decoder_data_and_steps():
+    """shapes_cpu_ae is shapes_cpu with an encoder: the same decoder and per-step batch; the same budget in
+    minutes, so fewer epochs (an encoder epoch costs more), and the encoder weights' own rate."""
+    import yaml
+
+    a = yaml.safe_load((REPO / "configs" / "shapes_cpu.yaml").read_text())
+    b = yaml.safe_load((REPO / "configs" / "shapes_cpu_ae.yaml").read_text())
+    assert (a["model"]["latent"]["source"], b["model"]["latent"]["source"]) == ("table", "pointnet")
+    assert a["model"]["decoder"] == b["model"]["decoder"] and a["model"]["decoder"]["fourier"] > 0
+    assert a["model"]["latent"]["size"] == b["model"]["latent"]["size"]
+    for k in a["train"]:
+        if k not in ("lr_latent", "epochs"):
+            assert a["train"][k] == b["train"][k], k
+    assert b["train"]["epochs"] < a["train"]["epochs"]
+    assert a["reconstruct"] == b["reconstruct"] and a["mesh"] == b["mesh"]
+    for name in ("shapes_cpu", "shapes_cpu_ae"):
+        load_config(REPO / "configs" / f"{name}.yaml")
+
+
 @pytest.mark.parametrize("override,needle", [
     ("model.latent.kwargs={hiden: 3}", "unknown pointnet option 'hiden'"),
     ("model.latent.kwargs={points: 0.5}", "must be an integer"),
