@@ -94,11 +94,24 @@ def _nonnegative_int(text: str) -> int:
     return v
 
 
+def _not_inputs(out, files=(), folders=(), runs=(), data=(), **kwargs) -> None:
+    """Refuse an output that resolves to one of the command's inputs: ``files`` (and their sidecars),
+    ``folders`` (and what is inside), the files of the run folders ``runs`` and of the data roots ``data``."""
+    from deepsdf_ad.outputs import data_inputs, refuse_input_as_output, run_inputs
+
+    files, folders = list(files), list(folders)
+    for root, parts in [(r, run_inputs(r)) for r in runs if r] + [(d, data_inputs(d)) for d in data if d]:
+        files += [root, *parts[0]]
+        folders += parts[1]
+    refuse_input_as_output(out, files, folders, **kwargs)
+
+
 # ---- commands --------------------------------------------------------------------------------
 def _prep_meshes(args) -> int:
     from data_prep.meshes import SamplingConfig
     from data_prep.pipeline import PrepConfig, prep_meshes
 
+    _not_inputs(args.out, folders=[args.src])
     sampling = SamplingConfig(samples=args.samples, variances=tuple(args.variances),
                               uniform_fraction=args.uniform_fraction)
     cfg = PrepConfig(sampling, test_fraction=args.test_fraction, seed=args.seed, scans=args.scans,
@@ -138,6 +151,7 @@ def _prep_scenes(args) -> int:
     from data_prep.meshes import SamplingConfig
     from data_prep.scenes import SceneConfig, prep_scenes
 
+    _not_inputs(args.out, folders=[args.src])
     cfg = SceneConfig(SamplingConfig(samples=args.samples), scenes=args.scenes, objects=args.objects,
                       room_size=args.room_size, gap=args.gap, test_fraction=args.test_fraction, seed=args.seed,
                       scans=args.scans, max_ambiguous=args.max_ambiguous)
@@ -157,6 +171,7 @@ def _prep_scenes(args) -> int:
 def _prep_digits(args) -> int:
     from data_prep.digits import DigitSamplingConfig, download_mnist, parse_labels, prep_digits
 
+    _not_inputs(args.out, files=[args.idx_dir])
     if args.download:
         download_mnist(args.idx_dir, progress=not args.quiet)
     cfg = DigitSamplingConfig(samples=args.samples, field=args.field)
@@ -196,6 +211,7 @@ def _train(args) -> int:
     from deepsdf_ad.config import load_config
     from deepsdf_ad.train import train, train_seeds
 
+    _not_inputs(args.out, files=[args.config, args.split], data=[args.data])
     cfg = load_config(args.config, args.set)  # a bad config fails here, once, before any rank starts
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from deepsdf_ad.distributed import launch
@@ -228,6 +244,7 @@ def _train(args) -> int:
 def _mesh(args) -> int:
     from deepsdf_ad.meshing import mesh_training_shape
 
+    _not_inputs(args.out, runs=[args.run])
     info = mesh_training_shape(args.run, args.shape, args.out, resolution=args.resolution, device=args.device,
                                method=args.method, precision=args.precision or "fp32")
     if "contours" in info:  # a 2D run: a picture of the field
@@ -243,6 +260,7 @@ def _scan(args) -> int:
     from data_prep.meshes import load_mesh, normalization
     from data_prep.scans import CameraConfig, save_scan, scan_mesh
 
+    _not_inputs(args.out, files=[args.mesh], out_sidecar=True)
     mesh = load_mesh(args.mesh)
     cam = CameraConfig(azimuth=args.azimuth, elevation=args.elevation, resolution=args.resolution, fov=args.fov,
                        distance=args.distance, noise=args.noise, up=args.up)
@@ -255,6 +273,7 @@ def _scan(args) -> int:
 def _reconstruct(args) -> int:
     from deepsdf_ad.reconstruct import reconstruct_file
 
+    _not_inputs(args.out, files=[args.partial, args.norm], runs=[args.run])
     info = reconstruct_file(args.run, args.partial, args.out, resolution=args.resolution,
                             iterations=args.iterations, device=args.device, norm=args.norm, seed=args.seed,
                             mode=args.mode, method=args.method, precision=args.precision,
@@ -268,6 +287,7 @@ def _reconstruct(args) -> int:
 def _eval(args) -> int:
     from deepsdf_ad.evaluate import EvalOptions, evaluate_run, write_eval
 
+    _not_inputs(args.out, runs=[args.run], data=[args.data])
     opts = EvalOptions(split=args.split, input=args.input, mode=args.mode, resolution=args.resolution,
                        limit=args.limit, seed=args.seed)
     result = evaluate_run(args.run, args.data, opts, device=args.device, progress=not args.quiet)
@@ -305,6 +325,7 @@ def _compare(args) -> int:
     from deepsdf_ad.compare import compare
     from viz.report import write_report
 
+    _not_inputs(args.out, runs=args.runs, data=[args.data, args.ood])
     results = compare(args.runs, args.data, args.out, ood=args.ood, opts=_compare_options(args), device=args.device,
                       progress=not args.quiet, report=write_report)
     _print_report(results, args.out)
@@ -315,6 +336,7 @@ def _experiment(args) -> int:
     from deepsdf_ad.experiment import run_experiment
     from viz.report import write_report
 
+    _not_inputs(args.out, files=[args.experiment], data=[args.data, args.ood])
     results = run_experiment(args.experiment, args.data, args.out, ood=args.ood, overrides=args.set,
                              device=args.device, progress=not args.quiet, report=write_report)
     _print_report(results, Path(args.out) / "report")
@@ -354,6 +376,7 @@ def _name_dirs(items: list[str], flag: str) -> dict[str, str]:
 def _sample(args) -> int:
     from deepsdf_ad.generate import sample_shapes
 
+    _not_inputs(args.out, runs=[args.run])
     info = sample_shapes(args.run, args.n, args.out, seed=args.seed, resolution=args.resolution, device=args.device,
                          progress=not args.quiet)
     print(f"sample: {len(info['files'])} file(s) for {info['shapes']} shapes -> {args.out}")
@@ -363,6 +386,7 @@ def _sample(args) -> int:
 def _interpolate(args) -> int:
     from deepsdf_ad.generate import interpolate_shapes
 
+    _not_inputs(args.out, runs=[args.run])
     info = interpolate_shapes(args.run, args.a, args.b, args.steps, args.out, resolution=args.resolution,
                               device=args.device, progress=not args.quiet)
     print(f"interpolate: {info['a']} -> {info['b']} in {info['shapes']} steps, {len(info['files'])} file(s) "
@@ -383,6 +407,7 @@ def _image_size(text: str) -> tuple[int, int]:
 def _view(args) -> int:
     from viz.viewer import view
 
+    _not_inputs(args.screenshot, files=[*args.files, args.color_by_distance], runs=[args.run], flag="--screenshot")
     info = view(args.files, run=args.run, shapes=args.shape, layout=args.layout,
                 color_by_distance_ref=args.color_by_distance, screenshot=args.screenshot, size=args.size,
                 azimuth=args.azimuth, elevation=args.elevation, up=args.up, resolution=args.resolution,
@@ -398,6 +423,7 @@ def _view(args) -> int:
 def _slice(args) -> int:
     from viz.slices import slice_run
 
+    _not_inputs(args.out, runs=[args.run])
     s = slice_run(args.run, args.shape, args.out, axis=args.axis, at=args.at, resolution=args.resolution,
                   device=args.device)
     print(f"slice: sdf in [{s.values.min():.4f}, {s.values.max():.4f}] on {s.axis_names[0]}-{s.axis_names[1]} "
@@ -408,6 +434,7 @@ def _slice(args) -> int:
 def _plot(args) -> int:
     from viz.plots import plot_runs
 
+    _not_inputs(args.out, runs=args.runs)
     out = plot_runs(args.runs, args.out)
     print(f"plot: {len(args.runs)} run(s) -> {out}")
     return 0
