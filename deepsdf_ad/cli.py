@@ -74,6 +74,43 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _seed(text: str) -> int:
+    from deepsdf_ad.config import SEED_MAX
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if not 0 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {SEED_MAX}, got {v}")
+    return v
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _workers(requested: int) -> int:
+    """``--workers``, at most the CPUs this process may use (more only add processes), with a note."""
+    cpus = _cpus()
+    if requested > cpus:
+        print(f"deepsdf-ad: note: --workers {requested} capped at the {cpus} CPUs available", file=sys.stderr)
+        return cpus
+    return requested
+
+
+MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl")
+"""What ``mesh``, ``reconstruct`` and ``scan`` can write; each file is written in the format its suffix says."""
+
+
+def _suffix(path: str | None, allowed: tuple[str, ...], flag: str = "--out") -> None:
+    if path is not None and Path(path).suffix.lower() not in allowed:
+        raise UserError(f"{path}: {flag} must end in {', '.join(allowed)} (the format written follows the suffix)")
+
+
 def _shard(text: str) -> tuple[int, int]:
     from data_prep.formats import DataError
     from data_prep.pipeline import parse_shard
@@ -116,7 +153,7 @@ def _prep_meshes(args) -> int:
                               uniform_fraction=args.uniform_fraction)
     cfg = PrepConfig(sampling, test_fraction=args.test_fraction, seed=args.seed, scans=args.scans,
                      max_ambiguous=args.max_ambiguous)
-    manifest = prep_meshes(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet, shard=args.shard)
+    manifest = prep_meshes(args.src, args.out, cfg, workers=_workers(args.workers), progress=not args.quiet, shard=args.shard)
     s = manifest["summary"]
     for r in manifest["meshes"]:
         if r["status"] != "ok":
@@ -155,7 +192,7 @@ def _prep_scenes(args) -> int:
     cfg = SceneConfig(SamplingConfig(samples=args.samples), scenes=args.scenes, objects=args.objects,
                       room_size=args.room_size, gap=args.gap, test_fraction=args.test_fraction, seed=args.seed,
                       scans=args.scans, max_ambiguous=args.max_ambiguous)
-    manifest = prep_scenes(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet)
+    manifest = prep_scenes(args.src, args.out, cfg, workers=_workers(args.workers), progress=not args.quiet)
     s = manifest["summary"]
     for r in manifest["meshes"]:
         if r["status"] != "ok":
@@ -245,6 +282,7 @@ def _mesh(args) -> int:
     from deepsdf_ad.meshing import mesh_training_shape
 
     _not_inputs(args.out, runs=[args.run])
+    _suffix(args.out, (*MESH_SUFFIXES, ".png"))
     info = mesh_training_shape(args.run, args.shape, args.out, resolution=args.resolution, device=args.device,
                                method=args.method, precision=args.precision or "fp32")
     if "contours" in info:  # a 2D run: a picture of the field
@@ -261,6 +299,7 @@ def _scan(args) -> int:
     from data_prep.scans import CameraConfig, save_scan, scan_mesh
 
     _not_inputs(args.out, files=[args.mesh], out_sidecar=True)
+    _suffix(args.out, (".ply",))  # a point cloud with normals and the camera in its header: PLY only
     mesh = load_mesh(args.mesh)
     cam = CameraConfig(azimuth=args.azimuth, elevation=args.elevation, resolution=args.resolution, fov=args.fov,
                        distance=args.distance, noise=args.noise, up=args.up)
@@ -274,6 +313,7 @@ def _reconstruct(args) -> int:
     from deepsdf_ad.reconstruct import reconstruct_file
 
     _not_inputs(args.out, files=[args.partial, args.norm], runs=[args.run])
+    _suffix(args.out, (*MESH_SUFFIXES, ".png"))
     info = reconstruct_file(args.run, args.partial, args.out, resolution=args.resolution,
                             iterations=args.iterations, device=args.device, norm=args.norm, seed=args.seed,
                             mode=args.mode, method=args.method, precision=args.precision,
@@ -484,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--samples", type=_positive_int, default=500_000, help="SDF samples per mesh (default 500000)")
     pm.add_argument("--test-fraction", type=_fraction, default=0.2, help="share of each category held out for test")
     pm.add_argument("--workers", type=_positive_int, default=1, help="meshes processed in parallel")
-    pm.add_argument("--seed", type=int, default=0, help="random seed")
+    pm.add_argument("--seed", type=_seed, default=0, help="random seed")
     pm.add_argument("--variances", type=_positive_float, nargs=2, default=(0.005, 0.0005), metavar=("V1", "V2"),
                     help="variances of the two near-surface noise levels (default 0.005 0.0005, DeepSDF's)")
     pm.add_argument("--uniform-fraction", type=_fraction, default=3 / 50,
@@ -521,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--max-ambiguous", type=_fraction, default=0.05,
                     help="leave out a mesh whose near-surface signs are ambiguous for more than this share")
     ps.add_argument("--workers", type=_positive_int, default=1, help="meshes and scenes processed in parallel")
-    ps.add_argument("--seed", type=int, default=0, help="random seed")
+    ps.add_argument("--seed", type=_seed, default=0, help="random seed")
     ps.add_argument("--quiet", action="store_true", help="no progress bar")
     ps.set_defaults(func=_prep_scenes)
 
@@ -536,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--field", choices=("sdf", "height"), default="sdf",
                     help="sdf: signed distance to the 0.5 contour; height: intensity (+ a 3D heightfield solid)")
     pd.add_argument("--samples", type=_positive_int, default=4096, help="samples per digit (default 4096)")
-    pd.add_argument("--seed", type=int, default=0, help="random seed")
+    pd.add_argument("--seed", type=_seed, default=0, help="random seed")
     pd.add_argument("--download", action="store_true",
                     help="first fetch the standard MNIST files into IDX_DIR (checked against their MD5)")
     _add_shard(pd)
@@ -596,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--distance", type=_finite_float, default=2.5, help="camera distance / bounding radius")
     sc.add_argument("--noise", type=_finite_float, default=0.0, help="depth noise std / bounding radius")
     sc.add_argument("--up", choices=("z", "y"), default="z", help="vertical axis of the mesh")
-    sc.add_argument("--seed", type=int, default=0, help="seed of the depth noise")
+    sc.add_argument("--seed", type=_seed, default=0, help="seed of the depth noise")
     sc.set_defaults(func=_scan)
 
     rc = sub.add_parser("reconstruct", help="complete a shape from a partial scan",
@@ -613,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="starts optimised side by side; the one with the lowest loss goes on (default: the config's "
                          "reconstruct.restarts)")
     rc.add_argument("--norm", help="normalisation .npz (offset, scale) of the object, if not in the sidecar")
-    rc.add_argument("--seed", type=int, default=0, help="random seed")
+    rc.add_argument("--seed", type=_seed, default=0, help="random seed")
     rc.add_argument("--mode", choices=("optimise", "encode", "encode+refine"),
                     help="optimise the code (default for autodecoder runs), encode the points in one pass "
                          "(default for autoencoder runs), or encode then optimise from there")
@@ -635,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how codes are found (default: optimise for autodecoder runs, encode for autoencoder runs)")
     ev.add_argument("--resolution", type=_resolution, help="grid points per axis (default: the config's)")
     ev.add_argument("--limit", type=_positive_int, metavar="N", help="at most N shapes per category")
-    ev.add_argument("--seed", type=int, default=0, help="random seed")
+    ev.add_argument("--seed", type=_seed, default=0, help="random seed")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(ev)
     ev.set_defaults(func=_eval)
@@ -706,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--n", type=_positive_int, default=16, metavar="K", help="shapes to draw (default 16)")
     sa.add_argument("--out", required=True, metavar="DIR", help="output folder")
     sa.add_argument("--resolution", type=_resolution, help="grid points per axis (default: the config's)")
-    sa.add_argument("--seed", type=int, default=0, help="random seed")
+    sa.add_argument("--seed", type=_seed, default=0, help="random seed")
     sa.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(sa)
     sa.set_defaults(func=_sample)

@@ -175,7 +175,7 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
         raise DataError(f"{root.root}: holds heightfield intensities, not distances; train with "
                         "--set train.loss=l1")
     refs = root.shapes("train")
-    bank = SampleBank(refs, cfg.dim, progress=progress and world.main)
+    bank = SampleBank(refs, cfg.dim, progress=progress and world.main, warn=world.main)
     if resumed:
         if run.shapes()["keys"] != bank.keys:
             raise DataError(f"{run.path}: the run was trained on other shapes than {data}'s train split; "

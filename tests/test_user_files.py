@@ -90,3 +90,68 @@ def test_links_and_spellings_count_as_the_same_file(tmp_path):
     refuse_input_as_output(tmp_path / "b.ply", [a])  # another file is fine
     with pytest.raises(DataError, match="sidecar"):
         refuse_input_as_output(tmp_path / "b.obj", [tmp_path / "b.ply"], out_sidecar=True)  # both: b.json
+
+
+# ---- 2. values checked where they are declared -----------------------------------------------------------
+@pytest.mark.parametrize("override,needle", [
+    ("train.clamp=0", "'train.clamp' must be positive"),
+    ("train.clamp=.nan", "'train.clamp' must be positive"),
+    ("model.decoder.dropout=2", "'model.decoder.dropout' must be in [0, 1)"),
+    ("model.decoder.dropout=-0.1", "'model.decoder.dropout' must be in [0, 1)"),
+    ("train.lr_decoder.initial=-1e-4", "'train.lr_decoder.initial' must be a positive finite"),
+    ("train.lr_latent.initial=.inf", "'train.lr_latent.initial' must be a positive finite"),
+    ("train.lr_decoder.factor=0", "'train.lr_decoder.factor' must be a positive"),
+    ("reconstruct.lr=0", "'reconstruct.lr' must be a positive finite"),
+    ("train.code_reg=-1", "'train.code_reg' must be 0 or more"),
+    ("train.seed=-1", "'train.seed' must be between 0 and"),
+    ("train.seed=99999999999", "'train.seed' must be between 0 and"),
+])
+def test_config_values_out_of_range(override, needle):
+    from deepsdf_ad.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert needle in str(e.value)
+
+
+def test_an_empty_config_file_is_refused(tmp_path):
+    from deepsdf_ad.config import ConfigError, load_config
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here\n")
+    with pytest.raises(ConfigError, match="config file is empty"):
+        load_config(empty)
+    proc = cli("train", "--config", empty, "--data", tmp_path / "data", "--out", tmp_path / "run")
+    assert_one_line_error(proc, "empty.yaml", "config file is empty")
+
+
+def test_flags_out_of_range_and_suffixes_that_do_not_match(tmp_path):
+    mesh = _box(tmp_path / "m.ply")
+    assert_one_line_error(cli("scan", mesh, "--out", tmp_path / "p.ply", "--seed", "-1"), "--seed", "between 0")
+    proc = cli("scan", mesh, "--out", tmp_path / "x.off")
+    assert_one_line_error(proc, "x.off", "must end in .ply")
+    assert not (tmp_path / "x.off").exists()
+    proc = cli("mesh", "--run", tmp_path / "run", "--shape", "a", "--out", tmp_path / "m.xyz")
+    assert_one_line_error(proc, "m.xyz", "must end in")
+
+
+def test_workers_are_capped_at_the_cpus_with_a_note(tmp_path, monkeypatch):
+    from deepsdf_ad import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_cpus", lambda: 4)
+    assert cli_module._workers(1000) == 4 and cli_module._workers(3) == 3
+
+
+def test_dropped_nan_sample_rows_are_counted(tmp_path, capfd):
+    from data_prep import formats
+    from deepsdf_ad.data import SampleBank
+
+    rows = np.random.default_rng(0).uniform(-1, 1, size=(20, 4)).astype(np.float32)
+    rows[:3, 1] = np.nan
+    rows[3, 3] = np.inf
+    formats.save_sdf_samples(tmp_path / "data" / "sdf" / "c" / "a.npz", rows[:10], rows[10:])
+    formats.write_split(tmp_path / "data" / "splits" / "train.json", {"c": ["a"]})
+    bank = SampleBank(formats.DataRoot(tmp_path / "data").shapes("train"), 3, progress=False)
+    assert len(bank.all_samples(0)) == 16
+    err = capfd.readouterr().err
+    assert "a.npz: dropped 4 of 20 sample rows with NaN or infinite values" in err
