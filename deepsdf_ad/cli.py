@@ -153,7 +153,8 @@ def _prep_meshes(args) -> int:
                               uniform_fraction=args.uniform_fraction)
     cfg = PrepConfig(sampling, test_fraction=args.test_fraction, seed=args.seed, scans=args.scans,
                      max_ambiguous=args.max_ambiguous)
-    manifest = prep_meshes(args.src, args.out, cfg, workers=_workers(args.workers), progress=not args.quiet, shard=args.shard)
+    manifest = prep_meshes(args.src, args.out, cfg, workers=_workers(args.workers), progress=not args.quiet, shard=args.shard,
+                           force=args.force)
     s = manifest["summary"]
     for r in manifest["meshes"]:
         if r["status"] != "ok":
@@ -192,7 +193,8 @@ def _prep_scenes(args) -> int:
     cfg = SceneConfig(SamplingConfig(samples=args.samples), scenes=args.scenes, objects=args.objects,
                       room_size=args.room_size, gap=args.gap, test_fraction=args.test_fraction, seed=args.seed,
                       scans=args.scans, max_ambiguous=args.max_ambiguous)
-    manifest = prep_scenes(args.src, args.out, cfg, workers=_workers(args.workers), progress=not args.quiet)
+    manifest = prep_scenes(args.src, args.out, cfg, workers=_workers(args.workers), progress=not args.quiet,
+                           force=args.force)
     s = manifest["summary"]
     for r in manifest["meshes"]:
         if r["status"] != "ok":
@@ -214,7 +216,7 @@ def _prep_digits(args) -> int:
     cfg = DigitSamplingConfig(samples=args.samples, field=args.field)
     manifest = prep_digits(args.idx_dir, args.out, cfg, labels=parse_labels(args.labels), limit=args.limit,
                            test_fraction=args.test_fraction, seed=args.seed, progress=not args.quiet,
-                           shard=args.shard)
+                           shard=args.shard, force=args.force)
     s = manifest["summary"]
     if args.shard:
         print(f"prep: {_shard_label(args.shard)}{s['ok']} of {s['digits']} digits ok, {s['failed']} failed, "
@@ -260,10 +262,12 @@ def _train(args) -> int:
     try:
         if args.seeds:
             runs = train_seeds(cfg, args.data, args.out, args.seeds, epochs=args.epochs, device=args.device,
-                               split_file=args.split, progress=not args.quiet, max_seconds=max_seconds)
+                               split_file=args.split, progress=not args.quiet, max_seconds=max_seconds,
+                               restart=args.restart, force=args.force)
         else:
             runs = [train(cfg, args.data, args.out, epochs=args.epochs, device=args.device, split_file=args.split,
-                          progress=not args.quiet, max_seconds=max_seconds)]
+                          progress=not args.quiet, max_seconds=max_seconds, restart=args.restart,
+                          force=args.force)]
     finally:
         shutdown()
     if os.environ.get("RANK", "0") != "0":
@@ -504,6 +508,12 @@ def _add_shard(p: argparse.ArgumentParser) -> None:
                         "shards may run at once into the same DATA; then 'deepsdf-ad prep merge DATA'")
 
 
+def _add_force(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("--force", action="store_true",
+                   help=f"write into --out even if it is a non-empty folder that is not a {kind} folder of ours "
+                        "(files of ours may replace files there)")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
 
@@ -535,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reject a mesh when more than this share of near-surface samples has an ambiguous "
                          "sign (default 0.05)")
     pm.add_argument("--strict", action="store_true", help="exit with an error if any mesh failed")
+    _add_force(pm, "data")
     _add_shard(pm)
     pm.add_argument("--quiet", action="store_true", help="no progress bar")
     pm.set_defaults(func=_prep_meshes)
@@ -561,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--max-ambiguous", type=_fraction, default=0.05,
                     help="leave out a mesh whose near-surface signs are ambiguous for more than this share")
     ps.add_argument("--workers", type=_positive_int, default=1, help="meshes and scenes processed in parallel")
+    _add_force(ps, "data")
     ps.add_argument("--seed", type=_seed, default=0, help="random seed")
     ps.add_argument("--quiet", action="store_true", help="no progress bar")
     ps.set_defaults(func=_prep_scenes)
@@ -577,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sdf: signed distance to the 0.5 contour; height: intensity (+ a 3D heightfield solid)")
     pd.add_argument("--samples", type=_positive_int, default=4096, help="samples per digit (default 4096)")
     pd.add_argument("--seed", type=_seed, default=0, help="random seed")
+    _add_force(pd, "data")
     pd.add_argument("--download", action="store_true",
                     help="first fetch the standard MNIST files into IDX_DIR (checked against their MD5)")
     _add_shard(pd)
@@ -608,6 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                     help="train with N processes on this machine (DDP: gloo on CPU, NCCL with one GPU per "
                          "process); the same as 'torchrun --nproc_per_node N -m deepsdf_ad train ...'")
+    _add_force(tr, "run")
+    tr.add_argument("--restart", action="store_true",
+                    help="start over in a run folder whose metrics record epochs but whose checkpoints are gone "
+                         "(its metrics.jsonl is overwritten)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(tr)
     tr.set_defaults(func=_train)

@@ -418,6 +418,24 @@ def validate(cfg: Config) -> None:
         raise ConfigError(str(e)) from None
 
 
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "kwargs":
+            out.update(_flat(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(old: Config, new: Config, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key: OLD -> NEW`` for every key whose value differs between two configs (``ignore``: keys left out)."""
+    a, b = _flat(to_dict(old)), _flat(to_dict(new))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
+            if k not in ignore and a.get(k) != b.get(k)]
+
+
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     from data_prep.formats import write_text_atomic
 

@@ -28,7 +28,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from data_prep.formats import DataError, atomic_path, file_sha256, read_json, write_json, write_text_atomic
+from data_prep.formats import (
+    TEMP_PREFIX,
+    DataError,
+    atomic_path,
+    file_sha256,
+    is_temp_file,
+    read_json,
+    write_json,
+    write_text_atomic,
+)
 from deepsdf_ad.config import Config, ConfigError, load_config, save_config
 
 CONFIG = "config.yaml"
@@ -164,8 +173,8 @@ class Run:
             (folder / c["file"]).unlink(missing_ok=True)
         # leftovers of kills: temp files, and checkpoints whose sidecar was never written
         known = {c["file"] for c in kept}
-        for f in [*folder.glob(".tmp-*"), *folder.glob("epoch_*.safetensors")]:
-            if f.name not in known:
+        for f in [*folder.glob(f"{TEMP_PREFIX}*"), *folder.glob("epoch_*.safetensors")]:
+            if f.name not in known and (is_temp_file(f) or f.suffix == ".safetensors"):
                 f.unlink(missing_ok=True)
         return path
 

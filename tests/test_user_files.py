@@ -5,6 +5,7 @@ the documented note, and the user's files are left as they were."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -155,3 +156,261 @@ def test_dropped_nan_sample_rows_are_counted(tmp_path, capfd):
     assert len(bank.all_samples(0)) == 16
     err = capfd.readouterr().err
     assert "a.npz: dropped 4 of 20 sample rows with NaN or infinite values" in err
+
+
+# ---- 3. resume says what it does ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    from tests.helpers import train_tiny_sphere_run
+
+    return train_tiny_sphere_run(tmp_path_factory.mktemp("tiny"))
+
+
+def _copy_run(run: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, to)
+    return to
+
+
+def _tiny_sets(*extra: str) -> list[str]:
+    from tests.helpers import TINY
+
+    return [a for kv in [*TINY, "mesh.resolution=16", "reconstruct.iterations=3", *extra] for a in ("--set", kv)]
+
+
+def test_resume_with_another_config_is_refused_with_the_differences(tiny_run, tmp_path):
+    from tests.helpers import REPO
+
+    run = _copy_run(tiny_run, tmp_path / "run")
+    before = (run / "metrics.jsonl").read_text()
+    proc = cli("train", "--config", REPO / "configs" / "shapes_small.yaml", "--data", tiny_run.parent / "data",
+               "--out", run, "--quiet", "--device", "cpu", *_tiny_sets("train.clamp=0.2", "train.seed=3"))
+    assert_one_line_error(proc, "started with another config", "train.clamp: 0.1 -> 0.2", "train.seed: 0 -> 3")
+    assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_a_run_whose_checkpoints_were_deleted_needs_restart(tiny_run, tmp_path):
+    import shutil
+
+    from deepsdf_ad.config import load_config
+    from deepsdf_ad.runs import Run
+    from deepsdf_ad.train import train
+
+    for whole_folder in (True, False):
+        run = _copy_run(tiny_run, tmp_path / f"run{whole_folder}")
+        if whole_folder:
+            shutil.rmtree(run / "checkpoints")
+        else:
+            for f in (run / "checkpoints").iterdir():
+                f.unlink()
+        before = (run / "metrics.jsonl").read_text()
+        cfg = load_config(run / "config.yaml")
+        with pytest.raises(DataError, match="no checkpoint is left .* pass --restart"):
+            train(cfg, tiny_run.parent / "data", run, device="cpu", progress=False)
+        assert (run / "metrics.jsonl").read_text() == before
+    train(cfg, tiny_run.parent / "data", run, device="cpu", progress=False, restart=True)
+    assert [r["epoch"] for r in Run(run).metrics()] == [1]
+
+
+# ---- 4. output folders are ours -------------------------------------------------------------------------
+def _users_folder(path: Path, *names: str) -> dict[str, str]:
+    path.mkdir(parents=True)
+    for n in names:
+        (path / n).parent.mkdir(parents=True, exist_ok=True)
+        (path / n).write_text(f"the user's {n}\n")
+    return {n: (path / n).read_text() for n in names}
+
+
+def test_train_and_prep_refuse_a_folder_that_is_not_ours(tmp_path):
+    from tests.helpers import REPO
+
+    run = tmp_path / "mine"
+    before = _users_folder(run, "config.yaml", "shapes.json", "checkpoints/.tmp-notes.txt")
+    proc = cli("train", "--config", REPO / "configs" / "shapes_small.yaml", "--data", tmp_path / "data", "--out", run)
+    assert_one_line_error(proc, str(run), "not made by deepsdf-ad train", "--force")
+    data = tmp_path / "project"
+    before_data = _users_folder(data, "manifest.json", "splits/train.json", "sdf/.tmp-draft.txt")
+    proc = cli("prep", "meshes", tmp_path / "meshes", "--out", data, "--quiet")
+    assert_one_line_error(proc, str(data), "not made by deepsdf-ad prep")
+    for folder, files in ((run, before), (data, before_data)):
+        assert {n: (folder / n).read_text() for n in files} == files
+        assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(n for n in files if "/" not in n)
+
+
+def test_ownership_marker_legacy_folders_and_force(tmp_path):
+    from data_prep.folders import MARKER, claim_folder
+
+    assert (claim_folder(tmp_path / "new", "run") / MARKER).is_file()
+    claim_folder(tmp_path / "new", "run")  # ours: again is fine
+    with pytest.raises(DataError, match="is a run folder"):
+        claim_folder(tmp_path / "new", "data")
+    (tmp_path / "empty").mkdir()
+    claim_folder(tmp_path / "empty", "data")
+    old = tmp_path / "old_run"  # a run written before markers existed
+    _users_folder(old, "config.yaml")
+    (old / "shapes.json").write_text('{"data": "d", "keys": ["a/b"]}')
+    claim_folder(old, "run")
+    user = tmp_path / "user"
+    _users_folder(user, "notes.txt")
+    with pytest.raises(DataError, match="not made by"):
+        claim_folder(user, "run")
+    claim_folder(user, "run", force=True)
+    assert (user / "notes.txt").read_text() == "the user's notes.txt\n"
+
+
+def test_only_our_temp_files_are_cleaned_up(tmp_path):
+    from data_prep import formats
+    from data_prep.pipeline import remove_stale_temporaries
+
+    folder = tmp_path / "data" / "sdf" / "box"
+    folder.mkdir(parents=True)
+    users = [folder / ".tmp-box_1-draft.npz", folder / ".tmp-notes", tmp_path / "data" / ".tmp-plan.json"]
+    for f in users:
+        f.write_text("the user's")
+    with formats.atomic_path(folder / "box_1.npz") as tmp:
+        assert tmp.name.startswith(formats.TEMP_PREFIX)
+        ours = folder / tmp.name
+        ours.write_text("half")
+        stale = folder / f"{formats.TEMP_PREFIX}box_1-x1y2z3ab.npz"
+        stale.write_text("half")
+        assert remove_stale_temporaries(tmp_path / "data", [("box", "box_1")]) == 2
+        assert not stale.exists()
+        (folder / tmp.name).write_text("done")
+    assert all(f.read_text() == "the user's" for f in users)
+    assert remove_stale_temporaries(tmp_path / "data") == 0
+
+
+# ---- 5. one writer at a time ----------------------------------------------------------------------------
+def test_a_second_train_on_a_locked_run_names_the_holder(tmp_path):
+    import socket
+
+    from data_prep.folders import FolderLock, claim_folder
+    from tests.helpers import REPO
+
+    run = claim_folder(tmp_path / "run", "run")
+    with FolderLock(run, "deepsdf-ad train"):
+        proc = cli("train", "--config", REPO / "configs" / "shapes_small.yaml", "--data", tmp_path / "data",
+                   "--out", run)
+        assert_one_line_error(proc, str(run), "in use by another process",
+                              f"deepsdf-ad train, pid {os.getpid()} on {socket.gethostname()}")
+        proc = cli("prep", "merge", run)  # a run folder is no data root either way
+        assert proc.returncode == 2
+
+
+def test_locks_shared_exclusive_and_stale(tmp_path):
+    from data_prep.folders import LOCK, FolderLock
+
+    with FolderLock(tmp_path, "prep", shared=True), FolderLock(tmp_path, "prep", shared=True):
+        with pytest.raises(DataError, match="in use by another process"):
+            FolderLock(tmp_path, "prep").__enter__()
+    # a record left by a process that has gone: it holds no flock any more, so the lock is free
+    (tmp_path / LOCK).write_text('{"pid": 999999, "host": "elsewhere", "command": "deepsdf-ad train"}')
+    with FolderLock(tmp_path, "train"):
+        with pytest.raises(DataError, match=f"train, pid {os.getpid()} on "):
+            FolderLock(tmp_path, "prep", shared=True).__enter__()
+    with FolderLock(tmp_path, "train"):
+        pass
+
+
+def test_concurrent_shards_share_the_data_root(tmp_path):
+    from data_prep.folders import FolderLock, output_folder
+
+    with output_folder(tmp_path / "data", "data", "deepsdf-ad prep meshes", shared=True):
+        with output_folder(tmp_path / "data", "data", "deepsdf-ad prep meshes", shared=True):
+            pass
+        with pytest.raises(DataError, match="in use"), FolderLock(tmp_path / "data", "deepsdf-ad prep merge"):
+            pass
+
+
+# ---- 6. signals and displays ----------------------------------------------------------------------------
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] not in "ZX"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_sigterm_to_prep_ends_its_workers(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from data_prep.shapes import write_family
+
+    write_family(tmp_path / "meshes", per_family=2, seed=0)
+    proc = subprocess.Popen([sys.executable, "-m", "deepsdf_ad", "prep", "meshes", str(tmp_path / "meshes"),
+                             "--out", str(tmp_path / "data"), "--workers", "2", "--samples", "400000", "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        workers: set[int] = set()
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            workers = {c for c in _children(proc.pid) if _alive(c)}
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the workers never started"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(w) for w in workers), "workers outlived the prep"
+    finally:
+        proc.kill()
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)
+
+
+def test_view_gives_up_on_an_unreachable_display(tmp_path, monkeypatch):
+    import time
+
+    cloud = _cloud(tmp_path / "c.ply")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("DISPLAY", ":987")  # no X server has this number
+    t0 = time.monotonic()
+    proc = cli("view", cloud, timeout=60)
+    assert_one_line_error(proc, "DISPLAY=:987", "does not answer", "--screenshot")
+    assert time.monotonic() - t0 < 30
+
+
+# ---- 7. observations that do not fit --------------------------------------------------------------------
+def test_clamped_share_against_an_analytic_sphere():
+    from deepsdf_ad.reconstruct import clamped_share
+    from tests.helpers import sphere_sdf
+
+    d = np.random.default_rng(0).normal(size=(400, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    assert clamped_share(sphere_sdf, 0.5 * d, 0.1) == 0.0  # on the surface: explained
+    assert clamped_share(sphere_sdf, 0.97 * d, 0.1) == 1.0  # 0.47 away everywhere: at the clamp
+    mixed = np.concatenate([0.5 * d[:300], 0.97 * d[300:]])
+    assert clamped_share(sphere_sdf, mixed, 0.1) == 0.25
+    assert clamped_share(sphere_sdf, 0.97 * d, float("inf")) == 0.0  # plain L1 (heightfields): no clamp
+
+
+def test_reconstruct_says_when_the_scan_is_not_explained(tiny_run, tmp_path, capfd):
+    import json
+    import re
+
+    from deepsdf_ad.reconstruct import reconstruct_file
+
+    d = np.random.default_rng(0).normal(size=(300, 3))
+    scan = _cloud(tmp_path / "far.ply")
+    header = ("ply\nformat binary_little_endian 1.0\nelement vertex 300\n"
+              "property float x\nproperty float y\nproperty float z\nend_header\n")
+    scan.write_bytes(header.encode() + (0.97 * d / np.linalg.norm(d, axis=1, keepdims=True)).astype("<f4").tobytes())
+    scan.with_suffix(".json").write_text(json.dumps({"normalization": {"offset": [0, 0, 0], "scale": 1.0}}))
+    with contextlib.suppress(DataError):  # the code found may not even give a surface
+        reconstruct_file(tiny_run, scan, tmp_path / "out.ply", device="cpu")
+    err = capfd.readouterr().err
+    assert re.search(r"deepsdf-ad: warning: \S*far\.ply: after the optimisation \d+% of the observed points are "
+                     r"still predicted at the clamp \(\|sdf\| >= 0\.1\)", err), err
