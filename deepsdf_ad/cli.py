@@ -616,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-minutes", type=_positive_float, metavar="M",
                     help="stop with a checkpoint after the first epoch that ends past M minutes of this call; "
                          "the same command again goes on from there")
-    tr.add_argument("--seeds", type=_nonnegative_int, nargs="+", metavar="K",
+    tr.add_argument("--seeds", type=_seed, nargs="+", metavar="K",
                     help="train once per seed into RUN/seed_K (train.seed = K); compare pools them")
     tr.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                     help="train with N processes on this machine (DDP: gloo on CPU, NCCL with one GPU per "

@@ -9,6 +9,8 @@
     RUN/checkpoints/epoch_000100.json    its sidecar: {"file", "epoch", "sha256"}
     RUN/latent_codes.safetensors         the learned codes ("codes": (S, L)), shape keys in its metadata
     RUN/meshes/                          meshes written by ``deepsdf-ad mesh``
+    RUN/.deepsdf-ad                      marker: made by ``deepsdf-ad train`` (see :mod:`data_prep.folders`)
+    RUN/.deepsdf-ad.lock                 advisory lock of the ``train`` writing it (pid, host)
 
 Checkpoints are written to a temp file, flushed (fsync) and renamed, then their sidecar with the SHA-256;
 a checkpoint whose checksum does not match (or that has no sidecar) is skipped, with a one-line warning, in

@@ -129,6 +129,8 @@ def test_an_empty_config_file_is_refused(tmp_path):
 def test_flags_out_of_range_and_suffixes_that_do_not_match(tmp_path):
     mesh = _box(tmp_path / "m.ply")
     assert_one_line_error(cli("scan", mesh, "--out", tmp_path / "p.ply", "--seed", "-1"), "--seed", "between 0")
+    assert_one_line_error(cli("train", "--config", "c.yaml", "--data", "d", "--out", "r", "--seeds", "0", "4294967296"),
+                          "--seeds", "between 0")
     proc = cli("scan", mesh, "--out", tmp_path / "x.off")
     assert_one_line_error(proc, "x.off", "must end in .ply")
     assert not (tmp_path / "x.off").exists()
