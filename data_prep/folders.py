@@ -22,7 +22,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from data_prep.formats import DataError
+from data_prep.formats import DataError, is_temp_file, write_json
 
 MARKER = ".deepsdf-ad"
 """Marker file of a folder this toolkit made: ``{"made_by": "deepsdf-ad train", "kind": "run"}``."""
@@ -71,13 +71,13 @@ def claim_folder(folder: str | os.PathLike, kind: str, force: bool = False) -> P
         return folder
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder}: exists and is not a folder; use another --out")
-    busy = folder.is_dir() and any(p.name != LOCK for p in folder.iterdir())
+    # another writer's lock, or the temp file of a marker being written (two shards starting at once), is not
+    # somebody else's content
+    busy = folder.is_dir() and any(p.name != LOCK and not is_temp_file(p) for p in folder.iterdir())
     if busy and not force and not _legacy(folder, kind):
         raise DataError(f"{folder}: folder exists, is not empty and was not made by {KINDS[kind]} (no {MARKER} "
                         f"marker); its files could be replaced: use a new or empty --out, or --force to write into it")
     folder.mkdir(parents=True, exist_ok=True)
-    from data_prep.formats import write_json
-
     write_json(marker, {"made_by": KINDS[kind], "kind": kind})
     return folder
 

@@ -300,6 +300,21 @@ def test_a_second_train_on_a_locked_run_names_the_holder(tmp_path):
         assert proc.returncode == 2
 
 
+def test_a_second_unsharded_prep_on_a_locked_data_root_is_refused(tmp_path):
+    from data_prep.folders import FolderLock, claim_folder
+
+    _box(tmp_path / "meshes" / "box" / "b.obj")
+    data = claim_folder(tmp_path / "data", "data")
+    with FolderLock(data, "deepsdf-ad prep meshes"):
+        proc = cli("prep", "meshes", tmp_path / "meshes", "--out", data, "--samples", "1000", "--quiet")
+        assert_one_line_error(proc, str(data), "in use by another process (deepsdf-ad prep meshes, pid")
+    assert not (data / "manifest.json").exists()
+    with FolderLock(data, "deepsdf-ad prep meshes", shared=True):  # a shard running: another shard may start
+        proc = cli("prep", "meshes", tmp_path / "meshes", "--out", data, "--samples", "1000", "--quiet",
+                   "--shard", "0/2")
+        assert proc.returncode == 0, proc.stderr
+
+
 def test_locks_shared_exclusive_and_stale(tmp_path):
     from data_prep.folders import LOCK, FolderLock
 
