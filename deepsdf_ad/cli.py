@@ -605,7 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     pg.set_defaults(func=_prep_merge)
 
     tr = sub.add_parser("train", help="train a model (resumes if RUN exists)",
-                        description="Train on DATA's train split into RUN; running it again resumes.")
+                        description="Train on DATA's train split into RUN; running it again resumes, with the "
+                                    "run's own config (only --epochs may change). One train at a time per RUN.")
     tr.add_argument("--config", required=True, help="YAML preset, e.g. configs/shapes_small.yaml")
     tr.add_argument("--data", required=True, metavar="DATA", help="data folder (ours or DeepSDF's)")
     tr.add_argument("--out", required=True, metavar="RUN", help="run folder")
