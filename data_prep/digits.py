@@ -34,6 +34,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from data_prep import formats
+from data_prep.folders import writes_data_root
 from data_prep.formats import DataError
 
 TOOL_VERSION = "0.1.0"
@@ -444,6 +445,7 @@ def _outputs_exist(out: Path, category: str, sid: str, field: str) -> bool:
     return all((out / d / category / f"{sid}{ext}").is_file() for d, ext in dirs)
 
 
+@writes_data_root("deepsdf-ad prep digits")
 def prep_digits(idx_dir: str | os.PathLike, out: str | os.PathLike, cfg: DigitSamplingConfig,
                 labels: set[int] | None = None, limit: int | None = None, test_fraction: float = 0.2,
                 seed: int = 0, progress: bool = True, shard: tuple[int, int] | None = None) -> dict:

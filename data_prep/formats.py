@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -65,15 +66,29 @@ class DataError(ValueError):
 
 
 # ---- atomic writes ---------------------------------------------------------------------------
+TEMP_PREFIX = ".deepsdf-ad-tmp-"
+"""Temporary files are ``TEMP_PREFIX + stem + '-' + 8 random characters + suffix``: a prefix no user would choose,
+so clean-ups (which match the whole pattern, :data:`TEMP_NAME`) only ever delete files this toolkit made."""
+TEMP_NAME = r"\.deepsdf-ad-tmp-{stem}-[a-z0-9_]{{8}}(\.[A-Za-z0-9]+)?"
+"""Regular expression of a temp file's name (format it with ``stem``, escaped), as ``tempfile.mkstemp`` makes
+them: 8 random characters."""
+
+
+def is_temp_file(path: Path, stem: str | None = None) -> bool:
+    """Whether ``path`` is a temp file :func:`atomic_path` made (of a file named ``stem``, if given)."""
+    pattern = TEMP_NAME.format(stem=re.escape(stem) if stem is not None else r"[^/]*")
+    return re.fullmatch(pattern, path.name) is not None and path.is_file()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    A killed process leaves at most a ``.tmp-*`` file, never a half-written ``path``.
+    A killed process leaves at most a temp file (:data:`TEMP_PREFIX`), never a half-written ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}-", suffix=suffix or path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.stem}-", suffix=suffix or path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

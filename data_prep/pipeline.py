@@ -21,6 +21,7 @@ import glob
 import json
 import os
 import re
+import signal
 import time
 import zlib
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ import trimesh
 from tqdm import tqdm
 
 from data_prep import formats
+from data_prep.folders import writes_data_root
 from data_prep.formats import DataError
 from data_prep.meshes import (
     SamplingConfig,
@@ -167,13 +169,40 @@ def shard_owner(keys: list[tuple[str, str]], count: int) -> dict[tuple[str, str]
     return {k: i % count for i, k in enumerate(sorted(set(keys)))}
 
 
-_TEMP_NAME = r"\.tmp-{stem}-[a-z0-9_]{{8}}\.[A-Za-z0-9]+"
-"""The names :func:`data_prep.formats.atomic_path` gives temp files (``tempfile.mkstemp``'s 8 random characters)."""
+def _die_with_parent() -> None:
+    """In a pool worker (Linux): get SIGKILL when the prep process dies, however it dies (SIGTERM, SIGKILL),
+    so no worker goes on alone."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A process pool whose workers end with the prep: the kernel kills them when this process dies (SIGTERM,
+    SIGKILL), and they are terminated at once, with the jobs not yet started cancelled, when the block fails
+    (Ctrl-C, an error) instead of working through the queue first."""
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent)
+    try:
+        yield pool
+    except BaseException:
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(timeout=5)
+        raise
+    pool.shutdown(wait=True)
 
 
 def remove_stale_temporaries(out: Path, keys: list[tuple[str, str]] | None = None,
                              extra_dirs: tuple[str, ...] = ()) -> int:
-    """Delete the ``.tmp-*`` files a killed run left in the data folders; returns how many.
+    """Delete the temp files (:data:`data_prep.formats.TEMP_PREFIX`) a killed run left in the data folders;
+    returns how many. Only names of our own pattern are touched, never a user's file.
 
     With ``keys`` (a shard's (category, id) pairs) only the temp files of those shapes are deleted, so shards
     running concurrently into the same folder never delete each other's files in progress.
@@ -182,12 +211,11 @@ def remove_stale_temporaries(out: Path, keys: list[tuple[str, str]] | None = Non
     n = 0
     if keys is not None:
         for cat, sid in keys:
-            pattern = re.compile(_TEMP_NAME.format(stem=re.escape(sid)))
             for d in dirs:
                 folder = out / d / cat
                 if folder.is_dir():
-                    for tmp in folder.glob(f".tmp-{glob.escape(sid)}-*"):
-                        if pattern.fullmatch(tmp.name) and tmp.is_file():
+                    for tmp in folder.glob(f"{formats.TEMP_PREFIX}{glob.escape(sid)}-*"):
+                        if formats.is_temp_file(tmp, sid):
                             tmp.unlink()
                             n += 1
         return n
@@ -195,18 +223,18 @@ def remove_stale_temporaries(out: Path, keys: list[tuple[str, str]] | None = Non
         base = out / d
         if not base.is_dir():
             continue
-        for tmp in (base.glob(".tmp-*") if d == "." else base.rglob(".tmp-*")):
-            if tmp.is_file():
+        pattern = f"{formats.TEMP_PREFIX}*"
+        for tmp in (base.glob(pattern) if d == "." else base.rglob(pattern)):
+            if formats.is_temp_file(tmp):
                 tmp.unlink()
                 n += 1
     return n
 
 
 def remove_shard_temporaries(path: Path) -> None:
-    pattern = re.compile(_TEMP_NAME.format(stem=re.escape(path.stem)))
     if path.parent.is_dir():
-        for tmp in path.parent.glob(".tmp-*"):
-            if pattern.fullmatch(tmp.name):
+        for tmp in path.parent.glob(f"{formats.TEMP_PREFIX}*"):
+            if formats.is_temp_file(tmp, path.stem):
                 tmp.unlink(missing_ok=True)
 
 
@@ -264,6 +292,7 @@ def _mesh_params(cfg: PrepConfig) -> dict:
     return json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
 
 
+@writes_data_root("deepsdf-ad prep meshes")
 def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, cfg: PrepConfig, workers: int = 1,
                 progress: bool = True, shard: tuple[int, int] | None = None) -> dict:
     """Sample every mesh below ``src`` into the data root ``out``; returns the manifest.
@@ -338,7 +367,7 @@ def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, cfg: PrepConfig,
             last_flush = time.monotonic()
 
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(min(workers, len(jobs))) as pool:
             futs = {pool.submit(prep_one, *j, str(out), cfg): j for j in jobs}
             for fut in as_completed(futs):
                 try:
@@ -417,6 +446,7 @@ def read_shards(out: str | os.PathLike) -> list[dict]:
     return [m for _, m in sorted(shards, key=lambda pm: pm[1]["shard"]["index"])]
 
 
+@writes_data_root("deepsdf-ad prep merge")
 def merge_shards(out: str | os.PathLike, progress: bool = True) -> dict:
     """``deepsdf-ad prep merge DATA``: combine the shard manifests of ``DATA/shards`` into the splits and
     ``manifest.json`` an unsharded run writes (and write the ``--scans`` of the test shapes); returns the

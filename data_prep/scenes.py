@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,7 @@ import trimesh
 from tqdm import tqdm
 
 from data_prep import formats
+from data_prep.folders import writes_data_root
 from data_prep.formats import DataError
 from data_prep.meshes import (
     AMBIGUOUS_BAND,
@@ -60,6 +61,7 @@ from data_prep.pipeline import (
     make_splits,
     remove_stale_temporaries,
     shape_rng,
+    worker_pool,
 )
 from data_prep.scans import CameraConfig, check_camera, save_scan, scan_mesh
 
@@ -442,7 +444,7 @@ def _run(fn, jobs: list[tuple], workers: int, desc: str, progress: bool, failed)
     results = []
     bar = tqdm(total=len(jobs), desc=desc, unit=desc.split()[-1], disable=not progress or not jobs)
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(min(workers, len(jobs))) as pool:
             futs = {pool.submit(fn, *j): j for j in jobs}
             for fut in as_completed(futs):
                 try:
@@ -480,6 +482,7 @@ def _scene_intact(out: Path, rec: dict, cfg: SceneConfig) -> bool:
     return True
 
 
+@writes_data_root("deepsdf-ad prep scenes")
 def prep_scenes(src: str | os.PathLike, out: str | os.PathLike, cfg: SceneConfig, workers: int = 1,
                 progress: bool = True) -> dict:
     """Compose ``cfg.scenes`` scenes from the meshes below ``src`` into the data root ``out``; returns the manifest.

@@ -74,6 +74,43 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _seed(text: str) -> int:
+    from deepsdf_ad.config import SEED_MAX
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if not 0 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {SEED_MAX}, got {v}")
+    return v
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _workers(requested: int) -> int:
+    """``--workers``, at most the CPUs this process may use (more only add processes), with a note."""
+    cpus = _cpus()
+    if requested > cpus:
+        print(f"deepsdf-ad: note: --workers {requested} capped at the {cpus} CPUs available", file=sys.stderr)
+        return cpus
+    return requested
+
+
+MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl")
+"""What ``mesh``, ``reconstruct`` and ``scan`` can write; each file is written in the format its suffix says."""
+
+
+def _suffix(path: str | None, allowed: tuple[str, ...], flag: str = "--out") -> None:
+    if path is not None and Path(path).suffix.lower() not in allowed:
+        raise UserError(f"{path}: {flag} must end in {', '.join(allowed)} (the format written follows the suffix)")
+
+
 def _shard(text: str) -> tuple[int, int]:
     from data_prep.formats import DataError
     from data_prep.pipeline import parse_shard
@@ -94,16 +131,30 @@ def _nonnegative_int(text: str) -> int:
     return v
 
 
+def _not_inputs(out, files=(), folders=(), runs=(), data=(), **kwargs) -> None:
+    """Refuse an output that resolves to one of the command's inputs: ``files`` (and their sidecars),
+    ``folders`` (and what is inside), the files of the run folders ``runs`` and of the data roots ``data``."""
+    from deepsdf_ad.outputs import data_inputs, refuse_input_as_output, run_inputs
+
+    files, folders = list(files), list(folders)
+    for root, parts in [(r, run_inputs(r)) for r in runs if r] + [(d, data_inputs(d)) for d in data if d]:
+        files += [root, *parts[0]]
+        folders += parts[1]
+    refuse_input_as_output(out, files, folders, **kwargs)
+
+
 # ---- commands --------------------------------------------------------------------------------
 def _prep_meshes(args) -> int:
     from data_prep.meshes import SamplingConfig
     from data_prep.pipeline import PrepConfig, prep_meshes
 
+    _not_inputs(args.out, folders=[args.src])
     sampling = SamplingConfig(samples=args.samples, variances=tuple(args.variances),
                               uniform_fraction=args.uniform_fraction)
     cfg = PrepConfig(sampling, test_fraction=args.test_fraction, seed=args.seed, scans=args.scans,
                      max_ambiguous=args.max_ambiguous)
-    manifest = prep_meshes(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet, shard=args.shard)
+    manifest = prep_meshes(args.src, args.out, cfg, workers=_workers(args.workers), progress=not args.quiet, shard=args.shard,
+                           force=args.force)
     s = manifest["summary"]
     for r in manifest["meshes"]:
         if r["status"] != "ok":
@@ -138,10 +189,12 @@ def _prep_scenes(args) -> int:
     from data_prep.meshes import SamplingConfig
     from data_prep.scenes import SceneConfig, prep_scenes
 
+    _not_inputs(args.out, folders=[args.src])
     cfg = SceneConfig(SamplingConfig(samples=args.samples), scenes=args.scenes, objects=args.objects,
                       room_size=args.room_size, gap=args.gap, test_fraction=args.test_fraction, seed=args.seed,
                       scans=args.scans, max_ambiguous=args.max_ambiguous)
-    manifest = prep_scenes(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet)
+    manifest = prep_scenes(args.src, args.out, cfg, workers=_workers(args.workers), progress=not args.quiet,
+                           force=args.force)
     s = manifest["summary"]
     for r in manifest["meshes"]:
         if r["status"] != "ok":
@@ -157,12 +210,13 @@ def _prep_scenes(args) -> int:
 def _prep_digits(args) -> int:
     from data_prep.digits import DigitSamplingConfig, download_mnist, parse_labels, prep_digits
 
+    _not_inputs(args.out, files=[args.idx_dir])
     if args.download:
         download_mnist(args.idx_dir, progress=not args.quiet)
     cfg = DigitSamplingConfig(samples=args.samples, field=args.field)
     manifest = prep_digits(args.idx_dir, args.out, cfg, labels=parse_labels(args.labels), limit=args.limit,
                            test_fraction=args.test_fraction, seed=args.seed, progress=not args.quiet,
-                           shard=args.shard)
+                           shard=args.shard, force=args.force)
     s = manifest["summary"]
     if args.shard:
         print(f"prep: {_shard_label(args.shard)}{s['ok']} of {s['digits']} digits ok, {s['failed']} failed, "
@@ -196,6 +250,7 @@ def _train(args) -> int:
     from deepsdf_ad.config import load_config
     from deepsdf_ad.train import train, train_seeds
 
+    _not_inputs(args.out, files=[args.config, args.split], data=[args.data])
     cfg = load_config(args.config, args.set)  # a bad config fails here, once, before any rank starts
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from deepsdf_ad.distributed import launch
@@ -207,10 +262,12 @@ def _train(args) -> int:
     try:
         if args.seeds:
             runs = train_seeds(cfg, args.data, args.out, args.seeds, epochs=args.epochs, device=args.device,
-                               split_file=args.split, progress=not args.quiet, max_seconds=max_seconds)
+                               split_file=args.split, progress=not args.quiet, max_seconds=max_seconds,
+                               restart=args.restart, force=args.force)
         else:
             runs = [train(cfg, args.data, args.out, epochs=args.epochs, device=args.device, split_file=args.split,
-                          progress=not args.quiet, max_seconds=max_seconds)]
+                          progress=not args.quiet, max_seconds=max_seconds, restart=args.restart,
+                          force=args.force)]
     finally:
         shutdown()
     if os.environ.get("RANK", "0") != "0":
@@ -228,6 +285,8 @@ def _train(args) -> int:
 def _mesh(args) -> int:
     from deepsdf_ad.meshing import mesh_training_shape
 
+    _not_inputs(args.out, runs=[args.run])
+    _suffix(args.out, (*MESH_SUFFIXES, ".png"))
     info = mesh_training_shape(args.run, args.shape, args.out, resolution=args.resolution, device=args.device,
                                method=args.method, precision=args.precision or "fp32")
     if "contours" in info:  # a 2D run: a picture of the field
@@ -243,6 +302,8 @@ def _scan(args) -> int:
     from data_prep.meshes import load_mesh, normalization
     from data_prep.scans import CameraConfig, save_scan, scan_mesh
 
+    _not_inputs(args.out, files=[args.mesh], out_sidecar=True)
+    _suffix(args.out, (".ply",))  # a point cloud with normals and the camera in its header: PLY only
     mesh = load_mesh(args.mesh)
     cam = CameraConfig(azimuth=args.azimuth, elevation=args.elevation, resolution=args.resolution, fov=args.fov,
                        distance=args.distance, noise=args.noise, up=args.up)
@@ -255,6 +316,8 @@ def _scan(args) -> int:
 def _reconstruct(args) -> int:
     from deepsdf_ad.reconstruct import reconstruct_file
 
+    _not_inputs(args.out, files=[args.partial, args.norm], runs=[args.run])
+    _suffix(args.out, (*MESH_SUFFIXES, ".png"))
     info = reconstruct_file(args.run, args.partial, args.out, resolution=args.resolution,
                             iterations=args.iterations, device=args.device, norm=args.norm, seed=args.seed,
                             mode=args.mode, method=args.method, precision=args.precision,
@@ -268,6 +331,7 @@ def _reconstruct(args) -> int:
 def _eval(args) -> int:
     from deepsdf_ad.evaluate import EvalOptions, evaluate_run, write_eval
 
+    _not_inputs(args.out, runs=[args.run], data=[args.data])
     opts = EvalOptions(split=args.split, input=args.input, mode=args.mode, resolution=args.resolution,
                        limit=args.limit, seed=args.seed)
     result = evaluate_run(args.run, args.data, opts, device=args.device, progress=not args.quiet)
@@ -305,6 +369,7 @@ def _compare(args) -> int:
     from deepsdf_ad.compare import compare
     from viz.report import write_report
 
+    _not_inputs(args.out, runs=args.runs, data=[args.data, args.ood])
     results = compare(args.runs, args.data, args.out, ood=args.ood, opts=_compare_options(args), device=args.device,
                       progress=not args.quiet, report=write_report)
     _print_report(results, args.out)
@@ -315,6 +380,7 @@ def _experiment(args) -> int:
     from deepsdf_ad.experiment import run_experiment
     from viz.report import write_report
 
+    _not_inputs(args.out, files=[args.experiment], data=[args.data, args.ood])
     results = run_experiment(args.experiment, args.data, args.out, ood=args.ood, overrides=args.set,
                              device=args.device, progress=not args.quiet, report=write_report)
     _print_report(results, Path(args.out) / "report")
@@ -354,6 +420,7 @@ def _name_dirs(items: list[str], flag: str) -> dict[str, str]:
 def _sample(args) -> int:
     from deepsdf_ad.generate import sample_shapes
 
+    _not_inputs(args.out, runs=[args.run])
     info = sample_shapes(args.run, args.n, args.out, seed=args.seed, resolution=args.resolution, device=args.device,
                          progress=not args.quiet)
     print(f"sample: {len(info['files'])} file(s) for {info['shapes']} shapes -> {args.out}")
@@ -363,6 +430,7 @@ def _sample(args) -> int:
 def _interpolate(args) -> int:
     from deepsdf_ad.generate import interpolate_shapes
 
+    _not_inputs(args.out, runs=[args.run])
     info = interpolate_shapes(args.run, args.a, args.b, args.steps, args.out, resolution=args.resolution,
                               device=args.device, progress=not args.quiet)
     print(f"interpolate: {info['a']} -> {info['b']} in {info['shapes']} steps, {len(info['files'])} file(s) "
@@ -383,6 +451,7 @@ def _image_size(text: str) -> tuple[int, int]:
 def _view(args) -> int:
     from viz.viewer import view
 
+    _not_inputs(args.screenshot, files=[*args.files, args.color_by_distance], runs=[args.run], flag="--screenshot")
     info = view(args.files, run=args.run, shapes=args.shape, layout=args.layout,
                 color_by_distance_ref=args.color_by_distance, screenshot=args.screenshot, size=args.size,
                 azimuth=args.azimuth, elevation=args.elevation, up=args.up, resolution=args.resolution,
@@ -398,6 +467,7 @@ def _view(args) -> int:
 def _slice(args) -> int:
     from viz.slices import slice_run
 
+    _not_inputs(args.out, runs=[args.run])
     s = slice_run(args.run, args.shape, args.out, axis=args.axis, at=args.at, resolution=args.resolution,
                   device=args.device)
     print(f"slice: sdf in [{s.values.min():.4f}, {s.values.max():.4f}] on {s.axis_names[0]}-{s.axis_names[1]} "
@@ -408,6 +478,7 @@ def _slice(args) -> int:
 def _plot(args) -> int:
     from viz.plots import plot_runs
 
+    _not_inputs(args.out, runs=args.runs)
     out = plot_runs(args.runs, args.out)
     print(f"plot: {len(args.runs)} run(s) -> {out}")
     return 0
@@ -437,6 +508,12 @@ def _add_shard(p: argparse.ArgumentParser) -> None:
                         "shards may run at once into the same DATA; then 'deepsdf-ad prep merge DATA'")
 
 
+def _add_force(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("--force", action="store_true",
+                   help=f"write into --out even if it is a non-empty folder that is not a {kind} folder of ours "
+                        "(files of ours may replace files there)")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
 
@@ -457,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--samples", type=_positive_int, default=500_000, help="SDF samples per mesh (default 500000)")
     pm.add_argument("--test-fraction", type=_fraction, default=0.2, help="share of each category held out for test")
     pm.add_argument("--workers", type=_positive_int, default=1, help="meshes processed in parallel")
-    pm.add_argument("--seed", type=int, default=0, help="random seed")
+    pm.add_argument("--seed", type=_seed, default=0, help="random seed")
     pm.add_argument("--variances", type=_positive_float, nargs=2, default=(0.005, 0.0005), metavar=("V1", "V2"),
                     help="variances of the two near-surface noise levels (default 0.005 0.0005, DeepSDF's)")
     pm.add_argument("--uniform-fraction", type=_fraction, default=3 / 50,
@@ -468,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reject a mesh when more than this share of near-surface samples has an ambiguous "
                          "sign (default 0.05)")
     pm.add_argument("--strict", action="store_true", help="exit with an error if any mesh failed")
+    _add_force(pm, "data")
     _add_shard(pm)
     pm.add_argument("--quiet", action="store_true", help="no progress bar")
     pm.set_defaults(func=_prep_meshes)
@@ -494,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--max-ambiguous", type=_fraction, default=0.05,
                     help="leave out a mesh whose near-surface signs are ambiguous for more than this share")
     ps.add_argument("--workers", type=_positive_int, default=1, help="meshes and scenes processed in parallel")
-    ps.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_force(ps, "data")
+    ps.add_argument("--seed", type=_seed, default=0, help="random seed")
     ps.add_argument("--quiet", action="store_true", help="no progress bar")
     ps.set_defaults(func=_prep_scenes)
 
@@ -509,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--field", choices=("sdf", "height"), default="sdf",
                     help="sdf: signed distance to the 0.5 contour; height: intensity (+ a 3D heightfield solid)")
     pd.add_argument("--samples", type=_positive_int, default=4096, help="samples per digit (default 4096)")
-    pd.add_argument("--seed", type=int, default=0, help="random seed")
+    pd.add_argument("--seed", type=_seed, default=0, help="random seed")
+    _add_force(pd, "data")
     pd.add_argument("--download", action="store_true",
                     help="first fetch the standard MNIST files into IDX_DIR (checked against their MD5)")
     _add_shard(pd)
@@ -525,7 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     pg.set_defaults(func=_prep_merge)
 
     tr = sub.add_parser("train", help="train a model (resumes if RUN exists)",
-                        description="Train on DATA's train split into RUN; running it again resumes.")
+                        description="Train on DATA's train split into RUN; running it again resumes, with the "
+                                    "run's own config (only --epochs may change). One train at a time per RUN.")
     tr.add_argument("--config", required=True, help="YAML preset, e.g. configs/shapes_small.yaml")
     tr.add_argument("--data", required=True, metavar="DATA", help="data folder (ours or DeepSDF's)")
     tr.add_argument("--out", required=True, metavar="RUN", help="run folder")
@@ -536,11 +617,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-minutes", type=_positive_float, metavar="M",
                     help="stop with a checkpoint after the first epoch that ends past M minutes of this call; "
                          "the same command again goes on from there")
-    tr.add_argument("--seeds", type=_nonnegative_int, nargs="+", metavar="K",
+    tr.add_argument("--seeds", type=_seed, nargs="+", metavar="K",
                     help="train once per seed into RUN/seed_K (train.seed = K); compare pools them")
     tr.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                     help="train with N processes on this machine (DDP: gloo on CPU, NCCL with one GPU per "
                          "process); the same as 'torchrun --nproc_per_node N -m deepsdf_ad train ...'")
+    _add_force(tr, "run")
+    tr.add_argument("--restart", action="store_true",
+                    help="start over in a run folder whose metrics record epochs but whose checkpoints are gone "
+                         "(its metrics.jsonl is overwritten)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(tr)
     tr.set_defaults(func=_train)
@@ -569,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--distance", type=_finite_float, default=2.5, help="camera distance / bounding radius")
     sc.add_argument("--noise", type=_finite_float, default=0.0, help="depth noise std / bounding radius")
     sc.add_argument("--up", choices=("z", "y"), default="z", help="vertical axis of the mesh")
-    sc.add_argument("--seed", type=int, default=0, help="seed of the depth noise")
+    sc.add_argument("--seed", type=_seed, default=0, help="seed of the depth noise")
     sc.set_defaults(func=_scan)
 
     rc = sub.add_parser("reconstruct", help="complete a shape from a partial scan",
@@ -586,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="starts optimised side by side; the one with the lowest loss goes on (default: the config's "
                          "reconstruct.restarts)")
     rc.add_argument("--norm", help="normalisation .npz (offset, scale) of the object, if not in the sidecar")
-    rc.add_argument("--seed", type=int, default=0, help="random seed")
+    rc.add_argument("--seed", type=_seed, default=0, help="random seed")
     rc.add_argument("--mode", choices=("optimise", "encode", "encode+refine"),
                     help="optimise the code (default for autodecoder runs), encode the points in one pass "
                          "(default for autoencoder runs), or encode then optimise from there")
@@ -608,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how codes are found (default: optimise for autodecoder runs, encode for autoencoder runs)")
     ev.add_argument("--resolution", type=_resolution, help="grid points per axis (default: the config's)")
     ev.add_argument("--limit", type=_positive_int, metavar="N", help="at most N shapes per category")
-    ev.add_argument("--seed", type=int, default=0, help="random seed")
+    ev.add_argument("--seed", type=_seed, default=0, help="random seed")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(ev)
     ev.set_defaults(func=_eval)
@@ -679,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--n", type=_positive_int, default=16, metavar="K", help="shapes to draw (default 16)")
     sa.add_argument("--out", required=True, metavar="DIR", help="output folder")
     sa.add_argument("--resolution", type=_resolution, help="grid points per axis (default: the config's)")
-    sa.add_argument("--seed", type=int, default=0, help="random seed")
+    sa.add_argument("--seed", type=_seed, default=0, help="random seed")
     sa.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(sa)
     sa.set_defaults(func=_sample)

@@ -306,6 +306,9 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     if path is not None:
         data = read_yaml_mapping(path, "config file not found; presets are in configs/",
                                  "expected a mapping of config keys at the top level")
+        if not data:
+            raise ConfigError(f"{path}: config file is empty; name a preset from configs/ (a run would otherwise "
+                              "train on the built-in defaults without a word)")
     # resolve every key against the full default tree so errors name the real path
     full = apply_overrides(_merge(to_dict(Config()), data, ""), overrides or [])
     cfg = from_dict(Config, full)
@@ -323,7 +326,16 @@ def _merge(base: dict, new: dict, prefix: str) -> dict:
     return out
 
 
+SEED_MAX = 2**32 - 1
+"""Largest seed: every generator (NumPy, torch) takes 0..2^32-1 the same way."""
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 def validate(cfg: Config) -> None:
+    """Check every value against its range where it is declared; a :class:`ConfigError` names the key."""
     if cfg.dim not in (2, 3):
         raise ConfigError(f"config key 'dim' must be 2 or 3, got {cfg.dim}")
     for key, value in (("train.precision", cfg.train.precision), ("reconstruct.precision", cfg.reconstruct.precision)):
@@ -336,6 +348,25 @@ def validate(cfg: Config) -> None:
     for key, sched in (("train.lr_decoder", cfg.train.lr_decoder), ("train.lr_latent", cfg.train.lr_latent)):
         if sched.kind not in ("step", "cosine"):
             raise ConfigError(f"config key '{key}.kind' must be 'step' or 'cosine', got '{sched.kind}'")
+        if not (_finite(sched.initial) and sched.initial > 0):
+            raise ConfigError(f"config key '{key}.initial' must be a positive finite learning rate, got "
+                              f"{sched.initial}")
+        if not (_finite(sched.factor) and sched.factor > 0):
+            raise ConfigError(f"config key '{key}.factor' must be a positive finite multiplier, got {sched.factor}")
+    if not (_finite(cfg.reconstruct.lr) and cfg.reconstruct.lr > 0):
+        raise ConfigError(f"config key 'reconstruct.lr' must be a positive finite learning rate, got "
+                          f"{cfg.reconstruct.lr}")
+    if not (_finite(cfg.train.clamp) and cfg.train.clamp > 0):
+        raise ConfigError(f"config key 'train.clamp' must be positive and finite (a clamp of 0 makes every loss 0), "
+                          f"got {cfg.train.clamp}")
+    if not (_finite(cfg.model.decoder.dropout) and 0.0 <= cfg.model.decoder.dropout < 1.0):
+        raise ConfigError(f"config key 'model.decoder.dropout' must be in [0, 1), got {cfg.model.decoder.dropout}")
+    for key, v in (("train.code_reg", cfg.train.code_reg), ("reconstruct.code_reg", cfg.reconstruct.code_reg),
+                   ("reconstruct.init_std", cfg.reconstruct.init_std)):
+        if not (_finite(v) and v >= 0):
+            raise ConfigError(f"config key '{key}' must be 0 or more and finite, got {v}")
+    if not 0 <= cfg.train.seed <= SEED_MAX:
+        raise ConfigError(f"config key 'train.seed' must be between 0 and {SEED_MAX}, got {cfg.train.seed}")
     if cfg.reconstruct.restarts < 1 or not 0.0 <= cfg.reconstruct.restart_at < 1.0:
         raise ConfigError("config keys 'reconstruct.restarts' must be >= 1 and 'reconstruct.restart_at' in [0, 1), got "
                           f"{cfg.reconstruct.restarts} and {cfg.reconstruct.restart_at}")
@@ -385,6 +416,24 @@ def validate(cfg: Config) -> None:
         latent_options(cfg.model.latent)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "kwargs":
+            out.update(_flat(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(old: Config, new: Config, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key: OLD -> NEW`` for every key whose value differs between two configs (``ignore``: keys left out)."""
+    a, b = _flat(to_dict(old)), _flat(to_dict(new))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
+            if k not in ignore and a.get(k) != b.get(k)]
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

@@ -7,6 +7,8 @@ so the data path costs next to nothing beside the decoder.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -20,22 +22,35 @@ class SampleBank:
     Args:
         refs: the shapes (from :meth:`DataRoot.shapes`).
         dim: coordinate dimension expected (2 or 3); files hold (N, dim + 1) rows.
+        progress: show a progress bar for many shapes.
+        warn: say on stderr how many rows with NaN or infinite values were dropped (one line in all).
     """
 
-    def __init__(self, refs: list[ShapeRef], dim: int, progress: bool = True):
+    def __init__(self, refs: list[ShapeRef], dim: int, progress: bool = True, warn: bool = True):
         self.refs = refs
         self.keys = [r.key for r in refs]
         pos_list, neg_list = [], []
+        dropped, total, files = 0, 0, []
         for ref in tqdm(refs, desc="load samples", unit="shape", disable=not progress or len(refs) < 50):
             pos, neg = load_sdf_samples(ref.sdf)
             if pos.shape[1] != dim + 1:
                 raise DataError(f"{ref.sdf}: samples have {pos.shape[1] - 1} coordinates but the config has dim={dim}")
+            rows = len(pos) + len(neg)
             pos, neg = _finite(pos), _finite(neg)
+            total += rows
+            if len(pos) + len(neg) < rows:
+                dropped += rows - len(pos) - len(neg)
+                files.append(ref.sdf)
             if len(pos) == 0 and len(neg) == 0:
                 raise DataError(f"{ref.sdf}: no finite samples")
             # a shape with no samples on one side borrows from the other so every draw is defined
             pos_list.append(pos if len(pos) else neg)
             neg_list.append(neg if len(neg) else pos)
+        if dropped and warn:
+            first = f" (first: {files[0]})" if len(files) > 1 else ""
+            where = f"{len(files)} sample files{first}" if len(files) > 1 else str(files[0])
+            print(f"deepsdf-ad: note: {where}: dropped {dropped} of {total} sample rows with NaN or infinite values",
+                  file=sys.stderr)
         self.dim = dim
         self.pos, self.pos_start, self.pos_count = _pack(pos_list)
         self.neg, self.neg_start, self.neg_count = _pack(neg_list)

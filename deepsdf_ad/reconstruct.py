@@ -378,6 +378,18 @@ def estimate_normalization(points: np.ndarray) -> tuple[np.ndarray, float]:
     return -centre, 1.0 / (1.03 * radius)
 
 
+MISFIT_SHARE = 0.5
+"""``reconstruct`` warns when more than this share of the observed surface points still sit at the clamp after
+the optimisation: there the loss is flat, so the code found does not explain the scan at all."""
+
+
+def clamped_share(sdf, points: np.ndarray, clamp: float) -> float:
+    """Share of ``points`` (M, dim; observed surface, sdf 0) where ``sdf(points)`` is at or beyond ``clamp``."""
+    if not math.isfinite(clamp) or len(points) == 0:
+        return 0.0
+    return float(np.mean(np.abs(sdf(points)) >= clamp))
+
+
 def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
                      resolution: int | None = None, iterations: int | None = None, device: str = "auto",
                      norm: str | None = None, seed: int = 0, mode: str | None = None, method: str = "adaptive",
@@ -397,7 +409,7 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     from data_prep.formats import atomic_path, load_normalization
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
     from deepsdf_ad.runs import Run
-    from deepsdf_ad.train import load_trained, resolve_device
+    from deepsdf_ad.train import load_trained, loss_clamp, resolve_device
 
     dev = resolve_device(device)
     run = Run(run_path)
@@ -438,13 +450,20 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
                                iterations=iterations, candidates=start_candidates(run, cfg.reconstruct))
     code = codes[0]
     res = resolution or cfg.mesh.resolution
-    mesh = mesh_sdf(model_sdf(model, code, dev, cfg.mesh.batch_points, precision=precision), res, method=method)
+    sdf = model_sdf(model, code, dev, cfg.mesh.batch_points, precision=precision)
+    share = clamped_share(sdf, pts, loss_clamp(cfg))
+    if share > MISFIT_SHARE:
+        print(f"deepsdf-ad: warning: {partial}: after the optimisation {share:.0%} of the observed points are still "
+              f"predicted at the clamp (|sdf| >= {loss_clamp(cfg):g}), so the shape found does not explain the scan "
+              "(another kind of object than the run learned, or a wrong normalisation: --norm?)", file=sys.stderr)
+    mesh = mesh_sdf(sdf, res, method=method)
     mesh = trimesh.Trimesh(undo_normalization(mesh.vertices, offset, scale), mesh.faces, process=False)
     out = Path(out)
     with atomic_path(out) as tmp:
         mesh.export(tmp, file_type=out.suffix.lstrip(".") or "ply")
     return {"out": str(out), "points": int(len(cloud.points)), "observations": int(len(obs)), "mode": mode,
-            "final_loss": losses[-1] if losses else None, "normalization": source, "vertices": int(len(mesh.vertices))}
+            "final_loss": losses[-1] if losses else None, "normalization": source, "vertices": int(len(mesh.vertices)),
+            "clamped_share": share}
 
 
 def observations_2d(partial: str | os.PathLike, kind: str) -> Observations:

@@ -9,6 +9,8 @@
     RUN/checkpoints/epoch_000100.json    its sidecar: {"file", "epoch", "sha256"}
     RUN/latent_codes.safetensors         the learned codes ("codes": (S, L)), shape keys in its metadata
     RUN/meshes/                          meshes written by ``deepsdf-ad mesh``
+    RUN/.deepsdf-ad                      marker: made by ``deepsdf-ad train`` (see :mod:`data_prep.folders`)
+    RUN/.deepsdf-ad.lock                 advisory lock of the ``train`` writing it (pid, host)
 
 Checkpoints are written to a temp file, flushed (fsync) and renamed, then their sidecar with the SHA-256;
 a checkpoint whose checksum does not match (or that has no sidecar) is skipped, with a one-line warning, in
@@ -28,7 +30,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from data_prep.formats import DataError, atomic_path, file_sha256, read_json, write_json, write_text_atomic
+from data_prep.formats import (
+    TEMP_PREFIX,
+    DataError,
+    atomic_path,
+    file_sha256,
+    is_temp_file,
+    read_json,
+    write_json,
+    write_text_atomic,
+)
 from deepsdf_ad.config import Config, ConfigError, load_config, save_config
 
 CONFIG = "config.yaml"
@@ -164,8 +175,8 @@ class Run:
             (folder / c["file"]).unlink(missing_ok=True)
         # leftovers of kills: temp files, and checkpoints whose sidecar was never written
         known = {c["file"] for c in kept}
-        for f in [*folder.glob(".tmp-*"), *folder.glob("epoch_*.safetensors")]:
-            if f.name not in known:
+        for f in [*folder.glob(f"{TEMP_PREFIX}*"), *folder.glob("epoch_*.safetensors")]:
+            if f.name not in known and (is_temp_file(f) or f.suffix == ".safetensors"):
                 f.unlink(missing_ok=True)
         return path
 

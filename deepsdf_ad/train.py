@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from data_prep.folders import output_folder
 from data_prep.formats import DataError, DataRoot
-from deepsdf_ad.config import Config
+from deepsdf_ad.config import Config, ConfigError, config_differences
 from deepsdf_ad.data import SampleBank, data_device, to_device
 from deepsdf_ad.distributed import World, setup, world_from_env, wrap
 from deepsdf_ad.inputs import PointInputs, encode_all
 from deepsdf_ad.models import SDFModel, build_model
-from deepsdf_ad.runs import Run
+from deepsdf_ad.runs import CHECKPOINTS, CONFIG, METRICS, Run
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -147,16 +148,31 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
 
 def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: int | None = None,
           device: str = "auto", split_file: str | None = None, progress: bool = True,
-          max_seconds: float | None = None) -> Run:
+          max_seconds: float | None = None, restart: bool = False, force: bool = False) -> Run:
     """Train ``cfg`` on the training split of ``data`` into the run folder ``out`` (resuming if it exists).
 
     Returns the run. A run folder that already holds a checkpoint continues from it with the run's saved
     config (``epochs`` may extend it). ``max_seconds`` stops after the epoch that exceeds that wall time
     (with a checkpoint), so a budgeted run can be resumed later.
 
+    Resuming with another config is refused with the list of differences (only ``epochs`` may change). A run
+    folder whose metrics record epochs but holds no checkpoint any more (they were deleted) is refused too,
+    unless ``restart``: starting over would overwrite its ``metrics.jsonl``.
+
+    ``out`` must be a run folder of ours, new or empty (``force``: any folder; see :mod:`data_prep.folders`);
+    while it trains, a second ``train`` into it is refused, naming this process.
+
     Started by torchrun (``WORLD_SIZE`` > 1 in the environment), every rank calls this; the shapes of each
     batch are divided among ranks and only rank 0 writes files (see :mod:`deepsdf_ad.distributed`).
     """
+    if os.environ.get("RANK", "0") != "0":  # rank 0 owns and locks the folder for all ranks
+        return _train(cfg, data, out, epochs, device, split_file, progress, max_seconds, restart)
+    with output_folder(out, "run", "deepsdf-ad train", force=force):
+        return _train(cfg, data, out, epochs, device, split_file, progress, max_seconds, restart)
+
+
+def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: int | None, device: str,
+           split_file: str | None, progress: bool, max_seconds: float | None, restart: bool) -> Run:
     t_start = time.perf_counter()
     world = world_from_env()
     dev = setup(resolve_device(device), world)
@@ -165,17 +181,25 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
     world.barrier()  # every rank has looked before rank 0 writes
     if resumed:
         saved = run.config()
+        changed = config_differences(saved, cfg, ignore=("train.epochs",))
+        if changed:
+            raise ConfigError(f"{run.path}: the run was started with another config; it resumes only with its own "
+                              f"(--epochs may change): {'; '.join(changed)}; use a new --out, or the run's "
+                              f"{run.path / CONFIG} without --set")
         if epochs is not None:
             saved.train.epochs = epochs
         cfg = saved
-    elif epochs is not None:
-        cfg.train.epochs = epochs
+    else:
+        if not restart:
+            _refuse_lost_checkpoints(run, cfg)
+        if epochs is not None:
+            cfg.train.epochs = epochs
     root = DataRoot(data, split_file)
     if root.manifest().get("field") == "height" and cfg.train.loss != "l1":
         raise DataError(f"{root.root}: holds heightfield intensities, not distances; train with "
                         "--set train.loss=l1")
     refs = root.shapes("train")
-    bank = SampleBank(refs, cfg.dim, progress=progress and world.main)
+    bank = SampleBank(refs, cfg.dim, progress=progress and world.main, warn=world.main)
     if resumed:
         if run.shapes()["keys"] != bank.keys:
             raise DataError(f"{run.path}: the run was trained on other shapes than {data}'s train split; "
@@ -393,6 +417,24 @@ def save_codes(run: Run, model: SDFModel) -> None:
 def seed_run_path(out: str | os.PathLike, seed: int) -> Path:
     """Where seed ``seed`` of a multi-seed run lives: ``OUT/seed_<seed>``."""
     return Path(out) / f"seed_{seed}"
+
+
+def _refuse_lost_checkpoints(run: Run, cfg: Config) -> None:
+    """A run folder with metrics whose checkpoints are gone (deleted, not yet written is fine): refuse to start
+    over on top of it."""
+    rows = run.metrics()
+    if not rows:
+        return
+    saved = cfg
+    if run.exists():
+        with contextlib.suppress(DataError):
+            saved = run.config()
+    last = max((r["epoch"] for r in rows if isinstance(r.get("epoch"), int)), default=0)
+    # a checkpoint is written every checkpoint_every epochs and at the last one: if one of those was reached,
+    # the checkpoints were there and are gone
+    if (run.path / CHECKPOINTS).is_dir() or last >= min(saved.train.checkpoint_every, saved.train.epochs):
+        raise DataError(f"{run.path}: {METRICS} records {last} epochs but no checkpoint is left (deleted?); "
+                        "starting over would overwrite it: pass --restart to start over, or use a new --out")
 
 
 def train_seeds(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, seeds: list[int],

@@ -14,7 +14,7 @@ def test_sdf_samples_round_trip(tmp_path):
     np.testing.assert_array_equal(p2, pos)
     np.testing.assert_array_equal(n2, neg)
     assert p2.dtype == np.float32
-    assert not list((tmp_path / "a").glob(".tmp-*")), "temp file left behind"
+    assert not list((tmp_path / "a").glob(".deepsdf-ad-tmp-*")), "temp file left behind"
 
 
 def test_normalization_round_trip(tmp_path):

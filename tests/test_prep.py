@@ -98,7 +98,7 @@ def test_layout_of_the_data_root(prepared):
         assert rec["status"] == "ok" and rec["watertight"]
         assert rec["sign_quality"]["ambiguous"] == 0 and rec["sign_quality"]["disagree"] < 0.01
         assert rec["sdf_sha256"] == formats.file_sha256(data / "sdf" / rec["category"] / f"{rec['id']}.npz")
-    assert not list(data.rglob(".tmp-*"))
+    assert not list(data.rglob(".deepsdf-ad-tmp-*"))
 
 
 def test_signs_distances_and_normalisation_against_analytic_truth(prepared):
@@ -160,9 +160,9 @@ def test_resume_after_an_interruption(prepared, tmp_path):
     # was last flushed before box_1 finished
     victim = data / "sdf" / "box" / "box_1.npz"
     victim.unlink()
-    tmp = data / "sdf" / "box" / ".tmp-box_1-x1y2z3.npz"
+    tmp = data / "sdf" / "box" / ".deepsdf-ad-tmp-box_1-x1y2z3ab.npz"
     tmp.write_bytes(b"PK\x03\x04 half a zip")
-    stray = data / ".tmp-manifest-abc.json"
+    stray = data / ".deepsdf-ad-tmp-manifest-abc4ef_h.json"
     stray.write_text('{"tool": "deeps')
     m = manifest_of(data)
     m["meshes"] = [r for r in m["meshes"] if r["id"] != "box_1"]
@@ -170,7 +170,7 @@ def test_resume_after_an_interruption(prepared, tmp_path):
 
     proc = prep(src, data, "--scans", "2")
     assert "5 of 5 meshes ok, 0 failed (4 unchanged, skipped)" in proc.stdout
-    assert not tmp.exists() and not stray.exists() and not list(data.rglob(".tmp-*"))
+    assert not tmp.exists() and not stray.exists() and not list(data.rglob(".deepsdf-ad-tmp-*"))
     after = sha_of_outputs(data)
     assert after == before  # box_1 redone identically (seeded per shape), the rest untouched
     for p in before:

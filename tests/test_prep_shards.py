@@ -179,7 +179,7 @@ def test_prep_killed_with_sigkill_and_run_again_gives_the_same_files(tmp_path):
     assert 3 <= done_before < 12 and not (data / "splits").exists()
 
     cli(*args, "--out", data, check=True)
-    assert not list(data.rglob(".tmp-*"))
+    assert not list(data.rglob(".deepsdf-ad-tmp-*"))
     assert all_files(data) == all_files(clean)
     # the manifest too, but for timings and how many shapes the second run found already done
     assert (manifest_without_timings(data, ("seconds", "cpu_seconds", "skipped_unchanged"))

@@ -85,7 +85,7 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(digi
     for k in a:  # weights, codes, Adam moments: same seed -> same model (dropout on, so its masks too)
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
     assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in Run(ref).metrics()], rel=1e-6)
-    assert not list((killed / "checkpoints").glob(".tmp-*"))  # leftovers of kills are cleaned up
+    assert not list((killed / "checkpoints").glob(".deepsdf-ad-tmp-*"))  # leftovers of kills are cleaned up
 
 
 def cfg():

@@ -41,6 +41,58 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+DISPLAY_TIMEOUT = 3.0
+"""Seconds to wait for the display server to accept a connection before giving up."""
+
+
+def display_problem(timeout: float = DISPLAY_TIMEOUT) -> str | None:
+    """Why the display cannot be used, or None when it answers: no ``DISPLAY``/``WAYLAND_DISPLAY`` at all, or
+    a server that does not answer within ``timeout`` seconds (open3d would otherwise retry forever at 100% CPU).
+    Checks the Wayland socket, or opens an X11 connection (local, abstract or TCP socket) and waits for the
+    server's first byte."""
+    import socket
+
+    wayland, x11 = os.environ.get("WAYLAND_DISPLAY"), os.environ.get("DISPLAY")
+    if not (wayland or x11):
+        return "no display for the open3d viewer (DISPLAY is not set)"
+    if wayland:
+        path = wayland if wayland.startswith("/") else os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), wayland)
+        if os.path.exists(path):
+            return None
+        if not x11:
+            return f"WAYLAND_DISPLAY={wayland}: no Wayland socket at {path}"
+    host, _, rest = x11.rpartition(":")
+    try:
+        number = int(rest.split(".", 1)[0])
+    except ValueError:
+        return f"DISPLAY={x11}: not a display name like :0 or host:0"
+    attempts: list[tuple[int, object]] = []
+    if host in ("", "unix") or host.startswith("/"):
+        path = f"/tmp/.X11-unix/X{number}"
+        if host.startswith("/"):  # a launchd-style socket path (macOS)
+            path = f"{host}:{rest}"
+        attempts += [(socket.AF_UNIX, "\0" + path), (socket.AF_UNIX, path)]
+    if host not in ("unix",) and not host.startswith("/"):
+        attempts.append((socket.AF_INET, (host or "localhost", 6000 + number)))
+    reasons = []
+    for family, address in attempts:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
+                # X11 connection setup (little-endian, protocol 11.0, no authorisation): any server answers
+                # with a status byte (success, failed or authenticate); a dead end answers nothing
+                sock.sendall(b"l\0\x0b\0\0\0\0\0\0\0\0\0")
+                status = sock.recv(1)
+                if status in (b"\0", b"\1", b"\2"):
+                    return None
+                reasons.append("not an X server" if status else "connection closed without an answer")
+        except OSError as e:
+            reasons.append(e.strerror or type(e).__name__)
+    return (f"DISPLAY={x11}: the display does not answer ({reasons[-1] if reasons else 'no way to reach it'}, "
+            f"gave up after {timeout:g} s)")
+
+
 def arrange(items: Sequence[Item], layout: str, azimuth: float = 30.0, elevation: float = 20.0,
             up: str = "z") -> list[Item]:
     """Items moved so that, seen from (azimuth, elevation), they stand side by side / in a grid."""
@@ -54,9 +106,9 @@ def arrange(items: Sequence[Item], layout: str, azimuth: float = 30.0, elevation
 def view_items(items: Sequence[Item], layout: str = "row", azimuth: float = 30.0, elevation: float = 20.0,
                up: str = "z", title: str = "deepsdf-ad") -> None:
     """Open the open3d viewer on ``items`` (needs a display), each labelled in 3D."""
-    if not has_display():
-        raise DataError("no display for the open3d viewer (DISPLAY is not set); "
-                        "add --screenshot OUT.png for a headless render")
+    problem = display_problem()
+    if problem:
+        raise DataError(f"{problem}; add --screenshot OUT.png for a headless render")
     import open3d as o3d
     from open3d.visualization import gui
 
@@ -83,9 +135,9 @@ def view(files: Sequence[str] = (), run: str | None = None, shapes: Sequence[str
     for f in files:  # a missing input is the first thing to say
         if not Path(f).is_file():
             raise DataError(f"{f}: file not found")
-    if screenshot is None and not has_display():  # fail before meshing a run's shapes
-        raise DataError("no display for the open3d viewer (DISPLAY is not set); "
-                        "add --screenshot OUT.png for a headless render")
+    problem = display_problem() if screenshot is None else None
+    if problem:  # fail before meshing a run's shapes
+        raise DataError(f"{problem}; add --screenshot OUT.png for a headless render")
     items = gather_items(files, run, shapes, resolution, device)
     info: dict = {"inputs": [it.label for it in items]}
     vmax = None
