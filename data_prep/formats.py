@@ -22,6 +22,7 @@ DeepSDF's own layout (``SdfSamples/<dataset>/<class>/<id>.npz``, ``Normalization
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -87,16 +88,34 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     A killed process leaves at most a temp file (:data:`TEMP_PREFIX`), never a half-written ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.stem}-", suffix=suffix or path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.stem}-", suffix=suffix or path.suffix,
+                                   dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.errno in WRITE_ERRNOS:
+            raise _write_error(path, e) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM,
+                errno.ENOTDIR, errno.EISDIR}
+"""Errors of writing a file that are the place's, not the program's: a full disk, a read-only file system, a file
+where a folder should be, ..."""
+
+
+def _write_error(path: Path, e: OSError) -> DataError:
+    return DataError(f"{path}: cannot write it ({e.strerror or e}); nothing was written there")
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

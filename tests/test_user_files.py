@@ -431,3 +431,31 @@ def test_reconstruct_says_when_the_scan_is_not_explained(tiny_run, tmp_path, cap
     err = capfd.readouterr().err
     assert re.search(r"deepsdf-ad: warning: \S*far\.ply: after the optimisation \d+% of the observed points are "
                      r"still predicted at the clamp \(\|sdf\| >= 0\.1\)", err), err
+
+
+# ---- a full disk, a read-only place, a file where a folder should be ------------------------------------
+def test_a_full_disk_names_the_file_and_leaves_nothing_half_written(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from data_prep import formats
+    from deepsdf_ad.cli import main
+
+    mesh = tmp_path / "box.ply"
+    trimesh.creation.box(extents=(1.0, 0.6, 0.4)).export(mesh)
+    out = tmp_path / "partial.ply"
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(formats.os, "replace", full)
+    assert main(["scan", str(mesh), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "No space left on device" in err[0]
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(formats.TEMP_PREFIX)]
+
+
+def test_an_out_whose_folder_is_a_file_is_one_line(tmp_path):
+    mesh = tmp_path / "box.ply"
+    trimesh.creation.box(extents=(1.0, 0.6, 0.4)).export(mesh)
+    (tmp_path / "afile").write_text("x")
+    assert_one_line_error(cli("scan", mesh, "--out", tmp_path / "afile" / "partial.ply"), "afile")
