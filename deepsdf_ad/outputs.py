@@ -70,16 +70,12 @@ def refuse_input_as_output(out: str | os.PathLike | None, files: Iterable = (), 
     if out is None:
         return
     out = Path(out)
-    outs = [out]
-    if out_sidecar and out.suffix and out.suffix != SIDECAR:
-        outs.append(out.with_suffix(SIDECAR))
+    outs = _with_sidecar(out, out_sidecar)
     for f in files:
         if f is None:
             continue
         f = Path(f)
-        ins = [f]
-        if in_sidecars and f.suffix and f.suffix != SIDECAR:
-            ins.append(f.with_suffix(SIDECAR))
+        ins = _with_sidecar(f, in_sidecars)
         for o in outs:
             for i in ins:
                 if same_path(o, i):
@@ -93,3 +89,8 @@ def refuse_input_as_output(out: str | os.PathLike | None, files: Iterable = (), 
         if _inside(out, d):
             raise DataError(f"{out}: {flag} is inside the input folder {d}; writing there would change what "
                             f"is read; choose another {flag}")
+
+
+def _with_sidecar(path: Path, sidecar: bool) -> list[Path]:
+    """``[path]``, and its ``.json`` sidecar after it when ``sidecar`` (and ``path`` is not a sidecar itself)."""
+    return [path, path.with_suffix(SIDECAR)] if sidecar and path.suffix and path.suffix != SIDECAR else [path]
