@@ -40,7 +40,7 @@ import torch
 from data_prep import formats
 from data_prep.formats import DataRoot
 from deepsdf_ad.baselines import nearest_shape, poisson_mesh
-from deepsdf_ad.evaluate import EvalOptions, Truth3D, evaluate_run, scan_input, select, shape_rng
+from deepsdf_ad.evaluate import EvalOptions, Truth3D, evaluate_run, scan_in_frame, select
 from deepsdf_ad.metrics import surface_metrics, surface_points_normals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,52 +76,28 @@ def train_preset(work: Path, data: Path, name: str) -> Path:
     return run
 
 
-def scan_points_metrics(truth: Truth3D, root: DataRoot, ref, cfg) -> np.ndarray:
-    """The scan's points (N, 3) in the normalised frame, as ``eval --input scan`` reads them."""
-    return scan_input(root, ref, cfg, shape_rng(0, ref.key))[1]
-
-
-def baseline_records(ad_run: Path, data: Path, limit: int | None) -> dict[str, list[dict]]:
+def baseline_records(data: Path, limit: int | None) -> dict[str, list[dict]]:
     """Per-shape metrics of the three baselines on the held-out scans."""
-    from data_prep.scans import load_scan
-    from deepsdf_ad.config import load_config
-
     root = DataRoot(data)
     truth = Truth3D(root)
-    cfg = load_config(ad_run / "config.yaml")
     train_refs = root.shapes("train")
     train_surf = [truth.surface(r)[0] for r in train_refs]
     out: dict[str, list[dict]] = {"scan alone": [], "Poisson": [], "nearest training shape": []}
     for ref in select(root.shapes("test"), limit):
         true_pts, true_n = truth.surface(ref)
-        pts = scan_points_metrics(truth, root, ref, cfg)
-        cloud, meta = load_scan(root.scan_paths(ref)[0])
+        pts, normals, _ = scan_in_frame(root, ref)
         base = {"key": ref.key, "category": ref.category, "id": ref.id}
         # the scan itself: its points against the truth
         m = surface_metrics(pts, None, true_pts, true_n)
         out["scan alone"].append({**base, **_pick(m)})
         # Poisson of the scan, with the scan's normals oriented to the camera
-        obs_normals = _scan_normals(root, ref, pts, cloud, meta)
-        mesh = poisson_mesh(pts, obs_normals)
+        mesh = poisson_mesh(pts, normals)
         out["Poisson"].append({**base, **_mesh_metrics(mesh, true_pts, true_n)})
         k, _ = nearest_shape(pts, train_surf)
         near_pts, near_n = truth.surface(train_refs[k])
         m = surface_metrics(near_pts, near_n, true_pts, true_n)
         out["nearest training shape"].append({**base, **_pick(m), "nearest": train_refs[k].key})
     return out
-
-
-def _scan_normals(root, ref, pts, cloud, meta):
-    if cloud.normals is None:
-        return None
-    n = cloud.normals
-    if "camera" in meta and "normalization" in meta:
-        off = np.asarray(meta["normalization"]["offset"], float)
-        sc = float(meta["normalization"]["scale"])
-        cam = (np.asarray(meta["camera"], float) + off) * sc
-        flip = np.sum(n * (cam[None] - pts), axis=1) < 0
-        n = np.where(flip[:, None], -n, n)
-    return n
 
 
 def _pick(m: dict) -> dict:
@@ -156,7 +132,7 @@ def section_records(work: Path, runs: dict[str, Path], data: Path, section: str,
         print(f"  {SECTION_TITLES[section]}: {label}: {len(res['shapes'])} shapes in {time.perf_counter() - t0:.0f} s",
               flush=True)
     if section == "scan" and "ad" in runs:
-        out.update(baseline_records(runs["ad"], data, limit))
+        out.update(baseline_records(data, limit))
     formats.write_json(cache, out)
     return out
 
@@ -303,7 +279,6 @@ def draw_curve(points: list[dict], out: Path) -> None:
 def figures(work: Path, runs: dict[str, Path], data: Path, records: dict[str, list[dict]], resolution: int) -> list[Path]:
     """One picture per category: the scan, AD, AE and the truth, each panel labelled with its chamfer, for the
     held-out shape whose AD chamfer is the category's median."""
-    from deepsdf_ad.config import load_config
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
     from deepsdf_ad.runs import Run
     from deepsdf_ad.train import load_trained
@@ -313,13 +288,12 @@ def figures(work: Path, runs: dict[str, Path], data: Path, records: dict[str, li
     truth = Truth3D(root)
     dev = torch.device("cpu")
     ad = records.get("AD (optimise)", [])
-    cfg = load_config(runs["ad"] / "config.yaml")
     paths = []
     for cat in sorted({r["category"] for r in ad}):
         rows = sorted((r for r in ad if r["category"] == cat), key=lambda r: r["chamfer_x1e3"])
         pick = rows[len(rows) // 2]
         ref = next(r for r in root.shapes("test") if r.key == pick["key"])
-        pts = scan_points_metrics(truth, root, ref, cfg)
+        pts = scan_in_frame(root, ref)[0]
         panels, labels = [pts], [f"scan ({_cd(records, 'scan alone', ref.key)})"]
         for label, name, mode in (("AD", "ad", "optimise"), ("AE", "ae", "encode")):
             if name not in runs:

@@ -200,16 +200,9 @@ def half_contour(contour: np.ndarray, normals: np.ndarray, rng: np.random.Genera
     return contour[keep], normals[keep]
 
 
-# ---- inputs --------------------------------------------------------------------------------------------
-def scan_input(root: DataRoot, ref: ShapeRef, cfg: Config, rng: np.random.Generator
-               ) -> tuple[Observations, np.ndarray]:
-    """Observations and encoder points of a shape's partial view (normalised frame)."""
-    if cfg.dim == 2:
-        c, n = half_contour(*contour_with_normals(ref), rng)
-        eps = cfg.reconstruct.normal_offset
-        pts = np.concatenate([c, c + eps * n, c - eps * n])
-        vals = np.concatenate([np.zeros(len(c)), np.full(len(c), eps), np.full(len(c), -eps)])
-        return Observations(pts, vals, vals), c
+def scan_in_frame(root: DataRoot, ref: ShapeRef) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A shape's first partial scan in the normalised frame: points (N, 3), normals facing the camera (or None)
+    and the camera position (or None)."""
     from data_prep.meshes import apply_normalization
     from data_prep.scans import load_scan
 
@@ -230,6 +223,20 @@ def scan_input(root: DataRoot, ref: ShapeRef, cfg: Config, rng: np.random.Genera
     if normals is not None and camera is not None:
         flip = np.sum(normals * (camera[None] - pts), axis=1) < 0
         normals = np.where(flip[:, None], -normals, normals)
+    return pts, normals, camera
+
+
+# ---- inputs --------------------------------------------------------------------------------------------
+def scan_input(root: DataRoot, ref: ShapeRef, cfg: Config, rng: np.random.Generator
+               ) -> tuple[Observations, np.ndarray]:
+    """Observations and encoder points of a shape's partial view (normalised frame)."""
+    if cfg.dim == 2:
+        c, n = half_contour(*contour_with_normals(ref), rng)
+        eps = cfg.reconstruct.normal_offset
+        pts = np.concatenate([c, c + eps * n, c - eps * n])
+        vals = np.concatenate([np.zeros(len(c)), np.full(len(c), eps), np.full(len(c), -eps)])
+        return Observations(pts, vals, vals), c
+    pts, normals, camera = scan_in_frame(root, ref)
     return observations_from_scan(pts, normals, camera, cfg.reconstruct, rng), pts
 
 
