@@ -20,22 +20,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from data_prep import formats  # noqa: E402
-from data_prep.digits import DigitField, DigitSamplingConfig, find_idx_pairs, load_digit_set, prep_digits  # noqa: E402
-from deepsdf_ad.config import load_config  # noqa: E402
-from deepsdf_ad.generate import sample_codes  # noqa: E402
-from deepsdf_ad.meshing import evaluate_grid, field_picture, grid_points, model_sdf, picture_grid  # noqa: E402
-from deepsdf_ad.metrics import iou, near_contour_error  # noqa: E402
-from deepsdf_ad.reconstruct import (  # noqa: E402
+from data_prep import formats
+from data_prep.digits import DigitField, DigitSamplingConfig, find_idx_pairs, load_digit_set, prep_digits
+from deepsdf_ad.config import load_config
+from deepsdf_ad.generate import sample_codes
+from deepsdf_ad.losses import loss_clamp
+from deepsdf_ad.meshing import evaluate_grid, field_picture, grid_points, model_sdf, picture_grid
+from deepsdf_ad.metrics import iou, near_contour_error
+from deepsdf_ad.reconstruct import (
     mean_training_code,
     observations_from_samples,
     optimise_codes,
     start_candidates,
 )
-from deepsdf_ad.train import load_trained, loss_clamp, train  # noqa: E402
+from deepsdf_ad.runs import load_trained
+from deepsdf_ad.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
 PRESET = ROOT / "configs" / "digits_autodecoder.yaml"

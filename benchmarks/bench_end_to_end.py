@@ -22,21 +22,20 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from data_prep import formats  # noqa: E402
-from data_prep.meshes import (  # noqa: E402
+from data_prep import formats
+from data_prep.meshes import (
     SamplingConfig,
     load_mesh,
-    normalization,  # noqa: E402
+    normalization,
 )
-from data_prep.pipeline import PrepConfig, prep_meshes  # noqa: E402
-from data_prep.scans import CameraConfig, save_scan, scan_mesh  # noqa: E402
-from data_prep.shapes import write_family  # noqa: E402
-from deepsdf_ad.config import load_config  # noqa: E402
-from deepsdf_ad.runs import Run  # noqa: E402
-from deepsdf_ad.train import train  # noqa: E402
+from data_prep.pipeline import PrepConfig, prep_meshes
+from data_prep.scans import CameraConfig, save_scan, scan_mesh
+from data_prep.shapes import write_family
+from deepsdf_ad.config import load_config
+from deepsdf_ad.runs import Run
+from deepsdf_ad.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PRESETS = {"shapes_small": "configs/shapes_small.yaml", "deepsdf_chairs": "configs/deepsdf_chairs.yaml"}
 TARGETS = {"shapes_small": 15.0, "deepsdf_chairs": 60.0}

@@ -30,16 +30,15 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data_prep import formats
+from data_prep.meshes import SamplingConfig
+from data_prep.pipeline import PrepConfig, prep_meshes
+from data_prep.shapes import FAMILIES, make_shape
+from deepsdf_ad.config import load_config
+from deepsdf_ad.evaluate import EvalOptions, evaluate_run
+from deepsdf_ad.train import train
 
-from data_prep import formats  # noqa: E402
-from data_prep.meshes import SamplingConfig  # noqa: E402
-from data_prep.pipeline import PrepConfig, prep_meshes  # noqa: E402
-from data_prep.shapes import FAMILIES, make_shape  # noqa: E402
-from deepsdf_ad.config import load_config  # noqa: E402
-from deepsdf_ad.evaluate import EvalOptions, evaluate_run  # noqa: E402
-from deepsdf_ad.train import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 METHODS = {
     "interpolate": ("scenes_latent_grid.yaml", ["model.latent.kwargs.blend=interpolate"]),
@@ -92,10 +91,10 @@ def fit_blends(data: Path, steps: int, batch: int, resolution: int) -> dict:
     the final loss, CPU seconds per step and the chamfer (x1e3) / F-score of the mesh against the scene."""
     import torch
 
+    from deepsdf_ad.losses import sdf_loss
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
     from deepsdf_ad.metrics import surface_metrics, surface_points_normals
     from deepsdf_ad.models import build_model
-    from deepsdf_ad.train import sdf_loss
 
     ref = formats.DataRoot(data).shapes("train")[0]
     samples = torch.from_numpy(np.concatenate(formats.load_sdf_samples(ref.sdf)))

@@ -23,15 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data_prep.meshes import SamplingConfig, SignedDistance, normalized_mesh, sample_query_points
+from data_prep.shapes import chair
+from deepsdf_ad.config import load_config
+from deepsdf_ad.losses import sdf_loss
+from deepsdf_ad.meshing import adaptive_grid, evaluate_grid, marching_cubes, model_sdf
+from deepsdf_ad.models import build_model
 
-from data_prep.meshes import SamplingConfig, SignedDistance, normalized_mesh, sample_query_points  # noqa: E402
-from data_prep.shapes import chair  # noqa: E402
-from deepsdf_ad.config import load_config  # noqa: E402
-from deepsdf_ad.meshing import adaptive_grid, evaluate_grid, marching_cubes, model_sdf  # noqa: E402
-from deepsdf_ad.models import build_model  # noqa: E402
-from deepsdf_ad.train import sdf_loss  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PRESETS = {"shapes_small (8x128)": ROOT / "configs" / "shapes_small.yaml",
            "deepsdf_chairs (8x512)": ROOT / "configs" / "deepsdf_chairs.yaml"}
@@ -64,8 +63,7 @@ def fitted_decoder(preset: Path, steps: int, seed: int = 0):
 def decoders(args):
     """(label, model, code) to mesh: each preset's decoder fitted to a procedural chair, or a run's shapes."""
     if args.run:
-        from deepsdf_ad.runs import Run
-        from deepsdf_ad.train import load_trained
+        from deepsdf_ad.runs import Run, load_trained
 
         run = Run(args.run)
         _, model = load_trained(run, torch.device("cpu"))

@@ -39,15 +39,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")  # before pyrender/OpenGL are imported
+import numpy as np
+import trimesh
 
-import numpy as np  # noqa: E402
-import trimesh  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from data_prep.meshes import (  # noqa: E402
+from data_prep.meshes import (
     SamplingConfig,
     SignedDistance,
     load_mesh,
@@ -56,7 +51,10 @@ from data_prep.meshes import (  # noqa: E402
     normalized_mesh,
     sample_query_points,
 )
-from data_prep.pipeline import PrepConfig, prep_one, shape_rng  # noqa: E402
+from data_prep.pipeline import PrepConfig, prep_one, shape_rng
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")  # before pyrender/OpenGL are imported
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared" / "data" / "meshes"
 ON_SURFACE = 1e-5

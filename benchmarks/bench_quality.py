@@ -199,8 +199,7 @@ def snapshot(run: Path, entry: dict, dest: Path) -> Path:
     """A run folder holding only checkpoint ``entry`` of ``run`` (so every command sees that state)."""
     import shutil
 
-    from deepsdf_ad.runs import Run
-    from deepsdf_ad.train import load_trained
+    from deepsdf_ad.runs import Run, load_trained
 
     if (dest / "latent_codes.safetensors").is_file():
         return dest
@@ -280,8 +279,7 @@ def figures(work: Path, runs: dict[str, Path], data: Path, records: dict[str, li
     """One picture per category: the scan, AD, AE and the truth, each panel labelled with its chamfer, for the
     held-out shape whose AD chamfer is the category's median."""
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
-    from deepsdf_ad.runs import Run
-    from deepsdf_ad.train import load_trained
+    from deepsdf_ad.runs import Run, load_trained
     from viz.render import render_to_array, save_image
 
     root = DataRoot(data)
@@ -322,8 +320,7 @@ _CODES: dict = {}
 def _code_for(run: Path, data: Path, ref, mode: str) -> torch.Tensor:
     """The code the completion section found for ``ref`` (recomputed: the same seed gives the same code)."""
     from deepsdf_ad.evaluate import find_shape_codes
-    from deepsdf_ad.runs import Run
-    from deepsdf_ad.train import load_trained
+    from deepsdf_ad.runs import Run, load_trained
 
     key = (str(run), ref.key, mode)
     if key not in _CODES:

@@ -22,24 +22,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from data_prep import formats  # noqa: E402
-from data_prep.meshes import SamplingConfig, load_mesh, normalized_mesh  # noqa: E402
-from data_prep.pipeline import PrepConfig, prep_meshes  # noqa: E402
-from data_prep.shapes import write_family  # noqa: E402
-from deepsdf_ad.config import load_config  # noqa: E402
-from deepsdf_ad.meshing import mesh_sdf, model_sdf  # noqa: E402
-from deepsdf_ad.metrics import chamfer_squared, surface_points  # noqa: E402
-from deepsdf_ad.reconstruct import (  # noqa: E402
+from data_prep import formats
+from data_prep.meshes import SamplingConfig, load_mesh, normalized_mesh
+from data_prep.pipeline import PrepConfig, prep_meshes
+from data_prep.shapes import write_family
+from deepsdf_ad.config import load_config
+from deepsdf_ad.losses import loss_clamp
+from deepsdf_ad.meshing import mesh_sdf, model_sdf
+from deepsdf_ad.metrics import chamfer_squared, surface_points
+from deepsdf_ad.reconstruct import (
     mean_training_code,
     observations_from_samples,
     optimise_codes,
     start_candidates,
 )
-from deepsdf_ad.runs import Run  # noqa: E402
-from deepsdf_ad.train import load_trained, loss_clamp, train  # noqa: E402
+from deepsdf_ad.runs import (
+    Run,
+    load_trained,
+)
+from deepsdf_ad.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def deepsdf_schedule(rc):

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data_prep import formats
+from data_prep.meshes import SignedDistance, load_mesh
 
-from data_prep import formats  # noqa: E402
-from data_prep.meshes import SignedDistance, load_mesh  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def object_union_inside(objects: list[dict], points: np.ndarray) -> np.ndarray:

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data_prep import formats
+from deepsdf_ad.config import load_config
+from deepsdf_ad.losses import loss_clamp
+from deepsdf_ad.models import build_model
+from deepsdf_ad.train import make_optimizer, plan_split, step_loss, sub_batches, train
 
-from data_prep import formats  # noqa: E402
-from deepsdf_ad.config import load_config  # noqa: E402
-from deepsdf_ad.models import build_model  # noqa: E402
-from deepsdf_ad.train import loss_clamp, make_optimizer, plan_split, step_loss, sub_batches, train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CHAIRS = ROOT / "configs" / "deepsdf_chairs.yaml"
 SMALL = ROOT / "configs" / "shapes_small.yaml"

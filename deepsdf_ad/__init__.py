@@ -3,4 +3,4 @@
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 """Arithmetic of the decoder: fp32, bf16 or fp16 autocast, or 'auto': bf16 where the processor computes it
 natively (a CUDA GPU with bf16; an x86 CPU with AVX512-BF16 or AMX), else fp32 (see
-:func:`deepsdf_ad.train.resolve_precision`). Kept here, free of imports, so the CLI's parser can list them."""
+:func:`deepsdf_ad.device.resolve_precision`). Kept here, free of imports, so the CLI's parser can list them."""

@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 from data_prep import formats
 from data_prep.formats import DataError, DataRoot
+from deepsdf_ad.device import resolve_device
 from deepsdf_ad.evaluate import EvalOptions, evaluate_run
-from deepsdf_ad.runs import Run
+from deepsdf_ad.runs import Run, load_trained
 
 RESULTS_JSON = "results.json"
 BOOTSTRAP = 1000
@@ -144,7 +145,6 @@ def per_shape(evaluations: list[dict], metrics: list[str]) -> list[dict]:
 
 
 def parameter_counts(run: Run) -> dict[str, int]:
-    from deepsdf_ad.train import load_trained
 
     _, model = load_trained(run, torch.device("cpu"))
     return {"decoder": sum(p.numel() for p in model.decoder.parameters()),
@@ -182,7 +182,6 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
     CLI: the library does not draw) then writes the figures and ``report.md`` / ``report.html``.
     Returns the results.
     """
-    from deepsdf_ad.train import load_trained, resolve_device
 
     opts = opts or CompareOptions()
     t0 = time.perf_counter()

@@ -5,24 +5,17 @@ Every field has a docstring where it is declared. Unknown keys are errors that l
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from deepsdf_ad import PRECISIONS
+from deepsdf_ad.models.base import LatentConfig
 from deepsdf_ad.models.decoder import DecoderConfig
-from deepsdf_ad.models.latents import LatentConfig
-
-
-class ConfigError(ValueError):
-    """A config file or override is wrong; the message says which key and what is allowed."""
-
+from deepsdf_ad.typed import ConfigError, from_dict
 
 COSINE_FLOOR = 0.02
 """Cosine schedules end at this fraction of their initial learning rate."""
@@ -172,73 +165,6 @@ class Config:
     """Finding codes for new observations."""
     mesh: MeshConfig = field(default_factory=MeshConfig)
     """Extracting meshes."""
-
-
-def _convert(tp, value, key: str):
-    """Convert a YAML value to the annotated type ``tp`` (dataclass, tuple, list, Optional, scalar)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
-        return from_dict(tp, value, key)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(a, value, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"config key '{key}': bad value {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
-        (elem, *_rest) = typing.get_args(tp)
-        return tuple(_convert(elem, v, key) for v in value)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
-        (elem,) = typing.get_args(tp) or (object,)
-        return [_convert(elem, v, key) for v in value]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls, data: dict, prefix: str = ""):
-    """Build dataclass ``cls`` from a mapping; unknown keys raise :class:`ConfigError`."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for k, v in data.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in names:
-            where = f"in '{prefix}'" if prefix else "at the top level"
-            raise ConfigError(f"unknown config key '{key}'; known {where}: {', '.join(names)}")
-        kwargs[k] = _convert(hints[k], v, key)
-    return cls(**kwargs)
 
 
 def _plain(obj):
@@ -404,14 +330,12 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key 'model.decoder.hidden': layer {i - 1} (width {cfg.model.decoder.hidden[i - 1]}) "
                               f"feeds the code re-injection at layer {i}, so it must be wider than code + coordinates "
                               f"({d_in}); widen it or shrink model.latent.size")
-    from deepsdf_ad.models.latents import LATENT_SOURCES
+    from deepsdf_ad.models.sources import LATENT_SOURCES, latent_options
 
     if cfg.model.latent.source not in LATENT_SOURCES:
         raise ConfigError(
             f"unknown latent source '{cfg.model.latent.source}'; known: {', '.join(LATENT_SOURCES)}"
         )
-    from deepsdf_ad.models.latents import latent_options
-
     try:
         latent_options(cfg.model.latent)
     except ValueError as e:

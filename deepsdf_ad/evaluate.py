@@ -40,6 +40,7 @@ from tqdm import tqdm
 from data_prep import formats
 from data_prep.formats import DataError, DataRoot, ShapeRef
 from deepsdf_ad.config import Config
+from deepsdf_ad.device import resolve_device
 from deepsdf_ad.metrics import (
     IOU_POINTS,
     iou,
@@ -58,6 +59,7 @@ from deepsdf_ad.reconstruct import (
     observations_from_scan,
     start_candidates,
 )
+from deepsdf_ad.runs import Run, load_trained
 
 INPUTS = ("full", "scan")
 SPLITS = ("test", "train")
@@ -366,8 +368,6 @@ def evaluate_run(run_path: str | os.PathLike, data: str | os.PathLike, opts: Eva
     "summary": {...}}`` (plus ``"codes"`` (S, L) when ``keep_codes``: not JSON).
     """
     from deepsdf_ad.meshing import field_kind
-    from deepsdf_ad.runs import Run
-    from deepsdf_ad.train import load_trained, resolve_device
 
     opts = opts or EvalOptions()
     if opts.split not in SPLITS:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from data_prep.formats import DataError, save_png, write_json
 from deepsdf_ad.config import Config
+from deepsdf_ad.device import resolve_device
 from deepsdf_ad.meshing import (
     evaluate_grid,
     field_kind,
@@ -24,6 +25,7 @@ from deepsdf_ad.meshing import (
     picture_grid,
 )
 from deepsdf_ad.models import SDFModel
+from deepsdf_ad.runs import Run, load_trained
 
 SAMPLES_PNG = "samples.png"
 INTERPOLATION_PNG = "interpolation.png"
@@ -98,14 +100,10 @@ def write_shapes(model: SDFModel, cfg: Config, codes: torch.Tensor, out_dir: Pat
 
 
 def _load(run_path: str | os.PathLike, device: str):
-    from deepsdf_ad.runs import Run
-    from deepsdf_ad.train import load_trained, resolve_device
 
     dev = resolve_device(device)
     run = Run(run_path)
     cfg, model = load_trained(run, dev)
-    if not hasattr(model.latent, "all_codes"):
-        raise DataError(f"{run.path}: its latent source has no table of training codes")
     return run, cfg, model, dev
 
 

@@ -13,7 +13,9 @@ import torch
 import trimesh
 
 from data_prep.formats import DataError
+from deepsdf_ad.device import autocast, cpu_block_points, resolve_device
 from deepsdf_ad.models import SDFModel
+from deepsdf_ad.runs import Run, load_trained
 
 SDFFn = Callable[[np.ndarray], np.ndarray]
 
@@ -34,7 +36,6 @@ def model_sdf(model: SDFModel, code: torch.Tensor, device: torch.device, batch_p
     """
     from torch.nn.utils import parametrize
 
-    from deepsdf_ad.train import autocast
 
     code = code.to(device).reshape(1, -1)
     batch = batch_points or auto_batch_points(model, device, precision=precision)
@@ -68,10 +69,9 @@ def model_sdf(model: SDFModel, code: torch.Tensor, device: torch.device, batch_p
 def auto_batch_points(model: SDFModel, device: torch.device, budget_fraction: float = 0.25,
                       cap: int = 262_144, precision: str = "fp32") -> int:
     """Decoder queries per batch. On the CPU: the widest activation within
-    :data:`deepsdf_ad.train.PART_BYTES` (small batches stay in the caches: measured 1.7-3.3x the queries per
+    :data:`deepsdf_ad.device.PART_BYTES` (small batches stay in the caches: measured 1.7-3.3x the queries per
     second of batches of 65,536 and more). On CUDA: the activations of one batch within ``budget_fraction``
     of the free memory. Between 1,024 and ``cap``."""
-    from deepsdf_ad.train import cpu_block_points
 
     width = max(getattr(model.decoder.cfg, "hidden", (512,)) or (512,))
     if device.type != "cuda":
@@ -303,8 +303,6 @@ def mesh_training_shape(run_path, shape: str, out, resolution: int | None = None
     from pathlib import Path
 
     from data_prep.formats import atomic_path
-    from deepsdf_ad.runs import Run
-    from deepsdf_ad.train import load_trained, resolve_device
 
     dev = resolve_device(device)
     run = Run(run_path)

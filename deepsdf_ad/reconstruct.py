@@ -25,8 +25,10 @@ from data_prep.formats import DataError
 from data_prep.meshes import apply_normalization, undo_normalization
 from data_prep.scans import load_scan
 from deepsdf_ad.config import Config, ReconstructConfig, cosine_lr
+from deepsdf_ad.device import autocast, resolve_device
+from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.models import SDFModel
-from deepsdf_ad.train import autocast
+from deepsdf_ad.runs import Run, load_trained
 
 
 @dataclass
@@ -87,17 +89,6 @@ def initial_code(model: SDFModel, cfg: ReconstructConfig, generator: torch.Gener
     if cfg.init == "mean" and mean_code is not None:
         return mean_code.detach().clone().reshape(-1)
     return torch.randn(model.latent_size, generator=generator) * cfg.init_std
-
-
-def optimise_code(model: SDFModel, obs: Observations, cfg: ReconstructConfig, clamp: float,
-                  device: torch.device, init: torch.Tensor | None = None, seed: int = 0,
-                  iterations: int | None = None) -> tuple[torch.Tensor, list[float]]:
-    """Find the code that best explains ``obs`` with the decoder frozen. Returns the code (L,) and the
-    loss per iteration."""
-    codes, losses = optimise_codes(model, [obs], cfg, clamp, device,
-                                   init=None if init is None else init.reshape(1, -1), seed=seed,
-                                   iterations=iterations)
-    return codes[0], losses
 
 
 NEAR_SURFACE = 0.02
@@ -295,6 +286,7 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
 
 
 MODES = ("optimise", "encode", "encode+refine")
+"""How a code is found: latent optimisation, one encoder pass, or an encoder pass refined by optimisation."""
 MAX_OBSERVED_POINTS = 200_000
 """A scan with more points is randomly (seeded) cut to this many, with a note on stderr: the fit draws
 ``reconstruct.samples`` of them per step anyway, and every point adds free-space observations."""
@@ -309,12 +301,11 @@ def thin_points(path: str | os.PathLike, points: np.ndarray, normals: np.ndarray
     print(f"deepsdf-ad: note: {path}: {len(points):,} points; using a random {MAX_OBSERVED_POINTS:,} of them",
           file=sys.stderr)
     return points[keep], None if normals is None else normals[keep]
-"""How a code is found: latent optimisation, one encoder pass, or an encoder pass refined by optimisation."""
 
 
 def default_mode(model: SDFModel) -> str:
     """'optimise' for a latent table (autodecoder), 'encode' for an encoder (autoencoder)."""
-    return "optimise" if getattr(model.latent, "optimised_at_test_time", True) else "encode"
+    return "optimise" if model.latent.optimised_at_test_time else "encode"
 
 
 def check_mode(model: SDFModel, mode: str | None, source: str = "") -> str:
@@ -322,7 +313,7 @@ def check_mode(model: SDFModel, mode: str | None, source: str = "") -> str:
     mode = default_mode(model) if mode is None else mode
     if mode not in MODES:
         raise DataError(f"--mode {mode}: unknown mode; use one of {', '.join(MODES)}")
-    if mode.startswith("encode") and not hasattr(model.latent, "encode"):
+    if mode.startswith("encode") and model.latent.optimised_at_test_time:
         raise DataError(f"--mode {mode} needs an autoencoder run (model.latent.source: pointnet or pointnet_grid); this run's latent "
                         f"source{' ' + repr(source) if source else ''} has no encoder: use --mode optimise")
     return mode
@@ -358,7 +349,6 @@ def find_codes(model: SDFModel, cfg: Config, mode: str, obs: list[Observations] 
     best of ``candidates`` with ``reconstruct.init: best``), 'encode' encodes ``points``, 'encode+refine' fits
     ``obs`` starting from the encoding of ``points``. Returns the codes and the optimisation loss per
     iteration (empty for 'encode')."""
-    from deepsdf_ad.train import loss_clamp
 
     if mode.startswith("encode"):
         codes = encode_codes(model, points, device, seed)
@@ -408,8 +398,6 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     """
     from data_prep.formats import atomic_path, load_normalization
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
-    from deepsdf_ad.runs import Run
-    from deepsdf_ad.train import load_trained, loss_clamp, resolve_device
 
     dev = resolve_device(device)
     run = Run(run_path)
@@ -527,7 +515,3 @@ def mean_training_code(run) -> torch.Tensor | None:
     except DataError:
         return None
     return codes.mean(dim=0) if len(codes) else None
-
-
-def reconstruct_config(cfg: Config) -> ReconstructConfig:
-    return cfg.reconstruct

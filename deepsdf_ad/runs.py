@@ -41,6 +41,7 @@ from data_prep.formats import (
     write_text_atomic,
 )
 from deepsdf_ad.config import Config, ConfigError, load_config, save_config
+from deepsdf_ad.models import SDFModel, build_model
 
 CONFIG = "config.yaml"
 SHAPES = "shapes.json"
@@ -244,3 +245,21 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def load_model_state(model: SDFModel, tensors: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+
+
+def load_trained(run: Run, device: torch.device) -> tuple[Config, SDFModel]:
+    """The run's config and its newest model, in eval mode on ``device``."""
+    run.require()
+    cfg = run.config()
+    keys = run.shapes()["keys"]
+    model = build_model(cfg.dim, cfg.model.decoder, cfg.model.latent, len(keys))
+    ck = run.load_checkpoint()
+    if ck is None:
+        raise DataError(f"{run.path}: no readable checkpoint")
+    load_model_state(model, ck[0])
+    model.to(device).eval()
+    return cfg, model

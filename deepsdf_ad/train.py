@@ -7,7 +7,6 @@ One loop for every latent source. Each epoch draws its randomness from a generat
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
@@ -21,75 +20,12 @@ from data_prep.folders import output_folder
 from data_prep.formats import DataError, DataRoot
 from deepsdf_ad.config import Config, ConfigError, config_differences
 from deepsdf_ad.data import SampleBank, data_device, to_device
+from deepsdf_ad.device import activation_bytes, autocast, cpu_block_points, resolve_device, resolve_precision
 from deepsdf_ad.distributed import World, setup, world_from_env, wrap
 from deepsdf_ad.inputs import PointInputs, encode_all
+from deepsdf_ad.losses import code_regulariser, loss_clamp, sdf_error, sdf_loss
 from deepsdf_ad.models import SDFModel, build_model
-from deepsdf_ad.runs import CHECKPOINTS, CONFIG, METRICS, Run
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA if available, else CPU; 'cuda' without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise DataError(f"--device {name}: unknown device; use auto, cpu or cuda") from None
-
-
-@functools.cache
-def _native_bf16(device_type: str) -> bool:
-    """Whether this machine's ``device_type`` computes bf16 natively (asked once per process: autocast is
-    entered at every step of a code optimisation and every meshing batch)."""
-    if device_type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device_type != "cpu":
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:  # not Linux: no cheap way to tell, so no
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``precision`` with 'auto' resolved: bf16 on a CUDA GPU that supports it or an x86 CPU with AVX512-BF16 or
-    AMX (measured here: 2x faster than fp32 for the 8x512 decoder's step, 1.9x for the small preset's
-    reconstruction), else fp32 (CPUs without native bf16 emulate it, which can be slower than fp32)."""
-    if precision != "auto":
-        return precision
-    return "bf16" if _native_bf16(device.type) else "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    precision = resolve_precision(precision, device)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def sdf_error(pred: torch.Tensor, target: torch.Tensor, clamp: float) -> torch.Tensor:
-    """DeepSDF's clamped L1 of every sample (``clamp = inf``: plain L1)."""
-    return (pred.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs()
-
-
-def sdf_loss(pred: torch.Tensor, target: torch.Tensor, clamp: float) -> torch.Tensor:
-    """DeepSDF's clamped L1, mean over samples (``clamp = inf``: plain L1)."""
-    return sdf_error(pred, target, clamp).mean()
-
-
-def loss_clamp(cfg: Config) -> float:
-    """The clamp of the field loss: ``train.clamp`` for clamped_l1, infinity for plain l1."""
-    return cfg.train.clamp if cfg.train.loss == "clamped_l1" else math.inf
-
-
-def code_regulariser(codes: torch.Tensor, model: SDFModel | None = None) -> torch.Tensor:
-    """Mean squared norm of the codes: the negative log of a zero-mean Gaussian prior, up to a constant
-    (``model``: its :meth:`SDFModel.code_penalty`, per local code for a grid)."""
-    return (codes.pow(2).sum(dim=-1) if model is None else model.code_penalty(codes)).mean()
+from deepsdf_ad.runs import CHECKPOINTS, CONFIG, METRICS, Run, load_model_state
 
 
 def step_loss(model: SDFModel, batch: dict, clamp: float, reg_weight: float, precision: str,
@@ -134,10 +70,6 @@ def checkpoint_tensors(model: SDFModel, opt: torch.optim.Optimizer) -> tuple[dic
     opt_tensors, groups = _flatten_optimizer(opt)
     tensors.update(opt_tensors)
     return tensors, groups
-
-
-def load_model_state(model: SDFModel, tensors: dict[str, torch.Tensor]) -> None:
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -307,25 +239,6 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
     return run
 
 
-PART_BYTES = 4 * 2**20
-"""On the CPU, the decoder's work goes in blocks whose widest activation stays within this: training parts
-(``train.batch_split: auto``) and meshing batches. Measured on 2 cores (8x512 decoder, DeepSDF's dropout):
-a training step of 4 shapes x 16,384 points in one piece ran 17,158 points/s in bf16 (3.5M minor page faults
-in 3 steps: glibc serves buffers over 32 MiB with fresh pages), in parts of 16 MiB 23,080, of 4 MiB 25,594
-(fp32: 8,869 / 13,424 at 2,048 points); bf16 inference 61k queries/s in batches of 131,072 points, 108k in
-batches of 4,096; the 8x128 decoder in fp32 215k at 65,536, 708k at 4,096."""
-
-
-def activation_bytes(precision: str, dev: torch.device) -> int:
-    """Bytes of one activation value under ``precision`` (autocast to bf16/fp16 halves them)."""
-    return 2 if resolve_precision(precision, dev) in ("bf16", "fp16") else 4
-
-
-def cpu_block_points(width: int, precision: str, dev: torch.device) -> int:
-    """Points per CPU block of a decoder whose widest layer is ``width`` (:data:`PART_BYTES`)."""
-    return PART_BYTES // (activation_bytes(precision, dev) * width)
-
-
 def plan_split(cfg: Config, dev: torch.device, ranks: int = 1) -> tuple[int, int]:
     """(shape parts, sample parts) of one training step (see ``train.batch_split``)."""
     tc = cfg.train
@@ -410,8 +323,7 @@ def save_checkpoint(run: Run, model: SDFModel, opt: torch.optim.Optimizer, epoch
 
 
 def save_codes(run: Run, model: SDFModel) -> None:
-    if hasattr(model.latent, "all_codes"):
-        run.save_codes(model.latent.all_codes(), run.shapes()["keys"])
+    run.save_codes(model.latent.all_codes(), run.shapes()["keys"])
 
 
 def seed_run_path(out: str | os.PathLike, seed: int) -> Path:
@@ -450,20 +362,6 @@ def train_seeds(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, se
         c.train.seed = int(s)
         runs.append(train(c, data, seed_run_path(out, s), **kwargs))
     return runs
-
-
-def load_trained(run: Run, device: torch.device) -> tuple[Config, SDFModel]:
-    """The run's config and its newest model, in eval mode on ``device``."""
-    run.require()
-    cfg = run.config()
-    keys = run.shapes()["keys"]
-    model = build_model(cfg.dim, cfg.model.decoder, cfg.model.latent, len(keys))
-    ck = run.load_checkpoint()
-    if ck is None:
-        raise DataError(f"{run.path}: no readable checkpoint")
-    load_model_state(model, ck[0])
-    model.to(device).eval()
-    return cfg, model
 
 
 def training_summary(run: Run) -> dict:

@@ -10,8 +10,8 @@ from data_prep.digits import DigitSamplingConfig, pixel_centres, prep_digits
 from data_prep.formats import write_idx
 from deepsdf_ad.config import ConfigError, load_config
 from deepsdf_ad.inputs import partial_view
-from deepsdf_ad.models import build_model
-from deepsdf_ad.models.latents import LatentConfig, PointNetEncoder
+from deepsdf_ad.models import LatentConfig, build_model
+from deepsdf_ad.models.sources import build_latent_source
 from deepsdf_ad.runs import Run
 from deepsdf_ad.train import train
 from tests.helpers import REPO, TINY, assert_one_line_error, cli
@@ -58,7 +58,7 @@ def tiny_cfg(*extra):
 
 def test_pointnet_is_permutation_invariant():
     torch.manual_seed(0)
-    enc = PointNetEncoder(3, 3, LatentConfig(source="pointnet", size=8, kwargs={"hidden": 16, "blocks": 3}))
+    enc = build_latent_source(LatentConfig(source="pointnet", size=8, kwargs={"hidden": 16, "blocks": 3}), 3, 3)
     pts = torch.randn(2, 100, 3)
     perm = torch.randperm(100)
     a, b = enc.encode(pts), enc.encode(pts[:, perm])
@@ -74,7 +74,7 @@ def test_pointnet_code_never_collapses_to_a_constant():
     # a bug seen in training: every pooled feature negative; with a ReLU before the head the code was one
     # constant and the encoder got no gradient. The head is linear, so the code still follows the points.
     torch.manual_seed(0)
-    enc = PointNetEncoder(3, 3, LatentConfig(source="pointnet", size=8, kwargs={"hidden": 16, "blocks": 2}))
+    enc = build_latent_source(LatentConfig(source="pointnet", size=8, kwargs={"hidden": 16, "blocks": 2}), 3, 3)
     with torch.no_grad():
         enc.blocks[-1].fc_1.bias.fill_(-100.0)
     pts = torch.randn(2, 50, 3)
@@ -146,7 +146,7 @@ def test_encoder_trains_resumes_and_stores_training_codes(digits, ae_run, tmp_pa
     n = len(ae_run.shapes()["keys"])
     assert codes.shape == (n, 8) and codes.abs().sum() > 0
     # the codes are the encodings of the training shapes, and travel with the model
-    from deepsdf_ad.train import load_trained
+    from deepsdf_ad.runs import load_trained
 
     _, model = load_trained(ae_run, torch.device("cpu"))
     torch.testing.assert_close(model.latent.all_codes(), codes)

@@ -20,8 +20,8 @@ import torch
 from data_prep.meshes import SamplingConfig
 from data_prep.pipeline import PrepConfig, prep_meshes
 from deepsdf_ad.config import load_config
-from deepsdf_ad.runs import Run
-from deepsdf_ad.train import load_trained, train
+from deepsdf_ad.runs import Run, load_trained
+from deepsdf_ad.train import train
 from tests.helpers import REPO, SHARED_DATA
 
 MINI = ["model.decoder.hidden=[64,64,64,64,64,64]", "model.decoder.latent_in=[3]", "model.latent.size=32",

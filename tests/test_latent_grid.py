@@ -128,9 +128,9 @@ def test_masks_cells_and_vertices():
 def test_options_are_checked():
     with pytest.raises(ConfigError, match="unknown grid option 'cels'"):
         load_config(None, ["model.latent.source=grid", "model.latent.kwargs={cels: 4}"])
-    with pytest.raises(ConfigError, match="blend must be one of interpolate, local"):
+    with pytest.raises(ConfigError, match="blend' must be one of interpolate, local"):
         load_config(None, ["model.latent.source=grid", "model.latent.kwargs={blend: nearest}"])
-    with pytest.raises(ConfigError, match="pool must be one of max, mean"):
+    with pytest.raises(ConfigError, match="pool' must be one of max, mean"):
         load_config(None, ["model.latent.source=pointnet_grid", "model.latent.kwargs={pool: sum}"])
     with pytest.raises(ConfigError, match="known: table, pointnet, grid, pointnet_grid"):
         load_config(None, ["model.latent.source=grids"])
@@ -158,7 +158,7 @@ def sphere_samples(n: int, rng: np.random.Generator) -> np.ndarray:
 @pytest.fixture(scope="module")
 def fitted_spheres():
     """A tiny decoder and one 4^3 grid fitted together to two separated spheres (the training loop's loss)."""
-    from deepsdf_ad.train import sdf_loss
+    from deepsdf_ad.losses import sdf_loss
 
     cfg, model = grid_model("interpolate", cells=4, size=8, hidden=32)
     rng = np.random.default_rng(0)

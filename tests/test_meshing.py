@@ -77,8 +77,8 @@ def test_adaptive_matches_dense_on_an_analytic_sdf(resolution):
 def test_adaptive_matches_dense_on_a_trained_decoder():
     import torch
 
+    from deepsdf_ad.losses import sdf_loss
     from deepsdf_ad.meshing import model_sdf
-    from deepsdf_ad.train import sdf_loss
     from tests.helpers import tiny_model
 
     _, model = tiny_model()

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
+from deepsdf_ad.losses import code_regulariser, sdf_loss
 from deepsdf_ad.models.decoder import Decoder, DecoderConfig
-from deepsdf_ad.train import code_regulariser, sdf_loss
 from tests.helpers import tiny_model
 
 

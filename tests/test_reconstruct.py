@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from deepsdf_ad.losses import sdf_loss
 from deepsdf_ad.reconstruct import CodeAdam, Observations, optimise_codes
-from deepsdf_ad.train import sdf_loss
 from tests.helpers import tiny_model
 
 RADII = (0.3, 0.45, 0.6)

@@ -124,9 +124,9 @@ def as_item(obj, label: str | None = None) -> Item:
 def run_shape_item(run_path: str | os.PathLike, shape: str, resolution: int | None = None,
                    device: str = "auto") -> Item:
     """The mesh (3D runs) or zero contour (2D runs, drawn as points at z = 0) of a training shape of a run."""
+    from deepsdf_ad.device import resolve_device
     from deepsdf_ad.meshing import contours_2d, evaluate_grid, mesh_sdf, model_sdf
-    from deepsdf_ad.runs import Run
-    from deepsdf_ad.train import load_trained, resolve_device
+    from deepsdf_ad.runs import Run, load_trained
 
     dev = resolve_device(device)
     run = Run(run_path)

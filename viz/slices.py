@@ -141,9 +141,9 @@ def sphere_sdf(radius: float = 0.5, center=(0.0, 0.0, 0.0)) -> Callable[[np.ndar
 def slice_run(run_path: str | os.PathLike, shape: str, out: str | os.PathLike, axis: str = "z", at: float = 0.0,
               resolution: int = 256, device: str = "auto") -> Slice:
     """``deepsdf-ad slice``: the SDF of a training shape of a run on a plane (the whole field for 2D runs)."""
+    from deepsdf_ad.device import resolve_device
     from deepsdf_ad.meshing import model_sdf
-    from deepsdf_ad.runs import Run
-    from deepsdf_ad.train import load_trained, resolve_device
+    from deepsdf_ad.runs import Run, load_trained
 
     dev = resolve_device(device)
     run = Run(run_path)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from deepsdf_ad.models.base import LatentConfig, LatentSource
 from deepsdf_ad.models.decoder import Decoder, DecoderConfig
-from deepsdf_ad.models.latents import LatentConfig, build_latent_source
+from deepsdf_ad.models.sources import build_latent_source
 
 
 class SDFModel(nn.Module):
@@ -17,7 +18,7 @@ class SDFModel(nn.Module):
     reconstruction may change (``observed_mask``) and where the code is empty (``occupied``).
     """
 
-    def __init__(self, latent: nn.Module, decoder: Decoder):
+    def __init__(self, latent: LatentSource, decoder: Decoder):
         super().__init__()
         self.latent = latent
         self.decoder = decoder
@@ -29,37 +30,29 @@ class SDFModel(nn.Module):
     @property
     def latent_size(self) -> int:
         """Length L of one shape's code (a grid source: the flattened grid)."""
-        return getattr(self.latent, "code_length", self.decoder.latent_size)
+        return self.latent.code_length
 
     def decode(self, codes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """``codes`` (B, L), ``points`` (B, N, dim) -> sdf (B, N)."""
-        if hasattr(self.latent, "decode_points"):
-            return self.latent.decode_points(self.decoder, codes, points)
-        return self.decoder(codes[:, None, :], points)  # one code per shape, shared by its points
+        return self.latent.decode_points(self.decoder, codes, points)
 
     def code_penalty(self, codes: torch.Tensor) -> torch.Tensor:
         """The code regulariser per shape (B,): ||z||^2 (a grid: the mean over its non-empty codes)."""
-        if hasattr(self.latent, "penalty"):
-            return self.latent.penalty(codes)
-        return codes.pow(2).sum(dim=-1)
+        return self.latent.penalty(codes)
 
     def observed_mask(self, points: list[torch.Tensor]) -> torch.Tensor | None:
         """Which entries of the code (B, L) a reconstruction from B sets of observed near-surface points
         (each (M_i, dim)) may change; None: all (a global code)."""
-        if hasattr(self.latent, "observed_mask"):
-            return self.latent.observed_mask(points)
-        return None
+        return self.latent.observed_mask(points)
 
     def occupied(self, code: torch.Tensor):
         """For one code (L,): a function of points (M, dim) -> bool (M,), False where the code is empty (the
         mesher skips those cells); None when every point is decoded (a global code)."""
-        if hasattr(self.latent, "occupied"):
-            return self.latent.occupied(code)
-        return None
+        return self.latent.occupied(code)
 
 
 def build_model(dim: int, decoder: DecoderConfig, latent: LatentConfig, num_shapes: int) -> SDFModel:
     return SDFModel(build_latent_source(latent, num_shapes, dim), Decoder(latent.size, dim, decoder))
 
 
-__all__ = ["SDFModel", "build_model", "Decoder", "DecoderConfig", "LatentConfig"]
+__all__ = ["SDFModel", "build_model", "Decoder", "DecoderConfig", "LatentConfig", "LatentSource"]

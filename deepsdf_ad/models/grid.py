@@ -26,26 +26,18 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepsdf_ad.models.latents import (
-    LatentConfig,
-    PointEncoderSource,
-    PointNetConfig,
-    ResnetBlockFC,
-    parse_options,
-)
-
-BLENDS = ("interpolate", "local")
-POOLS = ("max", "mean")
+from deepsdf_ad.models.base import LatentConfig, LatentSource, SourceOptions
 
 
 @dataclass
-class GridConfig:
+class GridConfig(SourceOptions):
     """Options of a 'grid' latent source (``model.latent.kwargs``); ``model.latent.size`` is the size of
     one cell's code."""
 
@@ -53,44 +45,16 @@ class GridConfig:
     """Cells per axis; the grid holds (cells + 1)^dim codes, on the cells' corners."""
     bounds: float = 1.0
     """The grid covers [-bounds, bounds]^dim (normalised frame)."""
-    blend: str = "interpolate"
+    blend: Literal["interpolate", "local"] = "interpolate"
     """'interpolate' (trilinear interpolation of the corner codes, one decoder call) or 'local' (DeepLS
     cell-local frames, one decoder call per corner, blended)."""
     mask_margin: float = 0.25
     """Reconstruction optimises only the codes of cells within this distance (normalised frame, per axis) of
     observed near-surface points; the other codes stay empty (zero) and the mesher skips their cells."""
 
-
-@dataclass
-class PointNetGridConfig(GridConfig, PointNetConfig):
-    """Options of a 'pointnet_grid' latent source: the grid's and the PointNet's, plus pooling."""
-
-    pool: str = "max"
-    """How point features are pooled into the grid: 'max' or 'mean'."""
-    conv: int = 1
-    """3x3x3 convolution layers (with ReLU) over the pooled grid before the code head; 0 = none."""
-
-
-def grid_options(kwargs: dict, cls=GridConfig, source: str = "grid") -> GridConfig:
-    """``model.latent.kwargs`` -> options; unknown keys or bad values raise ValueError."""
-    opts = parse_options(cls, kwargs, source)
-    if opts.cells < 1 or opts.bounds <= 0 or opts.mask_margin < 0:
-        raise ValueError("model.latent.kwargs: need cells >= 1, bounds > 0 and mask_margin >= 0")
-    if opts.blend not in BLENDS:
-        raise ValueError(f"model.latent.kwargs.blend must be one of {', '.join(BLENDS)}, got '{opts.blend}'")
-    if isinstance(opts, PointNetGridConfig):
-        if opts.pool not in POOLS:
-            raise ValueError(f"model.latent.kwargs.pool must be one of {', '.join(POOLS)}, got '{opts.pool}'")
-        if opts.conv < 0:
-            raise ValueError("model.latent.kwargs.conv must be at least 0")
-    return opts
-
-
-def pointnet_grid_options(kwargs: dict) -> PointNetGridConfig:
-    opts = grid_options(kwargs, PointNetGridConfig, "pointnet_grid")
-    if opts.hidden < 1 or opts.blocks < 1 or opts.points < 1:
-        raise ValueError("model.latent.kwargs: hidden, blocks and points must be at least 1")
-    return opts
+    def check(self) -> None:
+        if self.cells < 1 or self.bounds <= 0 or self.mask_margin < 0:
+            raise ValueError("model.latent.kwargs: need cells >= 1, bounds > 0 and mask_margin >= 0")
 
 
 class GridGeometry:
@@ -173,7 +137,7 @@ class GridGeometry:
         return (-pool(-grid, kernel_size=2, stride=1)).reshape(b, -1) > 0
 
 
-class _GridDecoding:
+class GridDecoding(LatentSource):
     """What both grid sources share: the geometry, decoding through corner codes, the per-code regulariser,
     the occupancy of a code and the mask of observed cells."""
 
@@ -242,7 +206,7 @@ class _GridDecoding:
         return fn
 
 
-class LatentGrid(_GridDecoding, nn.Module):
+class LatentGrid(GridDecoding):
     """Autodecoder with local codes: one grid of codes per training shape (a table of grids), found by
     optimisation for a new shape. ``codes(batch)`` reads ``batch['index']`` (B,) and returns flattened grids
     (B, code_length); each code is renormalised to at most ``max_norm`` on lookup (DeepSDF's CodeBound, per
@@ -250,12 +214,10 @@ class LatentGrid(_GridDecoding, nn.Module):
 
     optimised_at_test_time = True
     per_shape_parameters = True
-    input_points = 0
-    augment: dict = {}
 
-    def __init__(self, num_shapes: int, dim: int, cfg: LatentConfig):
+    def __init__(self, num_shapes: int, dim: int, cfg: LatentConfig, options: GridConfig):
         super().__init__()
-        self.options = grid_options(cfg.kwargs)
+        self.options = options
         self.size, self.dim, self.max_norm = cfg.size, dim, cfg.max_norm
         self.geometry = GridGeometry(self.options.cells, self.options.bounds, dim)
         self.table = nn.Parameter(torch.randn(num_shapes, self.geometry.vertices, cfg.size)
@@ -274,67 +236,4 @@ class LatentGrid(_GridDecoding, nn.Module):
         return self._bounded(self.table.detach()).reshape(self.table.shape[0], -1)
 
 
-class PointNetGridEncoder(_GridDecoding, PointEncoderSource, nn.Module):
-    """Autoencoder with local codes: a residual PointNet whose per-point features are pooled (max or mean)
-    into the grid's vertex cells (the points nearest each code), optionally followed by small 3D
-    convolutions, then a linear head per vertex. Codes of vertices away from every input point (further
-    than ``mask_margin``) are empty, so the mesher skips their cells, as for a reconstructed grid.
-
-    Each point's input is its position and its offset from its nearest vertex (in cell units); every block
-    after the first also sees the features pooled into the point's vertex cell by the previous block
-    (Convolutional Occupancy Networks' local pooling). The result does not depend on the order of the
-    points.
-    """
-
-    def __init__(self, num_shapes: int, dim: int, cfg: LatentConfig):
-        super().__init__()
-        self.options = pointnet_grid_options(cfg.kwargs)
-        o = self.options
-        h, self.size, self.dim = o.hidden, cfg.size, dim
-        self.geometry = GridGeometry(o.cells, o.bounds, dim)
-        self.fc_pos = nn.Linear(2 * dim, 2 * h)
-        self.blocks = nn.ModuleList([ResnetBlockFC(2 * h, h, h) for _ in range(o.blocks)])
-        conv = nn.Conv3d if dim == 3 else nn.Conv2d
-        self.convs = nn.ModuleList([conv(h, h, 3, padding=1) for _ in range(o.conv)])
-        self.fc_c = nn.Linear(h, cfg.size)
-        self.register_buffer("train_codes", torch.zeros(num_shapes, self.geometry.vertices * cfg.size))
-
-    def _vertex_of(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self.geometry
-        q = ((points + g.bounds) / g.h).clamp(0, g.cells)
-        near = torch.round(q)
-        idx = (near.long() * g.strides.to(points.device)).sum(-1)
-        return idx, (points + g.bounds) / g.h - near
-
-    def _pool(self, feat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Point features (B, N, H) pooled into vertex cells (B, V, H) (empty cells: 0)."""
-        b, _, h = feat.shape
-        out = torch.zeros(b, self.geometry.vertices, h, device=feat.device, dtype=feat.dtype)
-        index = idx[..., None].expand(-1, -1, h)
-        return out.scatter_reduce(1, index, feat, reduce="amax" if self.options.pool == "max" else "mean",
-                                  include_self=False)
-
-    def encode(self, points: torch.Tensor) -> torch.Tensor:
-        """``points`` (B, N, dim) -> flattened grids (B, code_length)."""
-        if points.ndim != 3 or points.shape[-1] != self.dim:
-            raise ValueError(f"expected points (B, N, {self.dim}), got {tuple(points.shape)}")
-        g = self.geometry
-        idx, offset = self._vertex_of(points)
-        net = self.blocks[0](self.fc_pos(torch.cat([points, offset], dim=-1)))
-        for block in self.blocks[1:]:
-            pooled = torch.gather(self._pool(net, idx), 1, idx[..., None].expand(-1, -1, net.shape[-1]))
-            net = block(torch.cat([net, pooled], dim=-1))
-        grid = self._pool(net, idx)  # (B, V, H)
-        if len(self.convs):
-            b, v, h = grid.shape
-            x = grid.transpose(1, 2).reshape(b, h, *([g.n] * self.dim))
-            for conv in self.convs:
-                x = x + conv(F.relu(x))
-            grid = x.reshape(b, h, v).transpose(1, 2)
-        codes = self.fc_c(grid)
-        keep = self.observed_mask(list(points))
-        return codes.reshape(points.shape[0], -1) * keep
-
-
-OPTION_CLASSES = {"grid": GridConfig, "pointnet_grid": PointNetGridConfig}
-__all__ = ["GridConfig", "GridGeometry", "LatentGrid", "PointNetGridConfig", "PointNetGridEncoder"]
+__all__ = ["GridConfig", "GridDecoding", "GridGeometry", "LatentGrid"]
