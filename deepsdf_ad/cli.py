@@ -390,7 +390,7 @@ def _experiment(args) -> int:
 
 def _article(args) -> int:
     data, ood = _name_dirs(args.data, "--data"), _name_dirs(args.ood, "--ood")
-    from viz.article import BuildOptions, build_article
+    from deepsdf_ad.article import BuildOptions, build_article
 
     work = Path(args.work or ("article_quick" if args.quick else "article_out"))
     opts = BuildOptions(quick=args.quick, work=work, out=Path(args.out or (work / "docs" if args.quick else "docs")),
@@ -730,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ar = sub.add_parser("article", help="rerun the experiment presets and regenerate docs/autodecoders.md",
                         description="Prepare the data and run every experiment preset the article reports "
-                                    "(viz/article.py: EXPERIMENTS) into WORK, then fill docs/article/"
+                                    "(deepsdf_ad/article.py: EXPERIMENTS) into WORK, then fill docs/article/"
                                     "autodecoders.md.in with their tables and figures: OUT/autodecoders.md and "
                                     "OUT/images/article/. --quick: CI-sized data and training (a minute or two).")
     ar.add_argument("--quick", action="store_true", help="CI-sized run: numbers check the machinery only")

@@ -13,9 +13,9 @@ from data_prep.formats import DataError
 from data_prep.meshes import SamplingConfig
 from data_prep.pipeline import PrepConfig, prep_meshes
 from data_prep.shapes import write_family
+from deepsdf_ad.article import HEADLINE_BEGIN, HEADLINE_END, BuildOptions, build_article
 from tests.helpers import REPO, assert_one_line_error, cli
 from tests.test_autoencoder import make_tiny_digits
-from viz.article import HEADLINE_BEGIN, HEADLINE_END, BuildOptions, build_article
 
 TABLE_TAG = re.compile(r"<!-- table (.*?) -->")
 NUMBER = r"(–|-?[0-9.]+(?:e[-+]?[0-9]+)?)"

@@ -289,7 +289,7 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
             oc.prep_commands, oc.data_notes, oc.command = info["prep_commands"], info["data_notes"], info["command"]
         else:
             _note_commands(oc, opts)
-            oc.data_notes.append("the commands above are reconstructed from the recipe in `viz/article.py` (with "
+            oc.data_notes.append("the commands above are reconstructed from the recipe in `deepsdf_ad/article.py` (with "
                                  "the build's recorded `--max-meshes` and `--set`): the build that ran this experiment "
                                  f"did not record them in `{RUN_INFO}`")
         _say(opts, f"{exp.name}: reusing {rel(results_path)}")
