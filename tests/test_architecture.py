@@ -98,5 +98,5 @@ def test_the_graph_sees_lazy_and_relative_imports():
     # the checks above can fail: the parser finds imports inside functions
     graph = import_graph()
     assert "deepsdf_ad.runs" in graph["deepsdf_ad.meshing"]
-    assert "deepsdf_ad.train" in graph["deepsdf_ad.cli"]
+    assert "deepsdf_ad.train" in graph["deepsdf_ad.commands.train"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]

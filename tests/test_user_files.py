@@ -139,10 +139,10 @@ def test_flags_out_of_range_and_suffixes_that_do_not_match(tmp_path):
 
 
 def test_workers_are_capped_at_the_cpus_with_a_note(tmp_path, monkeypatch):
-    from deepsdf_ad import cli as cli_module
+    from deepsdf_ad.commands import common
 
-    monkeypatch.setattr(cli_module, "_cpus", lambda: 4)
-    assert cli_module._workers(1000) == 4 and cli_module._workers(3) == 3
+    monkeypatch.setattr(common, "cpus", lambda: 4)
+    assert common.workers(1000) == 4 and common.workers(3) == 3
 
 
 def test_dropped_nan_sample_rows_are_counted(tmp_path, capfd):

@@ -209,7 +209,7 @@ def test_the_library_imports_viz_only_lazily_from_the_cli():
     root = Path(__file__).parents[1] / "deepsdf_ad"
     for path in root.rglob("*.py"):
         text = path.read_text()
-        if path.name != "cli.py":
+        if path.name != "cli.py" and "commands" not in path.relative_to(root).parts:
             assert "import viz" not in text and "from viz" not in text, path
     code = ("import sys, deepsdf_ad.cli, deepsdf_ad.train, deepsdf_ad.meshing; "
             "sys.exit(any(m == 'viz' or m.startswith('viz.') for m in sys.modules))")

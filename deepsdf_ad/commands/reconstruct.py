@@ -1,0 +1,53 @@
+"""``deepsdf-ad reconstruct``: a partial scan and a trained run -> a completed mesh."""
+
+from __future__ import annotations
+
+from deepsdf_ad.commands.common import (
+    MESH_SUFFIXES,
+    add_device,
+    add_meshing,
+    add_resolution,
+    not_inputs,
+    positive_int,
+    seed,
+    suffix,
+)
+
+
+def add_parsers(sub) -> None:
+    rc = sub.add_parser("reconstruct", help="complete a shape from a partial scan",
+                        description="Find a latent code that explains PARTIAL (surface points, and free space "
+                                    "along the camera rays when known), then mesh it in PARTIAL's frame.")
+    rc.add_argument("partial", metavar="PARTIAL.ply",
+                    help="partial point cloud (from 'deepsdf-ad scan' or a sensor); for a 2D run a PNG of a partly "
+                         "masked digit (alpha 0 = unknown) or 2D contour points (.npy/.txt)")
+    rc.add_argument("--run", required=True, help="trained run folder")
+    rc.add_argument("--out", required=True, help="output mesh (.png for a 2D run)")
+    add_resolution(rc, help="marching-cubes grid points per axis")
+    rc.add_argument("--iterations", type=positive_int, help="optimisation steps (default: the config's)")
+    rc.add_argument("--restarts", type=positive_int,
+                    help="starts optimised side by side; the one with the lowest loss goes on (default: the config's "
+                         "reconstruct.restarts)")
+    rc.add_argument("--norm", help="normalisation .npz (offset, scale) of the object, if not in the sidecar")
+    rc.add_argument("--seed", type=seed, default=0, help="random seed")
+    rc.add_argument("--mode", choices=("optimise", "encode", "encode+refine"),
+                    help="optimise the code (default for autodecoder runs), encode the points in one pass "
+                         "(default for autoencoder runs), or encode then optimise from there")
+    add_meshing(rc)
+    add_device(rc)
+    rc.set_defaults(func=run_reconstruct)
+
+
+def run_reconstruct(args) -> int:
+    from deepsdf_ad.reconstruct import reconstruct_file
+
+    not_inputs(args.out, files=[args.partial, args.norm], runs=[args.run])
+    suffix(args.out, (*MESH_SUFFIXES, ".png"))
+    info = reconstruct_file(args.run, args.partial, args.out, resolution=args.resolution,
+                            iterations=args.iterations, device=args.device, norm=args.norm, seed=args.seed,
+                            mode=args.mode, method=args.method, precision=args.precision,
+                            restarts=args.restarts)
+    loss = "" if info["final_loss"] is None else f", final loss {info['final_loss']:.5f}"
+    print(f"reconstruct: {info['points']} points, mode {info['mode']}{loss}, "
+          f"normalisation {info['normalization']} -> {info['out']}")
+    return 0
