@@ -36,6 +36,7 @@ from tqdm import tqdm
 from data_prep import formats
 from data_prep.folders import writes_data_root
 from data_prep.formats import DataError
+from data_prep.params import DigitSamplingConfig  # noqa: F401 (re-exported)
 
 TOOL_VERSION = "0.1.0"
 FIELDS = ("sdf", "height")
@@ -57,25 +58,6 @@ MNIST_URL_ENV = "DEEPSDF_AD_MNIST_URL"
 """Environment variable: a base URL tried instead of the public mirrors (e.g. a local copy)."""
 
 
-@dataclass
-class DigitSamplingConfig:
-    """How a digit becomes samples."""
-
-    samples: int = 4096
-    """Samples per digit."""
-    field: str = "sdf"
-    """'sdf' (signed distance to the 0.5 contour) or 'height' (intensity)."""
-    upsample: int = 8
-    """The distance transform runs on a grid this many times finer than the image."""
-    stds: tuple[float, float] = (0.04, 0.012)
-    """Standard deviations of the two Gaussian perturbations of contour points (frame units)."""
-    uniform_fraction: float = 0.1
-    """Share of samples drawn uniformly in [-1, 1]^2; the rest is split evenly between the two noise levels."""
-    contour_points: int = 2000
-    """Contour points written to ``DATA/surface``."""
-
-
-# ---- reading MNIST ---------------------------------------------------------------------------------
 @dataclass
 class DigitSet:
     """Images (N, H, W) uint8 and labels (N,) of one IDX file pair, e.g. prefix 't10k'."""

@@ -23,22 +23,9 @@ import numpy as np
 import trimesh
 
 from data_prep.formats import MESH_SUFFIXES, DataError
+from data_prep.params import SamplingConfig  # noqa: F401 (re-exported)
 
 MAX_FACES = 5_000_000
-
-
-@dataclass
-class SamplingConfig:
-    """How SDF samples are drawn (defaults: DeepSDF's preprocessor)."""
-
-    samples: int = 500_000
-    """Total samples per shape."""
-    variances: tuple[float, float] = (0.005, 0.0005)
-    """Variances of the two Gaussian perturbations of surface points (normalised frame)."""
-    uniform_fraction: float = 3 / 50
-    """Share of samples drawn uniformly in [-1, 1]^3; the rest is split evenly between the two noise levels."""
-    surface_points: int = 30_000
-    """Surface points written to ``DATA/surface``."""
 
 
 def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:

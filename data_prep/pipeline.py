@@ -26,7 +26,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -50,24 +50,10 @@ from data_prep.meshes import (
     sign_quality,
     split_pos_neg,
 )
+from data_prep.params import PrepConfig  # noqa: F401 (re-exported)
 from data_prep.scans import CameraConfig, save_scan, scan_mesh
 
 TOOL_VERSION = "0.2.0"
-
-
-@dataclass
-class PrepConfig:
-    sampling: SamplingConfig
-    test_fraction: float = 0.2
-    """Share of each category held out as test shapes."""
-    seed: int = 0
-    scans: int = 0
-    """Partial scans written per test shape (``DATA/scans/<category>/<id>_<k>.ply``)."""
-    max_ambiguous: float = 0.05
-    """Reject a mesh when more than this share of its near-surface samples has an ambiguous sign
-    (winding number within 0.1 of 1/2); see :func:`data_prep.meshes.sign_quality`."""
-    camera: CameraConfig = field(default_factory=CameraConfig)
-    """Camera of the scans; scan k of K is taken at azimuth ``camera.azimuth + 360 k / K``."""
 
 
 def shape_rng(seed: int, key: str, stream: int = 0) -> np.random.Generator:

@@ -23,26 +23,7 @@ from data_prep.formats import (
     save_points_ply,
     write_json,
 )
-
-
-@dataclass
-class CameraConfig:
-    """A pinhole depth camera looking at the object's centre."""
-
-    azimuth: float = 30.0
-    """Degrees about the vertical axis (+z up for ModelNet; +y up with ``up='y'``)."""
-    elevation: float = 20.0
-    """Degrees above the horizontal plane."""
-    resolution: int = 128
-    """Image width and height in pixels."""
-    fov: float = 50.0
-    """Vertical field of view in degrees."""
-    distance: float = 2.5
-    """Camera distance from the object's centre, in units of the object's bounding radius."""
-    noise: float = 0.0
-    """Standard deviation of Gaussian depth noise, in units of the bounding radius."""
-    up: str = "z"
-    """The vertical axis: 'z' (ModelNet) or 'y' (ShapeNet)."""
+from data_prep.params import CameraConfig  # noqa: F401 (re-exported)
 
 
 @dataclass

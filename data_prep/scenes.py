@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ from data_prep.meshes import (
     sign_quality,
     split_pos_neg,
 )
+from data_prep.params import SceneConfig  # noqa: F401 (re-exported)
 from data_prep.pipeline import (
     TOOL_VERSION,
     failures_recorded,
@@ -94,40 +95,6 @@ CATEGORY_SIZES: dict[str, tuple[float, float]] = {
 """Longest horizontal side of an object's bounding box, in metres, per category (ModelNet10/40 names)."""
 DEFAULT_SIZE = (0.5, 1.0)
 """Size range (metres) of a category not in :data:`CATEGORY_SIZES`."""
-
-
-@dataclass
-class SceneConfig:
-    """How scenes are composed, sampled and scanned."""
-
-    sampling: SamplingConfig
-    """SDF sampling of each whole scene (DeepSDF's distribution, as for single meshes)."""
-    scenes: int = 10
-    """Scenes in total, train and test."""
-    objects: tuple[int, int] = (2, 5)
-    """Objects per scene: uniform between these two numbers (inclusive)."""
-    room_size: float = 4.0
-    """Side of the square room in metres; it maps onto 2 * ROOM_HALF units of the scene frame."""
-    gap: float = 0.1
-    """Smallest distance between two objects' footprints, in metres."""
-    test_fraction: float = 0.2
-    """Share of the source meshes (per category) and of the scenes held out for test."""
-    seed: int = 0
-    scans: int = 0
-    """Partial scans written per test scene (``DATA/scans/scene/<id>_<k>.ply``)."""
-    max_ambiguous: float = 0.05
-    """Leave out a source mesh (and fail a scene) when more than this share of its near-surface samples has an
-    ambiguous sign, as ``prep meshes`` does."""
-    screen_samples: int = 20_000
-    """Near-surface samples used to screen each source mesh's signs."""
-    tries: int = 200
-    """Random positions tried per object before the scene's placement starts over."""
-    restarts: int = 50
-    """Times a scene's placement starts over before it is an error."""
-    camera: CameraConfig = field(default_factory=lambda: CameraConfig(
-        azimuth=30.0, elevation=35.0, resolution=256, fov=60.0, distance=1.6))
-    """Camera of the scans: around the room, looking at its centre from above the walls; scan k of K is taken at
-    azimuth ``camera.azimuth + 360 k / K``. Distance is in units of the scene's bounding radius."""
 
 
 def size_range(category: str) -> tuple[float, float]:

@@ -206,11 +206,7 @@ def test_bad_input_is_one_line(argv, message, sphere_file, tmp_path, capsys, mon
 
 
 def test_the_library_imports_viz_only_lazily_from_the_cli():
-    root = Path(__file__).parents[1] / "deepsdf_ad"
-    for path in root.rglob("*.py"):
-        text = path.read_text()
-        if path.name != "cli.py" and "commands" not in path.relative_to(root).parts:
-            assert "import viz" not in text and "from viz" not in text, path
+    # which modules may import viz at all: tests/test_architecture.py; here: the CLI does so only when drawing
     code = ("import sys, deepsdf_ad.cli, deepsdf_ad.train, deepsdf_ad.meshing; "
             "sys.exit(any(m == 'viz' or m.startswith('viz.') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

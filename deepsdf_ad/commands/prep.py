@@ -37,8 +37,7 @@ def add_parsers(sub) -> None:
 
 
 def _add_meshes(prep_sub) -> None:
-    from data_prep.meshes import SamplingConfig
-    from data_prep.pipeline import PrepConfig
+    from data_prep.params import PrepConfig, SamplingConfig
 
     pm = prep_sub.add_parser("meshes", help="sample signed distances from a folder of meshes",
                              description="Sample SDF points from every mesh below SRC (category = folder name, "
@@ -73,8 +72,7 @@ def _add_meshes(prep_sub) -> None:
 
 
 def _add_scenes(prep_sub) -> None:
-    from data_prep.meshes import SamplingConfig
-    from data_prep.scenes import SceneConfig
+    from data_prep.params import SamplingConfig, SceneConfig
 
     ps = prep_sub.add_parser("scenes", help="compose scenes of several meshes and sample them",
                              description="Place 2-5 meshes of SRC (category = folder name) on the floor of a room, "
@@ -113,7 +111,7 @@ def _add_scenes(prep_sub) -> None:
 
 
 def _add_digits(prep_sub) -> None:
-    from data_prep.digits import DigitSamplingConfig
+    from data_prep.params import DigitSamplingConfig
 
     pd = prep_sub.add_parser("digits", help="MNIST digits as 2D signed-distance fields or heightfields",
                              description="Turn the digits of the MNIST IDX files in IDX_DIR into samples in DATA "
@@ -147,7 +145,7 @@ def _add_merge(prep_sub) -> None:
 
 
 def run_prep_meshes(args) -> int:
-    from data_prep.meshes import SamplingConfig
+    from data_prep.params import SamplingConfig
     from data_prep.pipeline import PrepConfig, prep_meshes
 
     not_inputs(args.out, folders=[args.src])
@@ -175,7 +173,7 @@ def run_prep_meshes(args) -> int:
 
 
 def run_prep_scenes(args) -> int:
-    from data_prep.meshes import SamplingConfig
+    from data_prep.params import SamplingConfig
     from data_prep.scenes import SceneConfig, prep_scenes
 
     not_inputs(args.out, folders=[args.src])

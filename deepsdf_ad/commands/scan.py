@@ -1,6 +1,6 @@
 """``deepsdf-ad scan``: a mesh -> a virtual depth scan (partial point cloud, PLY, with a sidecar).
 
-The camera's defaults are :class:`data_prep.scans.CameraConfig`'s.
+The camera's defaults are :class:`data_prep.params.CameraConfig`'s.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from deepsdf_ad.commands.common import add_resolution, field_default, finite_flo
 
 
 def add_parsers(sub) -> None:
-    from data_prep.scans import CameraConfig
+    from data_prep.params import CameraConfig
 
     sc = sub.add_parser("scan", help="virtual depth scan of a mesh -> partial point cloud",
                         description="A pinhole depth camera (ray cast, no OpenGL) views MESH; writes the visible "
