@@ -14,8 +14,6 @@ import traceback
 
 from deepsdf_ad.commands import COMMANDS
 from deepsdf_ad.commands.common import UserError
-from deepsdf_ad.commands.common import objects_range as _objects_range  # noqa: F401 - its old home
-from deepsdf_ad.commands.common import workers as _workers  # noqa: F401 - its old home
 
 EXIT_USAGE = 2
 

@@ -302,7 +302,7 @@ def test_train_runs_on_scene_data_unchanged(prepared, tmp_path):
 def test_one_line_errors(src, prepared, tmp_path):
     import shutil
 
-    from deepsdf_ad.cli import _objects_range
+    from deepsdf_ad.commands.common import objects_range as _objects_range
 
     empty = tmp_path / "empty"
     empty.mkdir()
