@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import tempfile
 import warnings
 import zipfile
@@ -36,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from data_prep.log import note
 
 # ---- keys and folder names -------------------------------------------------------------------
 POS = "pos"
@@ -361,8 +362,8 @@ def clean_points(path: str | os.PathLike, pts: np.ndarray, normals: np.ndarray |
         normals = normals[keep] if normals is not None else None
         if len(pts) == 0:
             raise DataError(f"{path}: holds no finite points (all {dropped:,} have NaN or infinite coordinates)")
-        print(f"deepsdf-ad: note: {path}: dropped {dropped:,} of {dropped + len(pts):,} points with NaN or infinite "
-              "coordinates", file=sys.stderr)
+        note(f"{path}: dropped {dropped:,} of {dropped + len(pts):,} points with NaN or infinite "
+              "coordinates")
     big = float(np.abs(pts).max())
     if big > MAX_COORDINATE:
         raise DataError(f"{path}: coordinates up to {big:.3g}, beyond the limit {MAX_COORDINATE:.0e}; "

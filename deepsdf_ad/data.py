@@ -7,13 +7,12 @@ so the data path costs next to nothing beside the decoder.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from data_prep.formats import DataError, DataRoot, ShapeRef, load_sdf_samples
+from data_prep.log import note
 
 
 class SampleBank:
@@ -49,8 +48,7 @@ class SampleBank:
         if dropped and warn:
             first = f" (first: {files[0]})" if len(files) > 1 else ""
             where = f"{len(files)} sample files{first}" if len(files) > 1 else str(files[0])
-            print(f"deepsdf-ad: note: {where}: dropped {dropped} of {total} sample rows with NaN or infinite values",
-                  file=sys.stderr)
+            note(f"{where}: dropped {dropped} of {total} sample rows with NaN or infinite values")
         self.dim = dim
         self.pos, self.pos_start, self.pos_count = _pack(pos_list)
         self.neg, self.neg_start, self.neg_count = _pack(neg_list)

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from data_prep.formats import DataError
+from data_prep.log import note
 
 
 @dataclass
@@ -253,8 +254,8 @@ def _report(codes: list[int], first_failed: int | None, logs: list) -> int:
         # rank 0 returns only after the final barrier, which every rank reached: the run is complete, and a
         # rank that died by a signal died tearing down (gloo can abort when a peer closes its sockets first)
         dead = ", ".join(f"rank {r} (signal {-c})" for r, c in enumerate(codes) if c < 0)
-        print(f"deepsdf-ad: note: training finished; {dead} crashed while shutting down afterwards, which does "
-              "not affect the run", file=sys.stderr)
+        note(f"training finished; {dead} crashed while shutting down afterwards, which does "
+              "not affect the run")
         return 0
     if codes[0] > 0 and (codes[0] == 2 or first_failed == 0):
         return codes[0]  # rank 0 failed and printed why

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from tqdm import tqdm
 
 from data_prep import formats
 from data_prep.formats import DataError, DataRoot, ShapeRef
+from data_prep.log import note
 from deepsdf_ad.config import Config
 from deepsdf_ad.device import resolve_device
 from deepsdf_ad.metrics import (
@@ -386,8 +386,7 @@ def evaluate_run(run_path: str | os.PathLike, data: str | os.PathLike, opts: Eva
     res = opts.resolution or cfg.mesh.resolution
     truth = Truth2D(root, field_kind(cfg)) if cfg.dim == 2 else Truth3D(root)
     if cfg.dim == 3 and not truth.sources:
-        print(f"deepsdf-ad: note: {root.root}: no source meshes in the manifest; volumetric IoU is left out",
-              file=sys.stderr)
+        note(f"{root.root}: no source meshes in the manifest; volumetric IoU is left out")
     codes, code_seconds, mode = find_shape_codes(run, cfg, model, root, refs, opts, dev, progress)
     records = []
     for ref, code, cs in tqdm(list(zip(refs, codes, code_seconds, strict=True)), desc="mesh + metrics",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from data_prep.formats import DataError, save_png, write_json
+from data_prep.log import note
 from deepsdf_ad.config import Config
 from deepsdf_ad.device import resolve_device
 from deepsdf_ad.meshing import (
@@ -92,7 +92,7 @@ def write_shapes(model: SDFModel, cfg: Config, codes: torch.Tensor, out_dir: Pat
                 mesh = mesh_sdf(model_sdf(model, c, device, cfg.mesh.batch_points), resolution)
             except DataError as e:
                 skipped.append({"index": k, "reason": str(e)})
-                print(f"deepsdf-ad: note: {stem} {k}: {e}", file=sys.stderr)
+                note(f"{stem} {k}: {e}")
                 continue
             save_mesh(path, mesh)
             files.append(str(path))

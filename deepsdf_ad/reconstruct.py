@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import trimesh
 from torch.nn.utils import parametrize
 
 from data_prep.formats import DataError
+from data_prep.log import note, warn
 from data_prep.meshes import apply_normalization, undo_normalization
 from data_prep.scans import load_scan
 from deepsdf_ad.config import Config, ReconstructConfig, cosine_lr
@@ -298,8 +298,7 @@ def thin_points(path: str | os.PathLike, points: np.ndarray, normals: np.ndarray
     if len(points) <= MAX_OBSERVED_POINTS:
         return points, normals
     keep = np.sort(np.random.default_rng(seed).choice(len(points), MAX_OBSERVED_POINTS, replace=False))
-    print(f"deepsdf-ad: note: {path}: {len(points):,} points; using a random {MAX_OBSERVED_POINTS:,} of them",
-          file=sys.stderr)
+    note(f"{path}: {len(points):,} points; using a random {MAX_OBSERVED_POINTS:,} of them")
     return points[keep], None if normals is None else normals[keep]
 
 
@@ -420,8 +419,8 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     else:
         offset, scale = estimate_normalization(cloud.points)
         source = "estimated from the observed points"
-        print(f"deepsdf-ad: note: {partial}: no normalisation known; estimated it from the points "
-              "(pass --norm NORM.npz for the true one)", file=sys.stderr)
+        note(f"{partial}: no normalisation known; estimated it from the points "
+              "(pass --norm NORM.npz for the true one)")
     pts, normals = thin_points(partial, cloud.points, cloud.normals, seed)
     pts = apply_normalization(pts, offset, scale)
     if not np.isfinite(pts).all() or np.abs(pts).max() > 1e6:
@@ -441,9 +440,9 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     sdf = model_sdf(model, code, dev, cfg.mesh.batch_points, precision=precision)
     share = clamped_share(sdf, pts, loss_clamp(cfg))
     if share > MISFIT_SHARE:
-        print(f"deepsdf-ad: warning: {partial}: after the optimisation {share:.0%} of the observed points are still "
+        warn(f"{partial}: after the optimisation {share:.0%} of the observed points are still "
               f"predicted at the clamp (|sdf| >= {loss_clamp(cfg):g}), so the shape found does not explain the scan "
-              "(another kind of object than the run learned, or a wrong normalisation: --norm?)", file=sys.stderr)
+              "(another kind of object than the run learned, or a wrong normalisation: --norm?)")
     mesh = mesh_sdf(sdf, res, method=method)
     mesh = trimesh.Trimesh(undo_normalization(mesh.vertices, offset, scale), mesh.faces, process=False)
     out = Path(out)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -186,7 +185,7 @@ class Run:
         warning each (``warn=False``: silently)."""
         def warning(text: str) -> None:
             if warn:
-                print(f"deepsdf-ad: warning: {text}", file=sys.stderr)
+                warn(f"{text}")
 
         entries = self.checkpoints()
         newest = entries[-1]["epoch"] if entries else -1

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from data_prep.folders import output_folder
 from data_prep.formats import DataError, DataRoot
+from data_prep.log import note
 from deepsdf_ad.config import Config, ConfigError, config_differences
 from deepsdf_ad.data import SampleBank, data_device, to_device
 from deepsdf_ad.device import activation_bytes, autocast, cpu_block_points, resolve_device, resolve_precision
@@ -120,6 +121,9 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
                               f"{run.path / CONFIG} without --set")
         if epochs is not None:
             saved.train.epochs = epochs
+        elif cfg.train.epochs != saved.train.epochs:
+            note(f"{run.path}: resumes with its own train.epochs ({saved.train.epochs}), not {cfg.train.epochs}; "
+                 "pass --epochs N to change it")
         cfg = saved
     else:
         if not restart:

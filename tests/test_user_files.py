@@ -192,6 +192,20 @@ def test_resume_with_another_config_is_refused_with_the_differences(tiny_run, tm
     assert (run / "metrics.jsonl").read_text() == before
 
 
+def test_a_resume_that_ignores_the_configs_epochs_says_so(tiny_run, tmp_path, capsys):
+    from deepsdf_ad.config import load_config
+    from deepsdf_ad.train import train
+    from tests.helpers import REPO, TINY
+
+    run = _copy_run(tiny_run, tmp_path / "run")  # trained with --epochs 1; the preset says 300
+    cfg = load_config(REPO / "configs" / "shapes_small.yaml", TINY + ["mesh.resolution=16", "reconstruct.iterations=3"])
+    capsys.readouterr()
+    train(cfg, tiny_run.parent / "data", run, device="cpu", progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"deepsdf-ad: note: {run}: resumes with its own train.epochs (1), not 300; pass --epochs N to "
+                   "change it"], err
+
+
 def test_a_run_whose_checkpoints_were_deleted_needs_restart(tiny_run, tmp_path):
     import shutil
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.formats import DataError, atomic_path
+from data_prep.log import warn
 from viz.scene import (
     BACKGROUND,
     DISTANCE_CMAP,
@@ -250,8 +251,8 @@ def render_items(items: Sequence[Item], cam: Camera, renderer: str = "auto", poi
                 raise DataError(f"renderer {name} failed: {type(e).__name__}: {e}; try --renderer raycast") from None
             _BROKEN.add(name)
             errors.append(f"{name}: {type(e).__name__}: {e}")
-            print(f"deepsdf-ad: warning: renderer {name} failed ({type(e).__name__}: {str(e)[:120]}); "
-                  "falling back", file=sys.stderr)
+            warn(f"renderer {name} failed ({type(e).__name__}: {str(e)[:120]}); "
+                  "falling back")
     raise DataError("no renderer worked: " + "; ".join(errors))
 
 
