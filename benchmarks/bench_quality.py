@@ -115,25 +115,35 @@ def _mesh_metrics(mesh, true_pts, true_n) -> dict:
 
 
 def section_records(work: Path, runs: dict[str, Path], data: Path, section: str, resolution: int,
-                    limit: int | None, fresh: bool) -> dict[str, list[dict]]:
-    """{method label: per-shape records} of one section, cached in WORK/results/<section>.json."""
-    cache = work / "results" / f"{section}_{resolution}_{limit or 'all'}.json"
-    if cache.is_file() and not fresh:
-        return json.loads(cache.read_text())
+                    limit: int | None, fresh: bool, ae_limit: int | None = None) -> dict[str, list[dict]]:
+    """{method label: per-shape records} of one section; each method's records are cached on their own in
+    WORK/results/<section>_<resolution>_<limit>_<method>.json (so methods can be run in separate processes)."""
     split, inp = SPLIT_INPUT[section]
     out = {}
-    for label, run, mode in METHODS[section]:
-        if run not in runs:
-            continue
+
+    def cached(label: str, compute, limit: int | None = limit) -> list[dict]:
+        slug = "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
+        cache = work / "results" / f"{section}_{resolution}_{limit or 'all'}_{slug}.json"
+        if cache.is_file() and not fresh:
+            return json.loads(cache.read_text())
         t0 = time.perf_counter()
-        res = evaluate_run(runs[run], data, EvalOptions(split=split, input=inp, mode=mode, resolution=resolution,
-                                                         limit=limit), device="auto", progress=False)
-        out[label] = res["shapes"]
-        print(f"  {SECTION_TITLES[section]}: {label}: {len(res['shapes'])} shapes in {time.perf_counter() - t0:.0f} s",
+        rows = compute()
+        formats.write_json(cache, rows)
+        print(f"  {SECTION_TITLES[section]}: {label}: {len(rows)} shapes in {time.perf_counter() - t0:.0f} s",
               flush=True)
-    if section == "scan" and "ad" in runs:
-        out.update(baseline_records(data, limit))
-    formats.write_json(cache, out)
+        return rows
+
+    for label, run, mode in METHODS[section]:
+        if run in runs:
+            lim = ae_limit if run == "ae" and ae_limit else limit
+            out[label] = cached(label, lambda run=run, mode=mode, lim=lim: evaluate_run(
+                runs[run], data, EvalOptions(split=split, input=inp, mode=mode, resolution=resolution, limit=lim),
+                device="auto", progress=False)["shapes"], lim)
+    if section == "scan":
+        base: dict = {}
+        for label in ("scan alone", "Poisson", "nearest training shape"):
+            out[label] = cached(label, lambda label=label: (base or base.update(baseline_records(data, limit))
+                                                            or base)[label])
     return out
 
 
@@ -351,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                     default=["repr", "full", "scan", "curve", "figures"])
     ap.add_argument("--resolution", type=int, default=256, help="marching-cubes grid of the tables")
     ap.add_argument("--limit", type=int, help="at most N shapes per category per section")
+    ap.add_argument("--ae-limit", type=int, help="at most N held-out shapes per category for the autoencoder's "
+                                                  "methods (default: --limit); paired tests use the shapes both have")
+    ap.add_argument("--repr-limit", type=int, help="at most N training shapes per category in the representation "
+                                                    "section (default: --limit)")
     ap.add_argument("--curve-limit", type=int, default=4, help="shapes per category at each curve point")
     ap.add_argument("--curve-resolution", type=int, default=128)
     ap.add_argument("--fresh", action="store_true", help="recompute cached sections")
@@ -373,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     for section in ("repr", "full", "scan"):
         if section not in args.only:
             continue
-        recs = worst_case(section_records(work, runs, data, section, args.resolution, args.limit, args.fresh))
+        limit = args.repr_limit if section == "repr" and args.repr_limit else args.limit
+        recs = worst_case(section_records(work, runs, data, section, args.resolution, limit, args.fresh,
+                                          args.ae_limit))
         report += table(recs, SECTION_TITLES[section])
         if section == "scan":
             scan_records = recs
