@@ -445,7 +445,7 @@ def prep_digits(idx_dir: str | os.PathLike, out: str | os.PathLike, cfg: DigitSa
     parameters finished; a run with other parameters first marks the manifest incomplete, so files of
     mixed parameters are never taken as done.
     """
-    from data_prep.pipeline import remove_shard_temporaries, remove_stale_temporaries, shape_rng, shard_owner
+    from data_prep.jobs import remove_shard_temporaries, remove_stale_temporaries, shape_rng, shard_owner
 
     if cfg.field not in FIELDS:
         raise DataError(f"--field {cfg.field}: unknown field; use one of {', '.join(FIELDS)}")
@@ -533,7 +533,7 @@ def _finished_with(path: Path, params: dict) -> bool:
 
 def _finish_digits(out: Path, header: dict, records: list[dict], skipped: int, t0: float) -> dict:
     """Splits, summary and ``manifest.json`` from every digit's record."""
-    from data_prep.pipeline import make_splits
+    from data_prep.jobs import make_splits
 
     params = header["params"]
     labels = params["labels"]
