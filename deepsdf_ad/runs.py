@@ -29,6 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from data_prep import log
 from data_prep.formats import (
     TEMP_PREFIX,
     DataError,
@@ -185,7 +186,7 @@ class Run:
         warning each (``warn=False``: silently)."""
         def warning(text: str) -> None:
             if warn:
-                warn(f"{text}")
+                log.warn(text)
 
         entries = self.checkpoints()
         newest = entries[-1]["epoch"] if entries else -1

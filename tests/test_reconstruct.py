@@ -189,7 +189,7 @@ def test_bad_restart_settings_are_config_errors():
 
 
 def test_auto_precision_is_bf16_only_where_the_processor_has_it(monkeypatch):
-    from deepsdf_ad import train as T
+    from deepsdf_ad import device as T
     from deepsdf_ad.config import load_config
 
     cpu = torch.device("cpu")
