@@ -140,10 +140,15 @@ def section_records(work: Path, runs: dict[str, Path], data: Path, section: str,
                 runs[run], data, EvalOptions(split=split, input=inp, mode=mode, resolution=resolution, limit=lim),
                 device="auto", progress=False)["shapes"], lim)
     if section == "scan":
-        base: dict = {}
+        baselines: dict[str, list[dict]] = {}  # computed together, once, when the first one is not cached
+
+        def baseline(label: str) -> list[dict]:
+            if not baselines:
+                baselines.update(baseline_records(data, limit))
+            return baselines[label]
+
         for label in ("scan alone", "Poisson", "nearest training shape"):
-            out[label] = cached(label, lambda label=label: (base or base.update(baseline_records(data, limit))
-                                                            or base)[label])
+            out[label] = cached(label, lambda label=label: baseline(label))
     return out
 
 

@@ -27,11 +27,15 @@ def field_default(cls, name: str):
 
 
 # ---- argparse types ----------------------------------------------------------------------------
-def positive_int(text: str) -> int:
+def integer(text: str) -> int:
     try:
-        v = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+
+
+def positive_int(text: str) -> int:
+    v = integer(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
     return v
@@ -74,10 +78,7 @@ def positive_float(text: str) -> float:
 def seed(text: str) -> int:
     from deepsdf_ad.config import SEED_MAX
 
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    v = integer(text)
     if not 0 <= v <= SEED_MAX:
         raise argparse.ArgumentTypeError(f"must be between 0 and {SEED_MAX}, got {v}")
     return v
@@ -94,10 +95,7 @@ def shard(text: str) -> tuple[int, int]:
 
 
 def nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    v = integer(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
     return v
