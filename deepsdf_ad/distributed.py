@@ -5,7 +5,7 @@ The environment contract is torchrun's: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``
 ``MASTER_PORT``. Without ``WORLD_SIZE`` (or with ``WORLD_SIZE=1``) training runs in one process and nothing
 here touches ``torch.distributed``.
 
-What is reduced how (see also the README section "Distributed training"):
+What is reduced how (see also docs/distributed.md):
 
 - every rank draws the same epoch order and the same samples for the whole global batch (generators
   seeded by (seed, epoch)); rank ``r`` of ``W`` keeps the shapes at positions ``r, r + W, r + 2W, ...``

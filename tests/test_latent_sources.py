@@ -1,5 +1,5 @@
 """The latent-source seam: a new source is one subclass plus one registry line, and trains as the built-in
-ones do (the README's architecture section shows the same toy source)."""
+ones do (docs/training.md, *Adding a latent source*, shows the same toy source)."""
 
 from __future__ import annotations
 

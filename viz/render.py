@@ -8,7 +8,7 @@ Three renderers draw the same :class:`~viz.scene.Item` list through the same :cl
               shading in numpy, points splatted with a depth test. Always works; the reference.
 
 ``auto`` tries them in that order and falls back (one warning line) if one cannot start. Order and
-speeds measured on 2 CPU cores without a GPU or display are in the README (*Seeing results*).
+speeds measured on 2 CPU cores without a GPU or display are in docs/viz.md.
 
 Pictures are composed with Pillow: one cell per input (``row``/``grid``: the same camera direction and
 scale in every cell, so sizes compare), or all inputs in one cell (``overlay``, with a legend); a label

@@ -184,7 +184,7 @@ def add_meshing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("adaptive", "dense"), default="adaptive",
                    help="marching-cubes grid evaluated coarse-to-fine (default) or densely (the reference)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="decoder arithmetic (bf16/fp16: autocast, faster, error in README; auto: bf16 where the "
+                   help="decoder arithmetic (bf16/fp16: autocast, faster, error in docs/benchmarks.md; auto: bf16 where the "
                         "processor has it natively, else fp32): the meshing queries, and for reconstruct also the "
                         "code optimisation (default: fp32; for reconstruct the run's reconstruct.precision)")
 
