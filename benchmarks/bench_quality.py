@@ -20,6 +20,12 @@ and completion at the run's checkpoints (about 1/6, 1/3, 2/3 and all of the run:
     python benchmarks/bench_quality.py --work /tmp/bench_quality              # everything (about 2 hours on 2 cores)
     python benchmarks/bench_quality.py --ad-run RUN_AD --ae-run RUN_AE --data DATA --work DIR
     python benchmarks/bench_quality.py ... --only repr scan --limit 4 --resolution 128   # a quick look
+    python benchmarks/bench_quality.py ... --extra    # + an autodecoder on the 720 extra meshes, same steps
+
+With ``--extra`` the shared archive of 720 more training meshes is extracted and prepared under WORK (never in
+tests) and a third run, ``ad+``, trains the autodecoder preset on all of them plus DATA's training shapes for the
+preset's number of decoder steps (fewer epochs, so fewer updates per code): more shapes against more updates per
+shape, in the same time, on the same held-out shapes.
 
 Results are cached per section in WORK/results/*.json, so an interrupted bench resumes (``--fresh`` redoes them).
 """
@@ -46,10 +52,12 @@ from deepsdf_ad.metrics import surface_metrics, surface_points_normals
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 METHODS = {  # section -> [(label, run, mode)]
-    "repr": [("AD (learned codes)", "ad", None), ("AE (encode)", "ae", "encode")],
+    "repr": [("AD (learned codes)", "ad", None), ("AE (encode)", "ae", "encode"),
+             ("AD+ (learned codes)", "ad+", None)],
     "full": [("AD (optimise)", "ad", "optimise"), ("AE (encode)", "ae", "encode"),
              ("AE (encode+refine)", "ae", "encode+refine")],
-    "scan": [("AD (optimise)", "ad", "optimise"), ("AE (encode)", "ae", "encode"),
+    "scan": [("AD (optimise)", "ad", "optimise"), ("AD+ (optimise)", "ad+", "optimise"),
+             ("AE (encode)", "ae", "encode"),
              ("AE (encode+refine)", "ae", "encode+refine")],
 }
 SECTION_TITLES = {"repr": "representation (training shapes)", "full": "held-out, from all SDF samples",
@@ -70,10 +78,67 @@ def prepare(work: Path, meshes: Path) -> Path:
     return data
 
 
-def train_preset(work: Path, data: Path, name: str) -> Path:
-    run = work / "runs" / name
-    sh("train", "--config", ROOT / "configs" / f"{name}.yaml", "--data", data, "--out", run, "--quiet")
+def train_preset(work: Path, data: Path, name: str, out: str | None = None, *extra: str) -> Path:
+    run = work / "runs" / (out or name)
+    sh("train", "--config", ROOT / "configs" / f"{name}.yaml", "--data", data, "--out", run, "--quiet", *extra)
     return run
+
+
+def extra_data(work: Path, data: Path, tarball: Path) -> Path:
+    """WORK/data_plus: DATA's shapes plus the extra training meshes of ``tarball`` (extracted to WORK/extra_meshes,
+    prepared into WORK/data_extra with nothing held out), linked, not copied. DATA's test split is kept as it is,
+    so the held-out shapes (and their scans) are the same ones the other runs are measured on."""
+    import tarfile
+
+    src = work / "extra_meshes"
+    if not src.is_dir():
+        tmp = work / "extra_meshes.tmp"
+        with tarfile.open(tarball) as tar:
+            tar.extractall(tmp, filter="data")
+        tmp.rename(src)
+    extra = work / "data_extra"
+    if not (extra / formats.MANIFEST).is_file():
+        sh("prep", "meshes", src, "--out", extra, "--samples", 250_000, "--test-fraction", 0, "--workers", 2,
+           "--quiet")
+    plus = work / "data_plus"
+    if (plus / formats.MANIFEST).is_file():
+        return plus
+    base, more = DataRoot(data), DataRoot(extra)
+    for sub in (formats.SDF_DIR, formats.SURFACE_DIR, formats.NORM_DIR, formats.SCANS_DIR):
+        for root in (base.root, more.root):
+            for f in sorted((root / sub).glob("*/*")):
+                link = plus / sub / f.parent.name / f.name
+                if link.exists():
+                    raise SystemExit(f"{f}: the same shape is in both {data} and {extra}")
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(f.resolve())
+    train: dict[str, list[str]] = {}
+    for ref in base.shapes("train") + more.shapes("train"):
+        train.setdefault(ref.category, []).append(ref.id)
+    formats.write_split(plus / formats.SPLITS_DIR / "train.json", train)
+    test: dict[str, list[str]] = {}
+    for ref in base.shapes("test"):
+        test.setdefault(ref.category, []).append(ref.id)
+    formats.write_split(plus / formats.SPLITS_DIR / "test.json", test)
+    manifest = base.manifest()
+    manifest["meshes"] = manifest.get("meshes", []) + more.manifest().get("meshes", [])
+    manifest["source"] = f"{manifest.get('source')} + {src}"
+    formats.write_json(plus / formats.MANIFEST, manifest)
+    return plus
+
+
+def equal_steps_args(data: Path, plus: Path) -> list[str]:
+    """``train`` flags that give a run on ``plus`` the preset's number of decoder steps (so the same time) and the
+    same schedules relative to the run: the epochs, the code-regulariser ramp and the checkpoints scaled down by
+    the ratio of training shapes."""
+    from deepsdf_ad.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "shapes_cpu.yaml")
+    ratio = len(DataRoot(data).shapes("train")) / len(DataRoot(plus).shapes("train"))
+    epochs = max(1, round(cfg.train.epochs * ratio))
+    every = max(1, round(cfg.train.checkpoint_every * ratio))
+    return ["--epochs", str(epochs), "--set", f"train.code_reg_rampup={max(1, round(cfg.train.code_reg_rampup * ratio))}",
+            "--set", f"train.checkpoint_every={every}"]
 
 
 def baseline_records(data: Path, limit: int | None) -> dict[str, list[dict]]:
@@ -253,8 +318,8 @@ def curve(work: Path, runs: dict[str, Path], data: Path, limit: int, resolution:
                 continue
             row = {"run": name, "epoch": entry["epoch"],
                    "minutes": float(minutes[np.searchsorted(epochs, entry["epoch"])])}
-            for section, mode in (("repr", None if name == "ad" else "encode"),
-                                  ("scan", "optimise" if name == "ad" else "encode")):
+            ad = name.startswith("ad")
+            for section, mode in (("repr", None if ad else "encode"), ("scan", "optimise" if ad else "encode")):
                 split, inp = SPLIT_INPUT[section]
                 res = evaluate_run(snap, data, EvalOptions(split=split, input=inp, mode=mode, resolution=resolution,
                                                             limit=limit), device="auto", progress=False)
@@ -276,7 +341,8 @@ def draw_curve(points: list[dict], out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, key, title in ((axes[0], "repr_median", "training shapes (representation)"),
                            (axes[1], "scan_median", "held-out, from one scan")):
-        for name, label in (("ad", "autodecoder"), ("ae", "autoencoder (encode)")):
+        for name, label in (("ad", "autodecoder"), ("ae", "autoencoder (encode)"),
+                            ("ad+", "autodecoder, + extra shapes")):
             pts = sorted((p["minutes"], p[key]) for p in points if p["run"] == name)
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=label)
@@ -372,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
                                                     "section (default: --limit)")
     ap.add_argument("--curve-limit", type=int, default=4, help="shapes per category at each curve point")
     ap.add_argument("--curve-resolution", type=int, default=128)
+    ap.add_argument("--extra", nargs="?", const=str(SHARED / "modelnet10_train_extra.tar.xz"), metavar="TAR",
+                    help="also train the autodecoder on the extra training meshes of TAR (default: the shared "
+                         "modelnet10_train_extra.tar.xz) for the same number of decoder steps, as run 'ad+', measured "
+                         "on the same held-out shapes: more shapes against more updates per shape")
     ap.add_argument("--fresh", action="store_true", help="recompute cached sections")
     args = ap.parse_args(argv)
     work = Path(args.work)
@@ -382,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"ad": Path(args.ad_run) if args.ad_run else train_preset(work, data, "shapes_cpu")}
     if args.ae_run != "none":
         runs["ae"] = Path(args.ae_run) if args.ae_run else train_preset(work, data, "shapes_cpu_ae")
+    if args.extra:
+        plus = extra_data(work, data, Path(args.extra))
+        runs["ad+"] = train_preset(work, plus, "shapes_cpu", "shapes_cpu_plus", *equal_steps_args(data, plus))
     report = [f"# bench_quality: {', '.join(f'{k} = {v}' for k, v in runs.items())}; data {data}; "
               f"mesh resolution {args.resolution}", ""]
     for name, run in runs.items():
@@ -400,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
             scan_records = recs
             report += ["Paired tests (all held-out shapes):", *paired_tests(
                 recs, "AD (optimise)", ["scan alone", "Poisson", "nearest training shape", "AE (encode)"]),
+                *(paired_tests(recs, "AD+ (optimise)", ["AD (optimise)", "scan alone", "nearest training shape"])
+                  if "ad+" in runs else []),
                 *paired_tests(recs, "AE (encode+refine)", ["AD (optimise)"]), ""]
         if section == "full":
             report += ["Paired tests:", *paired_tests(recs, "AD (optimise)", ["AE (encode)", "AE (encode+refine)"]), ""]

@@ -125,6 +125,11 @@ class ReconstructConfig:
     """Scan points are also moved +/- this far along their normals, with sdf = +/- offset."""
     free_space: int = 4
     """Free-space samples per scan point, along the camera ray in front of the surface."""
+    free_space_weight: float = 1.0
+    """Weight of a free-space observation in the loss (a surface point's is 1)."""
+    free_space_margin: float = 0.0
+    """A free-space point d in front of the surface has sdf >= min(margin, d / 2), not just >= 0: a thin spurious
+    sheet across seen free space then costs about the margin per point inside it, not its tiny depth."""
     samples_start: int = 0
     """Observations per step at the first step, growing linearly to ``samples`` by the learning-rate drop
     (early steps only need the rough direction); 0 = ``samples`` throughout (DeepSDF)."""

@@ -33,11 +33,13 @@ from deepsdf_ad.runs import Run, load_trained
 
 @dataclass
 class Observations:
-    """Points (M, dim) in the normalised frame with SDF bounds ``lo`` (M,) <= sdf <= ``hi`` (M,)."""
+    """Points (M, dim) in the normalised frame with SDF bounds ``lo`` (M,) <= sdf <= ``hi`` (M,), and each
+    observation's weight in the loss (M,) (None: all 1)."""
 
     points: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
+    weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.points)
@@ -59,11 +61,13 @@ def observations_from_scan(points: np.ndarray, normals: np.ndarray | None, camer
 
     Surface points have sdf 0; with normals, points moved +/- ``normal_offset`` along them have
     sdf +/- offset; with the camera known, ``free_space`` points per surface point lie on the ray in front
-    of it with 0 <= sdf <= their distance to the surface point.
+    of it with ``min(free_space_margin, d / 2) <= sdf <= d``, d their distance to the surface point, weighted
+    ``free_space_weight`` in the loss.
     """
     pts = [points]
     lo = [np.zeros(len(points))]
     hi = [np.zeros(len(points))]
+    weight = [np.ones(len(points))]
     eps = cfg.normal_offset
     if normals is not None and eps > 0:
         n = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
@@ -71,6 +75,7 @@ def observations_from_scan(points: np.ndarray, normals: np.ndarray | None, camer
             pts.append(points + s * n)
             lo.append(np.full(len(points), s))
             hi.append(np.full(len(points), s))
+            weight.append(np.ones(len(points)))
     if camera is not None and cfg.free_space > 0:
         ray = points - camera[None]
         dist = np.linalg.norm(ray, axis=1, keepdims=True)
@@ -79,9 +84,12 @@ def observations_from_scan(points: np.ndarray, normals: np.ndarray | None, camer
         along = rng.uniform(2 * eps, 1.0, size=(len(points), k)) * np.minimum(dist, 1.0)
         free = points[:, None, :] - unit[:, None, :] * along[..., None]
         pts.append(free.reshape(-1, points.shape[1]))
-        lo.append(np.zeros(len(points) * k))
+        lo.append(np.minimum(cfg.free_space_margin, along.reshape(-1) / 2))
         hi.append(along.reshape(-1))
-    return Observations(np.concatenate(pts), np.concatenate(lo), np.concatenate(hi))
+        weight.append(np.full(len(points) * k, cfg.free_space_weight))
+    w = np.concatenate(weight)
+    return Observations(np.concatenate(pts), np.concatenate(lo), np.concatenate(hi),
+                        None if np.all(w == 1) else w)
 
 
 def initial_code(model: SDFModel, cfg: ReconstructConfig, generator: torch.Generator | None,
@@ -202,6 +210,9 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     pts = [torch.from_numpy(np.asarray(o.points, np.float32)).to(device) for o in obs]
     lo = [torch.from_numpy(np.asarray(o.lo, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
     hi = [torch.from_numpy(np.asarray(o.hi, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
+    weighted = any(o.weight is not None for o in obs)
+    wt = [torch.from_numpy(np.asarray(o.weight if o.weight is not None else np.ones(len(o)), np.float32)).to(device)
+          for o in obs] if weighted else None
     if any(len(p) == 0 for p in pts):
         raise DataError("an observation set is empty; nothing to fit a code to")
     if cfg.init == "best" and candidates is not None and len(candidates):
@@ -213,6 +224,7 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
         code = code + noise * (torch.arange(len(code), device=device) % r != 0).unsqueeze(1)
     if r > 1:
         pts, lo, hi = ([v for v in vs for _ in range(r)] for vs in (pts, lo, hi))
+        wt = None if wt is None else [v for v in wt for _ in range(r)]
         mask = None if mask is None else mask.repeat_interleave(r, dim=0)
     code = code if mask is None else code * mask
     narrow_at = int(cfg.restart_at * iterations) if r > 1 else -1
@@ -247,7 +259,10 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                 with autocast(device, cfg.precision):
                     pred = model.decode(z, x)
                 pred = pred.float().clamp(-clamp, clamp)
-                per = (torch.relu(lo_b - pred) + torch.relu(pred - hi_b)).mean(dim=1)
+                miss = torch.relu(lo_b - pred) + torch.relu(pred - hi_b)
+                if wt is not None:
+                    miss = miss * torch.stack([v[i] for v, i in zip(wt, idx, strict=True)])
+                per = miss.mean(dim=1)
                 if cfg.code_reg > 0:
                     per = per + cfg.code_reg * model.code_penalty(z)
                 loss = per.sum()
@@ -263,6 +278,7 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                         code = code.detach()[keep].clone().requires_grad_(True)
                         opt.param, opt.m, opt.v = code, opt.m[keep].clone(), opt.v[keep].clone()
                         pts, lo, hi = ([vs[i] for i in keep.tolist()] for vs in (pts, lo, hi))
+                        wt = None if wt is None else [wt[i] for i in keep.tolist()]
                         mask = None if mask is None else mask[keep]
                         narrow_at = -1
                 if cfg.patience > 0:  # plateau: drop the rate early, then stop early

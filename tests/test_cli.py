@@ -166,3 +166,42 @@ def test_bad_arguments_are_one_line(tmp_path):
     assert_one_line_error(cli("scan", tmp_path / "m.off", "--out", tmp_path / "p.ply", "--resolution", "abc"),
                           "--resolution")
     assert_one_line_error(cli("train", "--data", tmp_path), "--config")
+
+
+LEARNER_ONLY = """
+import sys
+for name in ("open3d", "igl", "pyrender"):
+    sys.modules[name] = None  # 'import open3d' now raises ImportError, as where it is not installed
+from deepsdf_ad.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("open3d", "igl", "pyrender") and sys.modules[m])
+sys.exit(code or (f"imported {heavy}" if heavy else 0))
+"""
+
+
+def test_learner_commands_need_no_mesh_libraries(pipeline, tmp_path):
+    """train, mesh, reconstruct (known frame) and eval on prepared data run where open3d, libigl and pyrender are
+    not installed (a GPU machine with only the learner's packages)."""
+    import subprocess
+    import sys
+
+    def learner(*args):
+        proc = subprocess.run([sys.executable, "-c", LEARNER_ONLY, *map(str, args)], capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, f"{args[0]}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
+        return proc
+
+    data = pipeline["data"]
+    _, cat, sid = formats.read_split(data / "splits" / "test.json")[0]
+    partial = tmp_path / "partial.ply"
+    cli("scan", pipeline["meshes"] / cat / f"{sid}.obj", "--out", partial, "--resolution", "32", check=True)
+    run = tmp_path / "run"
+    learner("train", "--config", PRESET, "--data", data, "--out", run, "--epochs", "1", "--quiet", *SETS)
+    _, tcat, tsid = formats.read_split(data / "splits" / "train.json")[0]
+    learner("mesh", "--run", run, "--shape", tsid, "--out", tmp_path / "m.ply", "--resolution", "16")
+    learner("reconstruct", partial, "--run", run, "--out", tmp_path / "r.ply", "--resolution", "16", "--iterations",
+            "2", "--norm", data / "norm" / cat / f"{sid}.npz")
+    proc = learner("eval", "--run", run, "--data", data, "--limit", "1", "--resolution", "16", "--out",
+                   tmp_path / "eval.json")
+    assert "IoU left out" in proc.stderr
+    assert json.loads((tmp_path / "eval.json").read_text())["shapes"]
