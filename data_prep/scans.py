@@ -194,5 +194,4 @@ def load_depth_scan(path: str | os.PathLike, cam: DepthCamera) -> tuple[PointClo
         raise DataError(f"{path}: {e}") from None
     if len(points) == 0:
         raise DataError(f"{path}: no valid pixel (every depth is 0, no reading); is this the right image?")
-    meta = {"camera": [0.0, 0.0, 0.0], "depth_camera": asdict(cam), "points": int(len(points))}
-    return PointCloud(points), meta
+    return PointCloud(points), {"camera": [0.0, 0.0, 0.0]}
