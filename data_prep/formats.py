@@ -846,14 +846,12 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
         Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(tmp, format="PNG")
 
 
-def load_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read an image as gray intensity in [0, 1] (H, W) float32 and a known-pixel mask (H, W) bool.
-
-    Pixels with alpha 0 are unknown (masked); an image without alpha is known everywhere.
-    """
+@contextlib.contextmanager
+def _open_image(path: Path, max_pixels: int, advice: str = ""):
+    """The PIL image at ``path``, refused before decoding when it has more than ``max_pixels`` (a "decompression
+    bomb"; ``advice`` follows the message); PIL's errors inside the block become one-line DataErrors."""
     from PIL import Image
 
-    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -861,16 +859,26 @@ def load_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused below, not printed
             im = Image.open(path)
         with im:
-            if im.width * im.height > MAX_IMAGE_PIXELS:  # checked before decoding (a "decompression bomb")
+            if im.width * im.height > max_pixels:
                 raise DataError(f"{path}: image of {im.width}x{im.height} pixels, more than the limit of "
-                                f"{MAX_IMAGE_PIXELS:,} pixels; downscale it (digits need no more than 28x28)")
-            im.load()
-            alpha = np.asarray(im.getchannel("A")) if "A" in im.getbands() else None
-            gray = np.asarray(im.convert("L"), np.float32) / 255.0
+                                f"{max_pixels:,} pixels{advice}")
+            yield im
     except DataError:
         raise
     except Exception as e:  # PIL raises many kinds on malformed files (UnidentifiedImageError, OSError, ...)
         raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def load_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image as gray intensity in [0, 1] (H, W) float32 and a known-pixel mask (H, W) bool.
+
+    Pixels with alpha 0 are unknown (masked); an image without alpha is known everywhere.
+    """
+    path = Path(path)
+    with _open_image(path, MAX_IMAGE_PIXELS, "; downscale it (digits need no more than 28x28)") as im:
+        im.load()
+        alpha = np.asarray(im.getchannel("A")) if "A" in im.getbands() else None
+        gray = np.asarray(im.convert("L"), np.float32) / 255.0
     if gray.ndim != 2 or min(gray.shape) < 2:
         raise DataError(f"{path}: image of shape {gray.shape} is too small")
     known = np.ones(gray.shape, bool) if alpha is None else alpha > 0
@@ -889,29 +897,14 @@ def load_depth_png(path: str | os.PathLike) -> np.ndarray:
 
     An 8-bit or colour image is refused: its values cannot be depths (most often a visualisation of one).
     """
-    from PIL import Image
-
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused below, not printed
-            im = Image.open(path)
-        with im:
-            if im.width * im.height > MAX_DEPTH_PIXELS:  # checked before decoding
-                raise DataError(f"{path}: depth image of {im.width}x{im.height} pixels, more than the limit of "
-                                f"{MAX_DEPTH_PIXELS:,} pixels")
-            if im.mode not in DEPTH_MODES:
-                kind = "an 8-bit" if im.mode in ("1", "L", "P") else "a colour" if len(im.getbands()) > 1 else "a"
-                raise DataError(f"{path}: {kind} image (PIL mode {im.mode}), not a 16-bit depth image; --depth "
-                                "needs a single-channel 16-bit PNG of raw depths, as RGB-D cameras write them")
-            im.load()
-            depth = np.asarray(im)
-    except DataError:
-        raise
-    except Exception as e:  # PIL raises many kinds on malformed files (UnidentifiedImageError, OSError, ...)
-        raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    with _open_image(path, MAX_DEPTH_PIXELS) as im:
+        if im.mode not in DEPTH_MODES:
+            kind = "an 8-bit" if im.mode in ("1", "L", "P") else "a colour" if len(im.getbands()) > 1 else "a"
+            raise DataError(f"{path}: {kind} image (PIL mode {im.mode}), not a 16-bit depth image; --depth "
+                            "needs a single-channel 16-bit PNG of raw depths, as RGB-D cameras write them")
+        im.load()
+        depth = np.asarray(im)
     if depth.ndim != 2 or depth.size == 0 or depth.min() < 0 or depth.max() > np.iinfo(np.uint16).max:
         raise DataError(f"{path}: not a 16-bit depth image (shape {depth.shape}, values "
                         f"{depth.min() if depth.size else '-'}..{depth.max() if depth.size else '-'})")
