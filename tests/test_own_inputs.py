@@ -159,10 +159,22 @@ def test_npz_that_is_not_a_point_cloud_is_refused(tmp_path):
         np.savez(tmp_path / name, **arrays)
         with pytest.raises(DataError, match=needle):
             formats.load_points(tmp_path / name)
+    marker = tmp_path / "pwned"
     evil = tmp_path / "evil.npz"
-    np.savez(evil, points=np.array([object()], dtype=object))
+    np.savez(evil, points=np.array([_Payload(marker)], dtype=object))
     with pytest.raises(DataError, match="pickled objects, which are refused"):
         formats.load_points(evil)
+    assert not marker.exists()
+
+
+class _Payload:
+    """Unpickling it would create ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
 
 
 # ---- depth images ------------------------------------------------------------------------------------------
