@@ -60,7 +60,7 @@ DEEPSDF_SDF_DIR = "SdfSamples"
 DEEPSDF_NORM_DIR = "NormalizationParameters"
 DEEPSDF_SURFACE_DIR = "SurfaceSamples"
 MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl")
-POINT_SUFFIXES = (".ply", ".xyz", ".txt", ".npy", ".obj", ".off", ".stl", ".pcd")
+POINT_SUFFIXES = (".ply", ".pcd", ".xyz", ".txt", ".npy", ".npz", ".obj", ".off", ".stl")
 
 
 class DataError(ValueError):
@@ -156,17 +156,19 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
         np.savez(tmp, **arrays)
 
 
-def load_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Load named arrays from an ``.npz`` without ever unpickling."""
-    path = Path(path)
+@contextlib.contextmanager
+def _open_npz(path: Path, fix: str = "delete it and re-run prep") -> Iterator[np.lib.npyio.NpzFile]:
+    """``np.load`` of an ``.npz`` without ever unpickling; every failure inside the block is a one-line
+    DataError naming ``path`` (``fix``: what to do about an unreadable file)."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in keys if k not in z.files]
-            if missing:
-                raise DataError(f"{path}: missing arrays {missing} (has {sorted(z.files)})")
-            return {k: np.asarray(z[k]) for k in keys}
+        with contextlib.ExitStack() as stack:
+            z = np.load(path, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise DataError(f"{path}: holds a single .npy array, not an .npz archive; rename it to .npy")
+            stack.enter_context(z)
+            yield z
     except DataError:
         raise
     except ValueError as e:
@@ -174,7 +176,17 @@ def load_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.nda
             raise DataError(f"{path}: holds pickled objects, which are refused; re-save it as plain arrays") from None
         raise DataError(f"{path}: not a readable .npz ({e})") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz ({e}); delete it and re-run prep") from None
+        raise DataError(f"{path}: not a readable .npz ({e}); {fix}") from None
+
+
+def load_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Load named arrays from an ``.npz`` without ever unpickling."""
+    path = Path(path)
+    with _open_npz(path) as z:
+        missing = [k for k in keys if k not in z.files]
+        if missing:
+            raise DataError(f"{path}: missing arrays {missing} (has {sorted(z.files)})")
+        return {k: np.asarray(z[k]) for k in keys}
 
 
 def save_sdf_samples(path: str | os.PathLike, pos: np.ndarray, neg: np.ndarray) -> None:
@@ -335,10 +347,193 @@ def _load_npy(path: Path) -> np.ndarray:
         raise
 
 
+NPZ_POINTS = "points"
+NPZ_NORMALS = "normals"
+"""Arrays of a point-cloud ``.npz``: ``points`` (N, 3) and optional ``normals`` (N, 3); or a single array of any
+name, (N, 3) or (N, 6) (points, then normals)."""
+
+
+def _npz_rows(z: np.lib.npyio.NpzFile, key: str) -> int:
+    """Rows of array ``key`` of an open ``.npz``, from its header (nothing else read); -1 when unknown."""
+    try:
+        with z.zip.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read(f)[0]
+    except Exception:  # the real read reports it
+        return -1
+    return int(shape[0]) if shape else -1
+
+
+def _split_normals(table: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, 6) -> points (N, 3) and normals (N, 3); anything else is returned as points (checked later)."""
+    if table.ndim == 2 and table.shape[1] == 6:
+        return table[:, :3], table[:, 3:]
+    return table, None
+
+
+def _load_npz_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Points and normals of an ``.npz`` (see :data:`NPZ_POINTS`), never unpickling."""
+    with _open_npz(path, fix=f"re-save it with numpy.savez(FILE, {NPZ_POINTS}=points)") as z:
+        if NPZ_POINTS in z.files:
+            keys = [NPZ_POINTS] + ([NPZ_NORMALS] if NPZ_NORMALS in z.files else [])
+        elif len(z.files) == 1:
+            keys = list(z.files)
+        else:
+            raise DataError(f"{path}: expected an array '{NPZ_POINTS}' (N, 3) (and optionally '{NPZ_NORMALS}' "
+                            f"(N, 3)), or a single array; has {sorted(z.files)}")
+        for k in keys:
+            if _npz_rows(z, k) > MAX_POINTS:
+                raise _too_many(path, _npz_rows(z, k))
+        arrays = [np.asarray(z[k]) for k in keys]
+    for k, a in zip(keys, arrays, strict=True):
+        if a.dtype.kind not in "biuf":
+            raise DataError(f"{path}: expected numbers in array '{k}', got dtype {a.dtype}")
+    if len(arrays) == 1:
+        return _split_normals(arrays[0])
+    pts, normals = arrays
+    if normals.shape != pts.shape:
+        raise DataError(f"{path}: '{NPZ_NORMALS}' has shape {normals.shape}, '{NPZ_POINTS}' {pts.shape}; "
+                        "they must match")
+    return pts, normals
+
+
 def _loadtxt(path: Path) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "input contained no data": an empty file is reported below
         return np.loadtxt(path, ndmin=2)
+
+
+# ---- PCD (Point Cloud Library) -------------------------------------------------------------------
+PCD_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("I", 1): "<i1", ("I", 2): "<i2", ("I", 4): "<i4", ("I", 8): "<i8",
+             ("U", 1): "<u1", ("U", 2): "<u2", ("U", 4): "<u4", ("U", 8): "<u8"}
+"""PCD ``TYPE`` and ``SIZE`` -> numpy dtype (PCD's binary data is little-endian)."""
+PCD_NORMALS = ("normal_x", "normal_y", "normal_z")
+MAX_PCD_HEADER_LINES = 100
+
+
+@dataclass
+class PcdHeader:
+    """What a PCD v0.7 header says: fields with their dtype and count, points, data kind, header bytes."""
+
+    fields: list[tuple[str, str, int]]
+    points: int
+    data: str
+    offset: int
+
+
+def _pcd_header(path: Path) -> PcdHeader:
+    """Parse the header of a PCD file (v0.7, as PCL and Open3D write it); a malformed one is a DataError."""
+    def bad(what: str) -> DataError:
+        return DataError(f"{path}: malformed PCD header: {what}")
+
+    entries: dict[str, list[str]] = {}
+    with open(path, "rb") as f:
+        for _ in range(MAX_PCD_HEADER_LINES):
+            raw = f.readline()
+            if not raw:
+                raise bad("ends before its DATA line")
+            try:
+                line = raw.decode("ascii").strip()
+            except UnicodeDecodeError:
+                raise bad("not ASCII text (is this a PCD file?)") from None
+            if not line or line.startswith("#"):
+                continue
+            key, *values = line.split()
+            entries[key.upper()] = values
+            if key.upper() == "DATA":
+                break
+        else:
+            raise bad(f"no DATA line in its first {MAX_PCD_HEADER_LINES} lines")
+        offset = f.tell()
+    missing = [k for k in ("FIELDS", "SIZE", "TYPE", "WIDTH", "HEIGHT") if k not in entries]
+    if missing:
+        raise bad(f"no {', '.join(missing)} line")
+    names = entries["FIELDS"]
+    counts = entries.get("COUNT", ["1"] * len(names))
+    if not (len(names) == len(entries["SIZE"]) == len(entries["TYPE"]) == len(counts)) or not names:
+        raise bad(f"FIELDS, SIZE, TYPE and COUNT must list as many entries ({len(names)} fields)")
+    try:
+        sizes, counts = [int(s) for s in entries["SIZE"]], [int(c) for c in counts]
+        width, height = int(entries["WIDTH"][0]), int(entries["HEIGHT"][0])
+        points = int(entries["POINTS"][0]) if "POINTS" in entries else width * height
+    except (ValueError, IndexError):
+        raise bad("SIZE, COUNT, WIDTH, HEIGHT and POINTS must be integers") from None
+    fields = []
+    for name, size, kind, count in zip(names, sizes, entries["TYPE"], counts, strict=True):
+        dtype = PCD_TYPES.get((kind.upper(), size))
+        if dtype is None or count < 1:
+            raise bad(f"field '{name}' has TYPE {kind} SIZE {size} COUNT {count}; "
+                      "TYPE must be F (size 4, 8), I or U (size 1, 2, 4, 8), COUNT at least 1")
+        fields.append((name, dtype, count))
+    if not {"x", "y", "z"} <= set(names):
+        raise bad(f"needs the fields x y z, has {' '.join(names)}")
+    if min(width, height, points) < 0 or points != width * height:
+        raise bad(f"POINTS {points} is not WIDTH x HEIGHT ({width} x {height})")
+    data = entries["DATA"][0].lower() if entries["DATA"] else ""
+    if data not in ("ascii", "binary", "binary_compressed"):
+        raise bad(f"DATA must be ascii, binary or binary_compressed, got '{data}'")
+    if points > MAX_POINTS:
+        raise _too_many(path, points)
+    return PcdHeader(fields, points, data, offset)
+
+
+def _load_pcd(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Points (N, 3) and normals (N, 3) or None of a PCD file: ascii and binary read here with numpy,
+    binary_compressed (LZF) through open3d when it is installed. Other fields (rgb, intensity, ...) are skipped."""
+    head = _pcd_header(path)
+    names = [name for name, _, _ in head.fields]
+    has_normals = all(n in names for n in PCD_NORMALS)
+    if head.data == "binary_compressed":
+        return _load_pcd_compressed(path, has_normals)
+    if head.data == "ascii":
+        if path.stat().st_size > MAX_TEXT_BYTES:
+            raise DataError(f"{path}: ASCII PCD of {path.stat().st_size / 2**30:.1f} GiB, more than the limit "
+                            f"{MAX_TEXT_BYTES / 2**30:.0f} GiB; save it as binary PCD")
+        with open(path, "rb") as f:
+            f.seek(head.offset)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "input contained no data": checked below
+                table = np.loadtxt(f, ndmin=2, dtype=np.float64)
+        width = sum(count for _, _, count in head.fields)
+        if table.size == 0:
+            table = table.reshape(0, width)
+        if table.shape != (head.points, width):
+            raise DataError(f"{path}: the header announces {head.points:,} points of {width} values, the data holds "
+                            f"{table.shape[0]:,} rows of {table.shape[1]}")
+        column, start = {}, 0
+        for name, _, count in head.fields:
+            column[name] = start
+            start += count
+        pick = lambda keys: table[:, [column[k] for k in keys]]  # noqa: E731
+    else:
+        dtype = np.dtype([(f"f{i}", t, (c,)) for i, (_, t, c) in enumerate(head.fields)])
+        need = dtype.itemsize * head.points
+        with open(path, "rb") as f:
+            f.seek(head.offset)
+            data = f.read(need)
+        if len(data) < need:
+            raise DataError(f"{path}: truncated: the header announces {head.points:,} points "
+                            f"({need:,} bytes of data), the file holds {len(data):,} bytes")
+        records = np.frombuffer(data, dtype, count=head.points)
+        index = {name: i for i, name in enumerate(names)}
+        pick = lambda keys: np.stack([records[f"f{index[k]}"][:, 0] for k in keys], axis=1)  # noqa: E731
+    points = pick(("x", "y", "z")).astype(np.float64)
+    return points, pick(PCD_NORMALS).astype(np.float64) if has_normals else None
+
+
+def _load_pcd_compressed(path: Path, has_normals: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        import open3d as o3d
+    except ImportError:
+        raise DataError(f"{path}: binary_compressed PCD needs open3d (pip install open3d), or save it as binary "
+                        "or ascii PCD (pcl_convert_pcd_ascii_binary FILE OUT 1)") from None
+    cloud = o3d.io.read_point_cloud(str(path), format="pcd")
+    points = np.asarray(cloud.points, np.float64)
+    if len(points) == 0:
+        raise DataError(f"{path}: open3d read no points from this binary_compressed PCD (damaged?)")
+    normals = np.asarray(cloud.normals, np.float64) if has_normals and cloud.has_normals() else None
+    return points, normals
 
 
 def clean_points(path: str | os.PathLike, pts: np.ndarray, normals: np.ndarray | None = None,
@@ -372,8 +567,13 @@ def clean_points(path: str | os.PathLike, pts: np.ndarray, normals: np.ndarray |
 
 
 def load_points(path: str | os.PathLike) -> PointCloud:
-    """Read a point cloud (PLY/OBJ/OFF/STL vertices, XYZ text, or .npy (N, 3)); see :func:`clean_points` for
-    what is dropped (NaN, inf) and refused (no points, more than :data:`MAX_POINTS`, huge coordinates)."""
+    """Read a point cloud and its normals where the file has them.
+
+    Formats: PLY (normals ``nx ny nz``), PCD v0.7 (ascii and binary; binary_compressed through open3d; fields
+    ``x y z`` and ``normal_x normal_y normal_z``, others skipped), ``.xyz``/``.txt`` (3 columns, or 6 with
+    normals), ``.npy`` (N, 3) or (N, 6), ``.npz`` (see :data:`NPZ_POINTS`), and the vertices of OBJ/OFF/STL.
+    See :func:`clean_points` for what is dropped (NaN, inf) and refused (no points, more than
+    :data:`MAX_POINTS`, huge coordinates)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -385,7 +585,11 @@ def load_points(path: str | os.PathLike) -> PointCloud:
     _check_count(path, suffix)
     try:
         if suffix == ".npy":
-            pts = _load_npy(path)
+            pts, normals = _split_normals(_load_npy(path))
+        elif suffix == ".npz":
+            pts, normals = _load_npz_points(path)
+        elif suffix == ".pcd":
+            pts, normals = _load_pcd(path)
         elif suffix in (".xyz", ".txt"):
             pts = _loadtxt(path)
             if pts.size == 0:
@@ -642,14 +846,12 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
         Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(tmp, format="PNG")
 
 
-def load_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read an image as gray intensity in [0, 1] (H, W) float32 and a known-pixel mask (H, W) bool.
-
-    Pixels with alpha 0 are unknown (masked); an image without alpha is known everywhere.
-    """
+@contextlib.contextmanager
+def _open_image(path: Path, max_pixels: int, advice: str = ""):
+    """The PIL image at ``path``, refused before decoding when it has more than ``max_pixels`` (a "decompression
+    bomb"; ``advice`` follows the message); PIL's errors inside the block become one-line DataErrors."""
     from PIL import Image
 
-    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -657,20 +859,67 @@ def load_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused below, not printed
             im = Image.open(path)
         with im:
-            if im.width * im.height > MAX_IMAGE_PIXELS:  # checked before decoding (a "decompression bomb")
+            if im.width * im.height > max_pixels:
                 raise DataError(f"{path}: image of {im.width}x{im.height} pixels, more than the limit of "
-                                f"{MAX_IMAGE_PIXELS:,} pixels; downscale it (digits need no more than 28x28)")
-            im.load()
-            alpha = np.asarray(im.getchannel("A")) if "A" in im.getbands() else None
-            gray = np.asarray(im.convert("L"), np.float32) / 255.0
+                                f"{max_pixels:,} pixels{advice}")
+            yield im
     except DataError:
         raise
     except Exception as e:  # PIL raises many kinds on malformed files (UnidentifiedImageError, OSError, ...)
         raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def load_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image as gray intensity in [0, 1] (H, W) float32 and a known-pixel mask (H, W) bool.
+
+    Pixels with alpha 0 are unknown (masked); an image without alpha is known everywhere.
+    """
+    path = Path(path)
+    with _open_image(path, MAX_IMAGE_PIXELS, "; downscale it (digits need no more than 28x28)") as im:
+        im.load()
+        alpha = np.asarray(im.getchannel("A")) if "A" in im.getbands() else None
+        gray = np.asarray(im.convert("L"), np.float32) / 255.0
     if gray.ndim != 2 or min(gray.shape) < 2:
         raise DataError(f"{path}: image of shape {gray.shape} is too small")
     known = np.ones(gray.shape, bool) if alpha is None else alpha > 0
     return gray, known
+
+
+MAX_DEPTH_PIXELS = 4096 * 4096
+"""Largest depth image read by :func:`load_depth_png` (RGB-D cameras write up to 1920x1080)."""
+DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I")
+"""PIL modes of a 16-bit single-channel PNG (older Pillow opens it as 32-bit 'I')."""
+
+
+def load_depth_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a 16-bit single-channel PNG depth image, as RGB-D cameras (Kinect, RealSense, Azure) and Open3D
+    write it, as raw values (H, W) uint16 (0 = no reading; divide by the depth scale for metres).
+
+    An 8-bit or colour image is refused: its values cannot be depths (most often a visualisation of one).
+    """
+    path = Path(path)
+    with _open_image(path, MAX_DEPTH_PIXELS) as im:
+        if im.mode not in DEPTH_MODES:
+            kind = "an 8-bit" if im.mode in ("1", "L", "P") else "a colour" if len(im.getbands()) > 1 else "a"
+            raise DataError(f"{path}: {kind} image (PIL mode {im.mode}), not a 16-bit depth image; --depth "
+                            "needs a single-channel 16-bit PNG of raw depths, as RGB-D cameras write them")
+        im.load()
+        depth = np.asarray(im)
+    if depth.ndim != 2 or depth.size == 0 or depth.min() < 0 or depth.max() > np.iinfo(np.uint16).max:
+        raise DataError(f"{path}: not a 16-bit depth image (shape {depth.shape}, values "
+                        f"{depth.min() if depth.size else '-'}..{depth.max() if depth.size else '-'})")
+    return depth.astype(np.uint16)
+
+
+def save_depth_png(path: str | os.PathLike, depth: np.ndarray) -> None:
+    """Write raw depths (H, W) uint16 as a 16-bit PNG (the inverse of :func:`load_depth_png`)."""
+    from PIL import Image
+
+    depth = np.asarray(depth)
+    if depth.ndim != 2 or depth.dtype != np.uint16:
+        raise ValueError(f"depth must be (H, W) uint16, got {depth.shape} {depth.dtype}")
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(np.ascontiguousarray(depth)).save(tmp, format="PNG")
 
 
 def save_points_2d(path: str | os.PathLike, points: np.ndarray, normals: np.ndarray | None = None) -> None:

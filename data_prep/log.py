@@ -36,3 +36,16 @@ def note(message: str) -> None:
 
 def warn(message: str) -> None:
     LOGGER.warning(message)
+
+
+BAR_DELAY = 2.0
+"""Seconds of work before a progress bar appears: quick work shows none."""
+
+
+def progress_bar(total: int | None, desc: str, unit: str, enabled: bool):
+    """A tqdm bar on stderr for work that may take long; shown only when ``enabled`` (the library's functions
+    default to off, the commands turn it on unless ``--quiet``), when stderr is a terminal (no bar in logs or
+    pipes) and once the work has taken :data:`BAR_DELAY` seconds; cleared when closed. Use it as a context."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=None if enabled else True, delay=BAR_DELAY, leave=False)

@@ -42,6 +42,20 @@ class CameraConfig:
 
 
 @dataclass
+class DepthCamera:
+    """The pinhole intrinsics of a depth image, in pixels, OpenCV/Open3D convention: the camera at the origin,
+    x right, y down, z forward (the viewing direction); pixel (u, v) = (column, row) with raw depth d sees
+    ``z = d / depth_scale``, ``x = (u - cx) z / fx``, ``y = (v - cy) z / fy``."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    depth_scale: float = 1000.0
+    """Raw depth units per metre (1000: millimetres, as Kinect, RealSense and Azure Kinect write them)."""
+
+
+@dataclass
 class PrepConfig:
     sampling: SamplingConfig
     test_fraction: float = 0.2

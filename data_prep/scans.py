@@ -19,11 +19,12 @@ from data_prep.formats import (
     DataError,
     PointCloud,
     check_normalization,
+    load_depth_png,
     load_points,
     save_points_ply,
     write_json,
 )
-from data_prep.params import CameraConfig  # noqa: F401 (re-exported)
+from data_prep.params import CameraConfig, DepthCamera  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -152,3 +153,45 @@ def load_scan(path: str | os.PathLike) -> tuple[PointCloud, dict]:
         check_normalization(sidecar, offset, scale)
         meta["normalization"] = {"offset": offset.tolist(), "scale": scale}
     return cloud, meta
+
+
+# ---- depth images ------------------------------------------------------------------------------------------
+def check_depth_camera(cam: DepthCamera) -> None:
+    """Raise :class:`DataError` for intrinsics that cannot work (the message names the flag)."""
+    values = np.array([cam.fx, cam.fy, cam.cx, cam.cy], float)
+    if not np.isfinite(values).all() or cam.fx <= 0 or cam.fy <= 0:
+        raise DataError(f"--intrinsics: need fx, fy > 0 and finite fx, fy, cx, cy, got {values.tolist()}")
+    if not (np.isfinite(cam.depth_scale) and cam.depth_scale > 0):
+        raise DataError(f"--depth-scale: must be a finite number > 0, got {cam.depth_scale}")
+
+
+def points_from_depth(depth: np.ndarray, cam: DepthCamera) -> np.ndarray:
+    """Back-project a depth image through a pinhole camera (see :class:`DepthCamera` for the convention).
+
+    Args:
+        depth: raw depths (H, W), any numeric dtype; 0 (and NaN, negative) = no reading.
+        cam: the intrinsics and the depth scale.
+    Returns:
+        (N, 3) float64 points in the camera frame, one per valid pixel, row by row (Open3D's
+        ``PointCloud.create_from_depth_image`` with no depth truncation gives the same points, in float32).
+    """
+    check_depth_camera(cam)
+    depth = np.asarray(depth, np.float64)
+    if depth.ndim != 2:
+        raise DataError(f"a depth image is (H, W), got shape {depth.shape}")
+    v, u = np.nonzero(depth > 0)  # row-major, as Open3D; NaN > 0 is False
+    z = depth[v, u] / cam.depth_scale
+    return np.stack([(u - cam.cx) * z / cam.fx, (v - cam.cy) * z / cam.fy, z], axis=1)
+
+
+def load_depth_scan(path: str | os.PathLike, cam: DepthCamera) -> tuple[PointCloud, dict]:
+    """A 16-bit depth PNG as a partial scan: its points in the camera frame and ``{"camera": [0, 0, 0]}``
+    (the camera at the origin: reconstruction then uses the free space along the rays), like :func:`load_scan`."""
+    depth = load_depth_png(path)
+    try:
+        points = points_from_depth(depth, cam)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+    if len(points) == 0:
+        raise DataError(f"{path}: no valid pixel (every depth is 0, no reading); is this the right image?")
+    return PointCloud(points), {"camera": [0.0, 0.0, 0.0]}

@@ -13,11 +13,14 @@ import torch
 import trimesh
 
 from data_prep.formats import DataError
+from data_prep.log import progress_bar
 from deepsdf_ad.device import autocast, cpu_block_points, resolve_device
 from deepsdf_ad.models import SDFModel
 from deepsdf_ad.runs import Run, load_trained
 
 SDFFn = Callable[[np.ndarray], np.ndarray]
+Report = Callable[[int, int], None]
+"""Progress of a long evaluation: called with (parts done, parts in all)."""
 
 EMPTY_SDF = 0.1
 """The value of a point in an empty cell of a local grid (unknown, read as outside): DeepSDF's clamp."""
@@ -89,9 +92,23 @@ def grid_points(resolution: int, dim: int = 3) -> np.ndarray:
     return np.stack([m.reshape(-1) for m in mesh], axis=1)
 
 
-def evaluate_grid(fn: SDFFn, resolution: int, dim: int = 3) -> np.ndarray:
-    """SDF values on the dense grid, shape (resolution,) * dim."""
-    return fn(grid_points(resolution, dim)).reshape((resolution,) * dim)
+DENSE_PARTS = 32
+"""With a progress report, the dense grid is evaluated in this many slabs (one report each)."""
+
+
+def evaluate_grid(fn: SDFFn, resolution: int, dim: int = 3, report: Report | None = None) -> np.ndarray:
+    """SDF values on the dense grid, shape (resolution,) * dim; with ``report``, slab by slab along the first
+    axis (``fn`` is pointwise, so the values are the same)."""
+    points = grid_points(resolution, dim)
+    if report is None:
+        return fn(points).reshape((resolution,) * dim)
+    parts = np.array_split(np.arange(resolution), min(DENSE_PARTS, resolution))
+    per_slab = resolution ** (dim - 1)
+    values = []
+    for k, rows in enumerate(parts):
+        values.append(fn(points[rows[0] * per_slab:(rows[-1] + 1) * per_slab]))
+        report(k + 1, len(parts))
+    return np.concatenate(values).reshape((resolution,) * dim)
 
 
 def marching_cubes(values: np.ndarray) -> trimesh.Trimesh:
@@ -113,17 +130,27 @@ def marching_cubes(values: np.ndarray) -> trimesh.Trimesh:
 MESH_METHODS = ("adaptive", "dense")
 
 
-def mesh_sdf(fn: SDFFn, resolution: int, method: str = "adaptive", **kwargs) -> trimesh.Trimesh:
+def mesh_sdf(fn: SDFFn, resolution: int, method: str = "adaptive", progress: bool = False,
+             **kwargs) -> trimesh.Trimesh:
     """The zero level set of ``fn`` on a ``resolution``^3 grid over [-1, 1]^3, by marching cubes.
 
     ``method``: 'adaptive' (coarse-to-fine, :func:`adaptive_grid`; the default) or 'dense' (every grid point
     evaluated: the reference). Both give the same mesh wherever the surface is (tests assert it).
+    ``progress``: a progress bar on stderr (see :func:`data_prep.log.progress_bar`).
     """
-    if method == "dense":
-        return marching_cubes(evaluate_grid(fn, resolution, 3))
-    if method == "adaptive":
-        return marching_cubes(adaptive_grid(fn, resolution, **kwargs)[0])
-    raise DataError(f"unknown meshing method '{method}'; known: {', '.join(MESH_METHODS)}")
+    if method not in MESH_METHODS:
+        raise DataError(f"unknown meshing method '{method}'; known: {', '.join(MESH_METHODS)}")
+    with progress_bar(None, f"mesh ({method}, {resolution}^3)", "part", progress) as bar:
+        def report(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        shown = report if not bar.disable else None
+        if method == "dense":
+            values = evaluate_grid(fn, resolution, 3, report=shown)
+        else:
+            values = adaptive_grid(fn, resolution, report=shown, **kwargs)[0]
+    return marching_cubes(values)
 
 
 def _upsample2(a: np.ndarray) -> np.ndarray:
@@ -149,8 +176,8 @@ def _cell_extremes(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return lo, hi, near
 
 
-def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 0.75
-                  ) -> tuple[np.ndarray, dict]:
+def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 0.75,
+                  report: Report | None = None) -> tuple[np.ndarray, dict]:
     """Coarse-to-fine evaluation of the dense grid that :func:`evaluate_grid` would compute.
 
     A coarse grid (about ``coarse`` cells per axis, on the same lattice as the fine grid) is evaluated
@@ -168,6 +195,8 @@ def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 
     occupied points it is given, and a cell without an occupied corner is never refined (at the levels whose
     cells are no larger than the grid's: there a latent cell that overlaps a mesher cell holds one of its
     corners).
+
+    ``report``: called after the coarse grid and after each level (``levels + 1`` parts in all).
 
     Returns:
         values (resolution,)^3 on the fine grid, and stats: ``queries`` (points evaluated), ``dense``
@@ -188,6 +217,8 @@ def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 
     values = fn(coords(idx)).reshape(r, r, r).astype(np.float32)
     queries = len(idx)
     evaluated = np.ones((r, r, r), bool)
+    if report is not None:
+        report(1, levels + 1)
     for level in range(levels, 0, -1):
         step = 2 ** (level - 1)  # fine-lattice spacing of the next level
         cell_size = 2 * step * h
@@ -213,6 +244,8 @@ def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 
             values[todo[:, 0], todo[:, 1], todo[:, 2]] = fn(coords(todo * step))
         queries += len(todo)
         evaluated = evaluated_up | want
+        if report is not None:
+            report(levels - level + 2, levels + 1)
     values = values[:resolution, :resolution, :resolution]
     return np.ascontiguousarray(values), {"queries": int(queries), "dense": int(resolution**3), "levels": levels}
 
@@ -297,9 +330,9 @@ def write_shape(fn: SDFFn, dim: int, kind: str, resolution: int, out) -> dict:
 
 
 def mesh_training_shape(run_path, shape: str, out, resolution: int | None = None, device: str = "auto",
-                        method: str = "adaptive", precision: str = "fp32") -> dict:
+                        method: str = "adaptive", precision: str = "fp32", progress: bool = False) -> dict:
     """``deepsdf-ad mesh``: the mesh of training shape ``shape`` of a run, in the normalised frame
-    (for a 2D run: a PNG of the field with its contour)."""
+    (for a 2D run: a PNG of the field with its contour). ``progress``: a progress bar for the meshing."""
     from pathlib import Path
 
     from data_prep.formats import atomic_path
@@ -313,7 +346,7 @@ def mesh_training_shape(run_path, shape: str, out, resolution: int | None = None
     res = resolution or cfg.mesh.resolution
     if cfg.dim == 2:
         return write_shape(fn, 2, field_kind(cfg), res, out)
-    mesh = mesh_sdf(fn, res, method=method)
+    mesh = mesh_sdf(fn, res, method=method, progress=progress)
     out = Path(out)
     with atomic_path(out) as tmp:
         mesh.export(tmp, file_type=out.suffix.lstrip(".").lower() or "ply")

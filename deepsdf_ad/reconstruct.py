@@ -21,9 +21,10 @@ import trimesh
 from torch.nn.utils import parametrize
 
 from data_prep.formats import DataError
-from data_prep.log import note, warn
+from data_prep.log import note, progress_bar, warn
 from data_prep.meshes import apply_normalization, undo_normalization
-from data_prep.scans import load_scan
+from data_prep.params import DepthCamera
+from data_prep.scans import load_depth_scan, load_scan
 from deepsdf_ad.config import Config, ReconstructConfig, cosine_lr
 from deepsdf_ad.device import autocast, resolve_device
 from deepsdf_ad.losses import loss_clamp
@@ -184,7 +185,7 @@ def best_candidates(model: SDFModel, pts: list[torch.Tensor], lo: list[torch.Ten
 
 def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
                    device: torch.device, init: torch.Tensor | None = None, seed: int = 0,
-                   iterations: int | None = None, candidates: torch.Tensor | None = None
+                   iterations: int | None = None, candidates: torch.Tensor | None = None, progress: bool = False
                    ) -> tuple[torch.Tensor, list[float]]:
     """Find codes (B, L) for B observation sets at once (one batched decoder call per step).
 
@@ -193,8 +194,9 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     alone. ``init`` (B, L) or None (N(0, init_std^2)). With ``cfg.init == 'best'`` and ``candidates`` (C, L)
     (see :func:`start_candidates`), each set starts from the candidate that explains it best
     (:func:`best_candidates`) instead. A grid's codes change only near the observed surface
-    (:meth:`SDFModel.observed_mask`); the others are empty (zero). Returns the codes and the loss per
-    iteration (mean over the B sets).
+    (:meth:`SDFModel.observed_mask`); the others are empty (zero). ``progress``: a progress bar of the steps
+    on stderr (:func:`data_prep.log.progress_bar`). Returns the codes and the loss per iteration (mean over the
+    B sets).
     """
     gen = torch.Generator().manual_seed(seed)
     iterations = cfg.iterations if iterations is None else iterations
@@ -241,6 +243,7 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
         p.requires_grad_(False)
     losses: list[float] = []
     smooth, best, best_at, dropped = None, math.inf, 0, False
+    bar = progress_bar(iterations, "optimise code", "step", progress)
     try:
         # the decoder is frozen: its weight-normalised weights are computed once, not at every step
         with parametrize.cached():
@@ -270,6 +273,7 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()) / len(per))
+                bar.update(1)
                 if narrow_at >= 0:
                     recent = (recent + [per.detach()])[-10:]
                     if it + 1 >= narrow_at:  # each set goes on from its start with the lowest recent loss
@@ -290,6 +294,7 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                             break
                         drop = it + 1
     finally:
+        bar.close()
         for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)
         model.train(was_training)
@@ -358,12 +363,12 @@ def encode_codes(model: SDFModel, points: list[np.ndarray], device: torch.device
 
 def find_codes(model: SDFModel, cfg: Config, mode: str, obs: list[Observations] | None,
                points: list[np.ndarray] | None, device: torch.device, init: torch.Tensor | None = None,
-               seed: int = 0, iterations: int | None = None, candidates: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, list[float]]:
+               seed: int = 0, iterations: int | None = None, candidates: torch.Tensor | None = None,
+               progress: bool = False) -> tuple[torch.Tensor, list[float]]:
     """Codes (B, L) of B shapes by ``mode``: 'optimise' fits ``obs`` from ``init`` (B, L) (or random, or the
     best of ``candidates`` with ``reconstruct.init: best``), 'encode' encodes ``points``, 'encode+refine' fits
-    ``obs`` starting from the encoding of ``points``. Returns the codes and the optimisation loss per
-    iteration (empty for 'encode')."""
+    ``obs`` starting from the encoding of ``points``. ``progress``: a progress bar of the optimisation.
+    Returns the codes and the optimisation loss per iteration (empty for 'encode')."""
 
     if mode.startswith("encode"):
         codes = encode_codes(model, points, device, seed)
@@ -371,7 +376,7 @@ def find_codes(model: SDFModel, cfg: Config, mode: str, obs: list[Observations] 
             return codes, []
         init, candidates = codes, None  # refine the encoding, wherever it landed
     return optimise_codes(model, obs, cfg.reconstruct, loss_clamp(cfg), device, init=init, seed=seed,
-                          iterations=iterations, candidates=candidates)
+                          iterations=iterations, candidates=candidates, progress=progress)
 
 
 def estimate_normalization(points: np.ndarray) -> tuple[np.ndarray, float]:
@@ -398,8 +403,14 @@ def clamped_share(sdf, points: np.ndarray, clamp: float) -> float:
 def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
                      resolution: int | None = None, iterations: int | None = None, device: str = "auto",
                      norm: str | None = None, seed: int = 0, mode: str | None = None, method: str = "adaptive",
-                     precision: str | None = None, restarts: int | None = None) -> dict:
+                     precision: str | None = None, restarts: int | None = None,
+                     depth_camera: DepthCamera | None = None, progress: bool = False) -> dict:
     """``deepsdf-ad reconstruct``: partial scan (mesh frame) -> completed mesh (same frame) at ``out``.
+
+    ``partial``: a point cloud (see :func:`data_prep.formats.load_points`; its camera from a sidecar or the PLY
+    header, see :func:`data_prep.scans.load_scan`) or, with ``depth_camera``, a 16-bit depth PNG taken by that
+    camera (:func:`data_prep.scans.load_depth_scan`: the points and the mesh are then in the camera's frame).
+    ``progress``: progress bars of the optimisation and the meshing on stderr.
 
     ``method``: meshing by 'adaptive' (coarse-to-fine) or 'dense' evaluation; ``precision``: fp32, bf16 or fp16
     autocast for the code optimisation and the meshing queries (None: the run's ``reconstruct.precision``);
@@ -424,8 +435,10 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     precision = cfg.reconstruct.precision
     mode = check_mode(model, mode, cfg.model.latent.source)
     if cfg.dim == 2:
-        return reconstruct_2d(run, cfg, model, partial, out, resolution, iterations, dev, seed, mode)
-    cloud, meta = load_scan(partial)
+        if depth_camera is not None:
+            raise DataError(f"{partial}: a depth image needs a 3D run; this run is 2D")
+        return reconstruct_2d(run, cfg, model, partial, out, resolution, iterations, dev, seed, mode, progress)
+    cloud, meta = load_scan(partial) if depth_camera is None else load_depth_scan(partial, depth_camera)
     if norm is not None:
         offset, scale = load_normalization(norm)
         source = f"from {norm}"
@@ -450,7 +463,8 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     mean_code = mean_training_code(run)
     init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_code)
     codes, losses = find_codes(model, cfg, mode, [obs], [pts], dev, init=init.reshape(1, -1), seed=seed,
-                               iterations=iterations, candidates=start_candidates(run, cfg.reconstruct))
+                               iterations=iterations, candidates=start_candidates(run, cfg.reconstruct),
+                               progress=progress)
     code = codes[0]
     res = resolution or cfg.mesh.resolution
     sdf = model_sdf(model, code, dev, cfg.mesh.batch_points, precision=precision)
@@ -459,7 +473,7 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
         warn(f"{partial}: after the optimisation {share:.0%} of the observed points are still "
               f"predicted at the clamp (|sdf| >= {loss_clamp(cfg):g}), so the shape found does not explain the scan "
               "(another kind of object than the run learned, or a wrong normalisation: --norm?)")
-    mesh = mesh_sdf(sdf, res, method=method)
+    mesh = mesh_sdf(sdf, res, method=method, progress=progress)
     mesh = trimesh.Trimesh(undo_normalization(mesh.vertices, offset, scale), mesh.faces, process=False)
     out = Path(out)
     with atomic_path(out) as tmp:
@@ -502,7 +516,7 @@ def contour_points(obs: Observations) -> np.ndarray:
 
 def reconstruct_2d(run, cfg: Config, model: SDFModel, partial: str | os.PathLike, out: str | os.PathLike,
                    resolution: int | None, iterations: int | None, device: torch.device, seed: int,
-                   mode: str = "optimise") -> dict:
+                   mode: str = "optimise", progress: bool = False) -> dict:
     """The 2D path of :func:`reconstruct_file`: observations from an image or points, code, PNG."""
     from deepsdf_ad.meshing import field_kind, model_sdf, write_shape
 
@@ -516,7 +530,7 @@ def reconstruct_2d(run, cfg: Config, model: SDFModel, partial: str | os.PathLike
     init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_training_code(run))
     codes, losses = find_codes(model, cfg, mode, [obs], None if points is None else [points], device,
                                init=init.reshape(1, -1), seed=seed, iterations=iterations,
-                               candidates=start_candidates(run, cfg.reconstruct))
+                               candidates=start_candidates(run, cfg.reconstruct), progress=progress)
     code = codes[0]
     info = write_shape(model_sdf(model, code, device, cfg.mesh.batch_points), 2, kind,
                        resolution or cfg.mesh.resolution, out)

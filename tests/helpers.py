@@ -65,9 +65,10 @@ def tiny_model(num_shapes: int = 1, latent: int = 8, extra: list[str] | None = N
     return cfg, build_model(3, cfg.model.decoder, cfg.model.latent, num_shapes)
 
 
-def train_tiny_sphere_run(base: Path) -> Path:
-    """``base/run``: a 3D autodecoder run trained in-process for one epoch on two analytic spheres (data in
-    ``base/data``); enough to call ``reconstruct`` on, in a few seconds."""
+def train_tiny_sphere_run(base: Path, epochs: int = 1, extra: tuple[str, ...] = ()) -> Path:
+    """``base/run``: a 3D autodecoder run trained in-process for ``epochs`` (one batch each) on two analytic
+    spheres (data in ``base/data``); one epoch is enough to call ``reconstruct`` on, in a few seconds. ``extra``:
+    more config overrides."""
     from data_prep import formats
     from deepsdf_ad.config import load_config
     from deepsdf_ad.train import train
@@ -79,6 +80,7 @@ def train_tiny_sphere_run(base: Path) -> Path:
         samples = np.concatenate([p, s[:, None]], axis=1)
         formats.save_sdf_samples(base / "data" / "sdf" / "ball" / f"b{k}.npz", samples[s > 0], samples[s <= 0])
     formats.write_split(base / "data" / "splits" / "train.json", {"ball": ["b0", "b1"]})
-    cfg = load_config(REPO / "configs" / "shapes_small.yaml", TINY + ["mesh.resolution=16", "reconstruct.iterations=3"])
-    train(cfg, base / "data", base / "run", epochs=1, device="cpu", progress=False)
+    cfg = load_config(REPO / "configs" / "shapes_small.yaml",
+                      TINY + ["mesh.resolution=16", "reconstruct.iterations=3", *extra])
+    train(cfg, base / "data", base / "run", epochs=epochs, device="cpu", progress=False)
     return base / "run"

@@ -124,6 +124,13 @@ def _valid_files(folder: Path) -> dict[str, tuple[Path, object]]:
     out["cloud.npy"] = formats.load_points
     (folder / "cloud.xyz").write_text("".join(f"{a} {b} {c}\n" for a, b, c in pts))
     out["cloud.xyz"] = formats.load_points
+    pcd = (f"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {len(pts)}\nHEIGHT 1\n"
+           f"POINTS {len(pts)}\nDATA ")
+    (folder / "cloud.pcd").write_bytes(f"{pcd}binary\n".encode() + pts.astype("<f4").tobytes())
+    (folder / "cloud-ascii.pcd").write_text(f"{pcd}ascii\n" + "".join(f"{a} {b} {c}\n" for a, b, c in pts))
+    np.savez(folder / "cloud.npz", points=pts, normals=pts)
+    out.update({"cloud.pcd": formats.load_points, "cloud-ascii.pcd": formats.load_points,
+                "cloud.npz": formats.load_points})
     box = trimesh.creation.box()
     for suffix in formats.MESH_SUFFIXES:
         box.export(folder / f"box{suffix}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 from pathlib import Path
@@ -73,6 +74,20 @@ def positive_float(text: str) -> float:
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {v}")
     return v
+
+
+def intrinsics(text: str) -> tuple[float, float, float, float]:
+    """``fx,fy,cx,cy`` of a pinhole camera in pixels: 4 finite numbers, fx and fy > 0."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"'{text}' is not 4 finite numbers fx,fy,cx,cy (pixels), "
+                                         "e.g. 525,525,319.5,239.5")
+    if values[0] <= 0 or values[1] <= 0:
+        raise argparse.ArgumentTypeError(f"the focal lengths fx and fy must be positive, got {text}")
+    return values  # type: ignore[return-value]
 
 
 def seed(text: str) -> int:

@@ -6,6 +6,7 @@ from deepsdf_ad.commands.common import (
     MESH_SUFFIXES,
     add_device,
     add_meshing,
+    add_quiet,
     add_resolution,
     not_inputs,
     suffix,
@@ -22,6 +23,7 @@ def add_parsers(sub) -> None:
     add_resolution(me)
     add_meshing(me)
     add_device(me)
+    add_quiet(me)
     me.set_defaults(func=run_mesh)
 
 
@@ -31,7 +33,7 @@ def run_mesh(args) -> int:
     not_inputs(args.out, runs=[args.run])
     suffix(args.out, (*MESH_SUFFIXES, ".png"))
     info = mesh_training_shape(args.run, args.shape, args.out, resolution=args.resolution, device=args.device,
-                               method=args.method, precision=args.precision or "fp32")
+                               method=args.method, precision=args.precision or "fp32", progress=not args.quiet)
     if "contours" in info:  # a 2D run: a picture of the field
         print(f"mesh: field picture with {info['contours']} contours ({info['contour_points']} points) -> {args.out}")
     else:

@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+from data_prep.params import DepthCamera
 from deepsdf_ad.commands.common import (
     MESH_SUFFIXES,
+    UserError,
     add_device,
     add_meshing,
+    add_quiet,
     add_resolution,
+    field_default,
+    intrinsics,
     not_inputs,
+    positive_float,
     positive_int,
     seed,
     suffix,
 )
 
+DEPTH_SCALE = field_default(DepthCamera, "depth_scale")
+
 
 def add_parsers(sub) -> None:
     rc = sub.add_parser("reconstruct", help="complete a shape from a partial scan",
                         description="Find a latent code that explains PARTIAL (surface points, and free space "
-                                    "along the camera rays when known), then mesh it in PARTIAL's frame.")
-    rc.add_argument("partial", metavar="PARTIAL.ply",
-                    help="partial point cloud (from 'deepsdf-ad scan' or a sensor); for a 2D run a PNG of a partly "
+                                    "along the camera rays when known), then mesh it in PARTIAL's frame. Instead "
+                                    "of PARTIAL, --depth takes a depth image (the mesh is then in the camera's "
+                                    "frame: x right, y down, z forward).")
+    rc.add_argument("partial", metavar="PARTIAL", nargs="?",
+                    help="partial point cloud (.ply, .pcd, .xyz/.txt, .npy, .npz; from 'deepsdf-ad scan' or a sensor; "
+                         "its camera from a .json sidecar or the PLY header); for a 2D run a PNG of a partly "
                          "masked digit (alpha 0 = unknown) or 2D contour points (.npy/.txt)")
+    rc.add_argument("--depth", metavar="DEPTH.png",
+                    help="instead of PARTIAL: a 16-bit depth PNG as RGB-D cameras write it (0 = no reading); "
+                         "needs --intrinsics")
+    rc.add_argument("--intrinsics", type=intrinsics, metavar="FX,FY,CX,CY",
+                    help="the depth camera's pinhole intrinsics in pixels (OpenCV/Open3D convention)")
+    rc.add_argument("--depth-scale", type=positive_float, metavar="UNITS",
+                    help=f"raw depth units per metre (default: {DEPTH_SCALE:g}, millimetres)")
     rc.add_argument("--run", required=True, help="trained run folder")
     rc.add_argument("--out", required=True, help="output mesh (.png for a 2D run)")
     add_resolution(rc, help="marching-cubes grid points per axis")
@@ -35,18 +53,37 @@ def add_parsers(sub) -> None:
                          "(default for autoencoder runs), or encode then optimise from there")
     add_meshing(rc)
     add_device(rc)
+    add_quiet(rc, help="no progress bars")
     rc.set_defaults(func=run_reconstruct)
 
 
+def depth_camera(args) -> DepthCamera | None:
+    """The depth camera of ``--depth``/``--intrinsics``/``--depth-scale`` (None without ``--depth``); exactly one
+    of PARTIAL and ``--depth``."""
+    if (args.partial is None) == (args.depth is None):
+        raise UserError("give one input, PARTIAL (a point cloud) or --depth DEPTH.png (a depth image); got "
+                        + ("both" if args.partial else "neither"))
+    if args.depth is None:
+        if args.intrinsics is not None or args.depth_scale is not None:
+            raise UserError("--intrinsics and --depth-scale describe a depth image: they go with --depth DEPTH.png")
+        return None
+    if args.intrinsics is None:
+        raise UserError(f"{args.depth}: --depth needs the camera's --intrinsics FX,FY,CX,CY (pixels)")
+    scale = DEPTH_SCALE if args.depth_scale is None else args.depth_scale
+    return DepthCamera(*args.intrinsics, depth_scale=scale)
+
+
 def run_reconstruct(args) -> int:
+    camera = depth_camera(args)  # usage errors before the heavy imports
     from deepsdf_ad.reconstruct import reconstruct_file
 
-    not_inputs(args.out, files=[args.partial, args.norm], runs=[args.run])
+    partial = args.partial if camera is None else args.depth
+    not_inputs(args.out, files=[partial, args.norm], runs=[args.run])
     suffix(args.out, (*MESH_SUFFIXES, ".png"))
-    info = reconstruct_file(args.run, args.partial, args.out, resolution=args.resolution,
+    info = reconstruct_file(args.run, partial, args.out, resolution=args.resolution,
                             iterations=args.iterations, device=args.device, norm=args.norm, seed=args.seed,
                             mode=args.mode, method=args.method, precision=args.precision,
-                            restarts=args.restarts)
+                            restarts=args.restarts, depth_camera=camera, progress=not args.quiet)
     loss = "" if info["final_loss"] is None else f", final loss {info['final_loss']:.5f}"
     print(f"reconstruct: {info['points']} points, mode {info['mode']}{loss}, "
           f"normalisation {info['normalization']} -> {info['out']}")
