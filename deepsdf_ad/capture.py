@@ -25,8 +25,9 @@ PLANE_ONE_SIDE = 0.97
 """... at least this share of the other points lies on one side of it (the object sits on it, at the
 cloud's extremity along its normal) ..."""
 PLANE_SPREAD = 1.3
-"""... and its inliers spread beyond the object: the area of their bounding rectangle in the plane is at least
-this many times that of the other points' shadow on it. A flat face of the object itself (a box's side, all
+"""... and its inliers spread beyond the object: the area of their rectangle in the plane (5th to 95th
+percentile along its two main directions, so that a few strays do not stretch it) is at least this many times
+that of the other points' shadow on it. A flat face of the object itself (a box's side, all
 the other points behind it) covers no more than the object's own shadow, and is kept."""
 CLUSTER_EPS = 3.0
 """Points closer than this many times the cloud's typical spacing (the median distance of a point to its
@@ -107,13 +108,14 @@ def fit_plane(points: np.ndarray, tol: float, rng: np.random.Generator, tries: i
 
 
 def _rect_area(points: np.ndarray, normal: np.ndarray) -> float:
-    """Area of the bounding rectangle of ``points`` projected on the plane with ``normal`` (in-plane axes
-    from the principal directions of the projection)."""
+    """Area of the rectangle holding the 5th to 95th percentiles of ``points`` projected on the plane with
+    ``normal``, along the principal directions of the projection."""
     flat = points - np.outer(points @ normal, normal)
     flat = flat - flat.mean(axis=0)
     axes = np.linalg.svd(flat, full_matrices=False)[2][:2]
     uv = flat @ axes.T
-    return float(np.prod(np.ptp(uv, axis=0)))
+    lo, hi = np.percentile(uv, [5, 95], axis=0)
+    return float(np.prod(hi - lo))
 
 
 def find_floor(points: np.ndarray, size: float, rng: np.random.Generator) -> tuple[Plane, np.ndarray] | None:

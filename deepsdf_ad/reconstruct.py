@@ -445,11 +445,31 @@ def clamped_share(sdf, points: np.ndarray, clamp: float) -> float:
     return float(np.mean(np.abs(sdf(points)) >= clamp))
 
 
+def load_for_reconstruct(run_path: str | os.PathLike, device: str = "auto", mode: str | None = None,
+                        precision: str | None = None, restarts: int | None = None) -> tuple:
+    """(device, run, config, model, mode) of a trained run, with ``precision`` and ``restarts`` (None: the
+    run's) set in its reconstruct config and ``mode`` checked (:func:`check_mode`)."""
+    dev = resolve_device(device)
+    run = Run(run_path)
+    cfg, model = load_trained(run, dev)
+    if precision is not None:
+        cfg.reconstruct.precision = precision
+    if restarts is not None:
+        cfg.reconstruct.restarts = restarts
+    return dev, run, cfg, model, check_mode(model, mode, cfg.model.latent.source)
+
+
 def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
                      resolution: int | None = None, iterations: int | None = None, device: str = "auto",
                      norm: str | None = None, seed: int = 0, mode: str | None = None, method: str = "adaptive",
-                     precision: str | None = None, restarts: int | None = None) -> dict:
+                     precision: str | None = None, restarts: int | None = None,
+                     loaded: tuple | None = None, scan: tuple | None = None) -> dict:
     """``deepsdf-ad reconstruct``: partial scan (mesh frame) -> completed mesh (same frame) at ``out``.
+
+    The scan goes into the normalised frame by ``norm``, or the scan's sidecar, or else by its bounding box in
+    its own orientation (:func:`estimate_normalization`; :func:`deepsdf_ad.pose.reconstruct_scan` searches the
+    pose instead). ``loaded``: what :func:`load_for_reconstruct` returned, when the caller has it already;
+    ``scan``: the (cloud, meta) of :func:`data_prep.scans.load_scan`, likewise.
 
     ``method``: meshing by 'adaptive' (coarse-to-fine) or 'dense' evaluation; ``precision``: fp32, bf16 or fp16
     autocast for the code optimisation and the meshing queries (None: the run's ``reconstruct.precision``);
@@ -464,18 +484,11 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     from data_prep.formats import atomic_path, load_normalization
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
 
-    dev = resolve_device(device)
-    run = Run(run_path)
-    cfg, model = load_trained(run, dev)
-    if precision is not None:
-        cfg.reconstruct.precision = precision
-    if restarts is not None:
-        cfg.reconstruct.restarts = restarts
+    dev, run, cfg, model, mode = loaded or load_for_reconstruct(run_path, device, mode, precision, restarts)
     precision = cfg.reconstruct.precision
-    mode = check_mode(model, mode, cfg.model.latent.source)
     if cfg.dim == 2:
         return reconstruct_2d(run, cfg, model, partial, out, resolution, iterations, dev, seed, mode)
-    cloud, meta = load_scan(partial)
+    cloud, meta = scan or load_scan(partial)
     if norm is not None:
         offset, scale = load_normalization(norm)
         source = f"from {norm}"
