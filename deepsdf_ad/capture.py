@@ -19,6 +19,9 @@ PLANE_TOL = 0.01
 """Points within this share of the cloud's size of a plane are its inliers (RANSAC's threshold)."""
 PLANE_TRIES = 300
 """RANSAC draws of three points."""
+PLANE_CANDIDATES = 3
+"""Planes tried, largest first (each found among the points off the ones before): a big flat face of the
+object (a box's top) can hold more points than the floor beside it."""
 PLANE_MIN_SHARE = 0.1
 """A plane is a floor only if at least this share of the points lies on it ..."""
 PLANE_ONE_SIDE = 0.97
@@ -119,14 +122,29 @@ def _rect_area(points: np.ndarray, normal: np.ndarray) -> float:
 
 
 def find_floor(points: np.ndarray, size: float, rng: np.random.Generator) -> tuple[Plane, np.ndarray] | None:
-    """The floor under the object (see :data:`PLANE_MIN_SHARE`, :data:`PLANE_ONE_SIDE`, :data:`PLANE_SPREAD`)
-    and its inlier mask, or None when the dominant plane is not one."""
-    normal, offset, inl = fit_plane(points, PLANE_TOL * size, rng)
+    """The floor under the object and its inlier mask (N,), or None: the first of the :data:`PLANE_CANDIDATES`
+    largest planes that is one (:func:`floor_test`)."""
+    left = np.ones(len(points), bool)
+    for _ in range(PLANE_CANDIDATES):
+        if left.sum() < max(3, PLANE_MIN_SHARE * len(points)):
+            return None
+        normal, offset, _ = fit_plane(points[left], PLANE_TOL * size, rng)
+        inl = np.abs(points @ normal + offset) <= PLANE_TOL * size
+        found = floor_test(points, normal, offset, inl)
+        if found is not None:
+            return found, inl
+        left &= ~inl
+    return None
+
+
+def floor_test(points: np.ndarray, normal: np.ndarray, offset: float, inl: np.ndarray) -> Plane | None:
+    """The plane as a :class:`Plane` (normal to the object's side) when it is a floor under the object (see
+    :data:`PLANE_MIN_SHARE`, :data:`PLANE_ONE_SIDE`, :data:`PLANE_SPREAD`), else None."""
     if inl.mean() < PLANE_MIN_SHARE:
         return None
     rest = points[~inl]
     if len(rest) < MIN_POINTS:  # nothing but the plane: let the caller say so
-        return Plane(normal, offset, int(inl.sum())), inl
+        return Plane(normal, offset, int(inl.sum()))
     side = rest @ normal + offset
     if np.mean(side < 0) > 0.5:
         normal, offset, side = -normal, -offset, -side
@@ -134,7 +152,7 @@ def find_floor(points: np.ndarray, size: float, rng: np.random.Generator) -> tup
         return None
     if _rect_area(points[inl], normal) < PLANE_SPREAD * _rect_area(rest, normal):
         return None
-    return Plane(normal, offset, int(inl.sum())), inl
+    return Plane(normal, offset, int(inl.sum()))
 
 
 def spacing(points: np.ndarray, rng: np.random.Generator, probe: int = 5000) -> float:
