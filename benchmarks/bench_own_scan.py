@@ -32,7 +32,7 @@ import numpy as np
 import trimesh
 
 from data_prep import formats
-from data_prep.formats import DataRoot
+from data_prep.formats import DataError, DataRoot
 from deepsdf_ad import UP_CHOICES
 from deepsdf_ad.evaluate import Truth3D, scan_in_frame, select
 from deepsdf_ad.metrics import CHAMFER_POINTS, surface_metrics, surface_points_normals
@@ -81,6 +81,9 @@ def random_pose(frame_up: str, up_label: str, rng: np.random.Generator) -> np.nd
 
 
 def chamfer_x1e3(mesh_path: Path, to_normalised: np.ndarray, true_pts: np.ndarray, true_n) -> float:
+    """Chamfer x10^3 of the mesh at ``mesh_path`` (inf: none was made) taken by ``to_normalised`` (4, 4)."""
+    if not mesh_path.is_file():
+        return math.inf
     mesh = trimesh.load(mesh_path, process=False)
     if len(mesh.faces) == 0:
         return math.inf
@@ -109,17 +112,26 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
     formats.save_points_ply(posed, capture(pts, camera, frame_up, rng) @ pose[:3, :3].T + pose[:3, 3])
     back = np.linalg.inv(pose)
     common = {"resolution": resolution, "iterations": iterations, "seed": seed, "device": "auto"}
-    reconstruct_scan(run, canon, folder / "canonical_mesh.ply", **common)
-    info = reconstruct_scan(run, posed, folder / "posed_mesh.ply", **common)
-    reconstruct_scan(run, posed, folder / "old_mesh.ply", pose_search=False, **common)
-    found = json.loads((folder / "posed_mesh.json").read_text())
-    rec = {"key": ref.key, "up": up_label, "scale": float(np.cbrt(np.linalg.det(pose[:3, :3]))),
+    failed = {}
+    for name, scan, extra in (("canonical", canon, {}), ("posed", posed, {}), ("old", posed, {"pose_search": False})):
+        out = folder / f"{name}_mesh.ply"
+        out.unlink(missing_ok=True)
+        try:
+            reconstruct_scan(run, scan, out, **common, **extra)
+        except DataError as e:  # counted as a failure (chamfer inf), as bench_quality counts them
+            failed[name] = str(e)
+    record = folder / "posed_mesh.json"
+    found = json.loads(record.read_text()) if "posed" not in failed and record.is_file() else None
+    scale = float(np.cbrt(np.linalg.det(pose[:3, :3])))
+    rec = {"key": ref.key, "up": up_label, "scale": scale, "failed": failed,
            "canonical": chamfer_x1e3(folder / "canonical_mesh.ply", np.eye(4), true_pts, true_n),
            "posed": chamfer_x1e3(folder / "posed_mesh.ply", back, true_pts, true_n),
            "old": chamfer_x1e3(folder / "old_mesh.ply", back, true_pts, true_n),
-           "found_up": found["transform"]["up"], "found_scale_ratio": found["transform"]["scale"] * float(
-               np.cbrt(np.linalg.det(pose[:3, :3]))), "residual": found["fit"]["median_abs_sdf"],
-           "poor": found["fit"]["poor"], "dropped": found["points"]["dropped"], "posed_info": info["normalization"]}
+           "found_up": found["transform"]["up"] if found else "-",
+           "found_scale_ratio": found["transform"]["scale"] * scale if found else math.nan,
+           "residual": found["fit"]["median_abs_sdf"] if found else math.nan,
+           "poor": bool(found["fit"]["poor"]) if found else True,
+           "dropped": found["points"]["dropped"] if found else {}}
     rec["ratio"] = rec["posed"] / rec["canonical"] if rec["canonical"] > 0 else math.inf
     return rec
 
@@ -151,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         recs.append(rec)
         print(f"{rec['key']:32s} {rec['up']:>3s} {rec['scale']:9.2e} {rec['canonical']:9.3f} {rec['posed']:8.3f} "
               f"{rec['old']:8.3f} {rec['ratio']:6.2f}  up {rec['found_up']}, scale x{rec['found_scale_ratio']:.3f}, "
-              f"residual {rec['residual']:.4f}{' POOR' if rec['poor'] else ''}", flush=True)
+              f"residual {rec['residual']:.4f}{' POOR' if rec['poor'] else ''}"
+              f"{''.join(f'; {k} failed: {v}' for k, v in rec['failed'].items())}", flush=True)
     if not recs:
         print("no held-out shape with a scan")
         return 1
