@@ -114,3 +114,11 @@ def test_nan_points_are_dropped_and_counted():
     out = clean_capture(pts)
     np.testing.assert_array_equal(out.dropped["not finite"], [5, 17])
     assert np.isfinite(out.points).all()
+
+
+def test_degenerate_captures_are_refused():
+    line = np.c_[np.linspace(0, 1, 50), np.zeros(50), np.zeros(50)]
+    with pytest.raises(DataError, match="one line"):
+        clean_capture(line)
+    with pytest.raises(DataError, match="coincide"):
+        clean_capture(np.ones((40, 3)))
