@@ -20,7 +20,7 @@ sdf (B, N)``, ``code_penalty``, ``observed_mask``, ``latent_size``, ``parameters
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -279,8 +279,7 @@ def fit_pose(model, points: np.ndarray, normals: np.ndarray | None, camera: np.n
         obs.append(observations_from_scan(bases[f], n, cam, cfg, rng))
     pose = PoseStarts(torch.from_numpy(np.stack([h[1] for h in hyps])).float(), len(hyps), up_index)
     init = candidates[[h[2] for h in hyps]]
-    rc = dataclasses.replace(cfg, init="mean", restarts=max(len(hyps), 1))
-    codes, losses = optimise_codes(model, obs, rc, clamp, device, init=init, seed=seed, iterations=iterations,
+    codes, losses = optimise_codes(model, obs, cfg, clamp, device, init=init, seed=seed, iterations=iterations,
                                    pose=pose)
     kept = 0 if pose.kept is None else int(pose.kept[0])
     frame = cands[hyps[kept][0]]
@@ -316,8 +315,6 @@ INLINE_INDICES = 1000
 
 def _check_record_free(record: Path, dropped: Path) -> None:
     """Refuse to replace ``record`` or ``dropped`` unless they are absent or an earlier reconstruction's."""
-    import json
-
     ours = False
     if record.exists():
         try:
@@ -380,6 +377,7 @@ def reconstruct_posed(run, cfg: Config, model: SDFModel, partial: str | os.PathL
         indices: object = dropped_path.name
     else:
         indices = {r: cleaned.dropped.get(r, np.zeros(0, int)).astype(int).tolist() for r in REASONS}
+        dropped_path.unlink(missing_ok=True)  # an earlier reconstruction's (checked above): it no longer applies
     write_json(record, {
         RECORD_KEY: "reconstruct", "input": str(partial), "mesh": out.name,
         "frame": "normalised = matrix @ [input, 1]; the mesh is in the input's frame",

@@ -149,7 +149,7 @@ def start_candidates(run, rc: ReconstructConfig | None = None) -> torch.Tensor |
     return torch.cat([codes.mean(dim=0, keepdim=True), torch.zeros_like(codes[:1]), codes[torch.from_numpy(rows)]])
 
 
-POINTS_PER_CALL = 1 << 18
+POINTS_PER_CALL = 1 << 17
 """Points per decoder call when scoring many candidates on many point sets (:func:`candidate_losses`)."""
 
 

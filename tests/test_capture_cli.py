@@ -111,6 +111,21 @@ def test_scan_in_any_frame_comes_back_in_its_own_frame(box_run, tmp_path):
     assert record["fit"]["median_abs_sdf"] < POOR_FIT and not record["fit"]["poor"]
     dropped = record["points"]["dropped"]
     assert dropped["floor"] >= 0.95 * len(floor) and dropped["outlier"] > 0
+    assert record["points"]["dropped_indices"] == "capture_mesh.dropped.npy"  # over 1,000: beside it
+    rows = np.load(out.with_suffix(".dropped.npy"), allow_pickle=False)
+    assert len(rows) == sum(dropped.values()) and set(rows[:, 1]) <= set(range(len(record["points"]["reasons"])))
+    floor_rows = rows[rows[:, 1] == record["points"]["reasons"].index("floor"), 0]
+    is_floor = (floor_rows >= len(pts)) & (floor_rows < len(pts) + len(floor))
+    assert is_floor.sum() >= 0.99 * len(floor)
+    low = floor_rows[floor_rows < len(pts)]  # box points the floor took: only those within its band
+    assert (pts[low, 1] < -half[1] + 0.05).all()
+    # the flags: the up axis given, the floor kept, a crop wide enough to keep everything
+    proc = cli("reconstruct", capture, "--run", box_run, "--out", out, "--up", "y", "--keep-floor", "--crop", "5000",
+               check=True)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["transform"]["up"] == "y" and record["floor"]["removed"] is False
+    assert record["points"]["dropped"]["floor"] == 0 and record["points"]["dropped"]["crop"] == 0
+    assert isinstance(record["points"]["dropped_indices"], dict) and not out.with_suffix(".dropped.npy").exists()
     # a poor fit (the points of another kind of object: a ball, for a run of boxes) warns once
     d = rng.normal(size=(2000, 3))
     ball = 500.0 * d / np.linalg.norm(d, axis=1, keepdims=True) * (1 + 0.3 * np.sin(7 * d[:, :1]))
