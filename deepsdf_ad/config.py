@@ -147,6 +147,16 @@ class ReconstructConfig:
     """Arithmetic of the decoder during the optimisation: fp32, bf16 / fp16 autocast (about 2x faster on a
     CPU with native bf16), or auto (see :data:`deepsdf_ad.PRECISIONS`); ``reconstruct --precision`` sets it and the
     meshing's together."""
+    robust: Literal["none", "huber", "truncated"] = "none"
+    """Loss of each observation's residual (the distance of the clamped prediction to its clamped interval):
+    'none' (L1, DeepSDF's clamped L1), 'huber' (quadratic below ``robust_scale``) or 'truncated' (flat beyond
+    ``robust_scale``). The clamp already makes the loss flat for far outliers; see docs/reconstruction.md for
+    what was measured before keeping 'none'."""
+    robust_scale: float = 0.02
+    """Where 'huber' turns linear and 'truncated' flat (normalised-frame units)."""
+    frame_up: Literal["x", "y", "z"] = "z"
+    """The training frame's vertical axis (z: ModelNet meshes as ``prep meshes`` leaves them; y: ShapeNet,
+    DeepSDF's data). A scan in an unknown frame is turned so that its up axis becomes this one."""
 
 
 @dataclass
@@ -293,6 +303,9 @@ def validate(cfg: Config) -> None:
     if cfg.reconstruct.restarts < 1 or not 0.0 <= cfg.reconstruct.restart_at < 1.0:
         raise ConfigError("config keys 'reconstruct.restarts' must be >= 1 and 'reconstruct.restart_at' in [0, 1), got "
                           f"{cfg.reconstruct.restarts} and {cfg.reconstruct.restart_at}")
+    if not (math.isfinite(cfg.reconstruct.robust_scale) and cfg.reconstruct.robust_scale > 0):
+        raise ConfigError(f"config key 'reconstruct.robust_scale' must be positive and finite, got "
+                          f"{cfg.reconstruct.robust_scale}")
     if cfg.reconstruct.schedule == "cosine" and cfg.reconstruct.patience > 0:
         raise ConfigError("config key 'reconstruct.patience' is for the step schedule; set it to 0 with "
                           "reconstruct.schedule: cosine")

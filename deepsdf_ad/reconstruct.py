@@ -158,34 +158,73 @@ def start_candidates(run, rc: ReconstructConfig | None = None) -> torch.Tensor |
     return torch.cat([codes.mean(dim=0, keepdim=True), torch.zeros_like(codes[:1]), codes[torch.from_numpy(rows)]])
 
 
+POINTS_PER_CALL = 1 << 17
+"""Points per decoder call when scoring many candidates on many point sets (:func:`candidate_losses`)."""
+
+
+@torch.no_grad()
+def candidate_losses(model: SDFModel, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, candidates: torch.Tensor,
+                     cfg: ReconstructConfig) -> torch.Tensor:
+    """The loss (clamped interval L1 plus the code penalty) of each of the C codes ``candidates`` (C, L) on each
+    of P point sets ``x`` (P, n, dim) with bounds ``lo``, ``hi`` (P, n) (already clamped): (P, C), in eval
+    mode (no dropout). ``model`` is an :class:`SDFModel` or anything with its ``decode`` and ``code_penalty``."""
+    p_sets, n = x.shape[:2]
+    c = len(candidates)
+    step = max(1, POINTS_PER_CALL // max(n * c, 1))
+    out, was_training = [], model.training
+    model.eval()
+    try:
+        for s in range(0, p_sets, step):
+            xs, k = x[s:s + step], len(x[s:s + step])
+            z = candidates if k == 1 else candidates.repeat(k, 1)  # row i * C + j: set i, candidate j
+            xx = xs.unsqueeze(1).expand(k, c, n, xs.shape[2]).reshape(k * c, n, xs.shape[2])
+            with autocast(x.device, cfg.precision):
+                pred = model.decode(z, xx)
+            pred = pred.float()
+            lo_s = lo[s:s + k].repeat_interleave(c, dim=0)
+            hi_s = hi[s:s + k].repeat_interleave(c, dim=0)
+            loss = (torch.relu(lo_s - pred) + torch.relu(pred - hi_s)).mean(dim=1)
+            if cfg.code_reg > 0:
+                loss = loss + cfg.code_reg * model.code_penalty(z)
+            out.append(loss.reshape(k, c))
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
 @torch.no_grad()
 def best_candidates(model: SDFModel, pts: list[torch.Tensor], lo: list[torch.Tensor], hi: list[torch.Tensor],
                     candidates: torch.Tensor, mask: torch.Tensor | None, cfg: ReconstructConfig,
                     gen: torch.Generator, k: int = 1) -> torch.Tensor:
     """For each observation set, the ``k`` candidates (rows of (C, L) ``candidates``) with the lowest loss on
-    :data:`PROBE_POINTS` of its observations (clamped interval L1 plus the code penalty), best first; (B * k, L),
-    set by set (fewer than ``k`` candidates: the best repeated)."""
-    out, was_training = [], model.training
-    model.eval()  # no dropout in the scores
+    :data:`PROBE_POINTS` of its observations (:func:`candidate_losses`), best first; (B * k, L), set by set
+    (fewer than ``k`` candidates: the best repeated)."""
+    out = []
     for b, (p, l_b, h_b) in enumerate(zip(pts, lo, hi, strict=True)):
         idx = torch.randint(len(p), (min(PROBE_POINTS, len(p)),), generator=gen).to(p.device)
         z = candidates if mask is None else candidates * mask[b]
-        x = p[idx].unsqueeze(0).expand(len(z), -1, -1)
-        with autocast(p.device, cfg.precision):
-            pred = model.decode(z, x)
-        pred = pred.float()
-        loss = (torch.relu(l_b[idx] - pred) + torch.relu(pred - h_b[idx])).mean(dim=1)
-        if cfg.code_reg > 0:
-            loss = loss + cfg.code_reg * model.code_penalty(z)
+        loss = candidate_losses(model, p[idx][None], l_b[idx][None], h_b[idx][None], z, cfg)[0]
         order = torch.argsort(loss)[:k]
         out.append(candidates[torch.cat([order, order[:1].expand(k - len(order))])])
-    model.train(was_training)
     return torch.cat(out).clone()
+
+
+def robust_residual(r: torch.Tensor, cfg: ReconstructConfig) -> torch.Tensor:
+    """The per-observation loss of residuals ``r`` >= 0 (distance of the clamped prediction to the clamped
+    interval) under ``cfg.robust``: 'none' (L1: DeepSDF), 'huber' (quadratic below ``robust_scale``, L1 above)
+    or 'truncated' (L1 up to ``robust_scale``, flat beyond: a far outlier pulls no more)."""
+    if cfg.robust == "huber":
+        d = cfg.robust_scale
+        return torch.where(r < d, 0.5 * r * r / d, r - 0.5 * d)
+    if cfg.robust == "truncated":
+        return r.clamp(max=cfg.robust_scale)
+    return r
 
 
 def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
                    device: torch.device, init: torch.Tensor | None = None, seed: int = 0,
-                   iterations: int | None = None, candidates: torch.Tensor | None = None, progress: bool = False
+                   iterations: int | None = None, candidates: torch.Tensor | None = None, pose=None,
+                   progress: bool = False
                    ) -> tuple[torch.Tensor, list[float]]:
     """Find codes (B, L) for B observation sets at once (one batched decoder call per step).
 
@@ -197,13 +236,19 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     (:meth:`SDFModel.observed_mask`); the others are empty (zero). ``progress``: a progress bar of the steps
     on stderr (:func:`data_prep.log.progress_bar`). Returns the codes and the loss per iteration (mean over the
     B sets).
+
+    ``pose`` (see :class:`deepsdf_ad.pose.PoseStarts`): the observations are also moved by a similarity
+    transform whose parameters are optimised with the codes (the sdf bounds scale with it). Then ``obs`` holds
+    ``pose.starts`` sets per shape (one per pose hypothesis, each in its own frame, best first) and ``init`` a
+    code for each; they are narrowed down to one per shape as restarts are, and ``pose.params`` ends as the
+    kept hypotheses' refined parameters (B, 5).
     """
     gen = torch.Generator().manual_seed(seed)
     iterations = cfg.iterations if iterations is None else iterations
-    b = len(obs)
-    r = cfg.restarts  # starts per set; the batch holds set 0's starts, then set 1's, ...
-    code = (init if init is not None else torch.randn(b, model.latent_size, generator=gen) * cfg.init_std)
-    code = code.detach().clone().to(device).reshape(b, -1)
+    r = cfg.restarts if pose is None else pose.starts  # starts per set; the batch holds set 0's, then set 1's, ...
+    b = len(obs) if pose is None else len(obs) // r
+    code = (init if init is not None else torch.randn(len(obs), model.latent_size, generator=gen) * cfg.init_std)
+    code = code.detach().clone().to(device).reshape(len(obs), -1)
     mask = model.observed_mask([torch.from_numpy(np.asarray(o.near_surface(NEAR_SURFACE), np.float32)).to(device)
                                 for o in obs])
     if mask is not None:
@@ -217,14 +262,17 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
           for o in obs] if weighted else None
     if any(len(p) == 0 for p in pts):
         raise DataError("an observation set is empty; nothing to fit a code to")
-    if cfg.init == "best" and candidates is not None and len(candidates):
+    if pose is not None:
+        if mask is not None:
+            raise DataError("a pose search needs a run with one global code per shape (not a latent grid)")
+    elif cfg.init == "best" and candidates is not None and len(candidates):
         code = best_candidates(model, pts, lo, hi, candidates.to(device).reshape(len(candidates), -1), mask,
                                cfg, gen, k=r)
     elif r > 1:  # the start, then perturbed copies of it
         code = code.repeat_interleave(r, dim=0)
         noise = torch.randn(code.shape, generator=gen).to(device) * cfg.init_std
         code = code + noise * (torch.arange(len(code), device=device) % r != 0).unsqueeze(1)
-    if r > 1:
+    if r > 1 and pose is None:
         pts, lo, hi = ([v for v in vs for _ in range(r)] for vs in (pts, lo, hi))
         wt = None if wt is None else [v for v in wt for _ in range(r)]
         mask = None if mask is None else mask.repeat_interleave(r, dim=0)
@@ -234,6 +282,8 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     code.requires_grad_(True)
     k = min(cfg.samples, min(len(p) for p in pts))
     opt = CodeAdam(code, lr=cfg.lr)
+    pose_opt = None if pose is None else CodeAdam(pose.params.detach().clone().to(device).requires_grad_(True),
+                                                  lr=pose.lr)
     drop = int(cfg.lr_drop_at * iterations)
     k0 = min(k, cfg.samples_start) if cfg.samples_start > 0 else k
     was_training = model.training
@@ -253,16 +303,21 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                 elif it == drop and not dropped:
                     opt.lr = cfg.lr * cfg.lr_drop_factor
                     dropped, best, best_at = True, math.inf, it
+                if pose_opt is not None:
+                    pose_opt.lr = pose.lr * opt.lr / cfg.lr
                 n = k if it >= drop or dropped else k0 + (k - k0) * it // max(drop, 1)
                 idx = [torch.randint(len(p), (n,), generator=gen).to(device) for p in pts]
                 x = torch.stack([p[i] for p, i in zip(pts, idx, strict=True)])
                 lo_b = torch.stack([v[i] for v, i in zip(lo, idx, strict=True)])
                 hi_b = torch.stack([v[i] for v, i in zip(hi, idx, strict=True)])
+                if pose_opt is not None:
+                    x, lo_b, hi_b = pose.apply(pose_opt.param, x, lo_b, hi_b)
+                    lo_b, hi_b = lo_b.clamp(-clamp, clamp), hi_b.clamp(-clamp, clamp)
                 z = code if mask is None else code * mask
                 with autocast(device, cfg.precision):
                     pred = model.decode(z, x)
                 pred = pred.float().clamp(-clamp, clamp)
-                miss = torch.relu(lo_b - pred) + torch.relu(pred - hi_b)
+                miss = robust_residual(torch.relu(lo_b - pred) + torch.relu(pred - hi_b), cfg)
                 if wt is not None:
                     miss = miss * torch.stack([v[i] for v, i in zip(wt, idx, strict=True)])
                 per = miss.mean(dim=1)
@@ -270,8 +325,12 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                     per = per + cfg.code_reg * model.code_penalty(z)
                 loss = per.sum()
                 opt.zero_grad()
+                if pose_opt is not None:
+                    pose_opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if pose_opt is not None:
+                    pose_opt.step()
                 losses.append(float(loss.detach()) / len(per))
                 bar.update(1)
                 if narrow_at >= 0:
@@ -284,6 +343,10 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                         pts, lo, hi = ([vs[i] for i in keep.tolist()] for vs in (pts, lo, hi))
                         wt = None if wt is None else [wt[i] for i in keep.tolist()]
                         mask = None if mask is None else mask[keep]
+                        if pose_opt is not None:
+                            pose.kept = keep.cpu()
+                            pose_opt.param = pose_opt.param.detach()[keep].clone().requires_grad_(True)
+                            pose_opt.m, pose_opt.v = pose_opt.m[keep].clone(), pose_opt.v[keep].clone()
                         narrow_at = -1
                 if cfg.patience > 0:  # plateau: drop the rate early, then stop early
                     smooth = losses[-1] if smooth is None else 0.9 * smooth + 0.1 * losses[-1]
@@ -303,6 +366,10 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     if narrow_at >= 0:  # stopped before narrowing down: each set's first start (its best probe, or the given one)
         keep = torch.arange(b, device=code.device) * r
         code, mask = code[keep], None if mask is None else mask[keep]
+        if pose_opt is not None:
+            pose.kept, pose_opt.param = keep.cpu(), pose_opt.param[keep]
+    if pose is not None:
+        pose.params = pose_opt.param.detach().clone()
     return (code if mask is None else code * mask).detach(), losses
 
 
@@ -400,17 +467,37 @@ def clamped_share(sdf, points: np.ndarray, clamp: float) -> float:
     return float(np.mean(np.abs(sdf(points)) >= clamp))
 
 
+def load_for_reconstruct(run_path: str | os.PathLike, device: str = "auto", mode: str | None = None,
+                        precision: str | None = None, restarts: int | None = None) -> tuple:
+    """(device, run, config, model, mode) of a trained run, with ``precision`` and ``restarts`` (None: the
+    run's) set in its reconstruct config and ``mode`` checked (:func:`check_mode`)."""
+    dev = resolve_device(device)
+    run = Run(run_path)
+    cfg, model = load_trained(run, dev)
+    if precision is not None:
+        cfg.reconstruct.precision = precision
+    if restarts is not None:
+        cfg.reconstruct.restarts = restarts
+    return dev, run, cfg, model, check_mode(model, mode, cfg.model.latent.source)
+
+
 def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
                      resolution: int | None = None, iterations: int | None = None, device: str = "auto",
                      norm: str | None = None, seed: int = 0, mode: str | None = None, method: str = "adaptive",
                      precision: str | None = None, restarts: int | None = None,
-                     depth_camera: DepthCamera | None = None, progress: bool = False) -> dict:
+                     depth_camera: DepthCamera | None = None, progress: bool = False,
+                     loaded: tuple | None = None, scan: tuple | None = None) -> dict:
     """``deepsdf-ad reconstruct``: partial scan (mesh frame) -> completed mesh (same frame) at ``out``.
 
     ``partial``: a point cloud (see :func:`data_prep.formats.load_points`; its camera from a sidecar or the PLY
     header, see :func:`data_prep.scans.load_scan`) or, with ``depth_camera``, a 16-bit depth PNG taken by that
     camera (:func:`data_prep.scans.load_depth_scan`: the points and the mesh are then in the camera's frame).
     ``progress``: progress bars of the optimisation and the meshing on stderr.
+
+    The scan goes into the normalised frame by ``norm``, or the scan's sidecar, or else by its bounding box in
+    its own orientation (:func:`estimate_normalization`; :func:`deepsdf_ad.pose.reconstruct_scan` searches the
+    pose instead). ``loaded``: what :func:`load_for_reconstruct` returned, when the caller has it already;
+    ``scan``: the (cloud, meta) of :func:`data_prep.scans.load_scan`, likewise.
 
     ``method``: meshing by 'adaptive' (coarse-to-fine) or 'dense' evaluation; ``precision``: fp32, bf16 or fp16
     autocast for the code optimisation and the meshing queries (None: the run's ``reconstruct.precision``);
@@ -425,20 +512,13 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     from data_prep.formats import atomic_path, load_normalization
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
 
-    dev = resolve_device(device)
-    run = Run(run_path)
-    cfg, model = load_trained(run, dev)
-    if precision is not None:
-        cfg.reconstruct.precision = precision
-    if restarts is not None:
-        cfg.reconstruct.restarts = restarts
+    dev, run, cfg, model, mode = loaded or load_for_reconstruct(run_path, device, mode, precision, restarts)
     precision = cfg.reconstruct.precision
-    mode = check_mode(model, mode, cfg.model.latent.source)
     if cfg.dim == 2:
         if depth_camera is not None:
             raise DataError(f"{partial}: a depth image needs a 3D run; this run is 2D")
         return reconstruct_2d(run, cfg, model, partial, out, resolution, iterations, dev, seed, mode, progress)
-    cloud, meta = load_scan(partial) if depth_camera is None else load_depth_scan(partial, depth_camera)
+    cloud, meta = scan or (load_scan(partial) if depth_camera is None else load_depth_scan(partial, depth_camera))
     if norm is not None:
         offset, scale = load_normalization(norm)
         source = f"from {norm}"

@@ -201,3 +201,18 @@ def test_auto_precision_is_bf16_only_where_the_processor_has_it(monkeypatch):
             y = torch.nn.functional.linear(torch.ones(2, 4), torch.ones(3, 4))
         assert y.dtype == (torch.bfloat16 if native else torch.float32)
     assert load_config(None, ["reconstruct.precision=auto"]).reconstruct.precision == "auto"
+
+
+def test_robust_losses_and_their_settings():
+    from deepsdf_ad.config import ConfigError, ReconstructConfig, load_config
+    from deepsdf_ad.reconstruct import robust_residual
+
+    r = torch.tensor([0.0, 0.01, 0.02, 0.5])
+    torch.testing.assert_close(robust_residual(r, ReconstructConfig()), r)  # the default: L1, as before
+    huber = robust_residual(r, ReconstructConfig(robust="huber", robust_scale=0.02))
+    torch.testing.assert_close(huber, torch.tensor([0.0, 0.0025, 0.01, 0.49]))
+    trunc = robust_residual(r, ReconstructConfig(robust="truncated", robust_scale=0.02))
+    torch.testing.assert_close(trunc, torch.tensor([0.0, 0.01, 0.02, 0.02]))
+    for bad in ("reconstruct.robust=cauchy", "reconstruct.robust_scale=0"):
+        with pytest.raises(ConfigError, match="robust"):
+            load_config(None, [bad])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from data_prep.params import DepthCamera
+from deepsdf_ad import UP_CHOICES
 from deepsdf_ad.commands.common import (
     MESH_SUFFIXES,
     UserError,
@@ -51,6 +52,19 @@ def add_parsers(sub) -> None:
     rc.add_argument("--mode", choices=("optimise", "encode", "encode+refine"),
                     help="optimise the code (default for autodecoder runs), encode the points in one pass "
                          "(default for autoencoder runs), or encode then optimise from there")
+    frame = rc.add_argument_group("scans in an unknown frame (no sidecar normalisation, no --norm)",
+                                  "the capture is cleaned and its pose (up axis, turn about it, scale, shift) is "
+                                  "searched with the code; OUT.json records what was found and dropped")
+    frame.add_argument("--up", choices=UP_CHOICES,
+                       help="the input's axis that points up (default: the floor's normal when a floor is found, "
+                            "else all six are tried)")
+    frame.add_argument("--keep-floor", action="store_true",
+                       help="keep the plane found under the object (it still gives the up axis)")
+    frame.add_argument("--crop", type=positive_float, metavar="R",
+                       help="drop points farther than R (input units) from the object's centre")
+    frame.add_argument("--no-pose-search", action="store_true",
+                       help="normalise by the points' bounding box in their own orientation, without cleaning (the "
+                            "behaviour before the pose search)")
     add_meshing(rc)
     add_device(rc)
     add_quiet(rc, help="no progress bars")
@@ -75,15 +89,16 @@ def depth_camera(args) -> DepthCamera | None:
 
 def run_reconstruct(args) -> int:
     camera = depth_camera(args)  # usage errors before the heavy imports
-    from deepsdf_ad.reconstruct import reconstruct_file
+    from deepsdf_ad.pose import reconstruct_scan
 
     partial = args.partial if camera is None else args.depth
     not_inputs(args.out, files=[partial, args.norm], runs=[args.run])
     suffix(args.out, (*MESH_SUFFIXES, ".png"))
-    info = reconstruct_file(args.run, partial, args.out, resolution=args.resolution,
+    info = reconstruct_scan(args.run, partial, args.out, resolution=args.resolution,
                             iterations=args.iterations, device=args.device, norm=args.norm, seed=args.seed,
                             mode=args.mode, method=args.method, precision=args.precision,
-                            restarts=args.restarts, depth_camera=camera, progress=not args.quiet)
+                            restarts=args.restarts, up=args.up, keep_floor=args.keep_floor, crop=args.crop,
+                            pose_search=not args.no_pose_search, depth_camera=camera, progress=not args.quiet)
     loss = "" if info["final_loss"] is None else f", final loss {info['final_loss']:.5f}"
     print(f"reconstruct: {info['points']} points, mode {info['mode']}{loss}, "
           f"normalisation {info['normalization']} -> {info['out']}")

@@ -1,0 +1,180 @@
+"""Scans in any frame: what the pose search costs against a known frame, and what it saves against the
+bounding-box estimate.
+
+Each held-out shape's first scan (DATA/scans, in the normalised frame as ``bench_quality``'s ``scan_in_frame``
+reads it) becomes a capture: a floor patch under the object (as dense as the scan, twice its footprint, hidden
+where the object stands), 0.5% depth noise along the camera's rays (of the unit radius), 2% stray points in
+the box around it all, then a random similarity transform (scale 10^-3..10^3, any turn about the up axis, the
+training frame's up axis sent to one of the six input axes in turn, a shift). Three reconstructions with the
+same run:
+
+- canonical: the scan itself, normalisation known (its sidecar), as ``bench_quality``'s completion;
+- posed: the capture, with no frame known: cleaned and pose-searched (``deepsdf-ad reconstruct``'s default);
+- old: the capture with ``--no-pose-search``: the bounding-box estimate in the capture's own orientation.
+
+Printed per mesh: chamfer x10^3 (DeepSDF's convention: 30,000 points, squared, both directions, normalised
+frame; the posed and old meshes are taken back to it by the true transform), the posed / canonical ratio, what
+the search found; then the median and max ratio. Results are cached per shape in WORK/results, so an
+interrupted bench resumes (``--fresh`` redoes them).
+
+    python benchmarks/bench_own_scan.py --data DATA --run RUN --work /tmp/bench_own_scan
+    python benchmarks/bench_own_scan.py --data DATA --run RUN --limit 1 --resolution 64   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from data_prep import formats
+from data_prep.formats import DataError, DataRoot
+from deepsdf_ad import UP_CHOICES
+from deepsdf_ad.evaluate import Truth3D, scan_in_frame, select
+from deepsdf_ad.metrics import CHAMFER_POINTS, surface_metrics, surface_points_normals
+from deepsdf_ad.pose import axis_vector, reconstruct_scan, rotation_to, yaw_matrix
+from deepsdf_ad.runs import Run
+
+NOISE = 0.005
+"""Depth noise (standard deviation along the camera ray), in units of the unit radius."""
+STRAYS = 0.02
+"""Stray points, as a share of the scan and floor points."""
+
+
+def capture(pts: np.ndarray, camera: np.ndarray | None, frame_up: str, rng: np.random.Generator) -> np.ndarray:
+    """The scan (N, 3) (normalised frame) on a floor patch, with depth noise and strays (normalised frame)."""
+    up = "xyz".index(frame_up)
+    h = [a for a in range(3) if a != up]
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    floor = np.empty((len(pts), 3))
+    floor[:, up] = lo[up]
+    for a in h:
+        floor[:, a] = centre[a] + rng.uniform(-2, 2, len(pts)) * half[a]
+    under = np.all([np.abs(floor[:, a] - centre[a]) <= half[a] for a in h], axis=0)
+    floor = floor[~under]  # the object hides the floor it stands on
+    both = np.concatenate([pts, floor])
+    eye = camera if camera is not None else centre + 3.0 * np.eye(3)[up]
+    ray = both - eye
+    ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+    both = both + ray * rng.normal(0.0, NOISE, (len(both), 1))
+    blo, bhi = both.min(axis=0), both.max(axis=0)
+    pad = 0.1 * (bhi - blo)
+    stray = rng.uniform(blo - pad, bhi + pad, (int(STRAYS * len(both)), 3))
+    return np.concatenate([both, stray])
+
+
+def random_pose(frame_up: str, up_label: str, rng: np.random.Generator) -> np.ndarray:
+    """Normalised -> input (4, 4): a turn about the frame's up axis, its up axis sent to ``up_label``, a scale
+    10^U(-3, 3) and a shift of up to 10 object sizes."""
+    scale = 10.0 ** rng.uniform(-3, 3)
+    rot = rotation_to(axis_vector(frame_up), axis_vector(up_label)) @ yaw_matrix(rng.uniform(0, 2 * math.pi),
+                                                                                 "xyz".index(frame_up))
+    m = np.eye(4)
+    m[:3, :3] = scale * rot
+    m[:3, 3] = scale * rng.uniform(-10, 10, 3)
+    return m
+
+
+def chamfer_x1e3(mesh_path: Path, to_normalised: np.ndarray, true_pts: np.ndarray, true_n) -> float:
+    """Chamfer x10^3 of the mesh at ``mesh_path`` (inf: none was made) taken by ``to_normalised`` (4, 4)."""
+    if not mesh_path.is_file():
+        return math.inf
+    mesh = trimesh.load(mesh_path, process=False)
+    if len(mesh.faces) == 0:
+        return math.inf
+    v = np.asarray(mesh.vertices) @ to_normalised[:3, :3].T + to_normalised[:3, 3]
+    pts, normals = surface_points_normals(trimesh.Trimesh(v, mesh.faces, process=False), CHAMFER_POINTS)
+    return 1e3 * surface_metrics(pts, normals, true_pts, true_n)["chamfer"]
+
+
+def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, run: Path, frame_up: str,
+                 resolution: int, iterations: int | None, seed: int) -> dict:
+    """The three reconstructions of one held-out shape and their chamfers (files in WORK/shapes/<key>)."""
+    rng = np.random.default_rng([seed, index])
+    folder = work / "shapes" / ref.category / ref.id
+    folder.mkdir(parents=True, exist_ok=True)
+    pts, normals, camera = scan_in_frame(root, ref)
+    true_pts, true_n = truth.surface(ref)
+    canon = folder / "canonical.ply"
+    formats.save_points_ply(canon, pts, normals)
+    meta = {"normalization": {"offset": [0.0, 0.0, 0.0], "scale": 1.0}}
+    if camera is not None:
+        meta["camera"] = np.asarray(camera, float).tolist()
+    formats.write_json(canon.with_suffix(".json"), meta)
+    up_label = UP_CHOICES[index % len(UP_CHOICES)]
+    pose = random_pose(frame_up, up_label, rng)
+    posed = folder / "capture.ply"
+    formats.save_points_ply(posed, capture(pts, camera, frame_up, rng) @ pose[:3, :3].T + pose[:3, 3])
+    back = np.linalg.inv(pose)
+    common = {"resolution": resolution, "iterations": iterations, "seed": seed, "device": "auto"}
+    failed = {}
+    for name, scan, extra in (("canonical", canon, {}), ("posed", posed, {}), ("old", posed, {"pose_search": False})):
+        out = folder / f"{name}_mesh.ply"
+        out.unlink(missing_ok=True)
+        try:
+            reconstruct_scan(run, scan, out, **common, **extra)
+        except DataError as e:  # counted as a failure (chamfer inf), as bench_quality counts them
+            failed[name] = str(e)
+    record = folder / "posed_mesh.json"
+    found = json.loads(record.read_text()) if "posed" not in failed and record.is_file() else None
+    scale = float(np.cbrt(np.linalg.det(pose[:3, :3])))
+    rec = {"key": ref.key, "up": up_label, "scale": scale, "failed": failed,
+           "canonical": chamfer_x1e3(folder / "canonical_mesh.ply", np.eye(4), true_pts, true_n),
+           "posed": chamfer_x1e3(folder / "posed_mesh.ply", back, true_pts, true_n),
+           "old": chamfer_x1e3(folder / "old_mesh.ply", back, true_pts, true_n),
+           "found_up": found["transform"]["up"] if found else "-",
+           "found_scale_ratio": found["transform"]["scale"] * scale if found else math.nan,
+           "residual": found["fit"]["median_abs_sdf"] if found else math.nan,
+           "poor": bool(found["fit"]["poor"]) if found else True,
+           "dropped": found["points"]["dropped"] if found else {}}
+    rec["ratio"] = rec["posed"] / rec["canonical"] if rec["canonical"] > 0 else math.inf
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="a prepared data root with scans (prep meshes --scans 1)")
+    ap.add_argument("--run", required=True, help="a trained 3D autodecoder run on that data")
+    ap.add_argument("--work", default="/tmp/bench_own_scan", help="folder for captures, meshes and results")
+    ap.add_argument("--limit", type=int, help="at most N held-out shapes per category")
+    ap.add_argument("--resolution", type=int, default=128, help="marching-cubes grid")
+    ap.add_argument("--iterations", type=int, help="optimisation steps (default: the run's)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the captures and poses")
+    ap.add_argument("--fresh", action="store_true", help="recompute cached shapes")
+    args = ap.parse_args(argv)
+    work, root = Path(args.work), DataRoot(args.data)
+    truth = Truth3D(root)
+    frame_up = Run(args.run).config().reconstruct.frame_up
+    recs = []
+    print(f"{'shape':32s} {'up':>3s} {'scale':>9s} {'canonical':>9s} {'posed':>8s} {'old':>8s} {'ratio':>6s}  found")
+    for i, ref in enumerate(select(root.shapes("test"), args.limit)):
+        cache = work / "results" / f"{ref.category}_{ref.id}.json"
+        if cache.is_file() and not args.fresh:
+            rec = json.loads(cache.read_text())
+        else:
+            rec = shape_record(work, root, truth, ref, i, Path(args.run), frame_up, args.resolution,
+                               args.iterations, args.seed)
+            formats.write_json(cache, rec)
+        recs.append(rec)
+        print(f"{rec['key']:32s} {rec['up']:>3s} {rec['scale']:9.2e} {rec['canonical']:9.3f} {rec['posed']:8.3f} "
+              f"{rec['old']:8.3f} {rec['ratio']:6.2f}  up {rec['found_up']}, scale x{rec['found_scale_ratio']:.3f}, "
+              f"residual {rec['residual']:.4f}{' POOR' if rec['poor'] else ''}"
+              f"{''.join(f'; {k} failed: {v}' for k, v in rec['failed'].items())}", flush=True)
+    if not recs:
+        print("no held-out shape with a scan")
+        return 1
+    ratio = np.array([r["ratio"] for r in recs])
+    old = np.array([r["old"] / r["canonical"] if r["canonical"] > 0 else math.inf for r in recs])
+    print(f"\n{len(recs)} shapes: posed / canonical chamfer median {np.median(ratio):.2f}, max {ratio.max():.2f}; "
+          f"old / canonical median {np.median(old):.2f}, max {old.max():.2f}; "
+          f"{sum(r['poor'] for r in recs)} flagged poor")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,434 @@
+"""A scan's pose in an unknown frame, found with its code: the similarity transform (which input axis is up, a
+turn about it, a scale and a shift) that takes the points into the training frame, where the frozen decoder
+explains them best.
+
+Coarse: every up-axis candidate x :data:`YAWS` turns x :data:`SCALES` of the bounding-box estimate, each scored
+with a few start codes by the clamped L1 |sdf| at a probe of the surface points (:func:`candidate_losses`, as
+``reconstruct.init: best`` scores its candidates). Fine: the :data:`KEEP` best poses are refined jointly with
+their codes by gradient (:func:`deepsdf_ad.reconstruct.optimise_codes` with a :class:`PoseStarts`), narrowed down
+to one as restarts are.
+
+Frames: the input x (any units); for an up-axis candidate ``U`` (a rotation taking the input's up direction to
+the training frame's up axis), ``c`` the bounding-box centre of ``U x`` and ``s0`` DeepSDF's scale of it, the
+*base* points are ``p = s0 (U x - c)``; the pose parameters (yaw, log s, t) take them to the normalised frame,
+``y = exp(log s) R_up(yaw) p + t``.
+
+The model is an :class:`~deepsdf_ad.models.SDFModel` or anything with its ``decode(z (B, L), x (B, N, 3)) ->
+sdf (B, N)``, ``code_penalty``, ``observed_mask``, ``latent_size``, ``parameters``, ``eval`` and ``train``
+(a torch module with an analytic SDF family, in the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+
+from data_prep.formats import DataError
+from data_prep.log import note, warn
+from deepsdf_ad import UP_CHOICES
+from deepsdf_ad.capture import REASONS, clean_capture
+from deepsdf_ad.config import Config, ReconstructConfig
+from deepsdf_ad.losses import loss_clamp
+from deepsdf_ad.models import SDFModel
+from deepsdf_ad.reconstruct import (
+    PROBE_POINTS,
+    Observations,
+    candidate_losses,
+    estimate_normalization,
+    load_for_reconstruct,
+    observations_from_scan,
+    optimise_codes,
+    reconstruct_file,
+    start_candidates,
+    thin_points,
+)
+
+AXES = ("x", "y", "z")
+YAWS = 24
+"""Turns about the up axis tried in the coarse search (every 15 degrees)."""
+SCALES = (0.7, 0.85, 1.0)
+"""Scales tried in the coarse search, as factors of the bounding-box estimate (a partial view's box is at most
+the whole object's, so the true scale is at most the estimate's)."""
+SEARCH_CODES = 8
+"""Start codes each coarse pose is scored with: the mean code, the zero code and evenly spaced training codes
+of :func:`deepsdf_ad.reconstruct.start_candidates`."""
+KEEP = 4
+"""Coarse poses refined jointly with their codes (the best, each at least two turns or another up axis away
+from the ones before it)."""
+SCALE_RANGE = (0.4, 1.1)
+"""Bounds of the refined scale, as factors of the bounding-box estimate: a partial view covers a good part of
+the object (below) and lies inside its unit sphere (above, with room for the box's 3% margin). Without the
+lower bound, shrinking the points towards one surface point would drive the loss to 0."""
+LR = 1e-2
+"""Adam's learning rate of the pose parameters (radians, log scale, normalised units); it follows the code's
+schedule (drops with it)."""
+
+
+def axis_vector(label: str) -> np.ndarray:
+    """'x', '-y', ... -> the unit vector (3,)."""
+    v = np.zeros(3)
+    v[AXES.index(label[-1])] = -1.0 if label.startswith("-") else 1.0
+    return v
+
+
+def rotation_to(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A rotation (3, 3) taking the unit vector ``u`` to the unit vector ``v`` (the shortest one; half a turn
+    about an axis across ``v`` when they are opposite)."""
+    u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
+    c = float(u @ v)
+    if c > 1 - 1e-12:
+        return np.eye(3)
+    if c < -1 + 1e-12:
+        a = np.eye(3)[np.argmin(np.abs(v))]
+        k = np.cross(v, a)
+        k /= np.linalg.norm(k)
+        return 2 * np.outer(k, k) - np.eye(3)
+    k = np.cross(u, v)
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + kx + kx @ kx / (1 + c)
+
+
+def yaw_matrix(yaw: float, up: int) -> np.ndarray:
+    """The rotation (3, 3) by ``yaw`` radians about axis ``up`` (right-handed)."""
+    i, j = (up + 1) % 3, (up + 2) % 3
+    r = np.eye(3)
+    r[i, i] = r[j, j] = math.cos(yaw)
+    r[i, j], r[j, i] = -math.sin(yaw), math.sin(yaw)
+    return r
+
+
+def log_scale(params: torch.Tensor) -> torch.Tensor:
+    """The log scale of params (B, 5), kept within :data:`SCALE_RANGE`."""
+    return params[:, 1].clamp(math.log(SCALE_RANGE[0]), math.log(SCALE_RANGE[1]))
+
+
+def similarity(params: torch.Tensor, x: torch.Tensor, up: int) -> torch.Tensor:
+    """``exp(log s) R_up(yaw) x + t`` for params (B, 5) = (yaw, log s, t) and points x (B, N, 3); differentiable."""
+    yaw, scale, t = params[:, 0], log_scale(params).exp(), params[:, 2:5]
+    i, j = (up + 1) % 3, (up + 2) % 3
+    c, s = yaw.cos()[:, None], yaw.sin()[:, None]
+    cols = [x[..., 0], x[..., 1], x[..., 2]]
+    cols[i], cols[j] = c * x[..., i] - s * x[..., j], s * x[..., i] + c * x[..., j]
+    return torch.stack(cols, dim=-1) * scale[:, None, None] + t[:, None, :]
+
+
+@dataclass
+class PoseStarts:
+    """Pose hypotheses for :func:`deepsdf_ad.reconstruct.optimise_codes`: ``params`` (S, 5) (yaw, log scale,
+    translation), ``starts`` hypotheses per shape, the training frame's ``up`` axis index and the learning rate.
+    After the optimisation ``params`` holds the kept ones (B, 5) and ``kept`` their rows (B,)."""
+
+    params: torch.Tensor
+    starts: int
+    up: int
+    lr: float = LR
+    kept: torch.Tensor | None = None
+
+    def apply(self, params: torch.Tensor, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Points (B, N, 3) and their sdf bounds (B, N) moved by ``params`` (B, 5): distances scale too."""
+        scale = log_scale(params).exp()[:, None]
+        return similarity(params, x, self.up), lo * scale, hi * scale
+
+
+@dataclass
+class Frame:
+    """One up-axis candidate: ``label`` (how it was chosen: an axis such as '-y', or 'floor'), ``vector`` (3,)
+    the input's up direction, ``rotation`` (3, 3) taking it to the training frame's up axis, and the base
+    normalisation ``centre`` (3,), ``scale`` (see the module's docstring)."""
+
+    label: str
+    vector: np.ndarray
+    rotation: np.ndarray
+    centre: np.ndarray
+    scale: float
+
+    def base(self, x: np.ndarray) -> np.ndarray:
+        """Input points (N, 3) -> base points ``s0 (U x - c)``."""
+        return self.scale * (np.asarray(x) @ self.rotation.T - self.centre)
+
+
+def frames(points: np.ndarray, up: str | None, floor_normal: np.ndarray | None, frame_up: str) -> list[Frame]:
+    """The up-axis candidates: ``up`` when given (one of :data:`UP_CHOICES`), else the floor's normal when one
+    was found, else all six axes."""
+    if up is not None:
+        ups = [(up, axis_vector(up))]
+    elif floor_normal is not None:
+        ups = [("floor", np.asarray(floor_normal, float))]
+    else:
+        ups = [(a, axis_vector(a)) for a in UP_CHOICES]
+    out = []
+    for label, vec in ups:
+        rot = rotation_to(vec, axis_vector(frame_up))
+        offset, scale = estimate_normalization(points @ rot.T)
+        out.append(Frame(label, vec / np.linalg.norm(vec), rot, -offset, scale))
+    return out
+
+
+@dataclass
+class PoseFit:
+    """The pose found: ``matrix`` (4, 4) input -> normalised frame (``scale`` times a rotation, plus a shift),
+    the ``yaw`` (degrees, about the training frame's up axis) and the ``frame`` (up-axis candidate) it started
+    from, the code (L,) and the loss per iteration."""
+
+    matrix: np.ndarray
+    scale: float
+    yaw: float
+    frame: Frame
+    code: torch.Tensor
+    losses: list[float]
+
+    def to_normalised(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x) @ self.matrix[:3, :3].T + self.matrix[:3, 3]
+
+    def to_input(self, y: np.ndarray) -> np.ndarray:
+        a = self.matrix[:3, :3]
+        return np.linalg.solve(a, (np.asarray(y) - self.matrix[:3, 3]).T).T
+
+
+def pose_matrix(frame: Frame, params: np.ndarray, up: int) -> np.ndarray:
+    """The (4, 4) input -> normalised matrix of ``frame`` moved by ``params`` (5,)."""
+    yaw, t = float(params[0]), params[2:5]
+    scale = math.exp(float(log_scale(torch.as_tensor(params[None], dtype=torch.float64))[0])) * frame.scale
+    a = scale * yaw_matrix(yaw, up) @ frame.rotation
+    m = np.eye(4)
+    m[:3, :3] = a
+    m[:3, 3] = t - scale * yaw_matrix(yaw, up) @ frame.centre
+    return m
+
+
+def search_codes(candidates: torch.Tensor) -> torch.Tensor:
+    """The :data:`SEARCH_CODES` rows of ``candidates`` the coarse search uses: the first two (mean, zero), then
+    evenly spaced ones."""
+    if len(candidates) <= SEARCH_CODES:
+        return candidates
+    rows = np.unique(np.r_[0, 1, np.linspace(2, len(candidates) - 1, SEARCH_CODES - 2).round().astype(int)])
+    return candidates[torch.from_numpy(rows)]
+
+
+@torch.no_grad()
+def coarse_search(model, bases: list[np.ndarray], candidates: torch.Tensor, cfg: ReconstructConfig, up: int,
+                  device: torch.device, gen: torch.Generator) -> list[tuple[int, np.ndarray, int, float]]:
+    """Score every frame's base surface points (list of (N, 3)) at every coarse pose; returns the :data:`KEEP`
+    best as (frame index, params (5,), best code row of ``candidates``, loss), best first."""
+    n = min(len(b) for b in bases)
+    idx = torch.randint(n, (min(PROBE_POINTS, n),), generator=gen).numpy()
+    yaws = 2 * math.pi * np.arange(YAWS) / YAWS
+    grid = torch.tensor([(y, math.log(s), 0.0, 0.0, 0.0) for y in yaws for s in SCALES], dtype=torch.float32)
+    probe = [torch.from_numpy(np.asarray(b[idx], np.float32)) for b in bases]
+    x = torch.cat([similarity(grid, p[None].expand(len(grid), -1, -1), up) for p in probe]).to(device)
+    zero = torch.zeros(x.shape[:2], device=device)
+    some = search_codes(candidates).to(device)
+    loss = candidate_losses(model, x, zero, zero, some, cfg)  # (F * G, C)
+    best, _ = loss.min(dim=1)
+    order = torch.argsort(best).cpu().numpy()
+    picked: list[tuple[int, int]] = []  # (frame, yaw step)
+    out = []
+    for row in order:
+        f, g = divmod(int(row), len(grid))
+        step = g // len(SCALES)
+        if any(f == pf and min(abs(step - ps), YAWS - abs(step - ps)) < 2 for pf, ps in picked):
+            continue
+        picked.append((f, step))
+        # the best code for this pose among all the candidates
+        full = candidate_losses(model, x[row:row + 1], zero[:1], zero[:1], candidates.to(device), cfg)[0]
+        out.append((f, grid[g].numpy().copy(), int(torch.argmin(full)), float(full.min())))
+        if len(out) == KEEP:
+            break
+    return out
+
+
+def fit_pose(model, points: np.ndarray, normals: np.ndarray | None, camera: np.ndarray | None,
+             cfg: ReconstructConfig, clamp: float, device: torch.device, candidates: torch.Tensor | None,
+             up: str | None = None, floor_normal: np.ndarray | None = None, seed: int = 0,
+             iterations: int | None = None) -> PoseFit:
+    """The pose and code of a scan in an unknown frame.
+
+    Args:
+        model: the frozen decoder (see the module's docstring).
+        points: surface points (N, 3), input frame and units (cleaned: :func:`deepsdf_ad.capture.clean_capture`).
+        normals: their outward normals (N, 3) or None; camera: the camera position (3,) in the input frame or None.
+        cfg: the run's reconstruct settings (``frame_up``, the schedule, the loss); clamp: the loss clamp.
+        candidates: start codes (C, L) (:func:`deepsdf_ad.reconstruct.start_candidates`); None: the zero code.
+        up: the input's up axis (:data:`UP_CHOICES`) when known; floor_normal: the floor's normal (3,) pointing
+            to the object, when a floor was found; neither: all six axes are tried.
+    Returns:
+        the :class:`PoseFit`.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    up_index = AXES.index(cfg.frame_up)
+    if candidates is None or len(candidates) == 0:
+        candidates = torch.zeros(1, model.latent_size)
+    candidates = candidates.float().reshape(len(candidates), -1)
+    cands = frames(points, up, floor_normal, cfg.frame_up)
+    bases = [f.base(points) for f in cands]
+    hyps = coarse_search(model, bases, candidates, cfg, up_index, device, gen)
+    rng = np.random.default_rng(seed)
+    obs: list[Observations] = []
+    for f, _, _, _ in hyps:
+        fr = cands[f]
+        n = None if normals is None else normals @ fr.rotation.T
+        cam = None if camera is None else fr.base(np.asarray(camera, float)[None])[0]
+        obs.append(observations_from_scan(bases[f], n, cam, cfg, rng))
+    pose = PoseStarts(torch.from_numpy(np.stack([h[1] for h in hyps])).float(), len(hyps), up_index)
+    init = candidates[[h[2] for h in hyps]]
+    codes, losses = optimise_codes(model, obs, cfg, clamp, device, init=init, seed=seed, iterations=iterations,
+                                   pose=pose)
+    kept = 0 if pose.kept is None else int(pose.kept[0])
+    frame = cands[hyps[kept][0]]
+    params = pose.params[0].cpu().numpy().astype(np.float64)
+    m = pose_matrix(frame, params, up_index)
+    yaw = (math.degrees(params[0]) + 180.0) % 360.0 - 180.0
+    return PoseFit(m, float(np.cbrt(abs(np.linalg.det(m[:3, :3])))), yaw, frame, codes[0], losses)
+
+
+def no_pose_search(model: SDFModel, mode: str) -> str | None:
+    """Why a pose search cannot run for ``model`` in ``mode`` (None: it can): it fits one optimised global code."""
+    if mode != "optimise":
+        return f"mode {mode}: the search fits optimised codes"
+    if model.observed_mask([torch.zeros(1, model.dim)]) is not None:
+        return "a latent-grid run has local codes"
+    return None
+
+
+RECORD_KEY = "deepsdf-ad"
+"""The key (value ``reconstruct``) that marks a JSON file as a reconstruction's record: only such a file beside
+``--out`` is replaced."""
+FIT_TOL = 0.01
+"""A kept observed point is explained when its |sdf| after the fit is at most this (normalised frame, where the
+object's bounding sphere has radius about 1)."""
+POOR_FIT = 0.005
+"""``reconstruct`` warns when the median |sdf| at the kept observed points after a pose search exceeds this
+(normalised frame). Measured with the tiny two-box run of ``tests/test_capture_cli.py`` (docs/reconstruction.md):
+a right pose gave 0.0016-0.0023 (0.0035 with depth noise of 1% of the radius), a capture of another kind of
+object (sphere, bumpy ball, chair, torus) 0.0064-0.0121."""
+INLINE_INDICES = 1000
+"""Up to this many dropped indices are listed in the record itself; more go to ``OUT.dropped.npy``."""
+
+
+def _check_record_free(record: Path, dropped: Path) -> None:
+    """Refuse to replace ``record`` or ``dropped`` unless they are absent or an earlier reconstruction's."""
+    ours = False
+    if record.exists():
+        try:
+            ours = json.loads(record.read_text()).get(RECORD_KEY) == "reconstruct"
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise DataError(f"{record}: exists and is not a reconstruction record (reconstruct writes one beside "
+                            "--out); move it or choose another --out")
+    if dropped.exists() and not ours:
+        raise DataError(f"{dropped}: exists and no reconstruction record names it; move it or choose another --out")
+
+
+def reconstruct_posed(run, cfg: Config, model: SDFModel, partial: str | os.PathLike, cloud, meta: dict,
+                      out: str | os.PathLike, resolution: int | None, iterations: int | None,
+                      device: torch.device, seed: int, method: str, up: str | None = None,
+                      keep_floor: bool = False, crop: float | None = None, progress: bool = False) -> dict:
+    """The unknown-frame path of :func:`reconstruct_scan`: clean the capture, find its pose with the code, mesh
+    in the input's frame, and record at ``out`` with suffix .json (:data:`RECORD_KEY`) the transform (4 x 4
+    input -> normalised frame, scale, yaw, up axis), the fit's residual at the kept points and the points
+    dropped (counts by reason; indices inline, or in ``OUT.dropped.npy`` as (K, 2) rows of index and reason
+    number in the record's ``reasons``). A poor fit (:data:`POOR_FIT`) gives one warning."""
+    from data_prep.formats import atomic_path, write_json
+    from deepsdf_ad.meshing import mesh_sdf, model_sdf
+
+    out = Path(out)
+    record, dropped_path = out.with_suffix(".json"), out.with_suffix(".dropped.npy")
+    _check_record_free(record, dropped_path)
+    pts, normals = thin_points(partial, cloud.points, cloud.normals, seed)
+    try:
+        cleaned = clean_capture(pts, keep_floor=keep_floor, crop=crop, rng=np.random.default_rng(seed))
+    except DataError as e:
+        raise DataError(f"{partial}: {e}") from None
+    kept = cleaned.points
+    normals = None if normals is None else normals[cleaned.kept]
+    camera = np.asarray(meta["camera"], float) if "camera" in meta else None
+    if normals is not None and camera is not None:  # make sure they face the camera (the outside)
+        flip = np.sum(normals * (camera[None] - kept), axis=1) < 0
+        normals = np.where(flip[:, None], -normals, normals)
+    floor = cleaned.plane
+    fit = fit_pose(model, kept, normals, camera, cfg.reconstruct, loss_clamp(cfg), device, start_candidates(run),
+                   up=up, floor_normal=None if floor is None else floor.normal, seed=seed, iterations=iterations)
+    sdf = model_sdf(model, fit.code, device, cfg.mesh.batch_points, precision=cfg.reconstruct.precision)
+    err = np.abs(sdf(fit.to_normalised(kept).astype(np.float32)))
+    residual, within = float(np.median(err)), float(np.mean(err <= FIT_TOL))
+    poor = residual > POOR_FIT
+    if poor:
+        warn(f"{partial}: poor fit: median |sdf| {residual:.3g} at the kept points (above {POOR_FIT:g}), "
+             f"{within:.0%} within {FIT_TOL:g}, pose from up axis {fit.frame.label}; try --up AXIS, --keep-floor, "
+             "--crop R, or --norm NORM.npz when the object's normalisation is known")
+    mesh = mesh_sdf(sdf, resolution or cfg.mesh.resolution, method=method, progress=progress)
+    mesh = trimesh.Trimesh(fit.to_input(mesh.vertices), mesh.faces, process=False)
+    with atomic_path(out) as tmp:
+        mesh.export(tmp, file_type=out.suffix.lstrip(".") or "ply")
+    counts = cleaned.counts()
+    rows = [(int(i), k) for k, r in enumerate(REASONS) for i in cleaned.dropped.get(r, ())]
+    if len(rows) > INLINE_INDICES:
+        with atomic_path(dropped_path) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.asarray(rows, np.int64).reshape(-1, 2), allow_pickle=False)
+        indices: object = dropped_path.name
+    else:
+        indices = {r: cleaned.dropped.get(r, np.zeros(0, int)).astype(int).tolist() for r in REASONS}
+        dropped_path.unlink(missing_ok=True)  # an earlier reconstruction's (checked above): it no longer applies
+    write_json(record, {
+        RECORD_KEY: "reconstruct", "input": str(partial), "mesh": out.name,
+        "frame": "normalised = matrix @ [input, 1]; the mesh is in the input's frame",
+        "transform": {"matrix": fit.matrix.tolist(), "scale": fit.scale, "yaw_degrees": fit.yaw,
+                      "up": fit.frame.label, "up_vector": fit.frame.vector.tolist(),
+                      "frame_up": cfg.reconstruct.frame_up},
+        "fit": {"median_abs_sdf": residual, "abs_sdf_quantiles": {str(q): float(np.quantile(err, q / 100))
+                                                                  for q in (25, 75, 90)},
+                "share_within_tolerance": within, "tolerance": FIT_TOL,
+                "poor_fit_threshold": POOR_FIT, "poor": poor, "final_loss": fit.losses[-1] if fit.losses else None},
+        "points": {"read": int(len(cloud.points)), "used": int(len(pts)), "kept": int(len(kept)),
+                   "dropped": counts, "reasons": list(REASONS), "dropped_indices": indices,
+                   "indices_into": "the points as read (NaN rows already dropped), after thinning when 'used' < 'read'"},
+        "floor": None if floor is None else {"normal": floor.normal.tolist(), "offset": floor.offset,
+                                             "points": floor.inliers, "removed": not keep_floor},
+    })
+    return {"out": str(out), "points": int(len(cloud.points)), "observations": int(len(kept)), "mode": "optimise",
+            "final_loss": fit.losses[-1] if fit.losses else None,
+            "normalization": f"searched (up {fit.frame.label}, yaw {fit.yaw:.1f} deg, scale {fit.scale:.4g}; "
+                             f"record {record.name})",
+            "vertices": int(len(mesh.vertices)), "residual": residual, "poor_fit": poor, "record": str(record),
+            "dropped": counts}
+
+
+def reconstruct_scan(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
+                     resolution: int | None = None, iterations: int | None = None, device: str = "auto",
+                     norm: str | None = None, seed: int = 0, mode: str | None = None, method: str = "adaptive",
+                     precision: str | None = None, restarts: int | None = None, up: str | None = None,
+                     keep_floor: bool = False, crop: float | None = None, pose_search: bool = True,
+                     depth_camera=None, progress: bool = False) -> dict:
+    """``deepsdf-ad reconstruct``: :func:`~deepsdf_ad.reconstruct.reconstruct_file` (same arguments), except
+    that a 3D scan in an unknown frame (no ``norm``, no normalisation in its sidecar) is cleaned
+    (:func:`~deepsdf_ad.capture.clean_capture`: the floor unless ``keep_floor``, stray points, beyond ``crop``)
+    and its pose searched with the code (:func:`fit_pose`; ``up``: the input's up axis when known), see
+    :func:`reconstruct_posed`. ``depth_camera`` (:class:`data_prep.params.DepthCamera`): ``partial`` is a depth
+    image taken by it; ``progress``: progress bars on stderr. Without ``pose_search``, or for a run the search does not fit
+    (:func:`no_pose_search`), such a scan is normalised by its bounding box as before."""
+    from data_prep.scans import load_depth_scan, load_scan
+
+    loaded = load_for_reconstruct(run_path, device, mode, precision, restarts)
+    dev, run, cfg, model, mode = loaded
+    scan = None
+    if cfg.dim == 3 and norm is None and pose_search:
+        scan = load_scan(partial) if depth_camera is None else load_depth_scan(partial, depth_camera)
+        if "normalization" not in scan[1]:
+            why = no_pose_search(model, mode)
+            if why is None:
+                return reconstruct_posed(run, cfg, model, partial, *scan, out, resolution, iterations, dev, seed,
+                                         method, up=up, keep_floor=keep_floor, crop=crop, progress=progress)
+            note(f"{partial}: no pose search ({why}); normalising by the points' bounding box in their own "
+                 "orientation")
+    return reconstruct_file(run_path, partial, out, resolution=resolution, iterations=iterations, norm=norm,
+                            seed=seed, method=method, loaded=loaded, scan=scan, depth_camera=depth_camera,
+                            progress=progress)
