@@ -20,9 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep import formats
-from data_prep.digits import DigitField, DigitSamplingConfig, find_idx_pairs, load_digit_set, prep_digits
 from deepsdf_ad.config import load_config
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.digits import (
+    DigitField,
+    DigitSamplingConfig,
+    find_idx_pairs,
+    load_digit_set,
+    prep_digits,
+)
 from deepsdf_ad.generate import sample_codes
 from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.meshing import evaluate_grid, field_picture, grid_points, model_sdf, picture_grid

@@ -22,16 +22,16 @@ import sys
 import time
 from pathlib import Path
 
-from data_prep import formats
-from data_prep.meshes import (
+from deepsdf_ad.config import load_config
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.meshes import (
     SamplingConfig,
     load_mesh,
     normalization,
 )
-from data_prep.pipeline import PrepConfig, prep_meshes
-from data_prep.scans import CameraConfig, save_scan, scan_mesh
-from data_prep.shapes import write_family
-from deepsdf_ad.config import load_config
+from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
+from deepsdf_ad.data_prep.scans import CameraConfig, save_scan, scan_mesh
+from deepsdf_ad.data_prep.shapes import write_family
 from deepsdf_ad.runs import Run
 from deepsdf_ad.train import train
 

@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from data_prep import formats
-from data_prep.meshes import SamplingConfig
-from data_prep.pipeline import PrepConfig, prep_meshes
-from data_prep.shapes import FAMILIES, make_shape
 from deepsdf_ad.config import load_config
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.meshes import SamplingConfig
+from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
+from deepsdf_ad.data_prep.shapes import FAMILIES, make_shape
 from deepsdf_ad.evaluate import EvalOptions, evaluate_run
 from deepsdf_ad.train import train
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.meshes import SamplingConfig, SignedDistance, normalized_mesh, sample_query_points
-from data_prep.shapes import chair
 from deepsdf_ad.config import load_config
+from deepsdf_ad.data_prep.meshes import SamplingConfig, SignedDistance, normalized_mesh, sample_query_points
+from deepsdf_ad.data_prep.shapes import chair
 from deepsdf_ad.losses import sdf_loss
 from deepsdf_ad.meshing import adaptive_grid, evaluate_grid, marching_cubes, model_sdf
 from deepsdf_ad.models import build_model

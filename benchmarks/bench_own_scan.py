@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from data_prep import formats
-from data_prep.formats import DataError, DataRoot
 from deepsdf_ad import UP_CHOICES
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.evaluate import Truth3D, scan_in_frame, select
 from deepsdf_ad.metrics import CHAMFER_POINTS, surface_metrics, surface_points_normals
 from deepsdf_ad.pose import axis_vector, reconstruct_scan, rotation_to, yaw_matrix

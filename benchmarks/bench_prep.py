@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from data_prep.meshes import (
+from deepsdf_ad.data_prep.meshes import (
     SamplingConfig,
     SignedDistance,
     load_mesh,
@@ -51,7 +51,7 @@ from data_prep.meshes import (
     normalized_mesh,
     sample_query_points,
 )
-from data_prep.pipeline import PrepConfig, prep_one, shape_rng
+from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_one, shape_rng
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")  # before pyrender/OpenGL are imported
 ROOT = Path(__file__).resolve().parents[1]

@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep import formats
-from data_prep.formats import DataRoot
 from deepsdf_ad.baselines import nearest_shape, poisson_mesh
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataRoot
 from deepsdf_ad.evaluate import EvalOptions, Truth3D, evaluate_run, scan_in_frame, select
 from deepsdf_ad.metrics import surface_metrics, surface_points_normals
 
@@ -361,7 +361,7 @@ def figures(work: Path, runs: dict[str, Path], data: Path, records: dict[str, li
     held-out shape whose AD chamfer is the category's median."""
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
     from deepsdf_ad.runs import Run, load_trained
-    from viz.render import render_to_array, save_image
+    from deepsdf_ad.viz.render import render_to_array, save_image
 
     root = DataRoot(data)
     truth = Truth3D(root)

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep import formats
-from data_prep.meshes import SamplingConfig, load_mesh, normalized_mesh
-from data_prep.pipeline import PrepConfig, prep_meshes
-from data_prep.shapes import write_family
 from deepsdf_ad.config import load_config
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.meshes import SamplingConfig, load_mesh, normalized_mesh
+from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
+from deepsdf_ad.data_prep.shapes import write_family
 from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.meshing import mesh_sdf, model_sdf
 from deepsdf_ad.metrics import chamfer_squared, surface_points

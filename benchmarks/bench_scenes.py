@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import formats
-from data_prep.meshes import SignedDistance, load_mesh
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.meshes import SignedDistance, load_mesh
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep import formats
 from deepsdf_ad.config import load_config
+from deepsdf_ad.data_prep import formats
 from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.models import build_model
 from deepsdf_ad.train import make_optimizer, plan_split, step_loss, sub_batches, train

@@ -10,7 +10,7 @@ bilinearly interpolated between pixel centres (0 outside the image), so fields a
 - ``height`` field: the target is the interpolated intensity itself (in [0, 1]); it is stored in the
   sdf column of the sample files, and the run must train with ``train.loss: l1``.
 
-Data root layout is the one of meshes (:mod:`data_prep.formats`): category = the digit's label, id =
+Data root layout is the one of meshes (:mod:`deepsdf_ad.data_prep.formats`): category = the digit's label, id =
 ``<IDX file prefix>-<index in the file, 5 digits>`` (e.g. ``t10k-00042``), ``norm`` is the identity
 (offset (0, 0), scale 1), ``surface`` holds contour points (z = 0). With ``--field height`` every digit
 is also written as a closed heightfield solid to ``DATA/heightfield/<label>/<id>.ply``.
@@ -33,10 +33,10 @@ import trimesh
 from scipy import ndimage
 from tqdm import tqdm
 
-from data_prep import formats
-from data_prep.folders import writes_data_root
-from data_prep.formats import DataError
-from data_prep.params import DigitSamplingConfig  # noqa: F401 (re-exported)
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.folders import writes_data_root
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.params import DigitSamplingConfig  # noqa: F401 (re-exported)
 
 TOOL_VERSION = "0.1.0"
 FIELDS = ("sdf", "height")
@@ -438,14 +438,19 @@ def prep_digits(idx_dir: str | os.PathLike, out: str | os.PathLike, cfg: DigitSa
             out-of-distribution data).
         limit: at most this many digits per IDX pair (the first ones, in file order, after the label filter).
         shard: ``(I, N)``: sample only shard I's digits (round-robin over the sorted (label, id) keys, see
-            :func:`data_prep.pipeline.shard_owner`) and write ``DATA/shards/shard-I-of-N.json`` instead of the
+            :func:`deepsdf_ad.data_prep.pipeline.shard_owner`) and write ``DATA/shards/shard-I-of-N.json`` instead of the
             splits and ``manifest.json`` (``prep merge`` writes those).
     Each digit has its own generator seeded by (seed, its key), so results do not depend on order or sharding.
     A re-run with the same parameters skips digits whose files exist, if the previous run with those
     parameters finished; a run with other parameters first marks the manifest incomplete, so files of
     mixed parameters are never taken as done.
     """
-    from data_prep.jobs import remove_shard_temporaries, remove_stale_temporaries, shape_rng, shard_owner
+    from deepsdf_ad.data_prep.jobs import (
+        remove_shard_temporaries,
+        remove_stale_temporaries,
+        shape_rng,
+        shard_owner,
+    )
 
     if cfg.field not in FIELDS:
         raise DataError(f"--field {cfg.field}: unknown field; use one of {', '.join(FIELDS)}")
@@ -533,7 +538,7 @@ def _finished_with(path: Path, params: dict) -> bool:
 
 def _finish_digits(out: Path, header: dict, records: list[dict], skipped: int, t0: float) -> dict:
     """Splits, summary and ``manifest.json`` from every digit's record."""
-    from data_prep.jobs import make_splits
+    from deepsdf_ad.data_prep.jobs import make_splits
 
     params = header["params"]
     labels = params["labels"]
@@ -554,7 +559,7 @@ def _finish_digits(out: Path, header: dict, records: list[dict], skipped: int, t
 
 
 def merge_digit_shards(out: Path, shards: list[dict]) -> dict:
-    """The digits half of :func:`data_prep.pipeline.merge_shards` (shards already checked)."""
+    """The digits half of :func:`deepsdf_ad.data_prep.pipeline.merge_shards` (shards already checked)."""
     t0 = time.perf_counter()
     header = {k: shards[0][k] for k in ("tool", "version", "kind", "field", "target", "source", "params", "files")
               if k in shards[0]}

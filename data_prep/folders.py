@@ -22,7 +22,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from data_prep.formats import DataError, is_temp_file, write_json
+from deepsdf_ad.data_prep.formats import DataError, is_temp_file, write_json
 
 MARKER = ".deepsdf-ad"
 """Marker file of a folder this toolkit made: ``{"made_by": "deepsdf-ad train", "kind": "run"}``."""

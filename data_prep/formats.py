@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.log import note
+from deepsdf_ad.data_prep.log import note
 
 # ---- keys and folder names -------------------------------------------------------------------
 POS = "pos"
@@ -780,7 +780,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     too_big = (f"{path}: more than {MAX_IDX_BYTES / 2**30:.0f} GiB of IDX data, beyond the limit; split the file "
-               "or raise data_prep.formats.MAX_IDX_BYTES")
+               "or raise deepsdf_ad.data_prep.formats.MAX_IDX_BYTES")
     with open(path, "rb") as f:
         gz = f.read(2) == b"\x1f\x8b"
     if not gz and path.stat().st_size > MAX_IDX_BYTES:

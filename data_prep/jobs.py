@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import formats
-from data_prep.formats import DataError
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError
 
 
 def shape_rng(seed: int, key: str, stream: int = 0) -> np.random.Generator:
@@ -96,7 +96,7 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 
 def remove_stale_temporaries(out: Path, keys: list[tuple[str, str]] | None = None,
                              extra_dirs: tuple[str, ...] = ()) -> int:
-    """Delete the temp files (:data:`data_prep.formats.TEMP_PREFIX`) a killed run left in the data folders;
+    """Delete the temp files (:data:`deepsdf_ad.data_prep.formats.TEMP_PREFIX`) a killed run left in the data folders;
     returns how many. Only names of our own pattern are touched, never a user's file.
 
     With ``keys`` (a shard's (category, id) pairs) only the temp files of those shapes are deleted, so shards

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from data_prep.formats import MESH_SUFFIXES, DataError
-from data_prep.params import SamplingConfig  # noqa: F401 (re-exported)
+from deepsdf_ad.data_prep.formats import MESH_SUFFIXES, DataError
+from deepsdf_ad.data_prep.params import SamplingConfig  # noqa: F401 (re-exported)
 
 MAX_FACES = 5_000_000
 

@@ -65,7 +65,7 @@ class PrepConfig:
     """Partial scans written per test shape (``DATA/scans/<category>/<id>_<k>.ply``)."""
     max_ambiguous: float = 0.05
     """Reject a mesh when more than this share of its near-surface samples has an ambiguous sign
-    (winding number within 0.1 of 1/2); see :func:`data_prep.meshes.sign_quality`."""
+    (winding number within 0.1 of 1/2); see :func:`deepsdf_ad.data_prep.meshes.sign_quality`."""
     camera: CameraConfig = field(default_factory=CameraConfig)
     """Camera of the scans; scan k of K is taken at azimuth ``camera.azimuth + 360 k / K``."""
 

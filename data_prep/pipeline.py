@@ -1,4 +1,4 @@
-"""``deepsdf-ad prep meshes``: a folder of meshes -> a data root (see :mod:`data_prep.formats`).
+"""``deepsdf-ad prep meshes``: a folder of meshes -> a data root (see :mod:`deepsdf_ad.data_prep.formats`).
 
 Each mesh is one job with its own seeded generator (derived from the seed and the shape's key), so results
 do not depend on the order or the number of workers. The manifest is rewritten (atomically) as jobs finish;
@@ -27,10 +27,10 @@ import numpy as np
 import trimesh
 from tqdm import tqdm
 
-from data_prep import formats
-from data_prep.folders import writes_data_root
-from data_prep.formats import DataError
-from data_prep.jobs import (  # noqa: F401 (re-exported: the job machinery's old home)
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.folders import writes_data_root
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.jobs import (  # noqa: F401 (re-exported: the job machinery's old home)
     _die_with_parent,
     _outputs_intact,
     failures_recorded,
@@ -44,7 +44,7 @@ from data_prep.jobs import (  # noqa: F401 (re-exported: the job machinery's old
     shard_owner,
     worker_pool,
 )
-from data_prep.meshes import (
+from deepsdf_ad.data_prep.meshes import (
     SamplingConfig,
     SignedDistance,
     check_sampling,
@@ -58,8 +58,8 @@ from data_prep.meshes import (
     sign_quality,
     split_pos_neg,
 )
-from data_prep.params import PrepConfig  # noqa: F401 (re-exported)
-from data_prep.scans import CameraConfig, save_scan, scan_mesh
+from deepsdf_ad.data_prep.params import PrepConfig  # noqa: F401 (re-exported)
+from deepsdf_ad.data_prep.scans import CameraConfig, save_scan, scan_mesh
 
 TOOL_VERSION = "0.2.0"
 
@@ -250,7 +250,7 @@ def merge_shards(out: str | os.PathLike, progress: bool = True) -> dict:
     first = shards[0]
     skipped = sum(m.get("summary", {}).get("skipped_unchanged", 0) for m in shards)
     if first["kind"] == "digits":
-        from data_prep.digits import merge_digit_shards
+        from deepsdf_ad.data_prep.digits import merge_digit_shards
 
         return merge_digit_shards(out, shards)
     params = first["params"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from data_prep.formats import (
+from deepsdf_ad.data_prep.formats import (
     DataError,
     PointCloud,
     check_normalization,
@@ -24,7 +24,7 @@ from data_prep.formats import (
     save_points_ply,
     write_json,
 )
-from data_prep.params import CameraConfig, DepthCamera  # noqa: F401 (re-exported)
+from deepsdf_ad.data_prep.params import CameraConfig, DepthCamera  # noqa: F401 (re-exported)
 
 
 @dataclass

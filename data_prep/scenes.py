@@ -3,14 +3,14 @@
 The scene frame (the normalised frame of every scene, ``[-1, 1]^3``):
 
 * **+z is up** (ModelNet's meshes are stored +z up: a table's top is its highest part, chairs are tallest in z;
-  the procedural shapes of :mod:`data_prep.shapes` too). Objects are rotated only about z.
+  the procedural shapes of :mod:`deepsdf_ad.data_prep.shapes` too). Objects are rotated only about z.
 * The **floor** is the plane ``z = FLOOR_Z`` (-0.5); every object's lowest point rests on it. The floor itself
   is not part of the scene mesh (a slab would take most of the surface samples and dominate every metric).
 * The **room** is the square ``[-ROOM_HALF, ROOM_HALF]^2`` (0.9) of the floor; ``room_size`` metres map onto its
   side of 1.8 units, so one unit is ``room_size / 1.8`` metres. Objects may reach up to ``CEILING_Z`` (0.9).
 * The scene mesh is written in this frame, so its normalisation is the identity (offset 0, scale 1).
 
-Each object: its mesh is normalised (DeepSDF's convention, :func:`data_prep.meshes.normalization`), scaled so the
+Each object: its mesh is normalised (DeepSDF's convention, :func:`deepsdf_ad.data_prep.meshes.normalization`), scaled so the
 longest horizontal side of its bounding box has a plausible size in metres (``CATEGORY_SIZES``, drawn uniformly
 from the category's range), turned by a uniform random angle about z and put on the floor. Its footprint is the
 rotated rectangle of its bounding box; two footprints must be at least ``gap`` metres apart (separating-axis
@@ -20,7 +20,7 @@ objects cannot be placed, the scene is drawn again, and after ``restarts`` failu
 Held-out scenes hold held-out objects: the source meshes are split first (per category, as ``prep meshes``
 splits), then train scenes are composed only of train meshes and test scenes only of test meshes.
 
-Signs and samples come from the same machinery as single meshes (:mod:`data_prep.meshes`): DeepSDF's sample
+Signs and samples come from the same machinery as single meshes (:mod:`deepsdf_ad.data_prep.meshes`): DeepSDF's sample
 distribution on the whole scene, exact distances, winding-number signs on the repaired scene mesh. Each source
 mesh is screened first (its winding numbers on a few near-surface samples), and a mesh with unreliable signs is
 left out of every scene.
@@ -38,10 +38,10 @@ import numpy as np
 import trimesh
 from tqdm import tqdm
 
-from data_prep import formats
-from data_prep.folders import writes_data_root
-from data_prep.formats import DataError
-from data_prep.meshes import (
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.folders import writes_data_root
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.meshes import (
     AMBIGUOUS_BAND,
     SamplingConfig,
     SignedDistance,
@@ -55,8 +55,8 @@ from data_prep.meshes import (
     sign_quality,
     split_pos_neg,
 )
-from data_prep.params import SceneConfig  # noqa: F401 (re-exported)
-from data_prep.pipeline import (
+from deepsdf_ad.data_prep.params import SceneConfig  # noqa: F401 (re-exported)
+from deepsdf_ad.data_prep.pipeline import (
     TOOL_VERSION,
     failures_recorded,
     make_splits,
@@ -64,7 +64,7 @@ from data_prep.pipeline import (
     shape_rng,
     worker_pool,
 )
-from data_prep.scans import CameraConfig, check_camera, save_scan, scan_mesh
+from deepsdf_ad.data_prep.scans import CameraConfig, check_camera, save_scan, scan_mesh
 
 UP_AXIS = 2
 """+z is up in the scene frame and in the source meshes."""

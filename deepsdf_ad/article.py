@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from data_prep import formats
-from data_prep.formats import DataError
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.evaluate import LOWER_IS_BETTER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -410,7 +410,7 @@ def _side_by_side(paths: list[Path], dst: Path) -> Path:
 def slice_figures(oc: Outcome, opts: BuildOptions) -> tuple[Path | None, list[str], str]:
     """Slices of the first training shape through each method's first run, side by side. Returns the picture
     (in the work folder), the equivalent commands, and a note when a method could not be sliced."""
-    from viz.slices import slice_run
+    from deepsdf_ad.viz.slices import slice_run
 
     pics, cmds, notes = [], [], []
     folder = oc.out / "slices"

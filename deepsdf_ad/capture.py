@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_prep.formats import DataError
+from deepsdf_ad.data_prep.formats import DataError
 
 MIN_POINTS = 16
 """A capture with fewer (finite) points, or fewer left after cleaning, is refused: too little to fit a shape to."""

@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    from data_prep.formats import DataError
     from deepsdf_ad.config import ConfigError
+    from deepsdf_ad.data_prep.formats import DataError
 
     try:
         return args.func(args) or 0

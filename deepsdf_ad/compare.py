@@ -1,5 +1,5 @@
 """``deepsdf-ad compare``: runs of several methods (each one run or a folder of ``seed_K`` runs) measured on
-the same shapes, with the same conventions; :mod:`viz.report` turns the results into ``REPORT_DIR/report.md``
+the same shapes, with the same conventions; :mod:`deepsdf_ad.viz.report` turns the results into ``REPORT_DIR/report.md``
 and ``report.html``.
 
 Sections: representation (train shapes), reconstruction of held-out shapes, completion from partial views,
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_prep import formats
-from data_prep.formats import DataError, DataRoot
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.device import resolve_device
 from deepsdf_ad.evaluate import EvalOptions, evaluate_run
 from deepsdf_ad.runs import Run, load_trained
@@ -178,7 +178,7 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
             progress: bool = True, report: Reporter | None = None) -> dict:
     """Measure the methods ``runs`` (run folders or folders of seed runs) on ``data``.
 
-    Writes ``REPORT_DIR/results.json``; ``report`` (e.g. :func:`viz.report.write_report`, passed in by the
+    Writes ``REPORT_DIR/results.json``; ``report`` (e.g. :func:`deepsdf_ad.viz.report.write_report`, passed in by the
     CLI: the library does not draw) then writes the figures and ``report.md`` / ``report.html``.
     Returns the results.
     """

@@ -366,6 +366,6 @@ def config_differences(old: Config, new: Config, ignore: tuple[str, ...] = ()) -
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    from data_prep.formats import write_text_atomic
+    from deepsdf_ad.data_prep.formats import write_text_atomic
 
     write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_prep.formats import DataError, DataRoot, ShapeRef, load_sdf_samples
-from data_prep.log import note
+from deepsdf_ad.data_prep.formats import DataError, DataRoot, ShapeRef, load_sdf_samples
+from deepsdf_ad.data_prep.log import note
 
 
 class SampleBank:

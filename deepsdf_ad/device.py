@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from data_prep.formats import DataError
+from deepsdf_ad.data_prep.formats import DataError
 
 
 def resolve_device(name: str = "auto") -> torch.device:

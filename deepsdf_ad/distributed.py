@@ -35,8 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from data_prep.formats import DataError
-from data_prep.log import note
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.log import note
 
 
 @dataclass

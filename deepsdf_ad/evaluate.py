@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_prep import formats
-from data_prep.formats import DataError, DataRoot, ShapeRef
-from data_prep.log import note
 from deepsdf_ad.config import Config
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError, DataRoot, ShapeRef
+from deepsdf_ad.data_prep.log import note
 from deepsdf_ad.device import resolve_device
 from deepsdf_ad.metrics import (
     IOU_POINTS,
@@ -133,7 +133,7 @@ class Truth3D:
     def _inside(self, src: Path, ref: ShapeRef, points: np.ndarray) -> np.ndarray:
         import trimesh
 
-        from data_prep.meshes import SignedDistance, apply_normalization, load_mesh
+        from deepsdf_ad.data_prep.meshes import SignedDistance, apply_normalization, load_mesh
 
         mesh = load_mesh(src)
         offset, scale = formats.load_normalization(ref.norm)
@@ -167,7 +167,7 @@ class Truth2D:
 
     def field(self, ref: ShapeRef, points: np.ndarray) -> np.ndarray:
         """The true field (sdf or intensity) at ``points`` (M, 2)."""
-        from data_prep.digits import DigitField
+        from deepsdf_ad.data_prep.digits import DigitField
 
         img = self.image(ref)
         if img is not None:
@@ -211,8 +211,8 @@ def half_contour(contour: np.ndarray, normals: np.ndarray, rng: np.random.Genera
 def scan_in_frame(root: DataRoot, ref: ShapeRef) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """A shape's first partial scan in the normalised frame: points (N, 3), normals facing the camera (or None)
     and the camera position (or None)."""
-    from data_prep.meshes import apply_normalization
-    from data_prep.scans import load_scan
+    from deepsdf_ad.data_prep.meshes import apply_normalization
+    from deepsdf_ad.data_prep.scans import load_scan
 
     scans = root.scan_paths(ref)
     if not scans:

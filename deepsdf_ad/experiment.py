@@ -25,9 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from data_prep.formats import DataError, write_text_atomic
 from deepsdf_ad.compare import CompareOptions, Reporter, compare
 from deepsdf_ad.config import ConfigError, load_config, read_yaml_mapping
+from deepsdf_ad.data_prep.formats import DataError, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def run_experiment(path: str | os.PathLike, data: str | os.PathLike, out: str | 
                    ood: str | os.PathLike | None = None, overrides: list[str] | None = None, device: str = "auto",
                    progress: bool = True, report: Reporter | None = None) -> dict:
     """Train every method of the preset at ``path`` for every seed on ``data`` into ``out/runs`` and compare
-    them into ``out/report`` (``report``: the report writer, e.g. :func:`viz.report.write_report`). Returns the comparison results (with ``seconds`` of the whole experiment)."""
+    them into ``out/report`` (``report``: the report writer, e.g. :func:`deepsdf_ad.viz.report.write_report`). Returns the comparison results (with ``seconds`` of the whole experiment)."""
     from deepsdf_ad.train import seed_run_path, train
 
     t0 = time.perf_counter()

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_prep.formats import DataError, save_png, write_json
-from data_prep.log import note
 from deepsdf_ad.config import Config
+from deepsdf_ad.data_prep.formats import DataError, save_png, write_json
+from deepsdf_ad.data_prep.log import note
 from deepsdf_ad.device import resolve_device
 from deepsdf_ad.meshing import (
     evaluate_grid,
@@ -84,7 +84,7 @@ def write_shapes(model: SDFModel, cfg: Config, codes: torch.Tensor, out_dir: Pat
         save_png(path, picture_grid(pics, columns))
         files.append(str(path))
     else:
-        from data_prep.formats import save_mesh
+        from deepsdf_ad.data_prep.formats import save_mesh
 
         for k, c in enumerate(bar):
             path = out_dir / f"{stem}_{k:03d}.ply"

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_prep.formats import DataError, ShapeRef, load_points, load_points_2d
 from deepsdf_ad.data import to_device
+from deepsdf_ad.data_prep.formats import DataError, ShapeRef, load_points, load_points_2d
 
 
 def load_surface(ref: ShapeRef, dim: int) -> np.ndarray:

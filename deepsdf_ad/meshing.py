@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import trimesh
 
-from data_prep.formats import DataError
-from data_prep.log import progress_bar
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.log import progress_bar
 from deepsdf_ad.device import autocast, cpu_block_points, resolve_device
 from deepsdf_ad.models import SDFModel
 from deepsdf_ad.runs import Run, load_trained
@@ -136,7 +136,7 @@ def mesh_sdf(fn: SDFFn, resolution: int, method: str = "adaptive", progress: boo
 
     ``method``: 'adaptive' (coarse-to-fine, :func:`adaptive_grid`; the default) or 'dense' (every grid point
     evaluated: the reference). Both give the same mesh wherever the surface is (tests assert it).
-    ``progress``: a progress bar on stderr (see :func:`data_prep.log.progress_bar`).
+    ``progress``: a progress bar on stderr (see :func:`deepsdf_ad.data_prep.log.progress_bar`).
     """
     if method not in MESH_METHODS:
         raise DataError(f"unknown meshing method '{method}'; known: {', '.join(MESH_METHODS)}")
@@ -314,7 +314,7 @@ def write_shape(fn: SDFFn, dim: int, kind: str, resolution: int, out) -> dict:
     """Write the shape of an SDF function: a mesh for dim 3, a PNG (field and contour) for dim 2."""
     from pathlib import Path
 
-    from data_prep.formats import save_mesh, save_png
+    from deepsdf_ad.data_prep.formats import save_mesh, save_png
 
     out = Path(out)
     if dim == 2:
@@ -335,7 +335,7 @@ def mesh_training_shape(run_path, shape: str, out, resolution: int | None = None
     (for a 2D run: a PNG of the field with its contour). ``progress``: a progress bar for the meshing."""
     from pathlib import Path
 
-    from data_prep.formats import atomic_path
+    from deepsdf_ad.data_prep.formats import atomic_path
 
     dev = resolve_device(device)
     run = Run(run_path)

@@ -26,7 +26,7 @@ CHAMFER_POINTS = 30_000
 
 
 def surface_points(mesh: trimesh.Trimesh, n: int = CHAMFER_POINTS, seed: int = 0) -> np.ndarray:
-    from data_prep.meshes import sample_surface
+    from deepsdf_ad.data_prep.meshes import sample_surface
 
     return sample_surface(mesh, n, np.random.default_rng(seed))[0]
 
@@ -101,7 +101,7 @@ def surface_metrics(pred: np.ndarray, pred_normals: np.ndarray, true: np.ndarray
 def surface_points_normals(mesh: trimesh.Trimesh, n: int = CHAMFER_POINTS, seed: int = 0
                            ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` area-uniform points on ``mesh`` and their face normals (the sampler of ``data_prep``)."""
-    from data_prep.meshes import sample_surface
+    from deepsdf_ad.data_prep.meshes import sample_surface
 
     return sample_surface(mesh, n, np.random.default_rng(seed))
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from data_prep.formats import DataError
+from deepsdf_ad.data_prep.formats import DataError
 
 SIDECAR = ".json"
 """Suffix of the sidecar a scan (``deepsdf-ad scan``) has beside it."""
@@ -22,7 +22,7 @@ RUN_FILES = ("config.yaml", "shapes.json", "metrics.jsonl", "latent_codes.safete
 """The files of a run folder a command reads (see :mod:`deepsdf_ad.runs`)."""
 RUN_FOLDERS = ("checkpoints",)
 DATA_FILES = ("manifest.json",)
-"""The files and folders of a data root a command reads (see :mod:`data_prep.formats`)."""
+"""The files and folders of a data root a command reads (see :mod:`deepsdf_ad.data_prep.formats`)."""
 DATA_FOLDERS = ("splits", "sdf", "surface", "scans", "shards")
 
 

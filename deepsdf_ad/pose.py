@@ -30,11 +30,11 @@ import numpy as np
 import torch
 import trimesh
 
-from data_prep.formats import DataError
-from data_prep.log import note, warn
 from deepsdf_ad import UP_CHOICES
 from deepsdf_ad.capture import REASONS, clean_capture
 from deepsdf_ad.config import Config, ReconstructConfig
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.log import note, warn
 from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.models import SDFModel
 from deepsdf_ad.reconstruct import (
@@ -337,7 +337,7 @@ def reconstruct_posed(run, cfg: Config, model: SDFModel, partial: str | os.PathL
     input -> normalised frame, scale, yaw, up axis), the fit's residual at the kept points and the points
     dropped (counts by reason; indices inline, or in ``OUT.dropped.npy`` as (K, 2) rows of index and reason
     number in the record's ``reasons``). A poor fit (:data:`POOR_FIT`) gives one warning."""
-    from data_prep.formats import atomic_path, write_json
+    from deepsdf_ad.data_prep.formats import atomic_path, write_json
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
 
     out = Path(out)
@@ -412,10 +412,10 @@ def reconstruct_scan(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     that a 3D scan in an unknown frame (no ``norm``, no normalisation in its sidecar) is cleaned
     (:func:`~deepsdf_ad.capture.clean_capture`: the floor unless ``keep_floor``, stray points, beyond ``crop``)
     and its pose searched with the code (:func:`fit_pose`; ``up``: the input's up axis when known), see
-    :func:`reconstruct_posed`. ``depth_camera`` (:class:`data_prep.params.DepthCamera`): ``partial`` is a depth
+    :func:`reconstruct_posed`. ``depth_camera`` (:class:`deepsdf_ad.data_prep.params.DepthCamera`): ``partial`` is a depth
     image taken by it; ``progress``: progress bars on stderr. Without ``pose_search``, or for a run the search does not fit
     (:func:`no_pose_search`), such a scan is normalised by its bounding box as before."""
-    from data_prep.scans import load_depth_scan, load_scan
+    from deepsdf_ad.data_prep.scans import load_depth_scan, load_scan
 
     loaded = load_for_reconstruct(run_path, device, mode, precision, restarts)
     dev, run, cfg, model, mode = loaded

@@ -20,12 +20,12 @@ import torch
 import trimesh
 from torch.nn.utils import parametrize
 
-from data_prep.formats import DataError
-from data_prep.log import note, progress_bar, warn
-from data_prep.meshes import apply_normalization, undo_normalization
-from data_prep.params import DepthCamera
-from data_prep.scans import load_depth_scan, load_scan
 from deepsdf_ad.config import Config, ReconstructConfig, cosine_lr
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.log import note, progress_bar, warn
+from deepsdf_ad.data_prep.meshes import apply_normalization, undo_normalization
+from deepsdf_ad.data_prep.params import DepthCamera
+from deepsdf_ad.data_prep.scans import load_depth_scan, load_scan
 from deepsdf_ad.device import autocast, resolve_device
 from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.models import SDFModel
@@ -234,7 +234,7 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     (see :func:`start_candidates`), each set starts from the candidate that explains it best
     (:func:`best_candidates`) instead. A grid's codes change only near the observed surface
     (:meth:`SDFModel.observed_mask`); the others are empty (zero). ``progress``: a progress bar of the steps
-    on stderr (:func:`data_prep.log.progress_bar`). Returns the codes and the loss per iteration (mean over the
+    on stderr (:func:`deepsdf_ad.data_prep.log.progress_bar`). Returns the codes and the loss per iteration (mean over the
     B sets).
 
     ``pose`` (see :class:`deepsdf_ad.pose.PoseStarts`): the observations are also moved by a similarity
@@ -489,15 +489,15 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
                      loaded: tuple | None = None, scan: tuple | None = None) -> dict:
     """``deepsdf-ad reconstruct``: partial scan (mesh frame) -> completed mesh (same frame) at ``out``.
 
-    ``partial``: a point cloud (see :func:`data_prep.formats.load_points`; its camera from a sidecar or the PLY
-    header, see :func:`data_prep.scans.load_scan`) or, with ``depth_camera``, a 16-bit depth PNG taken by that
-    camera (:func:`data_prep.scans.load_depth_scan`: the points and the mesh are then in the camera's frame).
+    ``partial``: a point cloud (see :func:`deepsdf_ad.data_prep.formats.load_points`; its camera from a sidecar or the PLY
+    header, see :func:`deepsdf_ad.data_prep.scans.load_scan`) or, with ``depth_camera``, a 16-bit depth PNG taken by that
+    camera (:func:`deepsdf_ad.data_prep.scans.load_depth_scan`: the points and the mesh are then in the camera's frame).
     ``progress``: progress bars of the optimisation and the meshing on stderr.
 
     The scan goes into the normalised frame by ``norm``, or the scan's sidecar, or else by its bounding box in
     its own orientation (:func:`estimate_normalization`; :func:`deepsdf_ad.pose.reconstruct_scan` searches the
     pose instead). ``loaded``: what :func:`load_for_reconstruct` returned, when the caller has it already;
-    ``scan``: the (cloud, meta) of :func:`data_prep.scans.load_scan`, likewise.
+    ``scan``: the (cloud, meta) of :func:`deepsdf_ad.data_prep.scans.load_scan`, likewise.
 
     ``method``: meshing by 'adaptive' (coarse-to-fine) or 'dense' evaluation; ``precision``: fp32, bf16 or fp16
     autocast for the code optimisation and the meshing queries (None: the run's ``reconstruct.precision``);
@@ -509,7 +509,7 @@ def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, ou
     For a 2D run ``partial`` is a PNG of a partly masked digit or a 2D point file (see
     :func:`observations_2d`) and ``out`` a PNG.
     """
-    from data_prep.formats import atomic_path, load_normalization
+    from deepsdf_ad.data_prep.formats import atomic_path, load_normalization
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
 
     dev, run, cfg, model, mode = loaded or load_for_reconstruct(run_path, device, mode, precision, restarts)
@@ -568,11 +568,11 @@ def observations_2d(partial: str | os.PathLike, kind: str) -> Observations:
 
     - ``.png``: a digit image (white ink on black, any size, covering the frame), pixels with alpha 0 unknown.
       Known pixels give the intensity (heightfield runs) or the side of the contour and bounds on the
-      distance to it (sdf runs; see :func:`data_prep.digits.image_observations`).
+      distance to it (sdf runs; see :func:`deepsdf_ad.data_prep.digits.image_observations`).
     - ``.npy`` / ``.txt`` / ``.ply``: (N, 2) points on the contour (sdf = 0), already in the frame.
     """
-    from data_prep.digits import image_observations
-    from data_prep.formats import load_png, load_points_2d
+    from deepsdf_ad.data_prep.digits import image_observations
+    from deepsdf_ad.data_prep.formats import load_png, load_points_2d
 
     path = Path(partial)
     if path.suffix.lower() == ".png":

@@ -9,7 +9,7 @@
     RUN/checkpoints/epoch_000100.json    its sidecar: {"file", "epoch", "sha256"}
     RUN/latent_codes.safetensors         the learned codes ("codes": (S, L)), shape keys in its metadata
     RUN/meshes/                          meshes written by ``deepsdf-ad mesh``
-    RUN/.deepsdf-ad                      marker: made by ``deepsdf-ad train`` (see :mod:`data_prep.folders`)
+    RUN/.deepsdf-ad                      marker: made by ``deepsdf-ad train`` (see :mod:`deepsdf_ad.data_prep.folders`)
     RUN/.deepsdf-ad.lock                 advisory lock of the ``train`` writing it (pid, host)
 
 Checkpoints are written to a temp file, flushed (fsync) and renamed, then their sidecar with the SHA-256;
@@ -29,8 +29,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from data_prep import log
-from data_prep.formats import (
+from deepsdf_ad.config import Config, ConfigError, load_config, save_config
+from deepsdf_ad.data_prep import log
+from deepsdf_ad.data_prep.formats import (
     TEMP_PREFIX,
     DataError,
     atomic_path,
@@ -40,7 +41,6 @@ from data_prep.formats import (
     write_json,
     write_text_atomic,
 )
-from deepsdf_ad.config import Config, ConfigError, load_config, save_config
 from deepsdf_ad.models import SDFModel, build_model
 
 CONFIG = "config.yaml"

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data_prep.folders import output_folder
-from data_prep.formats import DataError, DataRoot
-from data_prep.log import note
 from deepsdf_ad.config import Config, ConfigError, config_differences
 from deepsdf_ad.data import SampleBank, data_device, to_device
+from deepsdf_ad.data_prep.folders import output_folder
+from deepsdf_ad.data_prep.formats import DataError, DataRoot
+from deepsdf_ad.data_prep.log import note
 from deepsdf_ad.device import activation_bytes, autocast, cpu_block_points, resolve_device, resolve_precision
 from deepsdf_ad.distributed import World, setup, world_from_env, wrap
 from deepsdf_ad.inputs import PointInputs, encode_all
@@ -92,7 +92,7 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
     folder whose metrics record epochs but holds no checkpoint any more (they were deleted) is refused too,
     unless ``restart``: starting over would overwrite its ``metrics.jsonl``.
 
-    ``out`` must be a run folder of ours, new or empty (``force``: any folder; see :mod:`data_prep.folders`);
+    ``out`` must be a run folder of ours, new or empty (``force``: any folder; see :mod:`deepsdf_ad.data_prep.folders`);
     while it trains, a second ``train`` into it is refused, naming this process.
 
     Started by torchrun (``WORLD_SIZE`` > 1 in the environment), every rank calls this; the shapes of each

@@ -69,8 +69,8 @@ def train_tiny_sphere_run(base: Path, epochs: int = 1, extra: tuple[str, ...] = 
     """``base/run``: a 3D autodecoder run trained in-process for ``epochs`` (one batch each) on two analytic
     spheres (data in ``base/data``); one epoch is enough to call ``reconstruct`` on, in a few seconds. ``extra``:
     more config overrides."""
-    from data_prep import formats
     from deepsdf_ad.config import load_config
+    from deepsdf_ad.data_prep import formats
     from deepsdf_ad.train import train
 
     rng = np.random.default_rng(0)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.formats import DataError
-from data_prep.meshes import SamplingConfig
-from data_prep.pipeline import PrepConfig, prep_meshes
-from data_prep.shapes import write_family
 from deepsdf_ad.article import HEADLINE_BEGIN, HEADLINE_END, BuildOptions, build_article
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.meshes import SamplingConfig
+from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
+from deepsdf_ad.data_prep.shapes import write_family
 from tests.helpers import REPO, assert_one_line_error, cli
 from tests.test_autoencoder import make_tiny_digits
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.digits import DigitSamplingConfig, pixel_centres, prep_digits
-from data_prep.formats import write_idx
 from deepsdf_ad.config import ConfigError, load_config
+from deepsdf_ad.data_prep.digits import DigitSamplingConfig, pixel_centres, prep_digits
+from deepsdf_ad.data_prep.formats import write_idx
 from deepsdf_ad.inputs import partial_view
 from deepsdf_ad.models import LatentConfig, build_model
 from deepsdf_ad.models.sources import build_latent_source

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_prep.formats import DataError
 from deepsdf_ad.capture import PLANE_TOL, clean_capture, cloud_size
+from deepsdf_ad.data_prep.formats import DataError
 
 
 def chair_points(rng: np.random.Generator, n: int = 3000) -> np.ndarray:

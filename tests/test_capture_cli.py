@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from data_prep import formats
+from deepsdf_ad.data_prep import formats
 from deepsdf_ad.metrics import chamfer_squared
 from deepsdf_ad.pose import POOR_FIT
 from tests.helpers import REPO, TINY, assert_one_line_error, box_sdf, cli

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from data_prep import formats
-from data_prep.shapes import write_family
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.shapes import write_family
 from deepsdf_ad.metrics import chamfer_squared, surface_points
 from tests.helpers import REPO, TINY, assert_one_line_error, cli
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep import formats
-from data_prep.digits import (
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.digits import (
     MNIST_FILES,
     DigitField,
     DigitSamplingConfig,
@@ -27,7 +27,7 @@ from data_prep.digits import (
     sample_digit,
     split_samples,
 )
-from data_prep.formats import DataError, read_idx, write_idx
+from deepsdf_ad.data_prep.formats import DataError, read_idx, write_idx
 from deepsdf_ad.metrics import iou, near_contour_error, psnr
 from tests.helpers import assert_one_line_error, cli
 

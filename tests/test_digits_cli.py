@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import formats
-from data_prep.digits import pixel_centres
-from data_prep.formats import write_idx
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.digits import pixel_centres
+from deepsdf_ad.data_prep.formats import write_idx
 from tests.helpers import REPO, assert_one_line_error, cli
 
 PRESET = REPO / "configs" / "digits_autodecoder.yaml"

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.meshes import SamplingConfig
-from data_prep.pipeline import PrepConfig, prep_meshes
 from deepsdf_ad.config import load_config
+from deepsdf_ad.data_prep.meshes import SamplingConfig
+from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
 from deepsdf_ad.runs import Run, load_trained
 from deepsdf_ad.train import train
 from tests.helpers import REPO, SHARED_DATA

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from scipy import integrate
 
-from data_prep.formats import DataError
 from deepsdf_ad.compare import bootstrap_interval, check_fair, method_runs
 from deepsdf_ad.config import load_config
+from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.evaluate import EvalOptions, contour_sdf, evaluate_run
 from deepsdf_ad.metrics import (
     chamfer_l1,

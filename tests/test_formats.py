@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from data_prep import formats
-from data_prep.formats import DataError
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError
 
 
 def test_sdf_samples_round_trip(tmp_path):

@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from data_prep import formats
-from data_prep.formats import DataError
-from data_prep.meshes import SamplingConfig, load_mesh
-from data_prep.pipeline import PrepConfig, prep_one
-from data_prep.scans import CameraConfig, load_scan, scan_mesh
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.meshes import SamplingConfig, load_mesh
+from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_one
+from deepsdf_ad.data_prep.scans import CameraConfig, load_scan, scan_mesh
 from tests.helpers import assert_one_line_error, cli, train_tiny_sphere_run
 
 CASES = settings(max_examples=25, deadline=None, derandomize=True, database=None,
@@ -207,7 +207,7 @@ def test_oversized_images_are_refused_before_decoding(tmp_path):
     huge = tmp_path / "huge-images-idx3-ubyte"
     formats.write_idx(huge, np.zeros((1, 300, 300), np.uint8))
     formats.write_idx(tmp_path / "huge-labels-idx1-ubyte", np.zeros(1, np.uint8))
-    from data_prep.digits import load_digit_set
+    from deepsdf_ad.data_prep.digits import load_digit_set
 
     with pytest.raises(DataError, match="300x300 pixels"):
         load_digit_set("huge", huge, tmp_path / "huge-labels-idx1-ubyte")

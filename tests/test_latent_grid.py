@@ -275,7 +275,7 @@ PRESETS = {"grid": ("scenes_latent_grid.yaml", "{cells: 4}"),
 @pytest.fixture(scope="module")
 def prepped(tmp_path_factory):
     """Tiny procedural shapes -> prep meshes (with one scan each), through the CLI."""
-    from data_prep.shapes import write_family
+    from deepsdf_ad.data_prep.shapes import write_family
 
     base = tmp_path_factory.mktemp("grid_cli")
     meshes, data = base / "meshes", base / "data"
@@ -287,7 +287,7 @@ def prepped(tmp_path_factory):
 
 @pytest.mark.parametrize("source", ["grid", "pointnet_grid"])
 def test_cli_prep_train_reconstruct_eval(prepped, tmp_path, source):
-    from data_prep import formats
+    from deepsdf_ad.data_prep import formats
 
     data, run, base = prepped, tmp_path / "run", tmp_path
     preset, kwargs = PRESETS[source]

@@ -1,7 +1,7 @@
 import numpy as np
 import trimesh
 
-from data_prep.meshes import (
+from deepsdf_ad.data_prep.meshes import (
     SamplingConfig,
     SignedDistance,
     normalization,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from data_prep.formats import DataError
+from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.meshing import contours_2d, evaluate_grid, grid_points, marching_cubes, mesh_sdf
 from tests.helpers import sphere_sdf
 

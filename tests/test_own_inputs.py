@@ -15,9 +15,9 @@ import pytest
 import trimesh
 from PIL import Image
 
-from data_prep import formats
-from data_prep.formats import DataError
-from data_prep.scans import DepthCamera, load_depth_scan, points_from_depth
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.scans import DepthCamera, load_depth_scan, points_from_depth
 from tests.helpers import assert_one_line_error, cli, sphere_sdf, train_tiny_sphere_run
 
 # a 64x48 depth camera (focal length in pixels, principal point off the centre) looking at a ball
@@ -279,7 +279,7 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bars_only_when_asked_and_on_a_terminal(tiny_run, tmp_path, monkeypatch):
-    from data_prep import log
+    from deepsdf_ad.data_prep import log
     from deepsdf_ad.meshing import mesh_training_shape
     from deepsdf_ad.reconstruct import reconstruct_file
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from data_prep import formats
-from data_prep.formats import DataError
-from data_prep.meshes import SamplingConfig, undo_normalization
-from data_prep.pipeline import PrepConfig, prep_meshes
-from data_prep.scans import load_scan
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.meshes import SamplingConfig, undo_normalization
+from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
+from deepsdf_ad.data_prep.scans import load_scan
 from tests.helpers import REPO, SHARED_DATA, TINY, assert_one_line_error, box_sdf, cli, sphere_sdf
 
 SAMPLES = 5000

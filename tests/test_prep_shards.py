@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from data_prep import formats
-from data_prep.digits import DigitSamplingConfig, prep_digits
-from data_prep.formats import DataError, write_idx
-from data_prep.meshes import SamplingConfig
-from data_prep.pipeline import PrepConfig, merge_shards, parse_shard, prep_meshes, shard_owner
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.digits import DigitSamplingConfig, prep_digits
+from deepsdf_ad.data_prep.formats import DataError, write_idx
+from deepsdf_ad.data_prep.meshes import SamplingConfig
+from deepsdf_ad.data_prep.pipeline import PrepConfig, merge_shards, parse_shard, prep_meshes, shard_owner
 from tests.helpers import assert_one_line_error, cli
 from tests.test_digits_cli import synthetic_digits
 from tests.test_prep import write_meshes

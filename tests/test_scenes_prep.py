@@ -13,10 +13,10 @@ import trimesh
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_prep import formats
-from data_prep.formats import DataError
-from data_prep.meshes import SamplingConfig, SignedDistance
-from data_prep.scenes import (
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.meshes import SamplingConfig, SignedDistance
+from deepsdf_ad.data_prep.scenes import (
     FLOOR_Z,
     ROOM_HALF,
     SceneConfig,
@@ -28,7 +28,7 @@ from data_prep.scenes import (
     prep_scenes,
     units_per_metre,
 )
-from data_prep.shapes import write_family
+from deepsdf_ad.data_prep.shapes import write_family
 from tests.helpers import TINY, assert_one_line_error, box_sdf, cli
 
 SAMPLES = 3000
@@ -153,7 +153,7 @@ def write_boxes(d: Path, n: int = 8) -> Path:
 
 
 def test_placed_meshes_rest_on_the_floor_apart(src):
-    from data_prep.scenes import screen_one, source_of
+    from deepsdf_ad.data_prep.scenes import screen_one, source_of
 
     files = sorted(src.rglob("*.obj"))
     pool = [source_of(screen_one(str(f), f.parent.name, f.stem, tiny_cfg())) for f in files]
@@ -227,7 +227,7 @@ def test_cli_writes_the_scene_layout(prepared):
         assert all(Path(o["file"]).is_file() and len(o["bbox"]) == 2 for o in info["objects"])
     scans = sorted(p.name for p in (data / "scans" / "scene").glob("*.ply"))
     assert scans == ["test_0000_0.ply", "test_0000_1.ply"]
-    from data_prep.scans import load_scan
+    from deepsdf_ad.data_prep.scans import load_scan
 
     cloud, meta = load_scan(data / "scans" / "scene" / "test_0000_0.ply")
     assert len(cloud.points) > 500 and meta["normalization"] == {"offset": [0.0, 0.0, 0.0], "scale": 1.0}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from data_prep.meshes import (
+from deepsdf_ad.data_prep.meshes import (
     SamplingConfig,
     SignedDistance,
     clean_for_sign,

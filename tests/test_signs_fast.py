@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from data_prep.meshes import SamplingConfig, SignedDistance, hole_caps, sample_query_points
+from deepsdf_ad.data_prep.meshes import SamplingConfig, SignedDistance, hole_caps, sample_query_points
 
 
 def boxes(*specs) -> trimesh.Trimesh:
@@ -94,7 +94,7 @@ def test_method_is_checked():
 
 
 def test_coplanar_overlaps_finds_doubled_walls_only():
-    from data_prep.meshes import coplanar_overlaps
+    from deepsdf_ad.data_prep.meshes import coplanar_overlaps
 
     box = trimesh.creation.box()
     pairs, unchecked = coplanar_overlaps(box.vertices, box.faces)

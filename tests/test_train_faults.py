@@ -138,7 +138,7 @@ def test_checkpoints_are_verified_and_rotated(digits, tmp_path, capsys):
     assert sorted(p.name for p in folder.iterdir()) == ["epoch_000006.json", "epoch_000006.safetensors",
                                                          "epoch_000007.json", "epoch_000007.safetensors"]
     side = json.loads((folder / "epoch_000007.json").read_text())
-    from data_prep.formats import file_sha256
+    from deepsdf_ad.data_prep.formats import file_sha256
 
     assert side == {"file": "epoch_000007.safetensors", "epoch": 7,
                     "sha256": file_sha256(folder / "epoch_000007.safetensors")}

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep import formats
-from data_prep.formats import DataError
 from deepsdf_ad.config import ConfigError, load_config
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.runs import CHECKPOINTS, CODES, Run
 from tests.helpers import assert_one_line_error, cli, train_tiny_sphere_run
 

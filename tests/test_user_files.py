@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from data_prep.formats import DataError
+from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.outputs import refuse_input_as_output
 from tests.helpers import assert_one_line_error, cli
 
@@ -146,8 +146,8 @@ def test_workers_are_capped_at_the_cpus_with_a_note(tmp_path, monkeypatch):
 
 
 def test_dropped_nan_sample_rows_are_counted(tmp_path, capfd):
-    from data_prep import formats
     from deepsdf_ad.data import SampleBank
+    from deepsdf_ad.data_prep import formats
 
     rows = np.random.default_rng(0).uniform(-1, 1, size=(20, 4)).astype(np.float32)
     rows[:3, 1] = np.nan
@@ -255,7 +255,7 @@ def test_train_and_prep_refuse_a_folder_that_is_not_ours(tmp_path):
 
 
 def test_ownership_marker_legacy_folders_and_force(tmp_path):
-    from data_prep.folders import MARKER, claim_folder
+    from deepsdf_ad.data_prep.folders import MARKER, claim_folder
 
     assert (claim_folder(tmp_path / "new", "run") / MARKER).is_file()
     claim_folder(tmp_path / "new", "run")  # ours: again is fine
@@ -276,8 +276,8 @@ def test_ownership_marker_legacy_folders_and_force(tmp_path):
 
 
 def test_only_our_temp_files_are_cleaned_up(tmp_path):
-    from data_prep import formats
-    from data_prep.pipeline import remove_stale_temporaries
+    from deepsdf_ad.data_prep import formats
+    from deepsdf_ad.data_prep.pipeline import remove_stale_temporaries
 
     folder = tmp_path / "data" / "sdf" / "box"
     folder.mkdir(parents=True)
@@ -301,7 +301,7 @@ def test_only_our_temp_files_are_cleaned_up(tmp_path):
 def test_a_second_train_on_a_locked_run_names_the_holder(tmp_path):
     import socket
 
-    from data_prep.folders import FolderLock, claim_folder
+    from deepsdf_ad.data_prep.folders import FolderLock, claim_folder
     from tests.helpers import REPO
 
     run = claim_folder(tmp_path / "run", "run")
@@ -315,7 +315,7 @@ def test_a_second_train_on_a_locked_run_names_the_holder(tmp_path):
 
 
 def test_a_second_unsharded_prep_on_a_locked_data_root_is_refused(tmp_path):
-    from data_prep.folders import FolderLock, claim_folder
+    from deepsdf_ad.data_prep.folders import FolderLock, claim_folder
 
     _box(tmp_path / "meshes" / "box" / "b.obj")
     data = claim_folder(tmp_path / "data", "data")
@@ -330,7 +330,7 @@ def test_a_second_unsharded_prep_on_a_locked_data_root_is_refused(tmp_path):
 
 
 def test_locks_shared_exclusive_and_stale(tmp_path):
-    from data_prep.folders import LOCK, FolderLock
+    from deepsdf_ad.data_prep.folders import LOCK, FolderLock
 
     with FolderLock(tmp_path, "prep", shared=True), FolderLock(tmp_path, "prep", shared=True):
         with pytest.raises(DataError, match="in use by another process"):
@@ -345,7 +345,7 @@ def test_locks_shared_exclusive_and_stale(tmp_path):
 
 
 def test_concurrent_shards_share_the_data_root(tmp_path):
-    from data_prep.folders import FolderLock, output_folder
+    from deepsdf_ad.data_prep.folders import FolderLock, output_folder
 
     with output_folder(tmp_path / "data", "data", "deepsdf-ad prep meshes", shared=True):
         with output_folder(tmp_path / "data", "data", "deepsdf-ad prep meshes", shared=True):
@@ -376,7 +376,7 @@ def test_sigterm_to_prep_ends_its_workers(tmp_path):
     import sys
     import time
 
-    from data_prep.shapes import write_family
+    from deepsdf_ad.data_prep.shapes import write_family
 
     write_family(tmp_path / "meshes", per_family=2, seed=0)
     proc = subprocess.Popen([sys.executable, "-m", "deepsdf_ad", "prep", "meshes", str(tmp_path / "meshes"),
@@ -451,8 +451,8 @@ def test_reconstruct_says_when_the_scan_is_not_explained(tiny_run, tmp_path, cap
 def test_a_full_disk_names_the_file_and_leaves_nothing_half_written(tmp_path, monkeypatch, capsys):
     import errno
 
-    from data_prep import formats
     from deepsdf_ad.cli import main
+    from deepsdf_ad.data_prep import formats
 
     mesh = tmp_path / "box.ply"
     trimesh.creation.box(extents=(1.0, 0.6, 0.4)).export(mesh)

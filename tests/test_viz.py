@@ -12,11 +12,11 @@ import pytest
 import trimesh
 from PIL import Image
 
-from data_prep.formats import DataError
 from deepsdf_ad.cli import main
-from viz.render import render_to_array
-from viz.scene import as_item, color_by_distance, colormap
-from viz.slices import slice_image, sphere_sdf
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.viz.render import render_to_array
+from deepsdf_ad.viz.scene import as_item, color_by_distance, colormap
+from deepsdf_ad.viz.slices import slice_image, sphere_sdf
 
 WHITE = np.array([255, 255, 255])
 
@@ -139,10 +139,10 @@ def test_slice_of_a_2d_field_and_off_centre_planes(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A 3D run trained for a few epochs on two procedural shapes (enough to exercise the commands)."""
-    from data_prep.meshes import SamplingConfig
-    from data_prep.pipeline import PrepConfig, prep_meshes
-    from data_prep.shapes import write_family
     from deepsdf_ad.config import load_config
+    from deepsdf_ad.data_prep.meshes import SamplingConfig
+    from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
+    from deepsdf_ad.data_prep.shapes import write_family
     from deepsdf_ad.train import train
 
     root = tmp_path_factory.mktemp("vizrun")
@@ -208,5 +208,5 @@ def test_bad_input_is_one_line(argv, message, sphere_file, tmp_path, capsys, mon
 def test_the_library_imports_viz_only_lazily_from_the_cli():
     # which modules may import viz at all: tests/test_architecture.py; here: the CLI does so only when drawing
     code = ("import sys, deepsdf_ad.cli, deepsdf_ad.train, deepsdf_ad.meshing; "
-            "sys.exit(any(m == 'viz' or m.startswith('viz.') for m in sys.modules))")
+            "sys.exit(any(m == 'deepsdf_ad.viz' or m.startswith('deepsdf_ad.viz.') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.formats import DataError, atomic_path
+from deepsdf_ad.data_prep.formats import DataError, atomic_path
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 

@@ -1,6 +1,6 @@
 """Headless pictures of meshes and point clouds: side by side, labelled, optionally as error maps.
 
-Three renderers draw the same :class:`~viz.scene.Item` list through the same :class:`~viz.scene.Camera`:
+Three renderers draw the same :class:`~deepsdf_ad.viz.scene.Item` list through the same :class:`~deepsdf_ad.viz.scene.Camera`:
 
 ``pyrender``  OpenGL through OSMesa (CPU; ``PYOPENGL_PLATFORM=egl`` uses a GPU when there is one).
 ``open3d``    open3d's Filament ``OffscreenRenderer`` (Vulkan, on the CPU through Mesa's llvmpipe).
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.formats import DataError, atomic_path
-from data_prep.log import warn
-from viz.scene import (
+from deepsdf_ad.data_prep.formats import DataError, atomic_path
+from deepsdf_ad.data_prep.log import warn
+from deepsdf_ad.viz.scene import (
     BACKGROUND,
     DISTANCE_CMAP,
     LAYOUTS,
@@ -40,7 +40,7 @@ from viz.scene import (
     frame_camera,
     grid_shape,
 )
-from viz.scene import color_by_distance as _color_by_distance
+from deepsdf_ad.viz.scene import color_by_distance as _color_by_distance
 
 RENDERERS = ("auto", "pyrender", "open3d", "raycast")
 AUTO_ORDER = ("pyrender", "open3d", "raycast")
@@ -303,7 +303,7 @@ def render_to_array(inputs: Sequence, size: tuple[int, int] = (800, 600), azimut
 
     Args:
         inputs: file paths (.ply .obj .off .stl), trimesh/open3d geometries, (N, 3) point arrays or
-            :class:`~viz.scene.Item` (which keep their colours); others get palette colours in order.
+            :class:`~deepsdf_ad.viz.scene.Item` (which keep their colours); others get palette colours in order.
         size: (width, height) in pixels of the whole picture.
         azimuth, elevation: camera direction in degrees (``deepsdf-ad scan``'s convention), ``up`` its axis.
         layout: ``row``, ``grid`` (one cell each, same view and scale) or ``overlay`` (one cell, a legend).
@@ -311,7 +311,7 @@ def render_to_array(inputs: Sequence, size: tuple[int, int] = (800, 600), azimut
         color_by_distance: a reference (path or geometry): colour every input by the distance of its
             vertices to it, with a colour bar (the error map).
         vmax: distance at the top of the colour map (default: the largest distance shown). Items that
-            already carry distances (:func:`viz.scene.color_by_distance`) also get the colour bar.
+            already carry distances (:func:`deepsdf_ad.viz.scene.color_by_distance`) also get the colour bar.
         renderer: ``auto``, ``pyrender``, ``open3d`` or ``raycast`` (see the module docstring).
         point_size: point diameter in pixels for point clouds.
         fov: vertical field of view in degrees.

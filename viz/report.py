@@ -2,9 +2,9 @@
 :func:`deepsdf_ad.compare.compare` (passed to it as ``report=write_report``).
 
 Figures: for each section, ground truth beside each method for its first shapes (2D: the field with its
-contour, :func:`deepsdf_ad.meshing.field_picture`; 3D: :func:`viz.render.render_to_array`, truth as its
+contour, :func:`deepsdf_ad.meshing.field_picture`; 3D: :func:`deepsdf_ad.viz.render.render_to_array`, truth as its
 surface points); generation (samples from each method's Gaussian of training codes and an interpolation);
-training curves (:func:`viz.plots.plot_runs`). ``report.html`` embeds the figures (base64), so it stands
+training curves (:func:`deepsdf_ad.viz.plots.plot_runs`). ``report.html`` embeds the figures (base64), so it stands
 alone; ``report.md`` links them beside it.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep import formats
-from data_prep.formats import DataError, DataRoot
 from deepsdf_ad.compare import SECTION_TITLES, CompareOptions, Comparison, _short
+from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.evaluate import LOWER_IS_BETTER
 
 REPORT_MD = "report.md"
@@ -88,7 +88,7 @@ def section_figure(section: dict, loaded: dict, data_root: DataRoot, resolution:
 
             rows.append(picture_grid(cells, len(cells)))
         else:
-            from viz.render import render_to_array
+            from deepsdf_ad.viz.render import render_to_array
 
             inputs, labels = [formats.load_points(ref.surface).points], ["truth"]
             for name in names:
@@ -120,7 +120,7 @@ def generation_figure(loaded: dict, opts: CompareOptions, device) -> tuple[np.nd
             row = _label(picture_grid(pics, len(pics)), f"{name}: {opts.samples} samples | interpolation")
             info[name] = {"samples": opts.samples}
         else:
-            from viz.render import render_to_array
+            from deepsdf_ad.viz.render import render_to_array
 
             meshes = [_decode_mesh(model, cfg, c, res, device) for c in codes]
             ok = [m if m is not None else _EMPTY for m in meshes]
@@ -201,8 +201,8 @@ def md_to_html(md: str, images: dict[str, Path]) -> str:
 
 def write_report(cmp: Comparison) -> dict[str, Path]:
     """Figures, ``report.md`` and ``report.html`` of a comparison in ``cmp.out``. Returns the figures."""
-    from viz.plots import plot_runs
-    from viz.render import save_image
+    from deepsdf_ad.viz.plots import plot_runs
+    from deepsdf_ad.viz.render import save_image
 
     res, out, opts, metrics = cmp.results, cmp.out, cmp.opts, cmp.metrics
     names = list(res["methods"])

@@ -1,6 +1,6 @@
 """What a picture shows: items (meshes and point clouds as arrays), their colours, and the camera.
 
-Every renderer in :mod:`viz.render` and the interactive viewer take the same :class:`Item` list and
+Every renderer in :mod:`deepsdf_ad.viz.render` and the interactive viewer take the same :class:`Item` list and
 :class:`Camera`, so a screenshot and the window show the same thing. Coordinates are whatever frame the
 inputs are in (the normalised frame for a run's shapes); the camera frames them all.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.formats import MESH_SUFFIXES, DataError
+from deepsdf_ad.data_prep.formats import MESH_SUFFIXES, DataError
 
 # Pale, distinguishable base colours (RGB in [0, 1]) for the inputs, in order.
 PALETTE = np.array([

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.formats import DataError, atomic_path
+from deepsdf_ad.data_prep.formats import DataError, atomic_path
 
 AXES = ("x", "y", "z")
 SLICE_CMAP = "RdBu_r"

@@ -1,6 +1,6 @@
 """``deepsdf-ad view``: the open3d viewer window, or the same picture rendered headless (--screenshot).
 
-The window shows the same items as :func:`viz.render.render_to_array`: side by side (``row``), in a grid
+The window shows the same items as :func:`deepsdf_ad.viz.render.render_to_array`: side by side (``row``), in a grid
 or on top of each other, each labelled; error-map colours with the colour range printed (the window
 has no colour bar; screenshots do).
 """
@@ -13,8 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.formats import DataError
-from viz.scene import Camera, Item, as_item, color_by_distance, gather_items, layout_offsets, view_direction
+from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.viz.scene import (
+    Camera,
+    Item,
+    as_item,
+    color_by_distance,
+    gather_items,
+    layout_offsets,
+    view_direction,
+)
 
 
 def load_geometry(path: str | os.PathLike):
@@ -148,7 +156,7 @@ def view(files: Sequence[str] = (), run: str | None = None, shapes: Sequence[str
     if screenshot is None:
         view_items(items, layout, azimuth, elevation, up, "deepsdf-ad: " + ", ".join(info["inputs"]))
         return info
-    from viz.render import render_meshes
+    from deepsdf_ad.viz.render import render_meshes
 
     out = render_meshes(items, screenshot, size=size, azimuth=azimuth, elevation=elevation, up=up, layout=layout,
                         vmax=vmax, renderer=renderer)

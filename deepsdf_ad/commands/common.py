@@ -100,8 +100,8 @@ def seed(text: str) -> int:
 
 
 def shard(text: str) -> tuple[int, int]:
-    from data_prep.formats import DataError
-    from data_prep.pipeline import parse_shard
+    from deepsdf_ad.data_prep.formats import DataError
+    from deepsdf_ad.data_prep.pipeline import parse_shard
 
     try:
         return parse_shard(text)

@@ -110,7 +110,7 @@ def _print_report(results: dict, report_dir) -> None:
 
 def run_compare(args) -> int:
     from deepsdf_ad.compare import compare
-    from viz.report import write_report
+    from deepsdf_ad.viz.report import write_report
 
     not_inputs(args.out, runs=args.runs, data=[args.data, args.ood])
     results = compare(args.runs, args.data, args.out, ood=args.ood, opts=_compare_options(args), device=args.device,
@@ -121,7 +121,7 @@ def run_compare(args) -> int:
 
 def run_experiment(args) -> int:
     from deepsdf_ad import experiment
-    from viz.report import write_report
+    from deepsdf_ad.viz.report import write_report
 
     not_inputs(args.out, files=[args.experiment], data=[args.data, args.ood])
     results = experiment.run_experiment(args.experiment, args.data, args.out, ood=args.ood, overrides=args.set,

@@ -37,7 +37,7 @@ def add_parsers(sub) -> None:
 
 
 def _add_meshes(prep_sub) -> None:
-    from data_prep.params import PrepConfig, SamplingConfig
+    from deepsdf_ad.data_prep.params import PrepConfig, SamplingConfig
 
     pm = prep_sub.add_parser("meshes", help="sample signed distances from a folder of meshes",
                              description="Sample SDF points from every mesh below SRC (category = folder name, "
@@ -72,7 +72,7 @@ def _add_meshes(prep_sub) -> None:
 
 
 def _add_scenes(prep_sub) -> None:
-    from data_prep.params import SamplingConfig, SceneConfig
+    from deepsdf_ad.data_prep.params import SamplingConfig, SceneConfig
 
     ps = prep_sub.add_parser("scenes", help="compose scenes of several meshes and sample them",
                              description="Place 2-5 meshes of SRC (category = folder name) on the floor of a room, "
@@ -111,7 +111,7 @@ def _add_scenes(prep_sub) -> None:
 
 
 def _add_digits(prep_sub) -> None:
-    from data_prep.params import DigitSamplingConfig
+    from deepsdf_ad.data_prep.params import DigitSamplingConfig
 
     pd = prep_sub.add_parser("digits", help="MNIST digits as 2D signed-distance fields or heightfields",
                              description="Turn the digits of the MNIST IDX files in IDX_DIR into samples in DATA "
@@ -145,8 +145,8 @@ def _add_merge(prep_sub) -> None:
 
 
 def run_prep_meshes(args) -> int:
-    from data_prep.params import SamplingConfig
-    from data_prep.pipeline import PrepConfig, prep_meshes
+    from deepsdf_ad.data_prep.params import SamplingConfig
+    from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
 
     not_inputs(args.out, folders=[args.src])
     sampling = SamplingConfig(samples=args.samples, variances=tuple(args.variances),
@@ -173,8 +173,8 @@ def run_prep_meshes(args) -> int:
 
 
 def run_prep_scenes(args) -> int:
-    from data_prep.params import SamplingConfig
-    from data_prep.scenes import SceneConfig, prep_scenes
+    from deepsdf_ad.data_prep.params import SamplingConfig
+    from deepsdf_ad.data_prep.scenes import SceneConfig, prep_scenes
 
     not_inputs(args.out, folders=[args.src])
     cfg = SceneConfig(SamplingConfig(samples=args.samples), scenes=args.scenes, objects=args.objects,
@@ -195,7 +195,7 @@ def run_prep_scenes(args) -> int:
 
 
 def run_prep_digits(args) -> int:
-    from data_prep.digits import DigitSamplingConfig, download_mnist, parse_labels, prep_digits
+    from deepsdf_ad.data_prep.digits import DigitSamplingConfig, download_mnist, parse_labels, prep_digits
 
     not_inputs(args.out, files=[args.idx_dir])
     if args.download:
@@ -218,7 +218,7 @@ def run_prep_digits(args) -> int:
 
 
 def run_prep_merge(args) -> int:
-    from data_prep.pipeline import merge_shards
+    from deepsdf_ad.data_prep.pipeline import merge_shards
 
     manifest = merge_shards(args.data, progress=not args.quiet)
     s = manifest["summary"]

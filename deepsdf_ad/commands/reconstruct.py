@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from data_prep.params import DepthCamera
 from deepsdf_ad import UP_CHOICES
 from deepsdf_ad.commands.common import (
     MESH_SUFFIXES,
@@ -19,6 +18,7 @@ from deepsdf_ad.commands.common import (
     seed,
     suffix,
 )
+from deepsdf_ad.data_prep.params import DepthCamera
 
 DEPTH_SCALE = field_default(DepthCamera, "depth_scale")
 

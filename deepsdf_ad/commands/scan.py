@@ -1,6 +1,6 @@
 """``deepsdf-ad scan``: a mesh -> a virtual depth scan (partial point cloud, PLY, with a sidecar).
 
-The camera's defaults are :class:`data_prep.params.CameraConfig`'s.
+The camera's defaults are :class:`deepsdf_ad.data_prep.params.CameraConfig`'s.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from deepsdf_ad.commands.common import add_resolution, field_default, finite_flo
 
 
 def add_parsers(sub) -> None:
-    from data_prep.params import CameraConfig
+    from deepsdf_ad.data_prep.params import CameraConfig
 
     sc = sub.add_parser("scan", help="virtual depth scan of a mesh -> partial point cloud",
                         description="A pinhole depth camera (ray cast, no OpenGL) views MESH; writes the visible "
@@ -37,8 +37,8 @@ def add_parsers(sub) -> None:
 def run_scan(args) -> int:
     import numpy as np
 
-    from data_prep.meshes import load_mesh, normalization
-    from data_prep.scans import CameraConfig, save_scan, scan_mesh
+    from deepsdf_ad.data_prep.meshes import load_mesh, normalization
+    from deepsdf_ad.data_prep.scans import CameraConfig, save_scan, scan_mesh
 
     not_inputs(args.out, files=[args.mesh], out_sidecar=True)
     suffix(args.out, (".ply",))  # a point cloud with normals and the camera in its header: PLY only

@@ -58,7 +58,7 @@ def _add_slice(sub) -> None:
 
 
 def run_view(args) -> int:
-    from viz.viewer import view
+    from deepsdf_ad.viz.viewer import view
 
     not_inputs(args.screenshot, files=[*args.files, args.color_by_distance], runs=[args.run], flag="--screenshot")
     info = view(args.files, run=args.run, shapes=args.shape, layout=args.layout,
@@ -74,7 +74,7 @@ def run_view(args) -> int:
 
 
 def run_slice(args) -> int:
-    from viz.slices import slice_run
+    from deepsdf_ad.viz.slices import slice_run
 
     not_inputs(args.out, runs=[args.run])
     s = slice_run(args.run, args.shape, args.out, axis=args.axis, at=args.at, resolution=args.resolution,
@@ -85,7 +85,7 @@ def run_slice(args) -> int:
 
 
 def run_plot(args) -> int:
-    from viz.plots import plot_runs
+    from deepsdf_ad.viz.plots import plot_runs
 
     not_inputs(args.out, runs=args.runs)
     out = plot_runs(args.runs, args.out)
