@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -36,7 +35,9 @@ from tqdm import tqdm
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.folders import writes_data_root
 from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.jobs import shape_rng
 from deepsdf_ad.data_prep.params import DigitSamplingConfig  # noqa: F401 (re-exported)
+from deepsdf_ad.data_prep.runner import Item, JobKind, Outcome, run_prep
 
 TOOL_VERSION = "0.1.0"
 FIELDS = ("sdf", "height")
@@ -127,14 +128,6 @@ def digit_id(prefix: str, index: int) -> str:
     return f"{prefix}-{index:05d}"
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download_mnist(idx_dir: str | os.PathLike, base_urls: tuple[str, ...] | None = None,
                    files: dict[str, str] | None = None, timeout: float = 30.0, progress: bool = True) -> list[Path]:
     """Fetch the MNIST files into ``idx_dir`` and check their MD5; files already there and intact are kept.
@@ -153,7 +146,7 @@ def download_mnist(idx_dir: str | os.PathLike, base_urls: tuple[str, ...] | None
     for name, md5 in tqdm(files.items(), desc="download MNIST", unit="file", disable=not progress):
         path = idx_dir / name
         out.append(path)
-        if path.is_file() and _md5(path) == md5:
+        if path.is_file() and formats.file_digest(path, "md5") == md5:
             continue
         errors = []
         for base in base_urls:
@@ -420,11 +413,73 @@ def prep_one_digit(image: np.ndarray, category: str, sid: str, out: Path, cfg: D
     return rec
 
 
+def _digit_job(image: np.ndarray, category: str, sid: str, out: Path, cfg: DigitSamplingConfig, seed: int) -> dict:
+    """:func:`prep_one_digit` with the digit's own generator, seeded by (seed, its key)."""
+    return prep_one_digit(image, category, sid, out, cfg, shape_rng(seed, f"{category}/{sid}"))
+
+
 def _outputs_exist(out: Path, category: str, sid: str, field: str) -> bool:
     dirs = [(formats.SDF_DIR, ".npz"), (formats.NORM_DIR, ".npz"), (formats.SURFACE_DIR, ".ply")]
     if field == "height":
         dirs.append((formats.HEIGHTFIELD_DIR, ".ply"))
     return all((out / d / category / f"{sid}{ext}").is_file() for d, ext in dirs)
+
+
+HEADER_KEYS = ("tool", "version", "kind", "field", "target", "source", "params", "files")
+"""The fields a digits manifest starts with (a merge takes them from the first shard)."""
+
+
+class DigitJobs(JobKind):
+    """``prep digits`` for the runner: one item per selected digit, :func:`prep_one_digit`. A re-run with the
+    same parameters skips digits whose files exist, if the previous run with those parameters finished (the
+    ``finished`` reuse); ``manifest.json`` lists only the failed digits, and a summary by label."""
+
+    name = "digits"
+    records_key = "digits"
+    unit = "digit"
+    task = staticmethod(_digit_job)
+    temp_dirs = (formats.HEIGHTFIELD_DIR,)
+    flush = False
+    reuse = "finished"
+    timed = True
+
+    def __init__(self, field: str | None):
+        self.field = field
+
+    def reusable(self, out: Path, item: Item, old: dict) -> bool:
+        return _outputs_exist(out, *item.key, self.field)
+
+    @classmethod
+    def from_shard(cls, manifest: dict) -> tuple[DigitJobs, dict]:
+        return cls(manifest.get("field")), {k: manifest[k] for k in HEADER_KEYS if k in manifest}
+
+    def finish(self, out: Path, manifest: dict, done: Outcome, progress: bool) -> dict:
+        ok = [r for r in done.records if r["status"] == "ok"]
+        failed = [r for r in done.records if r["status"] != "ok"]
+        by_label = {str(c): sum(1 for r in ok if r["category"] == str(c)) for c in sorted(manifest["params"]["labels"])}
+        summary = {"digits": len(done.records), "ok": len(ok), "failed": len(failed),
+                   "skipped_unchanged": done.skipped, "by_label": by_label,
+                   "train": sum(len(v) for v in done.train.values()), "test": sum(len(v) for v in done.test.values()),
+                   "seconds": round(done.seconds, 2)}
+        return {**manifest, "complete": True, "failed": failed, "summary": summary}
+
+
+def digit_items(sets: list[DigitSet], labels: set[int], limit: int | None, out: Path, cfg: DigitSamplingConfig,
+                seed: int) -> tuple[list[Item], list[dict]]:
+    """The items of the digits with ``labels`` (at most ``limit`` per set, in file order), and the manifest's
+    record of every IDX pair."""
+    items, files = [], []
+    for ds in sets:
+        keep = np.flatnonzero(np.isin(ds.labels, sorted(labels)))
+        if limit is not None:
+            keep = keep[:limit]
+        for i in keep:
+            key = (str(int(ds.labels[i])), digit_id(ds.prefix, int(i)))
+            items.append(Item(key, (ds.images[i], *key, out, cfg, seed), {"category": key[0], "id": key[1]}, key[1]))
+        files.append({"images": str(ds.files[0]), "labels": str(ds.files[1]), "status": "ok",
+                      "sha256": formats.file_sha256(ds.files[0]), "labels_sha256": formats.file_sha256(ds.files[1]),
+                      "digits": int(len(ds.labels)), "selected": int(len(keep))})
+    return items, files
 
 
 @writes_data_root("deepsdf-ad prep digits")
@@ -438,131 +493,28 @@ def prep_digits(idx_dir: str | os.PathLike, out: str | os.PathLike, cfg: DigitSa
             out-of-distribution data).
         limit: at most this many digits per IDX pair (the first ones, in file order, after the label filter).
         shard: ``(I, N)``: sample only shard I's digits (round-robin over the sorted (label, id) keys, see
-            :func:`deepsdf_ad.data_prep.pipeline.shard_owner`) and write ``DATA/shards/shard-I-of-N.json`` instead of the
-            splits and ``manifest.json`` (``prep merge`` writes those).
+            :func:`deepsdf_ad.data_prep.jobs.shard_owner`) and write ``DATA/shards/shard-I-of-N.json`` instead
+            of the splits and ``manifest.json`` (``prep merge`` writes those).
     Each digit has its own generator seeded by (seed, its key), so results do not depend on order or sharding.
     A re-run with the same parameters skips digits whose files exist, if the previous run with those
     parameters finished; a run with other parameters first marks the manifest incomplete, so files of
     mixed parameters are never taken as done.
     """
-    from deepsdf_ad.data_prep.jobs import (
-        remove_shard_temporaries,
-        remove_stale_temporaries,
-        shape_rng,
-        shard_owner,
-    )
-
     if cfg.field not in FIELDS:
         raise DataError(f"--field {cfg.field}: unknown field; use one of {', '.join(FIELDS)}")
     if cfg.samples < 2:
         raise DataError(f"--samples {cfg.samples}: need at least 2 samples per digit")
     labels = set(range(10)) if labels is None else labels
     out = Path(out)
-    t0 = time.perf_counter()
     sets = [load_digit_set(*p) for p in find_idx_pairs(idx_dir)]
     params = {"kind": "digits", "field": cfg.field, "sampling": asdict(cfg), "labels": sorted(labels),
               "limit": limit, "seed": seed, "test_fraction": test_fraction}
     params = json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
-
-    jobs = []
-    files = []
-    for ds in sets:
-        keep = np.flatnonzero(np.isin(ds.labels, sorted(labels)))
-        if limit is not None:
-            keep = keep[:limit]
-        jobs.extend((ds, int(i)) for i in keep)
-        files.append({"images": str(ds.files[0]), "labels": str(ds.files[1]), "status": "ok",
-                      "sha256": formats.file_sha256(ds.files[0]), "labels_sha256": formats.file_sha256(ds.files[1]),
-                      "digits": int(len(ds.labels)), "selected": int(len(keep))})
-    if not jobs:
+    items, files = digit_items(sets, labels, limit, out, cfg, seed)
+    if not items:
         raise DataError(f"{idx_dir}: no digit with labels {sorted(labels)}")
-    keyed = [((str(int(ds.labels[i])), digit_id(ds.prefix, i)), ds, i) for ds, i in jobs]
-    if shard:
-        owner = shard_owner([k for k, _, _ in keyed], shard[1])
-        keyed = [j for j in keyed if owner[j[0]] == shard[0]]
-
-    out.mkdir(parents=True, exist_ok=True)
-    main_path = out / formats.MANIFEST
-    own_path = formats.shard_manifest_path(out, *shard) if shard else main_path
-    reuse = any(_finished_with(p, params) for p in {main_path, own_path})
-    if shard:
-        remove_stale_temporaries(out, sorted(k for k, _, _ in keyed), extra_dirs=(formats.HEIGHTFIELD_DIR,))
-        remove_shard_temporaries(own_path)
-    else:
-        remove_stale_temporaries(out, extra_dirs=(formats.HEIGHTFIELD_DIR,))
     header = {"tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "digits", "field": cfg.field,
               "target": "signed distance to the 0.5 contour, negative inside" if cfg.field == "sdf"
               else "bilinear intensity in [0, 1] (stored in the sdf column)",
               "source": str(idx_dir), "params": params, "files": files}
-    if not reuse:
-        # before any file changes: no later run may take this folder's files as done with other parameters
-        for p in {main_path, own_path}:
-            if not _same_params(p, params):
-                formats.write_json(p, {**header, "complete": False})
-
-    records = []
-    skipped = 0
-    for (category, sid), ds, i in tqdm(keyed, desc="prep digits", unit="digit", disable=not progress):
-        if reuse and _outputs_exist(out, category, sid, cfg.field):
-            records.append({"category": category, "id": sid, "status": "ok"})
-            skipped += 1
-            continue
-        records.append(prep_one_digit(ds.images[i], category, sid, out, cfg, shape_rng(seed, f"{category}/{sid}")))
-    if shard:
-        n_ok = sum(1 for r in records if r["status"] == "ok")
-        manifest = {**header, "shard": {"index": shard[0], "count": shard[1]}, "complete": True,
-                    "digits": sorted(records, key=lambda r: (r["category"], r["id"])),
-                    "summary": {"digits": len(records), "ok": n_ok, "failed": len(records) - n_ok,
-                                "skipped_unchanged": skipped, "seconds": round(time.perf_counter() - t0, 2)}}
-        formats.write_json(own_path, manifest)
-        return manifest
-    return _finish_digits(out, header, records, skipped, t0)
-
-
-def _same_params(path: Path, params: dict) -> bool:
-    try:
-        return path.is_file() and formats.read_json(path).get("params") == params
-    except (DataError, AttributeError):
-        return False
-
-
-def _finished_with(path: Path, params: dict) -> bool:
-    """Did a run with ``params`` finish writing the manifest at ``path``? (Manifests of older versions have
-    no ``complete`` field; they were written only at the end.)"""
-    try:
-        old = formats.read_json(path) if path.is_file() else {}
-    except DataError:
-        return False
-    return isinstance(old, dict) and old.get("params") == params and old.get("complete", True) is True
-
-
-def _finish_digits(out: Path, header: dict, records: list[dict], skipped: int, t0: float) -> dict:
-    """Splits, summary and ``manifest.json`` from every digit's record."""
-    from deepsdf_ad.data_prep.jobs import make_splits
-
-    params = header["params"]
-    labels = params["labels"]
-    records = sorted(records, key=lambda r: (r["category"], r["id"]))
-    ok = [(r["category"], r["id"]) for r in records if r["status"] == "ok"]
-    train, test = make_splits(ok, params["test_fraction"], params["seed"])
-    formats.write_split(out / formats.SPLITS_DIR / formats.TRAIN_SPLIT, train)
-    formats.write_split(out / formats.SPLITS_DIR / formats.TEST_SPLIT, test)
-    failed = [r for r in records if r["status"] != "ok"]
-    by_label = {str(c): sum(1 for r in ok if r[0] == str(c)) for c in sorted(labels)}
-    manifest = {**header, "complete": True, "failed": failed,
-                "summary": {"digits": len(records), "ok": len(ok), "failed": len(failed), "skipped_unchanged": skipped,
-                            "by_label": by_label, "train": sum(len(v) for v in train.values()),
-                            "test": sum(len(v) for v in test.values()),
-                            "seconds": round(time.perf_counter() - t0, 2)}}
-    formats.write_json(out / formats.MANIFEST, manifest)
-    return manifest
-
-
-def merge_digit_shards(out: Path, shards: list[dict]) -> dict:
-    """The digits half of :func:`deepsdf_ad.data_prep.pipeline.merge_shards` (shards already checked)."""
-    t0 = time.perf_counter()
-    header = {k: shards[0][k] for k in ("tool", "version", "kind", "field", "target", "source", "params", "files")
-              if k in shards[0]}
-    records = [r for m in shards for r in m.get("digits", [])]
-    skipped = sum(m.get("summary", {}).get("skipped_unchanged", 0) for m in shards)
-    return _finish_digits(out, header, records, skipped, t0)
+    return run_prep(DigitJobs(cfg.field), out, header, items, progress=progress, shard=shard)

@@ -143,7 +143,12 @@ def shard_manifest_path(root: str | os.PathLike, index: int, count: int) -> Path
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
+    return file_digest(path, "sha256")
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (read in blocks) with a :mod:`hashlib` algorithm."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)

@@ -21,8 +21,11 @@ from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.formats import DataError
 
 
-def shape_rng(seed: int, key: str, stream: int = 0) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(key.encode()), stream])
+def shape_rng(seed: int, key: str, stream: int | None = 0) -> np.random.Generator:
+    """The generator of one shape (``key``: ``category/id``) or category: seeded by the seed, the key's CRC-32
+    and the stream (several independent streams per shape), so results depend neither on the order of the
+    shapes nor on the workers or shards. ``stream=None`` leaves the stream out (the splits' generators)."""
+    return np.random.default_rng([seed, zlib.crc32(key.encode()), *(() if stream is None else (stream,))])
 
 
 @contextlib.contextmanager
@@ -153,15 +156,6 @@ def reusable_records(out: Path, params: dict, list_key: str) -> dict[tuple[str, 
     return found
 
 
-def _outputs_intact(out: Path, rec: dict) -> bool:
-    category, sid = rec["category"], rec["id"]
-    exist = all(
-        (out / d / category / f"{sid}{ext}").is_file()
-        for d, ext in ((formats.SDF_DIR, ".npz"), (formats.NORM_DIR, ".npz"), (formats.SURFACE_DIR, ".ply"))
-    )
-    return exist and rec.get("sdf_sha256") == formats.file_sha256(out / formats.SDF_DIR / category / f"{sid}.npz")
-
-
 def make_splits(ok: list[tuple[str, str]], test_fraction: float, seed: int) -> tuple[dict, dict]:
     """Per category, a seeded shuffle puts ``round(n * test_fraction)`` shapes in test (at least one
     when the fraction is positive and the category has two or more shapes)."""
@@ -171,7 +165,7 @@ def make_splits(ok: list[tuple[str, str]], test_fraction: float, seed: int) -> t
     train, test = {}, {}
     for cat, ids in sorted(by_cat.items()):
         ids = sorted(ids)
-        rng = np.random.default_rng([seed, zlib.crc32(cat.encode())])
+        rng = shape_rng(seed, cat, stream=None)
         order = rng.permutation(len(ids))
         n_test = int(round(len(ids) * test_fraction))
         if test_fraction > 0 and len(ids) >= 2:

@@ -726,3 +726,21 @@ def find_meshes(src: str | os.PathLike) -> list[Path]:
     if not files:
         raise DataError(f"{src}: no meshes found (looked for {', '.join(MESH_SUFFIXES)} recursively)")
     return files
+
+
+def keyed_meshes(src: str | os.PathLike) -> list[tuple[tuple[str, str], Path, Path | None]]:
+    """:func:`find_meshes` with each file's key ``(category, id)`` (category: its folder's name, ``src``'s for
+    files directly in it) and the earlier file of the same key, if any (then this one is a duplicate)."""
+    src = Path(src)
+    entries: list[tuple[tuple[str, str], Path, Path | None]] = []
+    seen: dict[tuple[str, str], Path] = {}
+    for f in find_meshes(src):
+        key = (f.parent.name if f.parent != src else src.name, f.stem)
+        entries.append((key, f, seen.get(key)))
+        seen.setdefault(key, f)
+    return entries
+
+
+def duplicate_reason(path: Path, key: tuple[str, str], first: Path) -> str:
+    """Why a mesh file whose (category, id) an earlier file has is not used."""
+    return f"{path}: duplicate id '{key[1]}' in category '{key[0]}' (also {first}); rename one"

@@ -16,6 +16,7 @@ import numpy as np
 import trimesh
 
 from deepsdf_ad.data_prep.formats import (
+    SCANS_DIR,
     DataError,
     PointCloud,
     check_normalization,
@@ -24,6 +25,7 @@ from deepsdf_ad.data_prep.formats import (
     save_points_ply,
     write_json,
 )
+from deepsdf_ad.data_prep.jobs import shape_rng
 from deepsdf_ad.data_prep.params import CameraConfig, DepthCamera  # noqa: F401 (re-exported)
 
 
@@ -115,6 +117,29 @@ def save_scan(path: str | os.PathLike, scan: Scan, normalization: tuple[np.ndarr
     comments = ("deepsdf-ad scan", "camera " + " ".join(f"{c:.9g}" for c in meta["camera"]))
     save_points_ply(path, scan.points, scan.normals, comments)
     write_json(path.with_suffix(".json"), meta)
+
+
+def scan_paths(root: Path, category: str, sid: str, k: int) -> list[Path]:
+    """The files of a shape's ``k`` scans in a data root: ``scans/<category>/<id>_<i>.ply``."""
+    return [root / SCANS_DIR / category / f"{sid}_{i}.ply" for i in range(k)]
+
+
+def scan_params(k: int, camera: CameraConfig) -> dict:
+    """The scan settings a manifest records with a shape's scans (they are taken again when these change)."""
+    return {"k": k, "camera": asdict(camera)}
+
+
+def write_scans(mesh: trimesh.Trimesh, root: Path, category: str, sid: str, k: int, camera: CameraConfig,
+                seed: int, normalization: tuple[np.ndarray, float]) -> list[str]:
+    """Write ``k`` scans of ``mesh`` (in its own frame; ``normalization`` goes into each sidecar) to
+    :func:`scan_paths`: scan i is taken from azimuth ``camera.azimuth + 360 i / k``, with the generator
+    ``shape_rng(seed, "<category>/<id>", 2 + i)``. Returns the files' paths relative to ``root``."""
+    written = []
+    for i, target in enumerate(scan_paths(root, category, sid, k)):
+        cam = CameraConfig(**{**asdict(camera), "azimuth": camera.azimuth + 360.0 * i / k})
+        save_scan(target, scan_mesh(mesh, cam, shape_rng(seed, f"{category}/{sid}", 2 + i)), normalization)
+        written.append(str(target.relative_to(root)))
+    return written
 
 
 def load_scan(path: str | os.PathLike) -> tuple[PointCloud, dict]:

@@ -30,23 +30,23 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import trimesh
-from tqdm import tqdm
 
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.folders import writes_data_root
 from deepsdf_ad.data_prep.formats import DataError
+from deepsdf_ad.data_prep.jobs import failures_recorded, make_splits, shape_rng
 from deepsdf_ad.data_prep.meshes import (
     AMBIGUOUS_BAND,
     SamplingConfig,
     SignedDistance,
     check_sampling,
-    find_meshes,
+    duplicate_reason,
+    keyed_meshes,
     load_mesh,
     near_surface_count,
     normalized_mesh,
@@ -56,15 +56,8 @@ from deepsdf_ad.data_prep.meshes import (
     split_pos_neg,
 )
 from deepsdf_ad.data_prep.params import SceneConfig  # noqa: F401 (re-exported)
-from deepsdf_ad.data_prep.pipeline import (
-    TOOL_VERSION,
-    failures_recorded,
-    make_splits,
-    remove_stale_temporaries,
-    shape_rng,
-    worker_pool,
-)
-from deepsdf_ad.data_prep.scans import CameraConfig, check_camera, save_scan, scan_mesh
+from deepsdf_ad.data_prep.runner import TOOL_VERSION, Item, JobKind, Outcome, run_jobs, run_prep
+from deepsdf_ad.data_prep.scans import check_camera, scan_params, scan_paths, write_scans
 
 UP_AXIS = 2
 """+z is up in the scene frame and in the source meshes."""
@@ -339,10 +332,6 @@ def scene_paths(out: Path, sid: str) -> dict[str, Path]:
             "surface": out / formats.SURFACE_DIR / cat / f"{sid}.ply"}
 
 
-def scan_paths(out: Path, sid: str, k: int) -> list[Path]:
-    return [out / formats.SCANS_DIR / formats.SCENE_CATEGORY / f"{sid}_{i}.ply" for i in range(k)]
-
-
 def frame_info(cfg: SceneConfig) -> dict:
     """The scene frame, as written into every scene's sidecar."""
     return {"up": "+z", "floor_z": FLOOR_Z, "room": [[-ROOM_HALF, -ROOM_HALF], [ROOM_HALF, ROOM_HALF]],
@@ -384,49 +373,14 @@ def prep_scene(sid: str, split: str, objects: list[dict], out: str, cfg: SceneCo
         formats.save_normalization(paths["norm"], np.zeros(3), 1.0)
         formats.save_points_ply(paths["surface"], surf, normals)
         rec.update(status="ok", pos=int(len(pos)), neg=int(len(neg)), sdf_sha256=formats.file_sha256(paths["sdf"]))
-        if split == "test" and cfg.scans > 0:
-            rec["scans"] = write_scans(mesh, out, sid, cfg)
-            rec["scan_params"] = scan_params(cfg)
+        if split == "test" and cfg.scans > 0:  # scene frame; the identity normalisation in the sidecars
+            rec["scans"] = write_scans(mesh, out, formats.SCENE_CATEGORY, sid, cfg.scans, cfg.camera, cfg.seed,
+                                       (np.zeros(3), 1.0))
+            rec["scan_params"] = scan_params(cfg.scans, cfg.camera)
     return rec
 
 
-def scan_params(cfg: SceneConfig) -> dict:
-    return {"k": cfg.scans, "camera": asdict(cfg.camera)}
-
-
-def write_scans(mesh: trimesh.Trimesh, out: Path, sid: str, cfg: SceneConfig) -> list[str]:
-    """``cfg.scans`` partial scans of a scene mesh (scene frame; the identity normalisation in the sidecar)."""
-    written = []
-    for k, target in enumerate(scan_paths(out, sid, cfg.scans)):
-        cam = CameraConfig(**{**asdict(cfg.camera), "azimuth": cfg.camera.azimuth + 360.0 * k / cfg.scans})
-        scan = scan_mesh(mesh, cam, shape_rng(cfg.seed, f"{formats.SCENE_CATEGORY}/{sid}", 2 + k))
-        save_scan(target, scan, (np.zeros(3), 1.0))
-        written.append(str(target.relative_to(out)))
-    return written
-
-
 # ---- the whole run -----------------------------------------------------------------------------
-def _run(fn, jobs: list[tuple], workers: int, desc: str, progress: bool, failed) -> list[dict]:
-    """``fn(*job)`` for every job, in parallel when ``workers > 1``; a worker that dies fails only its job."""
-    results = []
-    bar = tqdm(total=len(jobs), desc=desc, unit=desc.split()[-1], disable=not progress or not jobs)
-    if workers > 1 and len(jobs) > 1:
-        with worker_pool(min(workers, len(jobs))) as pool:
-            futs = {pool.submit(fn, *j): j for j in jobs}
-            for fut in as_completed(futs):
-                try:
-                    results.append(fut.result())
-                except Exception as e:
-                    results.append(failed(futs[fut], f"worker failed ({type(e).__name__}: {e})"))
-                bar.update(1)
-    else:
-        for j in jobs:
-            results.append(fn(*j))
-            bar.update(1)
-    bar.close()
-    return results
-
-
 def scene_ids(cfg: SceneConfig) -> list[tuple[str, str]]:
     """``(id, split)`` of every scene: ``train_0000``, ... and ``test_0000``, ... (``round(scenes * test_fraction)``
     test scenes, at least one when the fraction is positive and there are two or more scenes)."""
@@ -437,6 +391,67 @@ def scene_ids(cfg: SceneConfig) -> list[tuple[str, str]]:
             + [(f"test_{i:04d}", "test") for i in range(n_test)])
 
 
+def scene_params(cfg: SceneConfig) -> tuple[dict, dict]:
+    """The run's parameters as the manifest stores them, and the subset the screening depends on (a re-run with
+    another room, gap or scene count reuses the screening)."""
+    params = {"sampling": asdict(cfg.sampling), "seed": cfg.seed, "test_fraction": cfg.test_fraction,
+              "max_ambiguous": cfg.max_ambiguous, "screen_samples": cfg.screen_samples, "objects": cfg.objects,
+              "room_size": cfg.room_size, "gap": cfg.gap, "tries": cfg.tries, "restarts": cfg.restarts,
+              "layout": {"floor_z": FLOOR_Z, "room_half": ROOM_HALF, "ceiling_z": CEILING_Z,
+                         "sizes": CATEGORY_SIZES, "default_size": DEFAULT_SIZE}}
+    params = json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
+    screen_params = {k: params[k] for k in ("seed", "max_ambiguous", "screen_samples")}
+    screen_params["variances"] = params["sampling"]["variances"]
+    return params, screen_params
+
+
+def screen_sources(entries: list[tuple[tuple[str, str], Path, Path | None]], cfg: SceneConfig, old: dict[str, dict],
+                   workers: int, progress: bool) -> dict[str, dict]:
+    """Screen every source mesh (:func:`screen_one`); a record in ``old`` (file -> record of an earlier
+    screening with the same settings) is kept while the file's checksum is unchanged. Returns file -> record."""
+    sources, jobs = {}, []
+    for (category, sid), f, first in entries:
+        if first is not None:
+            sources[str(f)] = {"file": str(f), "category": category, "id": sid, "status": "failed",
+                               "reason": duplicate_reason(f, (category, sid), first)}
+            continue
+        prev = old.get(str(f))
+        if prev and prev.get("status") in ("ok", "failed") and prev.get("sha256") == formats.file_sha256(f):
+            sources[str(f)] = prev
+        else:
+            jobs.append((str(f), category, sid, cfg))
+
+    def failed(i: int, why: str) -> dict:
+        f, category, sid, _ = jobs[i]
+        return {"file": f, "category": category, "id": sid, "status": "failed", "reason": f"{f}: {why}"}
+
+    def done(i: int, rec: dict) -> None:
+        sources[rec["file"]] = rec
+
+    run_jobs(screen_one, jobs, workers, failed, done, "screen meshes", "mesh", progress)
+    return sources
+
+
+def compose_layouts(src: Path, ok: list[dict], cfg: SceneConfig) -> tuple[dict, dict, list[tuple[str, str, list]]]:
+    """Split the usable meshes per category, then compose every scene from its split's meshes (cheap, before
+    any heavy work, so an impossible placement fails fast). Returns the train and test meshes and every scene's
+    ``(id, split, object records)``."""
+    train_ids, test_ids = make_splits([(r["category"], r["id"]) for r in ok], cfg.test_fraction, cfg.seed)
+    by_key = {(r["category"], r["id"]): source_of(r) for r in ok}
+    pools = {"train": [by_key[(c, i)] for c, ids in train_ids.items() for i in ids],
+             "test": [by_key[(c, i)] for c, ids in test_ids.items() for i in ids]}
+    layouts = []
+    for sid, split in scene_ids(cfg):
+        pool = pools[split]
+        if len(pool) < cfg.objects[1]:
+            raise DataError(f"{src}: only {len(pool)} usable {split} meshes after the split ({len(ok)} usable "
+                            f"in all), fewer than --objects maximum {cfg.objects[1]}; add meshes, lower --objects"
+                            + (" or raise --test-fraction" if split == "test" else ""))
+        placed = compose_scene(pool, cfg, shape_rng(cfg.seed, f"{formats.SCENE_CATEGORY}/{sid}", 9), sid)
+        layouts.append((sid, split, [p.record() for p in placed]))
+    return train_ids, test_ids, layouts
+
+
 def _scene_intact(out: Path, rec: dict, cfg: SceneConfig) -> bool:
     paths = scene_paths(out, rec["id"])
     if not all(p.is_file() for p in paths.values()):
@@ -444,9 +459,55 @@ def _scene_intact(out: Path, rec: dict, cfg: SceneConfig) -> bool:
     if rec.get("sdf_sha256") != formats.file_sha256(paths["sdf"]):
         return False
     if rec.get("split") == "test" and cfg.scans > 0:
-        return rec.get("scan_params") == scan_params(cfg) and all(p.is_file() for p in scan_paths(out, rec["id"],
-                                                                                                     cfg.scans))
+        scans = scan_paths(out, formats.SCENE_CATEGORY, rec["id"], cfg.scans)
+        return rec.get("scan_params") == scan_params(cfg.scans, cfg.camera) and all(p.is_file() for p in scans)
     return True
+
+
+def _layout_key(obj: dict) -> tuple:
+    return obj["file"], obj["sha256"], json.dumps(obj["transform"])
+
+
+class SceneJobs(JobKind):
+    """``prep scenes`` for the runner: one item per composed scene, :func:`prep_scene`; a scene's record is
+    reused while its split, its objects' files and placements and its outputs are unchanged."""
+
+    name = "scenes"
+    records_key = "meshes"
+    unit = "scene"
+    task = staticmethod(prep_scene)
+
+    def __init__(self, cfg: SceneConfig, sources: int, sources_ok: int):
+        self.cfg, self.sources, self.sources_ok = cfg, sources, sources_ok
+
+    def reusable(self, out: Path, item: Item, old: dict) -> bool:
+        return (old.get("split") == item.head["split"]
+                and [_layout_key(o) for o in old.get("objects", [])] == [_layout_key(o) for o in item.head["objects"]]
+                and _scene_intact(out, old, self.cfg))
+
+    def order(self, rec: dict) -> tuple:
+        return rec["split"] != "train", rec["id"]
+
+    def splits(self, records: list[dict], params: dict) -> tuple[dict, dict]:
+        """The scenes' own splits (a test scene is made of test meshes)."""
+        ok = [r for r in records if r["status"] == "ok"]
+        return tuple({formats.SCENE_CATEGORY: [r["id"] for r in ok if r["split"] == s]} for s in ("train", "test"))
+
+    def summary(self, done: Outcome) -> dict:
+        train, test = len(done.train[formats.SCENE_CATEGORY]), len(done.test[formats.SCENE_CATEGORY])
+        return {"scenes": len(done.records), "ok": train + test, "train": train, "test": test,
+                "failed": sum(1 for r in done.records if r["status"] != "ok"), "skipped_unchanged": done.skipped,
+                "sources": self.sources, "sources_ok": self.sources_ok}
+
+
+def scene_items(out: Path, layouts: list[tuple[str, str, list]], cfg: SceneConfig) -> list[Item]:
+    items = []
+    for sid, split, objects in layouts:
+        head = {"file": str(scene_paths(out, sid)["mesh"]), "category": formats.SCENE_CATEGORY, "id": sid,
+                "split": split, "objects": objects}
+        key = (formats.SCENE_CATEGORY, sid)
+        items.append(Item(key, (sid, split, objects, str(out), cfg), head, "/".join(key)))
+    return items
 
 
 @writes_data_root("deepsdf-ad prep scenes")
@@ -456,117 +517,33 @@ def prep_scenes(src: str | os.PathLike, out: str | os.PathLike, cfg: SceneConfig
 
     Steps: screen every source mesh (cached in the manifest by checksum), split them per category, compose every
     scene (cheap, before any heavy work, so an impossible placement fails fast), then build, sample and scan the
-    scenes that are new or changed.
+    scenes that are new or changed (:func:`deepsdf_ad.data_prep.runner.run_prep`).
     """
     src, out = Path(src), Path(out)
     check_scene_config(cfg)
-    files = find_meshes(src)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    params = {"sampling": asdict(cfg.sampling), "seed": cfg.seed, "test_fraction": cfg.test_fraction,
-              "max_ambiguous": cfg.max_ambiguous, "screen_samples": cfg.screen_samples, "objects": cfg.objects,
-              "room_size": cfg.room_size, "gap": cfg.gap, "tries": cfg.tries, "restarts": cfg.restarts,
-              "layout": {"floor_z": FLOOR_Z, "room_half": ROOM_HALF, "ceiling_z": CEILING_Z,
-                         "sizes": CATEGORY_SIZES, "default_size": DEFAULT_SIZE}}
-    params = json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
-    # screening depends only on these: a re-run with another room, gap or scene count reuses it
-    screen_params = {k: params[k] for k in ("seed", "max_ambiguous", "screen_samples")}
-    screen_params["variances"] = params["sampling"]["variances"]
+    entries = keyed_meshes(src)
+    params, screen_params = scene_params(cfg)
     old = formats.DataRoot(out).manifest() if (out / formats.MANIFEST).is_file() else {}
-    scenes_kind = old.get("kind") == "scenes"
-    old_sources = ({r["file"]: r for r in old.get("sources", [])}
-                   if scenes_kind and old.get("screen_params") == screen_params else {})
-    old_scenes = {r["id"]: r for r in old.get("meshes", [])} if scenes_kind and old.get("params") == params else {}
-
-    # 1. screen the source meshes
-    sources, jobs, seen = {}, [], {}
-    for f in files:
-        category = f.parent.name if f.parent != src else src.name
-        if (category, f.stem) in seen:
-            sources[str(f)] = {"file": str(f), "category": category, "id": f.stem, "status": "failed",
-                               "reason": f"{f}: duplicate id '{f.stem}' in category '{category}' "
-                                         f"(also {seen[(category, f.stem)]}); rename one"}
-            continue
-        seen[(category, f.stem)] = f
-        prev = old_sources.get(str(f))
-        if prev and prev.get("status") in ("ok", "failed") and prev.get("sha256") == formats.file_sha256(f):
-            sources[str(f)] = prev
-        else:
-            jobs.append((str(f), category, f.stem, cfg))
-    for rec in _run(screen_one, jobs, workers, "screen meshes", progress,
-                    lambda j, why: {"file": j[0], "category": j[1], "id": j[2], "status": "failed",
-                                    "reason": f"{j[0]}: {why}"}):
-        sources[rec["file"]] = rec
+    same_screening = old.get("kind") == "scenes" and old.get("screen_params") == screen_params
+    sources = screen_sources(entries, cfg, {r["file"]: r for r in old.get("sources", [])} if same_screening else {},
+                             workers, progress)
     ok = [r for r in sources.values() if r.get("status") == "ok"]
-    if not ok:
-        _write_sources_only(out, params, screen_params, src, sources)
-        raise DataError(f"{src}: none of its {len(files)} meshes can be used (reasons in {out / formats.MANIFEST})")
-
-    # 2. split the meshes, then compose every scene from its split's meshes
-    train_ids, test_ids = make_splits([(r["category"], r["id"]) for r in ok], cfg.test_fraction, cfg.seed)
-    by_key = {(r["category"], r["id"]): source_of(r) for r in ok}
-    pools = {"train": [by_key[(c, i)] for c, ids in train_ids.items() for i in ids],
-             "test": [by_key[(c, i)] for c, ids in test_ids.items() for i in ids]}
-    layouts = []
     try:
-        for sid, split in scene_ids(cfg):
-            pool = pools[split]
-            if len(pool) < cfg.objects[1]:
-                raise DataError(f"{src}: only {len(pool)} usable {split} meshes after the split ({len(ok)} usable "
-                                f"in all), fewer than --objects maximum {cfg.objects[1]}; add meshes, lower --objects"
-                                + (" or raise --test-fraction" if split == "test" else ""))
-            placed = compose_scene(pool, cfg, shape_rng(cfg.seed, f"{formats.SCENE_CATEGORY}/{sid}", 9), sid)
-            layouts.append((sid, split, [p.record() for p in placed]))
+        if not ok:
+            raise DataError(f"{src}: none of its {len(entries)} meshes can be used (reasons in {out / formats.MANIFEST})")
+        train_ids, test_ids, layouts = compose_layouts(src, ok, cfg)
     except DataError:
         _write_sources_only(out, params, screen_params, src, sources)
         raise
-
-    # 3. build, sample and scan the scenes that are new or changed
-    scenes, jobs = {}, []
-    for sid, split, objects in layouts:
-        prev = old_scenes.get(sid)
-        if (prev and prev.get("status") == "ok" and prev.get("split") == split
-                and [_layout_key(o) for o in prev.get("objects", [])] == [_layout_key(o) for o in objects]
-                and _scene_intact(out, prev, cfg)):
-            scenes[sid] = prev
-        else:
-            jobs.append((sid, split, objects, str(out), cfg))
     for stale in set(old.get("scene_ids", [])) - {sid for sid, _, _ in layouts}:
         _remove_scene(out, stale)
-
-    manifest = {"tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "scenes", "source": str(src),
-                "params": params, "screen_params": screen_params, "frame": frame_info(cfg),
-                "source_split": {"train": train_ids, "test": test_ids},
-                "sources": sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"])),
-                "scene_ids": [sid for sid, _, _ in layouts]}
-
-    def flush() -> None:
-        manifest["meshes"] = sorted(scenes.values(), key=lambda r: (r["split"] != "train", r["id"]))
-        formats.write_json(out / formats.MANIFEST, manifest)
-
-    failed = lambda j, why: {"file": str(scene_paths(out, j[0])["mesh"]), "category": formats.SCENE_CATEGORY,  # noqa: E731
-                             "id": j[0], "split": j[1], "objects": j[2], "status": "failed",
-                             "reason": f"{formats.SCENE_CATEGORY}/{j[0]}: {why}"}
-    if jobs:
-        flush()
-    for rec in _run(prep_scene, jobs, workers, "prep scenes", progress, failed):
-        scenes[rec["id"]] = rec
-        flush()
-
-    done = {s: [r["id"] for r in scenes.values() if r["status"] == "ok" and r["split"] == s] for s in ("train", "test")}
-    formats.write_split(out / formats.SPLITS_DIR / formats.TRAIN_SPLIT, {formats.SCENE_CATEGORY: done["train"]})
-    formats.write_split(out / formats.SPLITS_DIR / formats.TEST_SPLIT, {formats.SCENE_CATEGORY: done["test"]})
-    manifest["summary"] = {"scenes": len(scenes), "ok": len(done["train"]) + len(done["test"]),
-                           "train": len(done["train"]), "test": len(done["test"]),
-                           "failed": sum(1 for r in scenes.values() if r["status"] != "ok"),
-                           "skipped_unchanged": len(scenes) - len(jobs),
-                           "sources": len(sources), "sources_ok": len(ok)}
-    flush()
-    return manifest
-
-
-def _layout_key(obj: dict) -> tuple:
-    return obj["file"], obj["sha256"], json.dumps(obj["transform"])
+    header = {"tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "scenes", "source": str(src),
+              "params": params, "screen_params": screen_params, "frame": frame_info(cfg),
+              "source_split": {"train": train_ids, "test": test_ids},
+              "sources": sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"])),
+              "scene_ids": [sid for sid, _, _ in layouts]}
+    return run_prep(SceneJobs(cfg, len(sources), len(ok)), out, header, scene_items(out, layouts, cfg), workers,
+                    progress)
 
 
 def _write_sources_only(out: Path, params: dict, screen_params: dict, src: Path, sources: dict) -> None:
