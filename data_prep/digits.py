@@ -10,8 +10,8 @@ bilinearly interpolated between pixel centres (0 outside the image), so fields a
 - ``height`` field: the target is the interpolated intensity itself (in [0, 1]); it is stored in the
   sdf column of the sample files, and the run must train with ``train.loss: l1``.
 
-Data root layout is the one of meshes (:mod:`deepsdf_ad.data_prep.formats`): category = the digit's label, id =
-``<IDX file prefix>-<index in the file, 5 digits>`` (e.g. ``t10k-00042``), ``norm`` is the identity
+Data root layout is the one of meshes (:mod:`deepsdf_ad.data_prep.formats`): category = the digit's label,
+id = ``<IDX file prefix>-<index in the file, 5 digits>`` (e.g. ``t10k-00042``), ``norm`` is the identity
 (offset (0, 0), scale 1), ``surface`` holds contour points (z = 0). With ``--field height`` every digit
 is also written as a closed heightfield solid to ``DATA/heightfield/<label>/<id>.ply``.
 """
@@ -42,7 +42,8 @@ from deepsdf_ad.data_prep.runner import Item, JobKind, Outcome, run_prep
 TOOL_VERSION = "0.1.0"
 FIELDS = ("sdf", "height")
 MAX_SIDE = 256
-"""Largest image side of a digit set (MNIST: 28); the distance transform's grid is ``upsample`` times finer."""
+"""Largest image side of a digit set (MNIST: 28); the distance transform's grid is ``upsample`` times
+finer."""
 THRESHOLD = 0.5
 """Intensity (0..1) at and above which a point is inside the digit."""
 
@@ -99,8 +100,9 @@ def load_digit_set(prefix: str, images_path: str | os.PathLike, labels_path: str
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataError(f"{images_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
     if not (2 <= images.shape[1] <= MAX_SIDE and 2 <= images.shape[2] <= MAX_SIDE):
-        raise DataError(f"{images_path}: images of {images.shape[1]}x{images.shape[2]} pixels; each side must be "
-                        f"2 to {MAX_SIDE} pixels (the distance transform runs on a grid 8 times finer)")
+        raise DataError(f"{images_path}: images of {images.shape[1]}x{images.shape[2]} pixels; each side "
+                        f"must be 2 to {MAX_SIDE} pixels (the distance transform runs on a grid 8 times "
+                        "finer)")
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise DataError(f"{labels_path}: expected uint8 labels (N,), got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
@@ -129,7 +131,8 @@ def digit_id(prefix: str, index: int) -> str:
 
 
 def download_mnist(idx_dir: str | os.PathLike, base_urls: tuple[str, ...] | None = None,
-                   files: dict[str, str] | None = None, timeout: float = 30.0, progress: bool = True) -> list[Path]:
+                   files: dict[str, str] | None = None, timeout: float = 30.0,
+                   progress: bool = True) -> list[Path]:
     """Fetch the MNIST files into ``idx_dir`` and check their MD5; files already there and intact are kept.
 
     Args:
@@ -358,14 +361,17 @@ def image_observations(gray: np.ndarray, known: np.ndarray, field: str, upsample
     fine_shape = (h * upsample, w * upsample)
     fine = pixel_centres(*fine_shape).reshape(-1, 2)
     rc = pixel_coords(fine, (h, w))
-    known_f = ndimage.map_coordinates(known.astype(np.float64), rc, order=0, mode="nearest").reshape(fine_shape) > 0.5
+    known_f = ndimage.map_coordinates(known.astype(np.float64), rc, order=0,
+                                      mode="nearest").reshape(fine_shape) > 0.5
     inside = intensity_at(gray, fine).reshape(fine_shape) >= THRESHOLD
     sampling = (2.0 / fine_shape[0], 2.0 / fine_shape[1])
     half = 0.5 * min(sampling)
     big = 4.0  # larger than any distance in the frame
 
     def dist_to(mask: np.ndarray) -> np.ndarray:
-        return ndimage.distance_transform_edt(~mask, sampling=sampling) - half if mask.any() else np.full(mask.shape, big)
+        if not mask.any():
+            return np.full(mask.shape, big)
+        return ndimage.distance_transform_edt(~mask, sampling=sampling) - half
 
     d_opp = np.where(inside, dist_to(known_f & ~inside), dist_to(known_f & inside))
     d_unknown = dist_to(~known_f)
@@ -406,14 +412,16 @@ def prep_one_digit(image: np.ndarray, category: str, sid: str, out: Path, cfg: D
         formats.save_normalization(out / formats.NORM_DIR / category / f"{sid}.npz", np.zeros(2), 1.0)
         formats.save_points_2d(out / formats.SURFACE_DIR / category / f"{sid}.ply", contour, normals)
         if cfg.field == "height":
-            formats.save_mesh(out / formats.HEIGHTFIELD_DIR / category / f"{sid}.ply", heightfield_solid(image))
+            formats.save_mesh(out / formats.HEIGHTFIELD_DIR / category / f"{sid}.ply",
+                              heightfield_solid(image))
         rec.update(status="ok", pos=int(len(pos)), neg=int(len(neg)))
     except DataError as e:
         rec.update(status="failed", reason=f"{sid}: {e}")
     return rec
 
 
-def _digit_job(image: np.ndarray, category: str, sid: str, out: Path, cfg: DigitSamplingConfig, seed: int) -> dict:
+def _digit_job(image: np.ndarray, category: str, sid: str, out: Path, cfg: DigitSamplingConfig,
+               seed: int) -> dict:
     """:func:`prep_one_digit` with the digit's own generator, seeded by (seed, its key)."""
     return prep_one_digit(image, category, sid, out, cfg, shape_rng(seed, f"{category}/{sid}"))
 
@@ -456,16 +464,18 @@ class DigitJobs(JobKind):
     def finish(self, out: Path, manifest: dict, done: Outcome, progress: bool) -> dict:
         ok = [r for r in done.records if r["status"] == "ok"]
         failed = [r for r in done.records if r["status"] != "ok"]
-        by_label = {str(c): sum(1 for r in ok if r["category"] == str(c)) for c in sorted(manifest["params"]["labels"])}
+        by_label = {str(c): sum(1 for r in ok if r["category"] == str(c))
+                    for c in sorted(manifest["params"]["labels"])}
         summary = {"digits": len(done.records), "ok": len(ok), "failed": len(failed),
                    "skipped_unchanged": done.skipped, "by_label": by_label,
-                   "train": sum(len(v) for v in done.train.values()), "test": sum(len(v) for v in done.test.values()),
+                   "train": sum(len(v) for v in done.train.values()),
+                   "test": sum(len(v) for v in done.test.values()),
                    "seconds": round(done.seconds, 2)}
         return {**manifest, "complete": True, "failed": failed, "summary": summary}
 
 
-def digit_items(sets: list[DigitSet], labels: set[int], limit: int | None, out: Path, cfg: DigitSamplingConfig,
-                seed: int) -> tuple[list[Item], list[dict]]:
+def digit_items(sets: list[DigitSet], labels: set[int], limit: int | None, out: Path,
+                cfg: DigitSamplingConfig, seed: int) -> tuple[list[Item], list[dict]]:
     """The items of the digits with ``labels`` (at most ``limit`` per set, in file order), and the manifest's
     record of every IDX pair."""
     items, files = [], []
@@ -475,9 +485,11 @@ def digit_items(sets: list[DigitSet], labels: set[int], limit: int | None, out: 
             keep = keep[:limit]
         for i in keep:
             key = (str(int(ds.labels[i])), digit_id(ds.prefix, int(i)))
-            items.append(Item(key, (ds.images[i], *key, out, cfg, seed), {"category": key[0], "id": key[1]}, key[1]))
+            head = {"category": key[0], "id": key[1]}
+            items.append(Item(key, (ds.images[i], *key, out, cfg, seed), head, key[1]))
         files.append({"images": str(ds.files[0]), "labels": str(ds.files[1]), "status": "ok",
-                      "sha256": formats.file_sha256(ds.files[0]), "labels_sha256": formats.file_sha256(ds.files[1]),
+                      "sha256": formats.file_sha256(ds.files[0]),
+                      "labels_sha256": formats.file_sha256(ds.files[1]),
                       "digits": int(len(ds.labels)), "selected": int(len(keep))})
     return items, files
 

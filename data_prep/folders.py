@@ -5,10 +5,10 @@ made them. Writing into an existing, non-empty folder without it is refused (``-
 and ``prep`` replace files with fixed names (``config.yaml``, ``manifest.json``, ...), which must never be a
 user's. Folders written before the marker existed are recognised by their own files and adopted.
 
-One writer at a time: :class:`FolderLock` holds an advisory lock (``fcntl.flock``) on :data:`LOCK` in the folder
-for as long as the command runs. The kernel releases it when the process ends, however it ends, so a lock
-left by a killed process never blocks; the file records the holder's pid and host for the message a second
-writer gets.
+One writer at a time: :class:`FolderLock` holds an advisory lock (``fcntl.flock``) on :data:`LOCK` in the
+folder for as long as the command runs. The kernel releases it when the process ends, however it ends, so a
+lock left by a killed process never blocks; the file records the holder's pid and host for the message a
+second writer gets.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def _legacy(folder: Path, kind: str) -> bool:
     try:
         if kind == "run":
             shapes = json.loads((folder / "shapes.json").read_text())
-            return (folder / "config.yaml").is_file() and isinstance(shapes, dict) and {"data", "keys"} <= set(shapes)
+            return ((folder / "config.yaml").is_file() and isinstance(shapes, dict)
+                    and {"data", "keys"} <= set(shapes))
         for f in [folder / "manifest.json", *sorted(folder.glob("shards/shard-*.json"))[:1]]:
             if f.is_file():
                 manifest = json.loads(f.read_text())
@@ -66,8 +67,8 @@ def claim_folder(folder: str | os.PathLike, kind: str, force: bool = False) -> P
         except (OSError, ValueError, AttributeError):
             made = None
         if made not in (kind, None) and not force:
-            raise DataError(f"{folder}: is a {made} folder (made by {KINDS.get(made, made)}), not a {kind} folder; "
-                            "use another --out")
+            raise DataError(f"{folder}: is a {made} folder (made by {KINDS.get(made, made)}), not a {kind} "
+                            "folder; use another --out")
         return folder
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder}: exists and is not a folder; use another --out")
@@ -75,8 +76,9 @@ def claim_folder(folder: str | os.PathLike, kind: str, force: bool = False) -> P
     # somebody else's content
     busy = folder.is_dir() and any(p.name != LOCK and not is_temp_file(p) for p in folder.iterdir())
     if busy and not force and not _legacy(folder, kind):
-        raise DataError(f"{folder}: folder exists, is not empty and was not made by {KINDS[kind]} (no {MARKER} "
-                        f"marker); its files could be replaced: use a new or empty --out, or --force to write into it")
+        raise DataError(f"{folder}: folder exists, is not empty and was not made by {KINDS[kind]} (no "
+                        f"{MARKER} marker); its files could be replaced: use a new or empty --out, or "
+                        "--force to write into it")
     folder.mkdir(parents=True, exist_ok=True)
     write_json(marker, {"made_by": KINDS[kind], "kind": kind})
     return folder
@@ -103,8 +105,8 @@ class FolderLock:
             fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise DataError(f"{self.folder}: in use by another process ({_holder(path)}); wait for it to end, "
-                            "or use another --out") from None
+            raise DataError(f"{self.folder}: in use by another process ({_holder(path)}); wait for it to "
+                            "end, or use another --out") from None
         self._fd = fd
         if not self.shared:  # a shared holder leaves the record of the first one
             os.ftruncate(fd, 0)
@@ -162,7 +164,8 @@ def writes_data_root(command: str):
         def wrapper(*args, force: bool = False, **kwargs):
             bound = signature.bind(*args, **kwargs)
             shard = bound.arguments.get("shard")
-            with output_folder(bound.arguments["out"], "data", command, force=force, shared=shard is not None):
+            with output_folder(bound.arguments["out"], "data", command, force=force,
+                               shared=shard is not None):
                 return fn(*args, **kwargs)
         return wrapper
     return decorate

@@ -8,12 +8,12 @@ Layout of a data root (``DATA``), compatible with DeepSDF's preprocessed data::
     DATA/scans/<category>/<id>_<k>.ply  partial scans of test shapes (+ a ``.json`` sidecar each)
     DATA/splits/train.json, test.json   ``{"<dataset>": {"<category>": [ids]}}``
     DATA/manifest.json                  every input with its status, the sampling parameters, the tool version
-    DATA/shards/shard-<I>-of-<N>.json   shard manifests of ``prep ... --shard I/N`` (combined by ``prep merge``)
+    DATA/shards/shard-<I>-of-<N>.json   shard manifests of ``prep ... --shard I/N`` (joined by ``prep merge``)
 
 ``prep scenes`` writes the same layout with the category ``scene``, plus::
 
     DATA/scene_meshes/<id>.ply          the composed scene mesh, in the scene's normalised frame
-    DATA/scene_meshes/<id>.json         the scene frame and its objects: source file, category, transform, boxes
+    DATA/scene_meshes/<id>.json         the scene frame and its objects (file, category, transform, box)
 
 DeepSDF's own layout (``SdfSamples/<dataset>/<class>/<id>.npz``, ``NormalizationParameters/...``,
 ``SurfaceSamples/...``) is read as is by :class:`DataRoot`.
@@ -69,8 +69,9 @@ class DataError(ValueError):
 
 # ---- atomic writes ---------------------------------------------------------------------------
 TEMP_PREFIX = ".deepsdf-ad-tmp-"
-"""Temporary files are ``TEMP_PREFIX + stem + '-' + 8 random characters + suffix``: a prefix no user would choose,
-so clean-ups (which match the whole pattern, :data:`TEMP_NAME`) only ever delete files this toolkit made."""
+"""Temporary files are ``TEMP_PREFIX + stem + '-' + 8 random characters + suffix``: a prefix no user would
+choose, so clean-ups (which match the whole pattern, :data:`TEMP_NAME`) only ever delete files this toolkit
+made."""
 TEMP_NAME = r"\.deepsdf-ad-tmp-{stem}-[a-z0-9_]{{8}}(\.[A-Za-z0-9]+)?"
 """Regular expression of a temp file's name (format it with ``stem``, escaped), as ``tempfile.mkstemp`` makes
 them: 8 random characters."""
@@ -111,8 +112,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM,
                 errno.ENOTDIR, errno.EISDIR}
-"""Errors of writing a file that are the place's, not the program's: a full disk, a read-only file system, a file
-where a folder should be, ..."""
+"""Errors of writing a file that are the place's, not the program's: a full disk, a read-only file system, a
+file where a folder should be, ..."""
 
 
 def _write_error(path: Path, e: OSError) -> DataError:
@@ -178,7 +179,8 @@ def _open_npz(path: Path, fix: str = "delete it and re-run prep") -> Iterator[np
         raise
     except ValueError as e:
         if "pickle" in str(e).lower():
-            raise DataError(f"{path}: holds pickled objects, which are refused; re-save it as plain arrays") from None
+            raise DataError(f"{path}: holds pickled objects, which are refused; re-save it as plain "
+                            "arrays") from None
         raise DataError(f"{path}: not a readable .npz ({e})") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{path}: not a readable .npz ({e}); {fix}") from None
@@ -220,7 +222,8 @@ def save_normalization(path: str | os.PathLike, offset: np.ndarray, scale: float
 def load_normalization(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     z = load_npz(path, (OFFSET, SCALE))
     try:
-        offset, scale = z[OFFSET].astype(np.float64).reshape(-1), float(np.asarray(z[SCALE], np.float64).reshape(()))
+        offset = z[OFFSET].astype(np.float64).reshape(-1)
+        scale = float(np.asarray(z[SCALE], np.float64).reshape(()))
     except (ValueError, TypeError):
         raise DataError(f"{path}: 'offset' must be a vector and 'scale' one number, got shapes "
                         f"{z[OFFSET].shape} and {z[SCALE].shape}") from None
@@ -229,9 +232,12 @@ def load_normalization(path: str | os.PathLike) -> tuple[np.ndarray, float]:
 
 
 def check_normalization(path: str | os.PathLike, offset: np.ndarray, scale: float) -> None:
-    """Refuse a normalisation that cannot be applied: offset of 2 or 3 finite numbers, scale finite and > 0."""
-    if offset.shape not in ((2,), (3,)) or not np.isfinite(offset).all() or np.abs(offset).max() > MAX_COORDINATE:
-        raise DataError(f"{path}: normalisation offset must be 2 or 3 finite numbers, got {offset.tolist()[:4]}")
+    """Refuse a normalisation that cannot be applied: the offset must be 2 or 3 finite numbers, the scale
+    finite and > 0."""
+    if (offset.shape not in ((2,), (3,)) or not np.isfinite(offset).all()
+            or np.abs(offset).max() > MAX_COORDINATE):
+        raise DataError(f"{path}: normalisation offset must be 2 or 3 finite numbers, got "
+                        f"{offset.tolist()[:4]}")
     if not (np.isfinite(scale) and 0 < scale < 1 / 1e-15):
         raise DataError(f"{path}: normalisation scale must be a finite positive number, got {scale}")
 
@@ -338,8 +344,9 @@ def _check_count(path: Path, suffix: str) -> None:
         if arr.ndim >= 1 and arr.shape[0] > MAX_POINTS:
             raise _too_many(path, int(arr.shape[0]))
     elif suffix in (".xyz", ".txt") and path.stat().st_size > MAX_TEXT_BYTES:
-        raise DataError(f"{path}: text point file of {path.stat().st_size / 2**30:.1f} GiB, more than the limit "
-                        f"{MAX_TEXT_BYTES / 2**30:.0f} GiB; convert it to a binary .ply or .npy (or subsample it)")
+        raise DataError(f"{path}: text point file of {path.stat().st_size / 2**30:.1f} GiB, more than the "
+                        f"limit {MAX_TEXT_BYTES / 2**30:.0f} GiB; convert it to a binary .ply or .npy (or "
+                        "subsample it)")
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -348,14 +355,15 @@ def _load_npy(path: Path) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except ValueError as e:
         if "pickle" in str(e).lower():
-            raise DataError(f"{path}: holds pickled objects, which are refused; re-save it as plain arrays") from None
+            raise DataError(f"{path}: holds pickled objects, which are refused; re-save it as plain "
+                            "arrays") from None
         raise
 
 
 NPZ_POINTS = "points"
 NPZ_NORMALS = "normals"
-"""Arrays of a point-cloud ``.npz``: ``points`` (N, 3) and optional ``normals`` (N, 3); or a single array of any
-name, (N, 3) or (N, 6) (points, then normals)."""
+"""Arrays of a point-cloud ``.npz``: ``points`` (N, 3) and optional ``normals`` (N, 3); or a single array of
+any name, (N, 3) or (N, 6) (points, then normals)."""
 
 
 def _npz_rows(z: np.lib.npyio.NpzFile, key: str) -> int:
@@ -363,7 +371,8 @@ def _npz_rows(z: np.lib.npyio.NpzFile, key: str) -> int:
     try:
         with z.zip.open(f"{key}.npy") as f:
             version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
             shape = read(f)[0]
     except Exception:  # the real read reports it
         return -1
@@ -385,8 +394,8 @@ def _load_npz_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         elif len(z.files) == 1:
             keys = list(z.files)
         else:
-            raise DataError(f"{path}: expected an array '{NPZ_POINTS}' (N, 3) (and optionally '{NPZ_NORMALS}' "
-                            f"(N, 3)), or a single array; has {sorted(z.files)}")
+            raise DataError(f"{path}: expected an array '{NPZ_POINTS}' (N, 3) (and optionally "
+                            f"'{NPZ_NORMALS}' (N, 3)), or a single array; has {sorted(z.files)}")
         for k in keys:
             if _npz_rows(z, k) > MAX_POINTS:
                 raise _too_many(path, _npz_rows(z, k))
@@ -410,7 +419,8 @@ def _loadtxt(path: Path) -> np.ndarray:
 
 
 # ---- PCD (Point Cloud Library) -------------------------------------------------------------------
-PCD_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("I", 1): "<i1", ("I", 2): "<i2", ("I", 4): "<i4", ("I", 8): "<i8",
+PCD_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("I", 1): "<i1", ("I", 2): "<i2", ("I", 4): "<i4",
+             ("I", 8): "<i8",
              ("U", 1): "<u1", ("U", 2): "<u2", ("U", 4): "<u4", ("U", 8): "<u8"}
 """PCD ``TYPE`` and ``SIZE`` -> numpy dtype (PCD's binary data is little-endian)."""
 PCD_NORMALS = ("normal_x", "normal_y", "normal_z")
@@ -485,7 +495,8 @@ def _pcd_header(path: Path) -> PcdHeader:
 
 def _load_pcd(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Points (N, 3) and normals (N, 3) or None of a PCD file: ascii and binary read here with numpy,
-    binary_compressed (LZF) through open3d when it is installed. Other fields (rgb, intensity, ...) are skipped."""
+    binary_compressed (LZF) through open3d when it is installed. Other fields (rgb, intensity, ...) are
+    skipped."""
     head = _pcd_header(path)
     names = [name for name, _, _ in head.fields]
     has_normals = all(n in names for n in PCD_NORMALS)
@@ -493,8 +504,8 @@ def _load_pcd(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         return _load_pcd_compressed(path, has_normals)
     if head.data == "ascii":
         if path.stat().st_size > MAX_TEXT_BYTES:
-            raise DataError(f"{path}: ASCII PCD of {path.stat().st_size / 2**30:.1f} GiB, more than the limit "
-                            f"{MAX_TEXT_BYTES / 2**30:.0f} GiB; save it as binary PCD")
+            raise DataError(f"{path}: ASCII PCD of {path.stat().st_size / 2**30:.1f} GiB, more than the "
+                            f"limit {MAX_TEXT_BYTES / 2**30:.0f} GiB; save it as binary PCD")
         with open(path, "rb") as f:
             f.seek(head.offset)
             with warnings.catch_warnings():
@@ -504,8 +515,8 @@ def _load_pcd(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         if table.size == 0:
             table = table.reshape(0, width)
         if table.shape != (head.points, width):
-            raise DataError(f"{path}: the header announces {head.points:,} points of {width} values, the data holds "
-                            f"{table.shape[0]:,} rows of {table.shape[1]}")
+            raise DataError(f"{path}: the header announces {head.points:,} points of {width} values, the "
+                            f"data holds {table.shape[0]:,} rows of {table.shape[1]}")
         column, start = {}, 0
         for name, _, count in head.fields:
             column[name] = start
@@ -531,8 +542,8 @@ def _load_pcd_compressed(path: Path, has_normals: bool) -> tuple[np.ndarray, np.
     try:
         import open3d as o3d
     except ImportError:
-        raise DataError(f"{path}: binary_compressed PCD needs open3d (pip install open3d), or save it as binary "
-                        "or ascii PCD (pcl_convert_pcd_ascii_binary FILE OUT 1)") from None
+        raise DataError(f"{path}: binary_compressed PCD needs open3d (pip install open3d), or save it as "
+                        "binary or ascii PCD (pcl_convert_pcd_ascii_binary FILE OUT 1)") from None
     cloud = o3d.io.read_point_cloud(str(path), format="pcd")
     points = np.asarray(cloud.points, np.float64)
     if len(points) == 0:
@@ -561,7 +572,8 @@ def clean_points(path: str | os.PathLike, pts: np.ndarray, normals: np.ndarray |
         pts = pts[keep]
         normals = normals[keep] if normals is not None else None
         if len(pts) == 0:
-            raise DataError(f"{path}: holds no finite points (all {dropped:,} have NaN or infinite coordinates)")
+            raise DataError(f"{path}: holds no finite points (all {dropped:,} have NaN or infinite "
+                            "coordinates)")
         note(f"{path}: dropped {dropped:,} of {dropped + len(pts):,} points with NaN or infinite "
               "coordinates")
     big = float(np.abs(pts).max())
@@ -642,19 +654,22 @@ def load_scene_info(path: str | os.PathLike) -> dict:
     info = read_json(path)
     objects = info.get("objects") if isinstance(info, dict) else None
     if not isinstance(objects, list) or not objects:
-        raise DataError(f"{path}: expected a JSON object with a non-empty 'objects' list; re-run 'prep scenes'")
+        raise DataError(f"{path}: expected a JSON object with a non-empty 'objects' list; re-run "
+                        "'prep scenes'")
     for i, obj in enumerate(objects):
         missing = [k for k in SCENE_OBJECT_KEYS if not isinstance(obj, dict) or k not in obj]
         if missing:
             raise DataError(f"{path}: object {i} lacks {missing}; re-run 'prep scenes'")
         t = np.asarray(obj["transform"], float)
         if t.shape != (4, 4) or not np.isfinite(t).all():
-            raise DataError(f"{path}: object {i} has a transform of shape {t.shape}, expected a finite 4x4 matrix")
+            raise DataError(f"{path}: object {i} has a transform of shape {t.shape}, expected a finite 4x4 "
+                            "matrix")
     return info
 
 
 # ---- splits and manifests --------------------------------------------------------------------
-def write_split(path: str | os.PathLike, ids_by_category: dict[str, list[str]], dataset: str = DATASET_NAME) -> None:
+def write_split(path: str | os.PathLike, ids_by_category: dict[str, list[str]],
+                dataset: str = DATASET_NAME) -> None:
     write_json(path, {dataset: {c: sorted(ids) for c, ids in sorted(ids_by_category.items())}})
 
 
@@ -709,7 +724,8 @@ class DataRoot:
         if not path.is_file():
             if self.deepsdf:
                 raise DataError(f"{path}: no split file; pass DeepSDF's split JSON with --split")
-            raise DataError(f"{path}: split file not found; is {self.root} a data folder made by 'deepsdf-ad prep'?")
+            raise DataError(f"{path}: split file not found; is {self.root} a data folder made by "
+                            "'deepsdf-ad prep'?")
         refs = []
         for dataset, cat, sid in read_split(path):
             refs.append(self.shape(cat, sid, dataset))
@@ -726,7 +742,8 @@ class DataRoot:
             sdf = self.root / SDF_DIR / category / f"{sid}.npz"
             norm = self.root / NORM_DIR / category / f"{sid}.npz"
             surface = self.root / SURFACE_DIR / category / f"{sid}.ply"
-        return ShapeRef(category, sid, sdf, norm if norm.is_file() else None, surface if surface.is_file() else None)
+        return ShapeRef(category, sid, sdf, norm if norm.is_file() else None,
+                        surface if surface.is_file() else None)
 
     def scan_paths(self, ref: ShapeRef) -> list[Path]:
         return sorted((self.root / SCANS_DIR / ref.category).glob(f"{ref.id}_*.ply"))
@@ -736,9 +753,11 @@ class DataRoot:
         return read_json(path) if path.is_file() else {}
 
 
-def export_deepsdf(root: str | os.PathLike, dest: str | os.PathLike, dataset: str = DATASET_NAME) -> dict[str, Path]:
+def export_deepsdf(root: str | os.PathLike, dest: str | os.PathLike,
+                   dataset: str = DATASET_NAME) -> dict[str, Path]:
     """Write a data root of ours in DeepSDF's layout (``SdfSamples/<dataset>/<class>/<id>.npz``,
-    ``NormalizationParameters/...``, ``SurfaceSamples/...`` and split JSONs ``<dest>/<dataset>_<split>.json``).
+    ``NormalizationParameters/...``, ``SurfaceSamples/...`` and split JSONs
+    ``<dest>/<dataset>_<split>.json``).
 
     Every file is re-validated on the way and written atomically. Returns the split files written.
     """
@@ -753,7 +772,8 @@ def export_deepsdf(root: str | os.PathLike, dest: str | os.PathLike, dataset: st
             save_sdf_samples(dest / DEEPSDF_SDF_DIR / dataset / ref.category / f"{ref.id}.npz", pos, neg)
             if ref.norm is not None:
                 offset, scale = load_normalization(ref.norm)
-                save_normalization(dest / DEEPSDF_NORM_DIR / dataset / ref.category / f"{ref.id}.npz", offset, scale)
+                save_normalization(dest / DEEPSDF_NORM_DIR / dataset / ref.category / f"{ref.id}.npz", offset,
+                                   scale)
             if ref.surface is not None:
                 cloud = load_points(ref.surface)
                 save_points_ply(dest / DEEPSDF_SURFACE_DIR / dataset / ref.category / f"{ref.id}.ply",
@@ -784,8 +804,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    too_big = (f"{path}: more than {MAX_IDX_BYTES / 2**30:.0f} GiB of IDX data, beyond the limit; split the file "
-               "or raise deepsdf_ad.data_prep.formats.MAX_IDX_BYTES")
+    too_big = (f"{path}: more than {MAX_IDX_BYTES / 2**30:.0f} GiB of IDX data, beyond the limit; split the "
+               "file or raise deepsdf_ad.data_prep.formats.MAX_IDX_BYTES")
     with open(path, "rb") as f:
         gz = f.read(2) == b"\x1f\x8b"
     if not gz and path.stat().st_size > MAX_IDX_BYTES:
@@ -853,8 +873,9 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
 
 @contextlib.contextmanager
 def _open_image(path: Path, max_pixels: int, advice: str = ""):
-    """The PIL image at ``path``, refused before decoding when it has more than ``max_pixels`` (a "decompression
-    bomb"; ``advice`` follows the message); PIL's errors inside the block become one-line DataErrors."""
+    """The PIL image at ``path``, refused before decoding when it has more than ``max_pixels`` (a
+    "decompression bomb"; ``advice`` follows the message); PIL's errors inside the block become one-line
+    DataErrors."""
     from PIL import Image
 
     if not path.is_file():

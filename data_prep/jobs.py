@@ -1,6 +1,6 @@
-"""The job machinery every prep kind shares: per-shape random streams, shards (which process owns which shape),
-a worker pool that dies with its parent, temporaries left by killed runs, reuse of finished records, train/test
-splits, failures recorded per shape, and reading the shard manifests."""
+"""The job machinery every prep kind shares: per-shape random streams, shards (which process owns which
+shape), a worker pool that dies with its parent, temporaries left by killed runs, reuse of finished records,
+train/test splits, failures recorded per shape, and reading the shard manifests."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ def shape_rng(seed: int, key: str, stream: int | None = 0) -> np.random.Generato
 
 @contextlib.contextmanager
 def failures_recorded(rec: dict, name: str, what: str = "mesh") -> Iterator[dict]:
-    """Run one job's body: any failure is recorded in ``rec`` (status failed, with the reason) instead of raised,
-    so one bad input never stops a run; ``rec["seconds"]`` (wall) and ``rec["cpu_seconds"]`` (this process) are
-    set either way."""
+    """Run one job's body: any failure is recorded in ``rec`` (status failed, with the reason) instead of
+    raised, so one bad input never stops a run; ``rec["seconds"]`` (wall) and ``rec["cpu_seconds"]`` (this
+    process) are set either way."""
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         yield rec
@@ -47,7 +47,8 @@ def failures_recorded(rec: dict, name: str, what: str = "mesh") -> Iterator[dict
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """``'I/N'`` -> ``(I, N)`` with ``0 <= I < N`` (0-based, as SLURM_ARRAY_TASK_ID with ``--array=0-N-1``)."""
+    """``'I/N'`` -> ``(I, N)`` with ``0 <= I < N`` (0-based, as SLURM_ARRAY_TASK_ID with
+    ``--array=0-N-1``)."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
     if not m:
         raise DataError(f"--shard {text}: expected I/N, e.g. 0/4 for the first of 4 shards (I counts from 0)")
@@ -99,8 +100,8 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 
 def remove_stale_temporaries(out: Path, keys: list[tuple[str, str]] | None = None,
                              extra_dirs: tuple[str, ...] = ()) -> int:
-    """Delete the temp files (:data:`deepsdf_ad.data_prep.formats.TEMP_PREFIX`) a killed run left in the data folders;
-    returns how many. Only names of our own pattern are touched, never a user's file.
+    """Delete the temp files (:data:`deepsdf_ad.data_prep.formats.TEMP_PREFIX`) a killed run left in the data
+    folders; returns how many. Only names of our own pattern are touched, never a user's file.
 
     With ``keys`` (a shard's (category, id) pairs) only the temp files of those shapes are deleted, so shards
     running concurrently into the same folder never delete each other's files in progress.
@@ -188,28 +189,32 @@ def read_shards(out: str | os.PathLike) -> list[dict]:
     for p in paths:
         m = formats.read_json(p)
         sh = m.get("shard") if isinstance(m, dict) else None
-        if not isinstance(sh, dict) or not {"index", "count"} <= set(sh) or m.get("kind") not in ("meshes", "digits"):
+        if (not isinstance(sh, dict) or not {"index", "count"} <= set(sh)
+                or m.get("kind") not in ("meshes", "digits")):
             raise DataError(f"{p}: not a shard manifest written by 'deepsdf-ad prep ... --shard'; remove it")
         if p.name != formats.shard_manifest_path(out, sh["index"], sh["count"]).name:
-            raise DataError(f"{p}: its content says shard {sh['index']}/{sh['count']}; do not rename shard manifests")
+            raise DataError(f"{p}: its content says shard {sh['index']}/{sh['count']}; do not rename shard "
+                            "manifests")
         shards.append((p, m))
     counts = sorted({m["shard"]["count"] for _, m in shards})
     if len(counts) > 1:
-        raise DataError(f"{folder}: holds manifests of {' and '.join(map(str, counts))} shards; delete the ones of "
-                        "the sharding you do not want to merge")
+        raise DataError(f"{folder}: holds manifests of {' and '.join(map(str, counts))} shards; delete the "
+                        "ones of the sharding you do not want to merge")
     count = counts[0]
     have = {m["shard"]["index"] for _, m in shards}
     missing = [i for i in range(count) if i not in have]
     if missing:
         names = ", ".join(f"{i}/{count}" for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise DataError(f"{folder}: shard(s) {names} missing; run them (same flags, --shard I/{count}) and merge again")
+        raise DataError(f"{folder}: shard(s) {names} missing; run them (same flags, --shard I/{count}) and "
+                        "merge again")
     unfinished = [f"{m['shard']['index']}/{count}" for _, m in shards if not m.get("complete")]
     if unfinished:
-        raise DataError(f"{folder}: shard(s) {', '.join(unfinished)} did not finish; run them again and merge again")
+        raise DataError(f"{folder}: shard(s) {', '.join(unfinished)} did not finish; run them again and "
+                        "merge again")
     p0, m0 = shards[0]
     for p, m in shards[1:]:
         for field_ in ("kind", "params", "scan_params", "source"):
             if m.get(field_) != m0.get(field_):
-                raise DataError(f"{p}: its {field_} differ from those of {p0.name}; every shard must be run with the "
-                                "same source and flags")
+                raise DataError(f"{p}: its {field_} differ from those of {p0.name}; every shard must be run "
+                                "with the same source and flags")
     return [m for _, m in sorted(shards, key=lambda pm: pm[1]["shard"]["index"])]

@@ -1,8 +1,8 @@
 """Notes and warnings of the library: one logger, ``deepsdf_ad``, whose records print as one line on stderr,
 ``deepsdf-ad: note: ...`` (INFO) or ``deepsdf-ad: warning: ...`` (WARNING), as the command line shows them.
 
-Library users silence them with ``logging.getLogger("deepsdf_ad").setLevel(logging.ERROR)``, or route them into
-their own logging with ``logger.handlers.clear(); logger.propagate = True``.
+Library users silence them with ``logging.getLogger("deepsdf_ad").setLevel(logging.ERROR)``, or route them
+into their own logging with ``logger.handlers.clear(); logger.propagate = True``.
 """
 
 from __future__ import annotations
@@ -48,4 +48,5 @@ def progress_bar(total: int | None, desc: str, unit: str, enabled: bool):
     pipes) and once the work has taken :data:`BAR_DELAY` seconds; cleared when closed. Use it as a context."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=None if enabled else True, delay=BAR_DELAY, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, disable=None if enabled else True, delay=BAR_DELAY,
+                leave=False)

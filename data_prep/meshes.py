@@ -34,7 +34,8 @@ def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.suffix.lower() not in MESH_SUFFIXES:
-        raise DataError(f"{path}: unsupported mesh format '{path.suffix}'; use one of {', '.join(MESH_SUFFIXES)}")
+        raise DataError(f"{path}: unsupported mesh format '{path.suffix}'; use one of "
+                        f"{', '.join(MESH_SUFFIXES)}")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     try:
@@ -81,7 +82,8 @@ def check_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike = "<mesh>") -> tri
     if len(f) == 0:
         raise DataError(f"{path}: mesh has no faces")
     if len(f) > MAX_FACES:
-        raise DataError(f"{path}: mesh has {len(f):,} faces, more than the limit {MAX_FACES:,}; simplify it first")
+        raise DataError(f"{path}: mesh has {len(f):,} faces, more than the limit {MAX_FACES:,}; simplify it "
+                        "first")
     if f.min() < 0 or f.max() >= len(v):
         raise DataError(f"{path}: face indices out of range")
     if not np.isfinite(v).all():
@@ -140,7 +142,8 @@ def sample_surface(mesh: trimesh.Trimesh, n: int, rng: np.random.Generator, dtyp
 
 
 def near_surface_count(cfg: SamplingConfig) -> int:
-    """How many of ``cfg.samples`` are near-surface samples (they come first in :func:`sample_query_points`)."""
+    """How many of ``cfg.samples`` are near-surface samples (they come first in
+    :func:`sample_query_points`)."""
     return cfg.samples - int(round(cfg.samples * cfg.uniform_fraction))
 
 
@@ -225,10 +228,12 @@ class Orientation:
     flipped: int
     """Components turned over because views from outside saw mostly their back side."""
     back_hits: float
-    """Share of outside-view ray hits that land on a back face after orienting (DeepSDF rejects > 0.02 before)."""
+    """Share of outside-view ray hits that land on a back face after orienting (DeepSDF rejects > 0.02
+    before)."""
 
 
-def orient_faces(mesh: trimesh.Trimesh, views: int = 64, resolution: int = 64) -> tuple[trimesh.Trimesh, Orientation]:
+def orient_faces(mesh: trimesh.Trimesh, views: int = 64,
+                 resolution: int = 64) -> tuple[trimesh.Trimesh, Orientation]:
     """Orient faces outward so that winding numbers are meaningful on ModelNet-style meshes.
 
     1. ``trimesh.repair.fix_winding`` makes each connected component consistently wound.
@@ -386,7 +391,8 @@ def coplanar_overlaps(vertices: np.ndarray, faces: np.ndarray, tolerance: float 
 
     Faces are grouped by their plane (unit normal up to sign and offset, rounded to ``tolerance`` on two
     shifted grids); in a group, two triangles overlap unless their bounding boxes are apart or one of their
-    six edge lines separates them (in the plane, with ``tolerance``). Groups of more than ``max_group`` faces are not checked.
+    six edge lines separates them (in the plane, with ``tolerance``). Groups of more than ``max_group`` faces
+    are not checked.
 
     Returns:
         the pairs (P, 2), each once, and (F,) bool: the faces in unchecked groups.
@@ -605,7 +611,8 @@ class SignedDistance:
             mine = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
             tri = self.sign_vertices[self.sign_faces[np.maximum(f, 0)]]
             theirs = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-            self._face_side = np.where(f >= 0, np.sign(np.einsum("ij,ij->i", mine, theirs)), 0.0).astype(np.float32)
+            side = np.where(f >= 0, np.sign(np.einsum("ij,ij->i", mine, theirs)), 0.0)
+            self._face_side = side.astype(np.float32)
         uv = hit["primitive_uvs"].numpy()
         interior = _inside_face(uv)
         along = np.einsum("ij,ij->i", offset, hit["primitive_normals"].numpy())
@@ -624,7 +631,8 @@ class SignedDistance:
         """Generalized winding numbers of the sign mesh (libigl's fast Barnes–Hut version), (N,)."""
         import igl
 
-        return igl.fast_winding_number(self.sign_vertices, self.sign_faces, np.ascontiguousarray(points, np.float64))
+        return igl.fast_winding_number(self.sign_vertices, self.sign_faces,
+                                       np.ascontiguousarray(points, np.float64))
 
     def inside(self, winding: np.ndarray) -> np.ndarray:
         return winding > 0.5 if self.oriented else np.abs(winding) > 0.5
@@ -645,9 +653,9 @@ class SignedDistance:
     def _counted_winding(self, points: np.ndarray, side: np.ndarray | None = None) -> np.ndarray:
         """The fast method's winding numbers: crossing counts of mesh plus caps, minus the caps' own.
 
-        The count of the first ray is checked against a second opinion: with ``side`` (:meth:`closest`) the side
-        of the closest face where that is known (the sign the count gives must be that side), else the second
-        ray's count. Points that fail the check get two more rays (see the class)."""
+        The count of the first ray is checked against a second opinion: with ``side`` (:meth:`closest`) the
+        side of the closest face where that is known (the sign the count gives must be that side), else the
+        second ray's count. Points that fail the check get two more rays (see the class)."""
         import igl
 
         if self._caps is None:
@@ -728,11 +736,15 @@ def find_meshes(src: str | os.PathLike) -> list[Path]:
     return files
 
 
-def keyed_meshes(src: str | os.PathLike) -> list[tuple[tuple[str, str], Path, Path | None]]:
+MeshEntry = tuple[tuple[str, str], Path, Path | None]
+"""A mesh file with its key (category, id) and the earlier file of the same key, if any."""
+
+
+def keyed_meshes(src: str | os.PathLike) -> list[MeshEntry]:
     """:func:`find_meshes` with each file's key ``(category, id)`` (category: its folder's name, ``src``'s for
     files directly in it) and the earlier file of the same key, if any (then this one is a duplicate)."""
     src = Path(src)
-    entries: list[tuple[tuple[str, str], Path, Path | None]] = []
+    entries: list[MeshEntry] = []
     seen: dict[tuple[str, str], Path] = {}
     for f in find_meshes(src):
         key = (f.parent.name if f.parent != src else src.name, f.stem)

@@ -16,7 +16,8 @@ class SamplingConfig:
     variances: tuple[float, float] = (0.005, 0.0005)
     """Variances of the two Gaussian perturbations of surface points (normalised frame)."""
     uniform_fraction: float = 3 / 50
-    """Share of samples drawn uniformly in [-1, 1]^3; the rest is split evenly between the two noise levels."""
+    """Share of samples drawn uniformly in [-1, 1]^3; the rest is split evenly between the two noise
+    levels."""
     surface_points: int = 30_000
     """Surface points written to ``DATA/surface``."""
 
@@ -100,8 +101,8 @@ class SceneConfig:
     """Times a scene's placement starts over before it is an error."""
     camera: CameraConfig = field(default_factory=lambda: CameraConfig(
         azimuth=30.0, elevation=35.0, resolution=256, fov=60.0, distance=1.6))
-    """Camera of the scans: around the room, looking at its centre from above the walls; scan k of K is taken at
-    azimuth ``camera.azimuth + 360 k / K``. Distance is in units of the scene's bounding radius."""
+    """Camera of the scans: around the room, looking at its centre from above the walls; scan k of K is taken
+    at azimuth ``camera.azimuth + 360 k / K``. Distance is in units of the scene's bounding radius."""
 
 
 @dataclass
@@ -117,7 +118,8 @@ class DigitSamplingConfig:
     stds: tuple[float, float] = (0.04, 0.012)
     """Standard deviations of the two Gaussian perturbations of contour points (frame units)."""
     uniform_fraction: float = 0.1
-    """Share of samples drawn uniformly in [-1, 1]^2; the rest is split evenly between the two noise levels."""
+    """Share of samples drawn uniformly in [-1, 1]^2; the rest is split evenly between the two noise
+    levels."""
     contour_points: int = 2000
     """Contour points written to ``DATA/surface``."""
 

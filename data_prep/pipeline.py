@@ -79,9 +79,9 @@ def prep_one(path: str, category: str, sid: str, out: str, cfg: PrepConfig) -> d
         merged.merge_vertices()
         rec.update(faces=int(len(mesh.faces)), watertight=bool(merged.is_watertight), sign_quality=quality)
         if quality["ambiguous"] > cfg.max_ambiguous:
-            raise DataError(f"{path}: signs unreliable: {quality['ambiguous']:.1%} of near-surface samples have a "
-                            f"winding number near 1/2 (limit {cfg.max_ambiguous:.1%}); the mesh has large holes "
-                            f"or no clear inside")
+            raise DataError(f"{path}: signs unreliable: {quality['ambiguous']:.1%} of near-surface samples "
+                            f"have a winding number near 1/2 (limit {cfg.max_ambiguous:.1%}); the mesh has "
+                            f"large holes or no clear inside")
         pos, neg = split_pos_neg(queries, sdf)
         if len(neg) == 0:
             raise DataError(f"{path}: no sample came out inside the shape; the mesh encloses no volume")
@@ -91,7 +91,8 @@ def prep_one(path: str, category: str, sid: str, out: str, cfg: PrepConfig) -> d
         formats.save_sdf_samples(sdf_path, pos, neg)
         formats.save_normalization(out / formats.NORM_DIR / category / f"{sid}.npz", offset, scale)
         formats.save_points_ply(out / formats.SURFACE_DIR / category / f"{sid}.ply", surf, normals)
-        rec.update(status="ok", pos=int(len(pos)), neg=int(len(neg)), sdf_sha256=formats.file_sha256(sdf_path))
+        rec.update(status="ok", pos=int(len(pos)), neg=int(len(neg)),
+                   sdf_sha256=formats.file_sha256(sdf_path))
     return rec
 
 
@@ -115,7 +116,8 @@ def _outputs_intact(out: Path, rec: dict) -> bool:
         (out / d / category / f"{sid}{ext}").is_file()
         for d, ext in ((formats.SDF_DIR, ".npz"), (formats.NORM_DIR, ".npz"), (formats.SURFACE_DIR, ".ply"))
     )
-    return exist and rec.get("sdf_sha256") == formats.file_sha256(out / formats.SDF_DIR / category / f"{sid}.npz")
+    sdf = out / formats.SDF_DIR / category / f"{sid}.npz"
+    return exist and rec.get("sdf_sha256") == formats.file_sha256(sdf)
 
 
 class MeshJobs(JobKind):
@@ -139,7 +141,8 @@ class MeshJobs(JobKind):
     @classmethod
     def from_shard(cls, manifest: dict) -> tuple[MeshJobs, dict]:
         params, scans = manifest["params"], manifest["scan_params"]
-        sampling = SamplingConfig(**{**params["sampling"], "variances": tuple(params["sampling"]["variances"])})
+        sampling = dict(params["sampling"], variances=tuple(params["sampling"]["variances"]))
+        sampling = SamplingConfig(**sampling)
         cfg = PrepConfig(sampling, test_fraction=params["test_fraction"], seed=params["seed"],
                          scans=int(scans["k"]), max_ambiguous=params["max_ambiguous"],
                          camera=CameraConfig(**scans["camera"]))
@@ -163,8 +166,9 @@ def mesh_items(src: Path, out: Path, cfg: PrepConfig) -> list[Item]:
         if first is None:
             items.append(Item(key, (str(f), *key, str(out), cfg), head, str(f)))
         else:
-            items.append(Item(key, head=head, name=str(f), known={
-                **head, "status": "failed", "reason": duplicate_reason(f, key, first), "duplicate_of": str(first)}))
+            known = {**head, "status": "failed", "reason": duplicate_reason(f, key, first),
+                     "duplicate_of": str(first)}
+            items.append(Item(key, head=head, name=str(f), known=known))
     return items
 
 
@@ -208,7 +212,8 @@ def _write_scans(out: Path, records: list[dict], test: dict, cfg: PrepConfig, pr
     for cat, ids in test.items():
         for sid in ids:
             rec = ok[(cat, sid)]
-            if rec.get("scan_params") == params and all(p.is_file() for p in scan_paths(out, cat, sid, cfg.scans)):
+            want = scan_paths(out, cat, sid, cfg.scans)
+            if rec.get("scan_params") == params and all(p.is_file() for p in want):
                 continue
             todo.append(rec)
     for rec in tqdm(todo, desc="scans", unit="mesh", disable=not progress or not todo):

@@ -1,15 +1,15 @@
-"""One runner for every prep kind (meshes, digits, scenes): it owns the parts they share, and each kind plugs in
-what is its own through :class:`JobKind`.
+"""One runner for every prep kind (meshes, digits, scenes): it owns the parts they share, and each kind plugs
+in what is its own through :class:`JobKind`.
 
 The runner: deals the items to shards, removes the temporaries of killed runs, reuses the records of earlier
 runs, runs the items (in a worker pool, with a progress bar), rewrites the manifest while they run, and ends a
-shard with its shard manifest or a whole run with the splits and ``manifest.json``; :func:`merge` ends a set of
-shards the same way.
+shard with its shard manifest or a whole run with the splits and ``manifest.json``; :func:`merge` ends a set
+of shards the same way.
 
 A kind supplies: its per-item function (:attr:`JobKind.task`), its items (:class:`Item`, each with that
 function's arguments), its parameters and manifest header, when an earlier record still holds
-(:meth:`JobKind.reusable`), and its finishing step (:meth:`JobKind.finish`: the scans of meshes, the summary of
-digits and scenes).
+(:meth:`JobKind.reusable`), and its finishing step (:meth:`JobKind.finish`: the scans of meshes, the summary
+of digits and scenes).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from deepsdf_ad.data_prep.jobs import (
 TOOL_VERSION = "0.2.0"
 """Version written into the manifests of meshes and scenes."""
 FLUSH_SECONDS = 2.0
-"""While items run, the manifest is rewritten at most this often (a killed run loses at most this much work)."""
+"""While items run, the manifest is rewritten at most this often: a killed run loses no more work."""
 
 
 @dataclass
@@ -263,7 +263,8 @@ def _run_items(kind: JobKind, items: list[Item], slots: list[int], records: dict
 
     if kind.flush and items:
         flush()
-    run_jobs(kind.task, [it.args for it in items], workers, failed, done, f"prep {kind.name}", kind.unit, progress)
+    jobs = [it.args for it in items]
+    run_jobs(kind.task, jobs, workers, failed, done, f"prep {kind.name}", kind.unit, progress)
 
 
 def _finish(kind: JobKind, out: Path, manifest: dict, done: Outcome, progress: bool) -> dict:
@@ -284,8 +285,8 @@ def merge(kinds: dict[str, type[JobKind]], out: Path, shards: list[dict], progre
     try:
         kind, header = kinds[shards[0]["kind"]].from_shard(shards[0])
     except (KeyError, TypeError) as e:
-        raise formats.DataError(f"{out / formats.SHARDS_DIR}: shard manifests lack parameters ({e}); re-run the "
-                                "shards") from None
+        raise formats.DataError(f"{out / formats.SHARDS_DIR}: shard manifests lack parameters ({e}); re-run "
+                                "the shards") from None
     records = sorted((r for m in shards for r in m.get(kind.records_key, [])), key=kind.order)
     skipped = sum(m.get("summary", {}).get("skipped_unchanged", 0) for m in shards)
     return _finish(kind, out, header, Outcome(records, {}, {}, skipped, time.perf_counter() - t0), progress)

@@ -54,7 +54,8 @@ def check_camera(cam: CameraConfig) -> None:
     if not 0.0 < cam.fov < 180.0:
         raise DataError(f"camera: --fov must be between 0 and 180 degrees, got {cam.fov}")
     if cam.distance <= 1.0:
-        raise DataError(f"camera: --distance must exceed 1 (the camera would sit inside the object), got {cam.distance}")
+        raise DataError("camera: --distance must exceed 1 (the camera would sit inside the object), got "
+                        f"{cam.distance}")
     if cam.noise < 0:
         raise DataError(f"camera: --noise must be 0 or more, got {cam.noise}")
     if not 8 <= cam.resolution <= 4096:
@@ -83,7 +84,8 @@ def scan_mesh(mesh: trimesh.Trimesh, cam: CameraConfig, rng: np.random.Generator
     eye = camera_position(center, radius, cam)
     up = [0.0, 0.0, 1.0] if cam.up == "z" else [0.0, 1.0, 0.0]
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
+    scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)),
+                        o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
     rays = scene.create_rays_pinhole(
         fov_deg=cam.fov, center=center.tolist(), eye=eye.tolist(), up=up,
         width_px=cam.resolution, height_px=cam.resolution,
@@ -107,13 +109,15 @@ def scan_mesh(mesh: trimesh.Trimesh, cam: CameraConfig, rng: np.random.Generator
     return Scan(pts, normals, eye, meta)
 
 
-def save_scan(path: str | os.PathLike, scan: Scan, normalization: tuple[np.ndarray, float] | None = None) -> None:
+def save_scan(path: str | os.PathLike, scan: Scan,
+              normalization: tuple[np.ndarray, float] | None = None) -> None:
     """Write ``path`` (PLY with normals, camera in a header comment) and a ``.json`` sidecar."""
     path = Path(path)
     meta = dict(scan.meta)
     meta["camera"] = np.asarray(scan.camera, float).tolist()
     if normalization is not None:
-        meta["normalization"] = {"offset": np.asarray(normalization[0], float).tolist(), "scale": float(normalization[1])}
+        meta["normalization"] = {"offset": np.asarray(normalization[0], float).tolist(),
+                                 "scale": float(normalization[1])}
     comments = ("deepsdf-ad scan", "camera " + " ".join(f"{c:.9g}" for c in meta["camera"]))
     save_points_ply(path, scan.points, scan.normals, comments)
     write_json(path.with_suffix(".json"), meta)
@@ -168,13 +172,15 @@ def load_scan(path: str | os.PathLike) -> tuple[PointCloud, dict]:
         except (TypeError, ValueError):
             cam = np.zeros(0)
         if cam.shape != (3,) or not np.isfinite(cam).all():
-            raise DataError(f"{path}: camera position must be 3 finite numbers, got {str(meta['camera'])[:80]}")
+            raise DataError(f"{path}: camera position must be 3 finite numbers, got "
+                            f"{str(meta['camera'])[:80]}")
     if "normalization" in meta:
         norm = meta["normalization"]
         try:
             offset, scale = np.asarray(norm["offset"], float).reshape(-1), float(norm["scale"])
         except (TypeError, ValueError, KeyError):
-            raise DataError(f"{sidecar}: 'normalization' must be {{\"offset\": [x, y, z], \"scale\": s}}") from None
+            raise DataError(f"{sidecar}: 'normalization' must be "
+                            '{"offset": [x, y, z], "scale": s}') from None
         check_normalization(sidecar, offset, scale)
         meta["normalization"] = {"offset": offset.tolist(), "scale": scale}
     return cloud, meta
@@ -211,7 +217,8 @@ def points_from_depth(depth: np.ndarray, cam: DepthCamera) -> np.ndarray:
 
 def load_depth_scan(path: str | os.PathLike, cam: DepthCamera) -> tuple[PointCloud, dict]:
     """A 16-bit depth PNG as a partial scan: its points in the camera frame and ``{"camera": [0, 0, 0]}``
-    (the camera at the origin: reconstruction then uses the free space along the rays), like :func:`load_scan`."""
+    (the camera at the origin: reconstruction then uses the free space along the rays), like
+    :func:`load_scan`."""
     depth = load_depth_png(path)
     try:
         points = points_from_depth(depth, cam)

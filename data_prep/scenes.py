@@ -2,28 +2,30 @@
 
 The scene frame (the normalised frame of every scene, ``[-1, 1]^3``):
 
-* **+z is up** (ModelNet's meshes are stored +z up: a table's top is its highest part, chairs are tallest in z;
-  the procedural shapes of :mod:`deepsdf_ad.data_prep.shapes` too). Objects are rotated only about z.
+* **+z is up** (ModelNet's meshes are stored +z up: a table's top is its highest part, chairs are tallest in
+  z; the procedural shapes of :mod:`deepsdf_ad.data_prep.shapes` too). Objects are rotated only about z.
 * The **floor** is the plane ``z = FLOOR_Z`` (-0.5); every object's lowest point rests on it. The floor itself
   is not part of the scene mesh (a slab would take most of the surface samples and dominate every metric).
-* The **room** is the square ``[-ROOM_HALF, ROOM_HALF]^2`` (0.9) of the floor; ``room_size`` metres map onto its
-  side of 1.8 units, so one unit is ``room_size / 1.8`` metres. Objects may reach up to ``CEILING_Z`` (0.9).
+* The **room** is the square ``[-ROOM_HALF, ROOM_HALF]^2`` (0.9) of the floor; ``room_size`` metres map onto
+  its side of 1.8 units, so one unit is ``room_size / 1.8`` metres. Objects may reach up to ``CEILING_Z``
+  (0.9).
 * The scene mesh is written in this frame, so its normalisation is the identity (offset 0, scale 1).
 
-Each object: its mesh is normalised (DeepSDF's convention, :func:`deepsdf_ad.data_prep.meshes.normalization`), scaled so the
-longest horizontal side of its bounding box has a plausible size in metres (``CATEGORY_SIZES``, drawn uniformly
-from the category's range), turned by a uniform random angle about z and put on the floor. Its footprint is the
-rotated rectangle of its bounding box; two footprints must be at least ``gap`` metres apart (separating-axis
-test), and each must lie inside the room. Placement is rejection sampling, largest footprint first; when the
-objects cannot be placed, the scene is drawn again, and after ``restarts`` failures it is an error.
+Each object: its mesh is normalised (DeepSDF's convention, :func:`deepsdf_ad.data_prep.meshes.normalization`),
+scaled so the longest horizontal side of its bounding box has a plausible size in metres (``CATEGORY_SIZES``,
+drawn uniformly from the category's range), turned by a uniform random angle about z and put on the floor. Its
+footprint is the rotated rectangle of its bounding box; two footprints must be at least ``gap`` metres apart
+(separating-axis test), and each must lie inside the room. Placement is rejection sampling, largest footprint
+first; when the objects cannot be placed, the scene is drawn again, and after ``restarts`` failures it is an
+error.
 
 Held-out scenes hold held-out objects: the source meshes are split first (per category, as ``prep meshes``
 splits), then train scenes are composed only of train meshes and test scenes only of test meshes.
 
-Signs and samples come from the same machinery as single meshes (:mod:`deepsdf_ad.data_prep.meshes`): DeepSDF's sample
-distribution on the whole scene, exact distances, winding-number signs on the repaired scene mesh. Each source
-mesh is screened first (its winding numbers on a few near-surface samples), and a mesh with unreliable signs is
-left out of every scene.
+Signs and samples come from the same machinery as single meshes (:mod:`deepsdf_ad.data_prep.meshes`):
+DeepSDF's sample distribution on the whole scene, exact distances, winding-number signs on the repaired scene
+mesh. Each source mesh is screened first (its winding numbers on a few near-surface samples), and a mesh with
+unreliable signs is left out of every scene.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.data_prep.jobs import failures_recorded, make_splits, shape_rng
 from deepsdf_ad.data_prep.meshes import (
     AMBIGUOUS_BAND,
+    MeshEntry,
     SamplingConfig,
     SignedDistance,
     check_sampling,
@@ -122,7 +125,8 @@ def check_scene_config(cfg: SceneConfig) -> None:
 # ---- footprints and placement ----------------------------------------------------------------
 @dataclass
 class Source:
-    """A source mesh as composition needs it: its normalisation and the extent of its normalised bounding box."""
+    """A source mesh as composition needs it: its normalisation and the extent of its normalised bounding
+    box."""
 
     file: str
     category: str
@@ -135,7 +139,8 @@ class Source:
 
 
 def footprint(center: np.ndarray, half: np.ndarray, yaw: float) -> np.ndarray:
-    """Corners (4, 2) of the rectangle with half sides ``half`` (2,) turned by ``yaw`` about z, at ``center``."""
+    """Corners (4, 2) of the rectangle with half sides ``half`` (2,) turned by ``yaw`` about z, at
+    ``center``."""
     c, s = np.cos(yaw), np.sin(yaw)
     rot = np.array([[c, -s], [s, c]])
     corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float) * half
@@ -144,8 +149,9 @@ def footprint(center: np.ndarray, half: np.ndarray, yaw: float) -> np.ndarray:
 
 def footprints_clear(a: np.ndarray, b: np.ndarray, gap: float) -> bool:
     """True when convex polygons ``a`` and ``b`` (corners in order, (K, 2)) are at least ``gap`` apart along
-    one of their edge normals (separating-axis test). Separation along an axis is a lower bound of the distance,
-    so a True answer is never wrong; for rectangles a False answer means they are closer than about ``gap``."""
+    one of their edge normals (separating-axis test). Separation along an axis is a lower bound of the
+    distance, so a True answer is never wrong; for rectangles a False answer means they are closer than about
+    ``gap``."""
     for poly in (a, b):
         edges = np.roll(poly, -1, axis=0) - poly
         normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1)
@@ -216,7 +222,8 @@ def _scale_for(src: Source, cfg: SceneConfig, rng: np.random.Generator) -> tuple
 
 
 def choose_objects(pool: list[Source], n: int, rng: np.random.Generator) -> list[Source]:
-    """``n`` different meshes of ``pool``: a category uniformly among those with meshes left, then a mesh of it."""
+    """``n`` different meshes of ``pool``: a category uniformly among those with meshes left, then a mesh of
+    it."""
     by_cat: dict[str, list[Source]] = {}
     for s in pool:
         by_cat.setdefault(s.category, []).append(s)
@@ -228,7 +235,8 @@ def choose_objects(pool: list[Source], n: int, rng: np.random.Generator) -> list
     return chosen
 
 
-def compose_scene(pool: list[Source], cfg: SceneConfig, rng: np.random.Generator, name: str = "scene") -> list[Placement]:
+def compose_scene(pool: list[Source], cfg: SceneConfig, rng: np.random.Generator,
+                  name: str = "scene") -> list[Placement]:
     """Draw and place the objects of one scene (no mesh is loaded: the sources carry their bounding boxes).
 
     Args:
@@ -255,7 +263,8 @@ def compose_scene(pool: list[Source], cfg: SceneConfig, rng: np.random.Generator
             for _ in range(cfg.tries):
                 yaw = float(rng.uniform(0.0, 2.0 * np.pi))
                 c, s = abs(np.cos(yaw)), abs(np.sin(yaw))
-                reach = np.array([c * half[0] + s * half[1], s * half[0] + c * half[1]])  # half sides of its AABB
+                # the half sides of its axis-aligned bounding box
+                reach = np.array([c * half[0] + s * half[1], s * half[0] + c * half[1]])
                 room = ROOM_HALF - reach
                 if (room < 0).any():
                     continue  # this turn does not fit in the room; another may
@@ -271,15 +280,16 @@ def compose_scene(pool: list[Source], cfg: SceneConfig, rng: np.random.Generator
             return placed
     cats = ", ".join(f"{s.category} {size_m:.2f} m" for s, (size_m, _) in zip(objects, scales, strict=True))
     raise DataError(f"{name}: cannot place {n} objects ({cats}) {cfg.gap} m apart in a room of "
-                    f"{cfg.room_size} m x {cfg.room_size} m after {cfg.restarts} attempts; use fewer --objects, "
-                    f"a larger --room-size or a smaller --gap")
+                    f"{cfg.room_size} m x {cfg.room_size} m after {cfg.restarts} attempts; use fewer "
+                    f"--objects, a larger --room-size or a smaller --gap")
 
 
 def build_scene(objects: list[dict]) -> trimesh.Trimesh:
     """Load each object's source mesh, move it into the scene frame and join them into one mesh.
 
     Args:
-        objects: instance records (:meth:`Placement.record`): ``file`` and ``transform`` (file -> scene frame).
+        objects: instance records (:meth:`Placement.record`): ``file`` and ``transform`` (file -> scene
+        frame).
             Each gets ``bbox``: the axis-aligned bounds [[min], [max]] of its placed mesh, scene frame.
     """
     parts = []
@@ -294,7 +304,8 @@ def build_scene(objects: list[dict]) -> trimesh.Trimesh:
 
 # ---- one source mesh, one scene ------------------------------------------------------------------
 def screen_one(path: str, category: str, sid: str, cfg: SceneConfig) -> dict:
-    """Load and check one source mesh: its normalisation, bounding box and how far its signs can be trusted."""
+    """Load and check one source mesh: its normalisation, bounding box and how far its signs can be
+    trusted."""
     rec: dict = {"file": str(path), "category": category, "id": sid}
     with failures_recorded(rec, str(path)):
         rec["sha256"] = formats.file_sha256(path)
@@ -307,13 +318,15 @@ def screen_one(path: str, category: str, sid: str, cfg: SceneConfig) -> dict:
             sd = SignedDistance(nmesh)
         except DataError as e:
             raise DataError(f"{path}: {e}") from None
-        screen = SamplingConfig(samples=cfg.screen_samples, uniform_fraction=0.0, variances=cfg.sampling.variances)
+        screen = SamplingConfig(samples=cfg.screen_samples, uniform_fraction=0.0,
+                                variances=cfg.sampling.variances)
         w = sd.winding(sample_query_points(nmesh, screen, shape_rng(cfg.seed, f"{category}/{sid}", 7)))
         ambiguous = float(np.mean(np.abs(w - 0.5) < AMBIGUOUS_BAND))
         rec["ambiguous"] = round(ambiguous, 5)
         if ambiguous > cfg.max_ambiguous:
-            raise DataError(f"{path}: signs unreliable: {ambiguous:.1%} of near-surface samples have a winding "
-                            f"number near 1/2 (limit {cfg.max_ambiguous:.1%}); left out of the scenes")
+            raise DataError(f"{path}: signs unreliable: {ambiguous:.1%} of near-surface samples have a "
+                            f"winding number near 1/2 (limit {cfg.max_ambiguous:.1%}); left out of the "
+                            "scenes")
         rec["status"] = "ok"
     return rec
 
@@ -343,7 +356,8 @@ def prep_scene(sid: str, split: str, objects: list[dict], out: str, cfg: SceneCo
     """Build one scene from its placed objects and write its mesh, samples, surface points and scans.
 
     Args:
-        objects: the placements' records (:meth:`Placement.record`), with ``transform`` from file to scene frame.
+        objects: the placements' records (:meth:`Placement.record`), with ``transform`` from file to scene
+        frame.
     Returns:
         its manifest record (status ok or failed, with the reason).
     """
@@ -362,8 +376,8 @@ def prep_scene(sid: str, split: str, objects: list[dict], out: str, cfg: SceneCo
         quality = sign_quality(sd, queries, winding, near, shape_rng(cfg.seed, key, 1))
         rec.update(faces=int(len(mesh.faces)), sign_quality=quality)
         if quality["ambiguous"] > cfg.max_ambiguous:
-            raise DataError(f"{key}: signs unreliable: {quality['ambiguous']:.1%} of near-surface samples have a "
-                            f"winding number near 1/2 (limit {cfg.max_ambiguous:.1%})")
+            raise DataError(f"{key}: signs unreliable: {quality['ambiguous']:.1%} of near-surface samples "
+                            f"have a winding number near 1/2 (limit {cfg.max_ambiguous:.1%})")
         pos, neg = split_pos_neg(queries, sdf)
         surf, normals = sample_surface(mesh, cfg.sampling.surface_points, rng)
         formats.save_mesh(paths["mesh"], mesh)
@@ -372,18 +386,20 @@ def prep_scene(sid: str, split: str, objects: list[dict], out: str, cfg: SceneCo
         formats.save_sdf_samples(paths["sdf"], pos, neg)
         formats.save_normalization(paths["norm"], np.zeros(3), 1.0)
         formats.save_points_ply(paths["surface"], surf, normals)
-        rec.update(status="ok", pos=int(len(pos)), neg=int(len(neg)), sdf_sha256=formats.file_sha256(paths["sdf"]))
+        rec.update(status="ok", pos=int(len(pos)), neg=int(len(neg)),
+                   sdf_sha256=formats.file_sha256(paths["sdf"]))
         if split == "test" and cfg.scans > 0:  # scene frame; the identity normalisation in the sidecars
-            rec["scans"] = write_scans(mesh, out, formats.SCENE_CATEGORY, sid, cfg.scans, cfg.camera, cfg.seed,
-                                       (np.zeros(3), 1.0))
+            rec["scans"] = write_scans(mesh, out, formats.SCENE_CATEGORY, sid, cfg.scans, cfg.camera,
+                                       cfg.seed, (np.zeros(3), 1.0))
             rec["scan_params"] = scan_params(cfg.scans, cfg.camera)
     return rec
 
 
 # ---- the whole run -----------------------------------------------------------------------------
 def scene_ids(cfg: SceneConfig) -> list[tuple[str, str]]:
-    """``(id, split)`` of every scene: ``train_0000``, ... and ``test_0000``, ... (``round(scenes * test_fraction)``
-    test scenes, at least one when the fraction is positive and there are two or more scenes)."""
+    """``(id, split)`` of every scene: ``train_0000``, ... and ``test_0000``, ...; there are
+    ``round(scenes * test_fraction)`` test scenes, at least one when the fraction is positive and there are
+    two or more scenes."""
     n_test = int(round(cfg.scenes * cfg.test_fraction))
     if cfg.test_fraction > 0 and cfg.scenes >= 2:
         n_test = min(max(n_test, 1), cfg.scenes - 1)
@@ -392,10 +408,11 @@ def scene_ids(cfg: SceneConfig) -> list[tuple[str, str]]:
 
 
 def scene_params(cfg: SceneConfig) -> tuple[dict, dict]:
-    """The run's parameters as the manifest stores them, and the subset the screening depends on (a re-run with
-    another room, gap or scene count reuses the screening)."""
+    """The run's parameters as the manifest stores them, and the subset the screening depends on (a re-run
+    with another room, gap or scene count reuses the screening)."""
     params = {"sampling": asdict(cfg.sampling), "seed": cfg.seed, "test_fraction": cfg.test_fraction,
-              "max_ambiguous": cfg.max_ambiguous, "screen_samples": cfg.screen_samples, "objects": cfg.objects,
+              "max_ambiguous": cfg.max_ambiguous, "screen_samples": cfg.screen_samples,
+              "objects": cfg.objects,
               "room_size": cfg.room_size, "gap": cfg.gap, "tries": cfg.tries, "restarts": cfg.restarts,
               "layout": {"floor_z": FLOOR_Z, "room_half": ROOM_HALF, "ceiling_z": CEILING_Z,
                          "sizes": CATEGORY_SIZES, "default_size": DEFAULT_SIZE}}
@@ -405,10 +422,11 @@ def scene_params(cfg: SceneConfig) -> tuple[dict, dict]:
     return params, screen_params
 
 
-def screen_sources(entries: list[tuple[tuple[str, str], Path, Path | None]], cfg: SceneConfig, old: dict[str, dict],
-                   workers: int, progress: bool) -> dict[str, dict]:
+def screen_sources(entries: list[MeshEntry], cfg: SceneConfig, old: dict[str, dict], workers: int,
+                   progress: bool) -> dict[str, dict]:
     """Screen every source mesh (:func:`screen_one`); a record in ``old`` (file -> record of an earlier
-    screening with the same settings) is kept while the file's checksum is unchanged. Returns file -> record."""
+    screening with the same settings) is kept while the file's checksum is unchanged. Returns file ->
+    record."""
     sources, jobs = {}, []
     for (category, sid), f, first in entries:
         if first is not None:
@@ -432,10 +450,14 @@ def screen_sources(entries: list[tuple[tuple[str, str], Path, Path | None]], cfg
     return sources
 
 
-def compose_layouts(src: Path, ok: list[dict], cfg: SceneConfig) -> tuple[dict, dict, list[tuple[str, str, list]]]:
+Layout = tuple[str, str, list[dict]]
+"""A composed scene: its id, its split and its objects' records (:meth:`Placement.record`)."""
+
+
+def compose_layouts(src: Path, ok: list[dict], cfg: SceneConfig) -> tuple[dict, dict, list[Layout]]:
     """Split the usable meshes per category, then compose every scene from its split's meshes (cheap, before
-    any heavy work, so an impossible placement fails fast). Returns the train and test meshes and every scene's
-    ``(id, split, object records)``."""
+    any heavy work, so an impossible placement fails fast). Returns the train and test meshes and every
+    scene's ``(id, split, object records)``."""
     train_ids, test_ids = make_splits([(r["category"], r["id"]) for r in ok], cfg.test_fraction, cfg.seed)
     by_key = {(r["category"], r["id"]): source_of(r) for r in ok}
     pools = {"train": [by_key[(c, i)] for c, ids in train_ids.items() for i in ids],
@@ -444,8 +466,9 @@ def compose_layouts(src: Path, ok: list[dict], cfg: SceneConfig) -> tuple[dict, 
     for sid, split in scene_ids(cfg):
         pool = pools[split]
         if len(pool) < cfg.objects[1]:
-            raise DataError(f"{src}: only {len(pool)} usable {split} meshes after the split ({len(ok)} usable "
-                            f"in all), fewer than --objects maximum {cfg.objects[1]}; add meshes, lower --objects"
+            raise DataError(f"{src}: only {len(pool)} usable {split} meshes after the split ({len(ok)} "
+                            f"usable in all), fewer than --objects maximum {cfg.objects[1]}; add meshes, "
+                            "lower --objects"
                             + (" or raise --test-fraction" if split == "test" else ""))
         placed = compose_scene(pool, cfg, shape_rng(cfg.seed, f"{formats.SCENE_CATEGORY}/{sid}", 9), sid)
         layouts.append((sid, split, [p.record() for p in placed]))
@@ -460,7 +483,8 @@ def _scene_intact(out: Path, rec: dict, cfg: SceneConfig) -> bool:
         return False
     if rec.get("split") == "test" and cfg.scans > 0:
         scans = scan_paths(out, formats.SCENE_CATEGORY, rec["id"], cfg.scans)
-        return rec.get("scan_params") == scan_params(cfg.scans, cfg.camera) and all(p.is_file() for p in scans)
+        same = rec.get("scan_params") == scan_params(cfg.scans, cfg.camera)
+        return same and all(p.is_file() for p in scans)
     return True
 
 
@@ -481,8 +505,9 @@ class SceneJobs(JobKind):
         self.cfg, self.sources, self.sources_ok = cfg, sources, sources_ok
 
     def reusable(self, out: Path, item: Item, old: dict) -> bool:
+        layout = [_layout_key(o) for o in item.head["objects"]]
         return (old.get("split") == item.head["split"]
-                and [_layout_key(o) for o in old.get("objects", [])] == [_layout_key(o) for o in item.head["objects"]]
+                and [_layout_key(o) for o in old.get("objects", [])] == layout
                 and _scene_intact(out, old, self.cfg))
 
     def order(self, rec: dict) -> tuple:
@@ -491,16 +516,18 @@ class SceneJobs(JobKind):
     def splits(self, records: list[dict], params: dict) -> tuple[dict, dict]:
         """The scenes' own splits (a test scene is made of test meshes)."""
         ok = [r for r in records if r["status"] == "ok"]
-        return tuple({formats.SCENE_CATEGORY: [r["id"] for r in ok if r["split"] == s]} for s in ("train", "test"))
+        return tuple({formats.SCENE_CATEGORY: [r["id"] for r in ok if r["split"] == s]}
+                     for s in ("train", "test"))
 
     def summary(self, done: Outcome) -> dict:
         train, test = len(done.train[formats.SCENE_CATEGORY]), len(done.test[formats.SCENE_CATEGORY])
         return {"scenes": len(done.records), "ok": train + test, "train": train, "test": test,
-                "failed": sum(1 for r in done.records if r["status"] != "ok"), "skipped_unchanged": done.skipped,
+                "failed": sum(1 for r in done.records if r["status"] != "ok"),
+                "skipped_unchanged": done.skipped,
                 "sources": self.sources, "sources_ok": self.sources_ok}
 
 
-def scene_items(out: Path, layouts: list[tuple[str, str, list]], cfg: SceneConfig) -> list[Item]:
+def scene_items(out: Path, layouts: list[Layout], cfg: SceneConfig) -> list[Item]:
     items = []
     for sid, split, objects in layouts:
         head = {"file": str(scene_paths(out, sid)["mesh"]), "category": formats.SCENE_CATEGORY, "id": sid,
@@ -513,11 +540,12 @@ def scene_items(out: Path, layouts: list[tuple[str, str, list]], cfg: SceneConfi
 @writes_data_root("deepsdf-ad prep scenes")
 def prep_scenes(src: str | os.PathLike, out: str | os.PathLike, cfg: SceneConfig, workers: int = 1,
                 progress: bool = True) -> dict:
-    """Compose ``cfg.scenes`` scenes from the meshes below ``src`` into the data root ``out``; returns the manifest.
+    """Compose ``cfg.scenes`` scenes of the meshes below ``src`` into the data root ``out``; returns the
+    manifest.
 
-    Steps: screen every source mesh (cached in the manifest by checksum), split them per category, compose every
-    scene (cheap, before any heavy work, so an impossible placement fails fast), then build, sample and scan the
-    scenes that are new or changed (:func:`deepsdf_ad.data_prep.runner.run_prep`).
+    Steps: screen every source mesh (cached in the manifest by checksum), split them per category, compose
+    every scene (cheap, before any heavy work, so an impossible placement fails fast), then build, sample and
+    scan the scenes that are new or changed (:func:`deepsdf_ad.data_prep.runner.run_prep`).
     """
     src, out = Path(src), Path(out)
     check_scene_config(cfg)
@@ -525,12 +553,13 @@ def prep_scenes(src: str | os.PathLike, out: str | os.PathLike, cfg: SceneConfig
     params, screen_params = scene_params(cfg)
     old = formats.DataRoot(out).manifest() if (out / formats.MANIFEST).is_file() else {}
     same_screening = old.get("kind") == "scenes" and old.get("screen_params") == screen_params
-    sources = screen_sources(entries, cfg, {r["file"]: r for r in old.get("sources", [])} if same_screening else {},
-                             workers, progress)
+    old_sources = {r["file"]: r for r in old.get("sources", [])} if same_screening else {}
+    sources = screen_sources(entries, cfg, old_sources, workers, progress)
     ok = [r for r in sources.values() if r.get("status") == "ok"]
     try:
         if not ok:
-            raise DataError(f"{src}: none of its {len(entries)} meshes can be used (reasons in {out / formats.MANIFEST})")
+            raise DataError(f"{src}: none of its {len(entries)} meshes can be used (reasons in "
+                            f"{out / formats.MANIFEST})")
         train_ids, test_ids, layouts = compose_layouts(src, ok, cfg)
     except DataError:
         _write_sources_only(out, params, screen_params, src, sources)
@@ -542,13 +571,13 @@ def prep_scenes(src: str | os.PathLike, out: str | os.PathLike, cfg: SceneConfig
               "source_split": {"train": train_ids, "test": test_ids},
               "sources": sorted(sources.values(), key=lambda r: (r["category"], r["id"], r["file"])),
               "scene_ids": [sid for sid, _, _ in layouts]}
-    return run_prep(SceneJobs(cfg, len(sources), len(ok)), out, header, scene_items(out, layouts, cfg), workers,
-                    progress)
+    kind = SceneJobs(cfg, len(sources), len(ok))
+    return run_prep(kind, out, header, scene_items(out, layouts, cfg), workers, progress)
 
 
 def _write_sources_only(out: Path, params: dict, screen_params: dict, src: Path, sources: dict) -> None:
-    """Keep the screening of a run that stops early, so the next run need not redo it; the scenes of an earlier
-    run stay as they were (and are still reused by a run with their settings)."""
+    """Keep the screening of a run that stops early, so the next run need not redo it; the scenes of an
+    earlier run stay as they were (and are still reused by a run with their settings)."""
     old = formats.DataRoot(out).manifest() if (out / formats.MANIFEST).is_file() else {}
     manifest = old if old.get("kind") == "scenes" else {
         "tool": "deepsdf-ad", "version": TOOL_VERSION, "kind": "scenes", "source": str(src), "params": params,

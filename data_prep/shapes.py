@@ -28,7 +28,8 @@ def table(rng: np.random.Generator) -> trimesh.Trimesh:
     inset = rng.uniform(0.0, 0.1)
     for sx in (-1, 1):
         for sy in (-1, 1):
-            parts.append(_box((leg, leg, h - top), (sx * (w / 2 - leg / 2 - inset), sy * (d / 2 - leg / 2 - inset),
+            parts.append(_box((leg, leg, h - top),
+                              (sx * (w / 2 - leg / 2 - inset), sy * (d / 2 - leg / 2 - inset),
                                                     (h - top) / 2)))
     return trimesh.util.concatenate(parts)
 
@@ -37,10 +38,12 @@ def chair(rng: np.random.Generator) -> trimesh.Trimesh:
     w, d = rng.uniform(0.4, 0.6), rng.uniform(0.4, 0.6)
     h, seat, leg = rng.uniform(0.35, 0.5), rng.uniform(0.04, 0.08), rng.uniform(0.04, 0.07)
     back_h, back_t = rng.uniform(0.3, 0.6), rng.uniform(0.03, 0.07)
-    parts = [_box((w, d, seat), (0, 0, h - seat / 2)), _box((w, back_t, back_h), (0, d / 2 - back_t / 2, h + back_h / 2))]
+    parts = [_box((w, d, seat), (0, 0, h - seat / 2)),
+             _box((w, back_t, back_h), (0, d / 2 - back_t / 2, h + back_h / 2))]
     for sx in (-1, 1):
         for sy in (-1, 1):
-            parts.append(_box((leg, leg, h - seat), (sx * (w / 2 - leg / 2), sy * (d / 2 - leg / 2), (h - seat) / 2)))
+            parts.append(_box((leg, leg, h - seat),
+                              (sx * (w / 2 - leg / 2), sy * (d / 2 - leg / 2), (h - seat) / 2)))
     return trimesh.util.concatenate(parts)
 
 
