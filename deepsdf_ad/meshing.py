@@ -14,9 +14,8 @@ import trimesh
 
 from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.data_prep.log import progress_bar
-from deepsdf_ad.device import autocast, cpu_block_points, resolve_device
+from deepsdf_ad.device import autocast, cpu_block_points
 from deepsdf_ad.models import SDFModel
-from deepsdf_ad.runs import Run, load_trained
 
 SDFFn = Callable[[np.ndarray], np.ndarray]
 Report = Callable[[int, int], None]
@@ -299,6 +298,13 @@ def field_picture(values: np.ndarray, kind: str = "sdf", upscale: int = 2) -> np
     return np.asarray(pic)
 
 
+def field_image(fn: SDFFn, kind: str, resolution: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A 2D field on the ``resolution``^2 grid over [-1, 1]^2: its picture (:func:`field_picture`) and its
+    contours (:func:`contours_2d`) at the level that bounds the shape (:func:`field_level`)."""
+    values = evaluate_grid(fn, resolution, 2)
+    return field_picture(values, kind), contours_2d(values, field_level(kind))
+
+
 def picture_grid(pictures: list[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
     """Tile same-sized RGB pictures row by row into one image with white gaps."""
     h, w = pictures[0].shape[:2]
@@ -308,46 +314,3 @@ def picture_grid(pictures: list[np.ndarray], columns: int, gap: int = 4) -> np.n
         r, c = divmod(k, columns)
         out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = pic
     return out
-
-
-def write_shape(fn: SDFFn, dim: int, kind: str, resolution: int, out) -> dict:
-    """Write the shape of an SDF function: a mesh for dim 3, a PNG (field and contour) for dim 2."""
-    from pathlib import Path
-
-    from deepsdf_ad.data_prep.formats import save_mesh, save_png
-
-    out = Path(out)
-    if dim == 2:
-        if out.suffix.lower() != ".png":
-            raise DataError(f"{out}: a 2D run writes a picture; give a .png output")
-        values = evaluate_grid(fn, resolution, 2)
-        save_png(out, field_picture(values, kind))
-        lines = contours_2d(values, field_level(kind))
-        return {"out": str(out), "contours": len(lines), "contour_points": int(sum(len(c) for c in lines))}
-    mesh = mesh_sdf(fn, resolution)
-    save_mesh(out, mesh)
-    return {"out": str(out), "vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces))}
-
-
-def mesh_training_shape(run_path, shape: str, out, resolution: int | None = None, device: str = "auto",
-                        method: str = "adaptive", precision: str = "fp32", progress: bool = False) -> dict:
-    """``deepsdf-ad mesh``: the mesh of training shape ``shape`` of a run, in the normalised frame
-    (for a 2D run: a PNG of the field with its contour). ``progress``: a progress bar for the meshing."""
-    from pathlib import Path
-
-    from deepsdf_ad.data_prep.formats import atomic_path
-
-    dev = resolve_device(device)
-    run = Run(run_path)
-    cfg, model = load_trained(run, dev)
-    index = run.shape_index(shape)
-    code = model.latent.all_codes()[index]
-    fn = model_sdf(model, code, dev, cfg.mesh.batch_points, precision=precision)
-    res = resolution or cfg.mesh.resolution
-    if cfg.dim == 2:
-        return write_shape(fn, 2, field_kind(cfg), res, out)
-    mesh = mesh_sdf(fn, res, method=method, progress=progress)
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        mesh.export(tmp, file_type=out.suffix.lstrip(".").lower() or "ply")
-    return {"out": str(out), "vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces))}

@@ -279,9 +279,9 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bars_only_when_asked_and_on_a_terminal(tiny_run, tmp_path, monkeypatch):
+    from deepsdf_ad.commands.mesh import mesh_training_shape
+    from deepsdf_ad.commands.reconstruction import reconstruct_file
     from deepsdf_ad.data_prep import log
-    from deepsdf_ad.meshing import mesh_training_shape
-    from deepsdf_ad.reconstruct import reconstruct_file
 
     formats.save_depth_png(tmp_path / "d.png", render_ball())
     monkeypatch.setattr(log, "BAR_DELAY", 0.0)

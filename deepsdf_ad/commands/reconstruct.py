@@ -89,7 +89,7 @@ def depth_camera(args) -> DepthCamera | None:
 
 def run_reconstruct(args) -> int:
     camera = depth_camera(args)  # usage errors before the heavy imports
-    from deepsdf_ad.pose import reconstruct_scan
+    from deepsdf_ad.commands.reconstruction import reconstruct_scan
 
     partial = args.partial if camera is None else args.depth
     not_inputs(args.out, files=[partial, args.norm], runs=[args.run])
