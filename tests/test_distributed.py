@@ -107,7 +107,7 @@ def test_nproc_errors_are_one_line(digits, tmp_path):
 def test_a_rank_crashing_in_teardown_after_rank_0_finished_is_not_a_failure(capsys):
     """Rank 0 exits 0 only after the final barrier, so every rank finished training; a rank killed by a
     signal after that (gloo aborting on a closed peer socket) does not fail the command. Anything else does."""
-    from deepsdf_ad.distributed import _report
+    from deepsdf_ad.commands.launch import _report
 
     assert _report([0, -6], None, [None, None]) == 0
     assert "crashed while shutting down" in capsys.readouterr().err
