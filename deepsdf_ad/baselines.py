@@ -14,7 +14,6 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
-BASELINES = ("scan", "poisson", "nearest")
 POISSON_DEPTH = 8
 """Octree depth of the Poisson reconstruction (Open3D's default; 256^3 at most, as the meshes it is compared with)."""
 

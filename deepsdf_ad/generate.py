@@ -27,8 +27,6 @@ from deepsdf_ad.meshing import (
 from deepsdf_ad.models import SDFModel
 from deepsdf_ad.runs import Run, load_trained
 
-SAMPLES_PNG = "samples.png"
-INTERPOLATION_PNG = "interpolation.png"
 CODES_JSON = "codes.json"
 
 

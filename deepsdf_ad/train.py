@@ -7,7 +7,6 @@ One loop for every latent source. Each epoch draws its randomness from a generat
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -432,9 +431,3 @@ def train_seeds(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, se
         c.train.seed = int(s)
         runs.append(train(c, data, seed_run_path(out, s), **kwargs))
     return runs
-
-
-def training_summary(run: Run) -> dict:
-    rows = run.metrics()
-    return {"epochs": len(rows), "seconds": round(sum(r.get("seconds", 0.0) for r in rows), 2),
-            "final_loss": rows[-1]["loss"] if rows else None, "metrics": json.dumps(rows[-1]) if rows else ""}

@@ -45,10 +45,6 @@ def to_open3d(it: Item):
     return g
 
 
-def has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
 DISPLAY_TIMEOUT = 3.0
 """Seconds to wait for the display server to accept a connection before giving up."""
 
