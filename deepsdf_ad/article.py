@@ -1,7 +1,8 @@
-"""``deepsdf-ad article``: rerun the experiment presets and regenerate ``docs/autodecoders.md`` from their outputs.
+"""``deepsdf-ad article``: rerun the experiment presets and regenerate ``docs/autodecoders.md`` from their
+outputs.
 
-The article is a template (``docs/article/autodecoders.md.in``: hand-written prose plus directives) filled from
-the run files, so no measured number in it is typed by hand:
+The article is a template (``docs/article/autodecoders.md.in``: hand-written prose plus directives) filled
+from the run files, so no measured number in it is typed by hand:
 
 - every table is rendered from an experiment's ``report/results.json`` and preceded by a comment
   ``<!-- table kind=... source=... -->`` naming that file, so a test can parse the table back and check it;
@@ -24,8 +25,8 @@ Directives (each ``{{ ... }}``; block directives stand alone on their line):
 ``{{ code_bytes NAME METHOD }}``      bytes of one float32 code
 ``{{ preset NAME }}``                 the experiment preset's path
 
-Which experiments the article reports is :data:`EXPERIMENTS`; an entry whose preset does not exist yet (scenes,
-before its model lands) is reported as not run.
+Which experiments the article reports is :data:`EXPERIMENTS`; an entry whose preset does not exist yet
+(scenes, before its model lands) is reported as not run.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ FIGURE_MAX_WIDTH = 900
 BOOTSTRAP = 1000
 RUN_INFO = "article_run.json"
 RESULTS_DIR = "article/results"
-"""Beside the article (``OUT/article/results/NAME.json``): each experiment's results.json, which its tables cite."""
+"""Beside the article (``OUT/article/results/NAME.json``): each experiment's results.json, which its tables
+cite."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,8 @@ class ArticleExperiment:
 
     Commands are ``deepsdf-ad`` arguments with placeholders: ``{shared}`` (the shared data folder), ``{data}``
     and ``{ood}`` (the experiment's data folders; the experiment gets ``--ood`` when a command writes
-    ``{ood}``), ``{meshes:CAT,CAT[:N]}`` (a folder of links to the shared meshes of those categories, the first
-    N of each when given).
+    ``{ood}``), ``{meshes:CAT,CAT[:N]}`` (a folder of links to the shared meshes of those categories, the
+    first N of each when given).
     """
 
     name: str
@@ -103,7 +105,8 @@ EXPERIMENTS: tuple[ArticleExperiment, ...] = (
 
 QUICK_SET = ["train.epochs=2", "train.checkpoint_every=1", "reconstruct.iterations=10", "reconstruct.samples=500",
              "mesh.resolution=32"]
-"""Overrides added to every method in ``--quick`` mode (CI-sized: numbers check the machinery, not the methods)."""
+"""Overrides added to every method in ``--quick`` mode (CI-sized: numbers check the machinery, not the
+methods)."""
 QUICK_COMPARE = {"limit": 1, "resolution": 32, "samples": 3, "steps": 3}
 
 METRIC_LABELS = {"chamfer_x1e3": "chamfer ×10³", "chamfer_l1": "chamfer-L1", "fscore": "F-score@1%",
@@ -525,7 +528,7 @@ def clear_winner(section: dict, metric: str) -> str | None:
     return None
 
 
-# ---- rendering -----------------------------------------------------------------------------------------------
+# ---- rendering ---------------------------------------------------------------------------------------------
 class Renderer:
     """Fills the template's directives; numbers figures and tables in order."""
 
@@ -911,7 +914,8 @@ class Renderer:
             f"(`RUN/latent_codes.safetensors` in `{rel(oc.out / 'runs')}`)"
 
     def memory_breakeven(self, name: str, table: str, encoder: str) -> str:
-        """How many training codes weigh as much as the encoder: a sentence from the measured parameter counts."""
+        """How many training codes weigh as much as the encoder: a sentence from the measured parameter
+        counts."""
         oc = self.outcomes.get(name)
         cfg = self._method_config(name, table)
         if oc is None or not oc.ok or cfg is None or encoder not in oc.results["methods"]:
@@ -999,8 +1003,8 @@ def build_article(opts: BuildOptions, template: Path | None = None) -> dict:
     """Run (or reuse) every experiment of :data:`EXPERIMENTS` and write ``opts.out/autodecoders.md`` with its
     figures in ``opts.out/images/article``; with ``opts.readme``, also its headline block. Returns a summary.
 
-    ``opts.repo`` (None: found with :func:`find_repo`) is the checkout whose presets and code run; ``template``
-    (None: its :data:`TEMPLATE`) the article's template."""
+    ``opts.repo`` (None: found with :func:`find_repo`) is the checkout whose presets and code run;
+    ``template`` (None: its :data:`TEMPLATE`) the article's template."""
     t0 = time.perf_counter()
     repo = find_repo(opts.repo)
     opts = replace(opts, repo=repo, shared=opts.shared or repo.parent / "shared" / "data")

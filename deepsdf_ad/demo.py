@@ -38,7 +38,8 @@ def run_demo(out: str | Path, minutes: float = 3.0, device: str = "auto", per_fa
     if not meshes.is_dir():
         write_family(meshes, per_family=per_family, seed=0)
     data = out / "data"
-    prep_meshes(meshes, data, PrepConfig(SamplingConfig(samples=samples), test_fraction=0.2, seed=0), progress=progress)
+    prep_meshes(meshes, data, PrepConfig(SamplingConfig(samples=samples), test_fraction=0.2, seed=0),
+                progress=progress)
     cfg = load_config(PRESET)
     run = train(cfg, data, out / "run", device=device, progress=progress, max_seconds=minutes * 60)
     epochs = len(run.metrics())

@@ -105,7 +105,9 @@ class World:
 
 
 def _comm_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def world_from_env() -> World:
@@ -130,8 +132,8 @@ def setup(device: torch.device, world: World) -> torch.device:
         return device
     if device.type == "cuda" and device.index is None:
         if world.local_rank >= torch.cuda.device_count():
-            raise DataError(f"LOCAL_RANK={world.local_rank}, but only {torch.cuda.device_count()} CUDA devices; "
-                            "start at most one process per GPU")
+            raise DataError(f"LOCAL_RANK={world.local_rank}, but only {torch.cuda.device_count()} CUDA "
+                            "devices; start at most one process per GPU")
         device = torch.device("cuda", world.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -181,7 +183,8 @@ class Network(nn.Module):
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """The model's :class:`Network` in DistributedDataParallel, gradients summed over ranks."""
     net = Network(model)
-    ddp = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+    ddp = nn.parallel.DistributedDataParallel(net,
+                                              device_ids=[device.index] if device.type == "cuda" else None,
                                               forward_sync_buffers=False)
     ddp.register_comm_hook(None, _sum_hook)
     return ddp

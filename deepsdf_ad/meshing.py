@@ -33,8 +33,9 @@ def model_sdf(model: SDFModel, code: torch.Tensor, device: torch.device, batch_p
     ``occupied`` attribute (points -> bool) tells the mesher which cells to skip (None for a global code).
 
     Args:
-        batch_points: decoder queries per batch; None chooses from the free memory (:func:`auto_batch_points`).
-        precision: fp32, or bf16 / fp16 autocast (faster; its error is measured in ``benchmarks/bench_meshing.py``).
+        batch_points: decoder queries per batch; None chooses from the free memory
+        (:func:`auto_batch_points`). precision: fp32, or bf16 / fp16 autocast (faster; its error is measured
+        in ``benchmarks/bench_meshing.py``).
     """
     from torch.nn.utils import parametrize
 
@@ -79,7 +80,8 @@ def auto_batch_points(model: SDFModel, device: torch.device, budget_fraction: fl
     if device.type != "cuda":
         return int(max(1024, min(cap, cpu_block_points(width, precision, device))))
     layers = len(getattr(model.decoder.cfg, "hidden", ())) or 8
-    per_point = 4 * (width * 3 + model.decoder.latent_size + model.dim) * max(2, layers // 2)  # bytes, float32
+    # bytes, float32
+    per_point = 4 * (width * 3 + model.decoder.latent_size + model.dim) * max(2, layers // 2)
     free = torch.cuda.mem_get_info(device)[0]
     return int(max(4096, min(cap, budget_fraction * free // per_point)))
 
@@ -246,7 +248,8 @@ def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 
         if report is not None:
             report(levels - level + 2, levels + 1)
     values = values[:resolution, :resolution, :resolution]
-    return np.ascontiguousarray(values), {"queries": int(queries), "dense": int(resolution**3), "levels": levels}
+    stats = {"queries": int(queries), "dense": int(resolution**3), "levels": levels}
+    return np.ascontiguousarray(values), stats
 
 
 def contours_2d(values: np.ndarray, level: float = 0.0) -> list[np.ndarray]:

@@ -2,11 +2,11 @@
 turn about it, a scale and a shift) that takes the points into the training frame, where the frozen decoder
 explains them best.
 
-Coarse: every up-axis candidate x :data:`YAWS` turns x :data:`SCALES` of the bounding-box estimate, each scored
-with a few start codes by the clamped L1 |sdf| at a probe of the surface points (:func:`candidate_losses`, as
-``reconstruct.init: best`` scores its candidates). Fine: the :data:`KEEP` best poses are refined jointly with
-their codes by gradient (:func:`deepsdf_ad.reconstruct.optimise_codes` with a :class:`PoseStarts`), narrowed down
-to one as restarts are.
+Coarse: every up-axis candidate x :data:`YAWS` turns x :data:`SCALES` of the bounding-box estimate, each
+scored with a few start codes by the clamped L1 |sdf| at a probe of the surface points
+(:func:`candidate_losses`, as ``reconstruct.init: best`` scores its candidates). Fine: the :data:`KEEP` best
+poses are refined jointly with their codes by gradient (:func:`deepsdf_ad.reconstruct.optimise_codes` with a
+:class:`PoseStarts`), narrowed down to one as restarts are.
 
 Frames: the input x (any units); for an up-axis candidate ``U`` (a rotation taking the input's up direction to
 the training frame's up axis), ``c`` the bounding-box centre of ``U x`` and ``s0`` DeepSDF's scale of it, the
@@ -102,7 +102,8 @@ def log_scale(params: torch.Tensor) -> torch.Tensor:
 
 
 def similarity(params: torch.Tensor, x: torch.Tensor, up: int) -> torch.Tensor:
-    """``exp(log s) R_up(yaw) x + t`` for params (B, 5) = (yaw, log s, t) and points x (B, N, 3); differentiable."""
+    """``exp(log s) R_up(yaw) x + t`` for params (B, 5) = (yaw, log s, t) and points x (B, N, 3);
+    differentiable."""
     yaw, scale, t = params[:, 0], log_scale(params).exp(), params[:, 2:5]
     i, j = (up + 1) % 3, (up + 2) % 3
     c, s = yaw.cos()[:, None], yaw.sin()[:, None]
@@ -114,8 +115,8 @@ def similarity(params: torch.Tensor, x: torch.Tensor, up: int) -> torch.Tensor:
 @dataclass
 class PoseStarts:
     """Pose hypotheses for :func:`deepsdf_ad.reconstruct.optimise_codes`: ``params`` (S, 5) (yaw, log scale,
-    translation), ``starts`` hypotheses per shape, the training frame's ``up`` axis index and the learning rate.
-    After the optimisation ``params`` holds the kept ones (B, 5) and ``kept`` their rows (B,)."""
+    translation), ``starts`` hypotheses per shape, the training frame's ``up`` axis index and the learning
+    rate. After the optimisation ``params`` holds the kept ones (B, 5) and ``kept`` their rows (B,)."""
 
     params: torch.Tensor
     starts: int
@@ -197,8 +198,8 @@ def pose_matrix(frame: Frame, params: np.ndarray, up: int) -> np.ndarray:
 
 
 def search_codes(candidates: torch.Tensor) -> torch.Tensor:
-    """The :data:`SEARCH_CODES` rows of ``candidates`` the coarse search uses: the first two (mean, zero), then
-    evenly spaced ones."""
+    """The :data:`SEARCH_CODES` rows of ``candidates`` the coarse search uses: the first two (mean, zero),
+    then evenly spaced ones."""
     if len(candidates) <= SEARCH_CODES:
         return candidates
     rows = np.unique(np.r_[0, 1, np.linspace(2, len(candidates) - 1, SEARCH_CODES - 2).round().astype(int)])
@@ -245,11 +246,12 @@ def fit_pose(model, points: np.ndarray, normals: np.ndarray | None, camera: np.n
 
     Args:
         model: the frozen decoder (see the module's docstring).
-        points: surface points (N, 3), input frame and units (cleaned: :func:`deepsdf_ad.capture.clean_capture`).
-        normals: their outward normals (N, 3) or None; camera: the camera position (3,) in the input frame or None.
-        cfg: the run's reconstruct settings (``frame_up``, the schedule, the loss); clamp: the loss clamp.
-        candidates: start codes (C, L) (:func:`deepsdf_ad.reconstruct.start_candidates`); None: the zero code.
-        up: the input's up axis (:data:`UP_CHOICES`) when known; floor_normal: the floor's normal (3,) pointing
+        points: surface points (N, 3), input frame and units (cleaned:
+        :func:`deepsdf_ad.capture.clean_capture`). normals: their outward normals (N, 3) or None; camera: the
+        camera position (3,) in the input frame or None. cfg: the run's reconstruct settings (``frame_up``,
+        the schedule, the loss); clamp: the loss clamp. candidates: start codes (C, L)
+        (:func:`deepsdf_ad.reconstruct.start_candidates`); None: the zero code. up: the input's up axis
+        (:data:`UP_CHOICES`) when known; floor_normal: the floor's normal (3,) pointing
             to the object, when a floor was found; neither: all six axes are tried.
     Returns:
         the :class:`PoseFit`.
@@ -271,8 +273,8 @@ def fit_pose(model, points: np.ndarray, normals: np.ndarray | None, camera: np.n
         obs.append(observations_from_scan(bases[f], n, cam, cfg, rng))
     pose = PoseStarts(torch.from_numpy(np.stack([h[1] for h in hyps])).float(), len(hyps), up_index)
     init = candidates[[h[2] for h in hyps]]
-    codes, losses = optimise_codes(model, obs, cfg, clamp, device, init=init, seed=seed, iterations=iterations,
-                                   pose=pose)
+    codes, losses = optimise_codes(model, obs, cfg, clamp, device, init=init, seed=seed,
+                                   iterations=iterations, pose=pose)
     kept = 0 if pose.kept is None else int(pose.kept[0])
     frame = cands[hyps[kept][0]]
     params = pose.params[0].cpu().numpy().astype(np.float64)
@@ -282,7 +284,8 @@ def fit_pose(model, points: np.ndarray, normals: np.ndarray | None, camera: np.n
 
 
 def no_pose_search(model: SDFModel, mode: str) -> str | None:
-    """Why a pose search cannot run for ``model`` in ``mode`` (None: it can): it fits one optimised global code."""
+    """Why a pose search cannot run for ``model`` in ``mode`` (None: it can): it fits one optimised global
+    code."""
     if mode != "optimise":
         return f"mode {mode}: the search fits optimised codes"
     if model.observed_mask([torch.zeros(1, model.dim)]) is not None:
@@ -291,13 +294,13 @@ def no_pose_search(model: SDFModel, mode: str) -> str | None:
 
 
 FIT_TOL = 0.01
-"""A kept observed point is explained when its |sdf| after the fit is at most this (normalised frame, where the
-object's bounding sphere has radius about 1)."""
+"""A kept observed point is explained when its |sdf| after the fit is at most this (normalised frame, where
+the object's bounding sphere has radius about 1)."""
 POOR_FIT = 0.005
 """``reconstruct`` warns when the median |sdf| at the kept observed points after a pose search exceeds this
-(normalised frame). Measured with the tiny two-box run of ``tests/test_capture_cli.py`` (docs/reconstruction.md):
-a right pose gave 0.0016-0.0023 (0.0035 with depth noise of 1% of the radius), a capture of another kind of
-object (sphere, bumpy ball, chair, torus) 0.0064-0.0121."""
+(normalised frame). Measured with the tiny two-box run of ``tests/test_capture_cli.py``
+(docs/reconstruction.md): a right pose gave 0.0016-0.0023 (0.0035 with depth noise of 1% of the radius), a
+capture of another kind of object (sphere, bumpy ball, chair, torus) 0.0064-0.0121."""
 
 
 @dataclass
@@ -331,8 +334,8 @@ def fit_capture(model: SDFModel, cfg: Config, cleaned: Cleaned, normals: np.ndar
     """The pose and shape of a cleaned capture (:func:`deepsdf_ad.capture.clean_capture`) in an unknown frame.
 
     Args:
-        normals: the normals (N, 3) of the points before cleaning, or None; camera: the camera position (3,) in
-            the input frame, or None; the normals kept are turned to face it.
+        normals: the normals (N, 3) of the points before cleaning, or None; camera: the camera position
+            (3,) in the input frame, or None; the normals kept are turned to face it.
         candidates, up, seed, iterations: see :func:`fit_pose` (the floor found, if any, gives the up axis).
     """
     from deepsdf_ad.meshing import model_sdf
@@ -343,6 +346,7 @@ def fit_capture(model: SDFModel, cfg: Config, cleaned: Cleaned, normals: np.ndar
         normals = face_camera(normals, kept, camera)
     floor = cleaned.plane
     fit = fit_pose(model, kept, normals, camera, cfg.reconstruct, loss_clamp(cfg), device, candidates,
-                   up=up, floor_normal=None if floor is None else floor.normal, seed=seed, iterations=iterations)
+                   up=up, floor_normal=None if floor is None else floor.normal, seed=seed,
+                   iterations=iterations)
     sdf = model_sdf(model, fit.code, device, cfg.mesh.batch_points, precision=cfg.reconstruct.precision)
     return CaptureFit(fit, sdf, np.abs(sdf(fit.to_normalised(kept).astype(np.float32))))

@@ -137,9 +137,9 @@ MAX_CANDIDATES = 64
 
 def start_candidates(run, rc: ReconstructConfig | None = None) -> torch.Tensor | None:
     """Codes a reconstruction may start from (``reconstruct.init: best``): the mean training code, the zero
-    code (DeepSDF's start, up to its N(0, 0.01^2) noise) and up to ``MAX_CANDIDATES - 2`` training codes, evenly
-    spaced through the table; (C, L) float32, or None for a run without a code table, and None without reading
-    it when ``rc`` is given and starts otherwise."""
+    code (DeepSDF's start, up to its N(0, 0.01^2) noise) and up to ``MAX_CANDIDATES - 2`` training codes,
+    evenly spaced through the table; (C, L) float32, or None for a run without a code table, and None without
+    reading it when ``rc`` is given and starts otherwise."""
     if rc is not None and rc.init != "best":
         return None
     try:
@@ -150,7 +150,8 @@ def start_candidates(run, rc: ReconstructConfig | None = None) -> torch.Tensor |
         return None
     codes = codes.reshape(len(codes), -1)
     rows = np.unique(np.linspace(0, len(codes) - 1, min(len(codes), MAX_CANDIDATES - 2)).round().astype(int))
-    return torch.cat([codes.mean(dim=0, keepdim=True), torch.zeros_like(codes[:1]), codes[torch.from_numpy(rows)]])
+    return torch.cat([codes.mean(dim=0, keepdim=True), torch.zeros_like(codes[:1]),
+                      codes[torch.from_numpy(rows)]])
 
 
 POINTS_PER_CALL = 1 << 17
@@ -158,11 +159,12 @@ POINTS_PER_CALL = 1 << 17
 
 
 @torch.no_grad()
-def candidate_losses(model: SDFModel, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, candidates: torch.Tensor,
-                     cfg: ReconstructConfig) -> torch.Tensor:
-    """The loss (clamped interval L1 plus the code penalty) of each of the C codes ``candidates`` (C, L) on each
-    of P point sets ``x`` (P, n, dim) with bounds ``lo``, ``hi`` (P, n) (already clamped): (P, C), in eval
-    mode (no dropout). ``model`` is an :class:`SDFModel` or anything with its ``decode`` and ``code_penalty``."""
+def candidate_losses(model: SDFModel, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                     candidates: torch.Tensor, cfg: ReconstructConfig) -> torch.Tensor:
+    """The loss (clamped interval L1 plus the code penalty) of each of the C codes ``candidates`` (C, L) on
+    each of P point sets ``x`` (P, n, dim) with bounds ``lo``, ``hi`` (P, n) (already clamped): (P, C), in
+    eval mode (no dropout). ``model`` is an :class:`SDFModel` or anything with its ``decode`` and
+    ``code_penalty``."""
     p_sets, n = x.shape[:2]
     c = len(candidates)
     step = max(1, POINTS_PER_CALL // max(n * c, 1))
@@ -266,12 +268,14 @@ def _start_batch(model: SDFModel, obs: list[Observations], cfg: ReconstructConfi
                  device: torch.device, init: torch.Tensor | None, gen: torch.Generator,
                  candidates: torch.Tensor | None, pose, r: int) -> _CodeBatch:
     """The codes an optimisation starts from, ``r`` rows per observation set (see :func:`optimise_codes`)."""
-    code = (init if init is not None else torch.randn(len(obs), model.latent_size, generator=gen) * cfg.init_std)
-    code = code.detach().clone().to(device).reshape(len(obs), -1)
-    mask = model.observed_mask([torch.from_numpy(np.asarray(o.near_surface(NEAR_SURFACE), np.float32)).to(device)
-                                for o in obs])
+    if init is None:
+        init = torch.randn(len(obs), model.latent_size, generator=gen) * cfg.init_std
+    code = init.detach().clone().to(device).reshape(len(obs), -1)
+    near = [np.asarray(o.near_surface(NEAR_SURFACE), np.float32) for o in obs]
+    mask = model.observed_mask([torch.from_numpy(p).to(device) for p in near])
     if mask is not None and not bool(mask.any(dim=1).all()):
-        raise DataError("no observed surface point lies inside the grid's bounds; nothing to fit local codes to")
+        raise DataError("no observed surface point lies inside the grid's bounds; nothing to fit local codes "
+                        "to")
     pts, lo, hi, wt = _observation_tensors(obs, clamp, device)
     if any(len(p) == 0 for p in pts):
         raise DataError("an observation set is empty; nothing to fit a code to")
@@ -291,8 +295,9 @@ def _start_batch(model: SDFModel, obs: list[Observations], cfg: ReconstructConfi
         mask = None if mask is None else mask.repeat_interleave(r, dim=0)
     code = code if mask is None else code * mask
     code.requires_grad_(True)
-    pose_opt = None if pose is None else CodeAdam(pose.params.detach().clone().to(device).requires_grad_(True),
-                                                  lr=pose.lr)
+    pose_opt = None
+    if pose is not None:
+        pose_opt = CodeAdam(pose.params.detach().clone().to(device).requires_grad_(True), lr=pose.lr)
     return _CodeBatch(code, CodeAdam(code, lr=cfg.lr), pts, lo, hi, wt, mask, pose, pose_opt)
 
 
@@ -323,7 +328,8 @@ class _Schedule:
         return k if it >= self.drop or self.dropped else k0 + (k - k0) * it // max(self.drop, 1)
 
     def stop(self, it: int, loss: float) -> bool:
-        """Whether to stop after step ``it`` with ``loss``: on a plateau the rate drops early, then it stops."""
+        """Whether to stop after step ``it`` with ``loss``: on a plateau the rate drops early, then it
+        stops."""
         if self.cfg.patience <= 0:
             return False
         self.smooth = loss if self.smooth is None else 0.9 * self.smooth + 0.1 * loss
@@ -408,7 +414,8 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     """
     gen = torch.Generator().manual_seed(seed)
     iterations = cfg.iterations if iterations is None else iterations
-    r = cfg.restarts if pose is None else pose.starts  # starts per set; the batch holds set 0's, then set 1's, ...
+    # starts per set; the batch holds set 0's, then set 1's, ...
+    r = cfg.restarts if pose is None else pose.starts
     b = len(obs) if pose is None else len(obs) // r
     batch = _start_batch(model, obs, cfg, clamp, device, init, gen, candidates, pose, r)
     narrow_at = int(cfg.restart_at * iterations) if r > 1 else -1
@@ -418,7 +425,8 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                       int(cfg.lr_drop_at * iterations))
     losses: list[float] = []
     # the decoder is frozen: its weight-normalised weights are computed once, not at every step
-    with _frozen(model), progress_bar(iterations, "optimise code", "step", progress) as bar, parametrize.cached():
+    bar = progress_bar(iterations, "optimise code", "step", progress)
+    with _frozen(model), bar, parametrize.cached():
         for it in range(iterations):
             sched.set_lr(it, batch.opt)
             if batch.pose_opt is not None:
@@ -436,7 +444,7 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
                 break
     if not all(math.isfinite(x) for x in losses[-1:]):
         raise DataError("code optimisation diverged (loss is not finite); lower reconstruct.lr")
-    if narrow_at >= 0:  # stopped before narrowing down: each set's first start (its best probe, or the given one)
+    if narrow_at >= 0:  # stopped before narrowing down: each set's first start (its best probe, or the given)
         keep = torch.arange(b, device=batch.code.device) * r
         batch.code, batch.mask = batch.code[keep], None if batch.mask is None else batch.mask[keep]
         if batch.pose_opt is not None:
@@ -455,7 +463,8 @@ MAX_OBSERVED_POINTS = 200_000
 
 def thin_points(points: np.ndarray, normals: np.ndarray | None, seed: int
                 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """At most :data:`MAX_OBSERVED_POINTS` of ``points`` (N, dim) (and their normals), chosen with ``seed``."""
+    """At most :data:`MAX_OBSERVED_POINTS` of ``points`` (N, dim) (and their normals), chosen with
+    ``seed``."""
     if len(points) <= MAX_OBSERVED_POINTS:
         return points, normals
     keep = np.sort(np.random.default_rng(seed).choice(len(points), MAX_OBSERVED_POINTS, replace=False))
@@ -473,7 +482,8 @@ def check_mode(model: SDFModel, mode: str | None, source: str = "") -> str:
     if mode not in MODES:
         raise DataError(f"--mode {mode}: unknown mode; use one of {', '.join(MODES)}")
     if mode.startswith("encode") and model.latent.optimised_at_test_time:
-        raise DataError(f"--mode {mode} needs an autoencoder run (model.latent.source: pointnet or pointnet_grid); this run's latent "
+        raise DataError(f"--mode {mode} needs an autoencoder run (model.latent.source: pointnet or "
+                        "pointnet_grid); this run's latent "
                         f"source{' ' + repr(source) if source else ''} has no encoder: use --mode optimise")
     return mode
 
@@ -486,12 +496,14 @@ def input_points(points: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
 
 
 @torch.no_grad()
-def encode_codes(model: SDFModel, points: list[np.ndarray], device: torch.device, seed: int = 0) -> torch.Tensor:
+def encode_codes(model: SDFModel, points: list[np.ndarray], device: torch.device, seed: int = 0
+                 ) -> torch.Tensor:
     """Codes (B, L) of B point sets (each (M_i, dim), normalised frame) by one encoder pass (eval mode);
     each set is resampled to the encoder's ``input_points`` points."""
     rng = np.random.default_rng(seed)
     n = model.latent.input_points
-    x = torch.from_numpy(np.stack([input_points(np.asarray(p, np.float32), n, rng) for p in points])).to(device)
+    x = np.stack([input_points(np.asarray(p, np.float32), n, rng) for p in points])
+    x = torch.from_numpy(x).to(device)
     was = model.training
     model.eval()
     try:
@@ -533,31 +545,33 @@ the optimisation: there the loss is flat, so the code found does not explain the
 
 
 def clamped_share(sdf, points: np.ndarray, clamp: float) -> float:
-    """Share of ``points`` (M, dim; observed surface, sdf 0) where ``sdf(points)`` is at or beyond ``clamp``."""
+    """Share of ``points`` (M, dim; observed surface, sdf 0) where ``sdf(points)`` is at or beyond
+    ``clamp``."""
     if not math.isfinite(clamp) or len(points) == 0:
         return 0.0
     return float(np.mean(np.abs(sdf(points)) >= clamp))
 
 
 def face_camera(normals: np.ndarray, points: np.ndarray, camera: np.ndarray) -> np.ndarray:
-    """``normals`` (N, 3) of ``points`` (N, 3) flipped where needed to face the ``camera`` (3,): a surface seen
-    by a camera faces it, so its outside is towards the camera."""
+    """``normals`` (N, 3) of ``points`` (N, 3) flipped where needed to face the ``camera`` (3,): a surface
+    seen by a camera faces it, so its outside is towards the camera."""
     flip = np.sum(normals * (camera[None] - points), axis=1) < 0
     return np.where(flip[:, None], -normals, normals)
 
 
 def fit_observations(model: SDFModel, cfg: Config, obs: Observations, points: np.ndarray | None,
-                     device: torch.device, mode: str = "optimise", seed: int = 0, iterations: int | None = None,
-                     mean_code: torch.Tensor | None = None, candidates: torch.Tensor | None = None,
-                     progress: bool = False) -> tuple[torch.Tensor, list[float]]:
+                     device: torch.device, mode: str = "optimise", seed: int = 0,
+                     iterations: int | None = None, mean_code: torch.Tensor | None = None,
+                     candidates: torch.Tensor | None = None, progress: bool = False
+                     ) -> tuple[torch.Tensor, list[float]]:
     """The code (L,) of one shape from its observations ``obs`` (and its surface ``points`` (M, dim) for an
     encoder mode), starting as ``reconstruct.init`` says (:func:`initial_code` with ``mean_code``, the mean
     training code, or the best of ``candidates``, see :func:`start_candidates`); see :func:`find_codes`.
     Returns the code and the loss per iteration."""
     init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_code)
     codes, losses = find_codes(model, cfg, mode, [obs], None if points is None else [points], device,
-                               init=init.reshape(1, -1), seed=seed, iterations=iterations, candidates=candidates,
-                               progress=progress)
+                               init=init.reshape(1, -1), seed=seed, iterations=iterations,
+                               candidates=candidates, progress=progress)
     return codes[0], losses
 
 

@@ -31,7 +31,8 @@ from deepsdf_ad.runs import CHECKPOINTS, CONFIG, METRICS, Run, load_model_state
 
 def step_loss(model: SDFModel, batch: dict, clamp: float, reg_weight: float, precision: str,
               dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, sdf loss, code regulariser) of one single-process step on ``batch`` ({"index", "samples", ...})."""
+    """(loss, sdf loss, code regulariser) of one single-process step on ``batch`` ({"index", "samples",
+    ...})."""
     samples = batch["samples"]
     with autocast(dev, precision):
         codes = model.latent.codes(batch)
@@ -92,8 +93,9 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
     folder whose metrics record epochs but holds no checkpoint any more (they were deleted) is refused too,
     unless ``restart``: starting over would overwrite its ``metrics.jsonl``.
 
-    ``out`` must be a run folder of ours, new or empty (``force``: any folder; see :mod:`deepsdf_ad.data_prep.folders`);
-    while it trains, a second ``train`` into it is refused, naming this process.
+    ``out`` must be a run folder of ours, new or empty (``force``: any folder; see
+    :mod:`deepsdf_ad.data_prep.folders`); while it trains, a second ``train`` into it is refused, naming this
+    process.
 
     Started by torchrun (``WORLD_SIZE`` > 1 in the environment), every rank calls this; the shapes of each
     batch are divided among ranks and only rank 0 writes files (see :mod:`deepsdf_ad.distributed`).
@@ -118,8 +120,8 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
     bank.to(data_dev)
     loop = _start_loop(cfg, run, world, dev, data_dev, bank, refs, progress, resumed)
     tc = cfg.train
-    bar = tqdm(range(loop.start, tc.epochs), desc="train", unit="epoch", disable=not (progress and world.main),
-               initial=loop.start, total=tc.epochs)
+    bar = tqdm(range(loop.start, tc.epochs), desc="train", unit="epoch",
+               disable=not (progress and world.main), initial=loop.start, total=tc.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         lrs = {"decoder": tc.lr_decoder.at(epoch, tc.epochs), "latent": tc.lr_latent.at(epoch, tc.epochs)}
@@ -159,14 +161,14 @@ def _run_config(run: Run, cfg: Config, epochs: int | None, resumed: bool, restar
         saved = run.config()
         changed = config_differences(saved, cfg, ignore=("train.epochs",))
         if changed:
-            raise ConfigError(f"{run.path}: the run was started with another config; it resumes only with its own "
-                              f"(--epochs may change): {'; '.join(changed)}; use a new --out, or the run's "
-                              f"{run.path / CONFIG} without --set")
+            raise ConfigError(f"{run.path}: the run was started with another config; it resumes only with "
+                              f"its own (--epochs may change): {'; '.join(changed)}; use a new --out, or the "
+                              f"run's {run.path / CONFIG} without --set")
         if epochs is not None:
             saved.train.epochs = epochs
         elif cfg.train.epochs != saved.train.epochs:
-            note(f"{run.path}: resumes with its own train.epochs ({saved.train.epochs}), not {cfg.train.epochs}; "
-                 "pass --epochs N to change it")
+            note(f"{run.path}: resumes with its own train.epochs ({saved.train.epochs}), not "
+                 f"{cfg.train.epochs}; pass --epochs N to change it")
         return saved
     if not restart:
         _refuse_lost_checkpoints(run, cfg)
@@ -217,8 +219,8 @@ class _Loop:
     """Epochs done before this call (resumed from a checkpoint)."""
 
 
-def _start_loop(cfg: Config, run: Run, world: World, dev: torch.device, data_dev: torch.device, bank: SampleBank,
-                refs: list, progress: bool, resumed: bool) -> _Loop:
+def _start_loop(cfg: Config, run: Run, world: World, dev: torch.device, data_dev: torch.device,
+                bank: SampleBank, refs: list, progress: bool, resumed: bool) -> _Loop:
     """The model (seeded initial weights, or the newest checkpoint's when resuming), its optimiser and the
     step plan."""
     torch.manual_seed(cfg.train.seed)  # initial weights: deterministic for a seed
@@ -240,8 +242,8 @@ def _start_loop(cfg: Config, run: Run, world: World, dev: torch.device, data_dev
     net = wrap(model, dev) if world.enabled else None
     fp16 = resolve_precision(cfg.train.precision, dev) == "fp16" and dev.type == "cuda"
     scaler = torch.amp.GradScaler(dev.type) if fp16 else None
-    return _Loop(cfg, world, dev, data_dev, bank, inputs, model, opt, net, scaler, plan_split(cfg, dev, world.size),
-                 start)
+    return _Loop(cfg, world, dev, data_dev, bank, inputs, model, opt, net, scaler,
+                 plan_split(cfg, dev, world.size), start)
 
 
 def _train_epoch(loop: _Loop, epoch: int) -> torch.Tensor:
@@ -318,7 +320,8 @@ def plan_split(cfg: Config, dev: torch.device, ranks: int = 1) -> tuple[int, int
     widths = cfg.model.decoder.hidden
     if dev.type == "cuda":
         # activations, their gradients and the saved masks: about 4 buffers per hidden value
-        budget = int(0.5 * torch.cuda.mem_get_info(dev)[0] / (4 * activation_bytes(tc.precision, dev) * sum(widths)))
+        per_point = 4 * activation_bytes(tc.precision, dev) * sum(widths)
+        budget = int(0.5 * torch.cuda.mem_get_info(dev)[0] / per_point)
     else:
         budget = cpu_block_points(max(widths), tc.precision, dev)
     per_rank = budget // samples  # whole shapes per rank in a part
@@ -387,7 +390,8 @@ def save_checkpoint(run: Run, model: SDFModel, opt: torch.optim.Optimizer, epoch
     if inputs is not None:
         model.latent.set_training_codes(encode_all(model, inputs, model.latent.input_points))
     tensors, groups = checkpoint_tensors(model, opt)
-    run.save_checkpoint(epoch, tensors, {"epoch": epoch, "param_groups": groups}, keep=cfg.train.keep_checkpoints)
+    run.save_checkpoint(epoch, tensors, {"epoch": epoch, "param_groups": groups},
+                        keep=cfg.train.keep_checkpoints)
     save_codes(run, model)
 
 
@@ -401,8 +405,8 @@ def seed_run_path(out: str | os.PathLike, seed: int) -> Path:
 
 
 def _refuse_lost_checkpoints(run: Run, cfg: Config) -> None:
-    """A run folder with metrics whose checkpoints are gone (deleted, not yet written is fine): refuse to start
-    over on top of it."""
+    """A run folder with metrics whose checkpoints are gone (deleted, not yet written is fine): refuse to
+    start over on top of it."""
     rows = run.metrics()
     if not rows:
         return

@@ -1,5 +1,6 @@
-"""``deepsdf-ad article --quick`` end to end on tiny generated data: every figure the article shows exists, every
-table is traced to a results.json and its numbers are the numbers in that file, the README block is rewritten."""
+"""``deepsdf-ad article --quick`` end to end on tiny generated data: every figure the article shows exists,
+every table is traced to a results.json and its numbers are the numbers in that file, the README block is
+rewritten."""
 
 from __future__ import annotations
 

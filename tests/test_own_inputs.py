@@ -1,7 +1,7 @@
 """Issue 19: reconstruct on the captures people have. Point clouds as .ply, .pcd (ascii, binary,
 binary_compressed), .xyz/.txt, .npy (N, 3)/(N, 6) and .npz read as the same points; a 16-bit depth PNG with
-pinhole intrinsics (``reconstruct --depth``) gives the mesh its back-projected point cloud gives; each bad depth
-input or flag ends in one line; progress bars only when asked for."""
+pinhole intrinsics (``reconstruct --depth``) gives the mesh its back-projected point cloud gives; each bad
+depth input or flag ends in one line; progress bars only when asked for."""
 
 from __future__ import annotations
 

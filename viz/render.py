@@ -1,6 +1,7 @@
 """Headless pictures of meshes and point clouds: side by side, labelled, optionally as error maps.
 
-Three renderers draw the same :class:`~deepsdf_ad.viz.scene.Item` list through the same :class:`~deepsdf_ad.viz.scene.Camera`:
+Three renderers draw the same :class:`~deepsdf_ad.viz.scene.Item` list through the same
+:class:`~deepsdf_ad.viz.scene.Camera`:
 
 ``pyrender``  OpenGL through OSMesa (CPU; ``PYOPENGL_PLATFORM=egl`` uses a GPU when there is one).
 ``open3d``    open3d's Filament ``OffscreenRenderer`` (Vulkan, on the CPU through Mesa's llvmpipe).
@@ -340,7 +341,8 @@ def render_to_array(inputs: Sequence, size: tuple[int, int] = (800, 600), azimut
 
     Args:
         inputs: file paths (.ply .obj .off .stl), trimesh/open3d geometries, (N, 3) point arrays or
-            :class:`~deepsdf_ad.viz.scene.Item` (which keep their colours); others get palette colours in order.
+            :class:`~deepsdf_ad.viz.scene.Item` (which keep their colours); others get palette colours in
+            order.
         size: (width, height) in pixels of the whole picture.
         azimuth, elevation: camera direction in degrees (``deepsdf-ad scan``'s convention), ``up`` its axis.
         layout: ``row``, ``grid`` (one cell each, same view and scale) or ``overlay`` (one cell, a legend).

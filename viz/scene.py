@@ -195,7 +195,8 @@ def color_by_distance(items: list[Item], reference, vmax: float | None = None) -
 # ---- camera ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Camera:
-    """A pinhole camera looking from ``eye`` at ``center``; ``fov`` is the vertical field of view (degrees)."""
+    """A pinhole camera looking from ``eye`` at ``center``; ``fov`` is the vertical field of view
+    (degrees)."""
 
     eye: np.ndarray
     center: np.ndarray

@@ -31,7 +31,8 @@ def launch(argv: list[str], nproc: int) -> int:
     ``GRACE_SECONDS`` to exit by themselves, then are stopped. Returns the exit code (rank 0's if it failed
     by itself, else the failing rank's, whose last error line is printed).
     """
-    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nproc),
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+            "WORLD_SIZE": str(nproc),
             "LOCAL_WORLD_SIZE": str(nproc)}
     base.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: N processes must not each take every core
     procs, logs = [], []

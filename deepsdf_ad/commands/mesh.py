@@ -17,8 +17,9 @@ from deepsdf_ad.commands.common import (
 
 def add_parsers(sub) -> None:
     me = sub.add_parser("mesh", help="extract the mesh of a training shape",
-                        description="Mesh a training shape of RUN (normalised frame) with marching cubes; for "
-                                    "a 2D run, write a PNG of the field with its zero contour (marching squares).")
+                        description="Mesh a training shape of RUN (normalised frame) with marching cubes; "
+                                    "for a 2D run, write a PNG of the field with its zero contour (marching "
+                                    "squares).")
     me.add_argument("--run", required=True, help="run folder")
     me.add_argument("--shape", required=True, metavar="ID", help="shape id or category/id")
     me.add_argument("--out", required=True, help="output mesh (.ply, .obj, .off, .stl); .png for a 2D run")
@@ -33,7 +34,8 @@ def run_mesh(args) -> int:
     not_inputs(args.out, runs=[args.run])
     suffix(args.out, (*MESH_SUFFIXES, ".png"))
     info = mesh_training_shape(args.run, args.shape, args.out, resolution=args.resolution, device=args.device,
-                               method=args.method, precision=args.precision or "fp32", progress=not args.quiet)
+                               method=args.method, precision=args.precision or "fp32",
+                               progress=not args.quiet)
     if "contours" in info:  # a 2D run: a picture of the field
         print(f"mesh: field picture with {info['contours']} contours ({info['contour_points']} points) "
               f"-> {args.out}")
@@ -45,7 +47,8 @@ def run_mesh(args) -> int:
 def mesh_training_shape(run_path, shape: str, out, resolution: int | None = None, device: str = "auto",
                         method: str = "adaptive", precision: str = "fp32", progress: bool = False) -> dict:
     """``deepsdf-ad mesh``: the mesh of training shape ``shape`` of a run, in the normalised frame, written to
-    ``out`` (for a 2D run: a PNG of the field with its contour). ``progress``: a progress bar for the meshing."""
+    ``out`` (for a 2D run: a PNG of the field with its contour). ``progress``: a progress bar for the
+    meshing."""
     from deepsdf_ad.data_prep.formats import save_mesh
     from deepsdf_ad.device import resolve_device
     from deepsdf_ad.meshing import field_kind, mesh_sdf, model_sdf

@@ -72,8 +72,8 @@ def add_parsers(sub) -> None:
 
 
 def depth_camera(args) -> DepthCamera | None:
-    """The depth camera of ``--depth``/``--intrinsics``/``--depth-scale`` (None without ``--depth``); exactly one
-    of PARTIAL and ``--depth``."""
+    """The depth camera of ``--depth``/``--intrinsics``/``--depth-scale`` (None without ``--depth``); exactly
+    one of PARTIAL and ``--depth``."""
     if (args.partial is None) == (args.depth is None):
         raise UserError("give one input, PARTIAL (a point cloud) or --depth DEPTH.png (a depth image); got "
                         + ("both" if args.partial else "neither"))
