@@ -32,11 +32,12 @@ import numpy as np
 import trimesh
 
 from deepsdf_ad import UP_CHOICES
+from deepsdf_ad.commands.reconstruction import reconstruct_scan
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.evaluate import Truth3D, scan_in_frame, select
 from deepsdf_ad.metrics import CHAMFER_POINTS, surface_metrics, surface_points_normals
-from deepsdf_ad.pose import axis_vector, reconstruct_scan, rotation_to, yaw_matrix
+from deepsdf_ad.pose import axis_vector, rotation_to, yaw_matrix
 from deepsdf_ad.runs import Run
 
 NOISE = 0.005

@@ -996,3 +996,31 @@ def save_mesh(path: str | os.PathLike, mesh) -> None:
     path = Path(path)
     with atomic_path(path) as tmp:
         mesh.export(tmp, file_type=path.suffix.lstrip(".").lower() or "ply")
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write one array as ``.npy`` atomically (read it back with ``np.load(path, allow_pickle=False)``)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+
+
+def load_geometry(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """The vertices (N, 3) float64 and triangles (F, 3) (None for a point cloud) of a mesh or point-cloud file
+    that trimesh reads (.ply .obj .off .stl; a file holding a scene: its geometries concatenated).
+
+    Raises :class:`DataError` for a file trimesh cannot parse or one with no points."""
+    import trimesh
+
+    path = Path(path)
+    try:
+        geom = trimesh.load(path, process=False)
+    except Exception as e:  # trimesh raises many types for bad files
+        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+    if isinstance(geom, trimesh.Scene):
+        if not geom.geometry:
+            raise DataError(f"{path}: holds no points or triangles")
+        geom = geom.dump(concatenate=True)
+    vertices = np.asarray(getattr(geom, "vertices", np.zeros((0, 3))), np.float64)
+    if len(vertices) == 0:
+        raise DataError(f"{path}: holds no points or triangles")
+    return vertices, getattr(geom, "faces", None)

@@ -1,7 +1,8 @@
-"""``deepsdf-ad article``: rerun the experiment presets and regenerate ``docs/autodecoders.md`` from their outputs.
+"""``deepsdf-ad article``: rerun the experiment presets and regenerate ``docs/autodecoders.md`` from their
+outputs.
 
-The article is a template (``docs/article/autodecoders.md.in``: hand-written prose plus directives) filled from
-the run files, so no measured number in it is typed by hand:
+The article is a template (``docs/article/autodecoders.md.in``: hand-written prose plus directives) filled
+from the run files, so no measured number in it is typed by hand:
 
 - every table is rendered from an experiment's ``report/results.json`` and preceded by a comment
   ``<!-- table kind=... source=... -->`` naming that file, so a test can parse the table back and check it;
@@ -24,8 +25,8 @@ Directives (each ``{{ ... }}``; block directives stand alone on their line):
 ``{{ code_bytes NAME METHOD }}``      bytes of one float32 code
 ``{{ preset NAME }}``                 the experiment preset's path
 
-Which experiments the article reports is :data:`EXPERIMENTS`; an entry whose preset does not exist yet (scenes,
-before its model lands) is reported as not run.
+Which experiments the article reports is :data:`EXPERIMENTS`; an entry whose preset does not exist yet
+(scenes, before its model lands) is reported as not run.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.evaluate import LOWER_IS_BETTER
 
-REPO = Path(__file__).resolve().parents[1]
-TEMPLATE = REPO / "docs" / "article" / "autodecoders.md.in"
+TEMPLATE = Path("docs") / "article" / "autodecoders.md.in"
+"""The article's template, relative to the repository root."""
 ARTICLE_MD = "autodecoders.md"
 IMAGES = "images/article"
 HEADLINE_BEGIN = "<!-- article:headline -->"
@@ -57,7 +58,8 @@ FIGURE_MAX_WIDTH = 900
 BOOTSTRAP = 1000
 RUN_INFO = "article_run.json"
 RESULTS_DIR = "article/results"
-"""Beside the article (``OUT/article/results/NAME.json``): each experiment's results.json, which its tables cite."""
+"""Beside the article (``OUT/article/results/NAME.json``): each experiment's results.json, which its tables
+cite."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,8 @@ class ArticleExperiment:
 
     Commands are ``deepsdf-ad`` arguments with placeholders: ``{shared}`` (the shared data folder), ``{data}``
     and ``{ood}`` (the experiment's data folders; the experiment gets ``--ood`` when a command writes
-    ``{ood}``), ``{meshes:CAT,CAT[:N]}`` (a folder of links to the shared meshes of those categories, the first
-    N of each when given).
+    ``{ood}``), ``{meshes:CAT,CAT[:N]}`` (a folder of links to the shared meshes of those categories, the
+    first N of each when given).
     """
 
     name: str
@@ -103,7 +105,8 @@ EXPERIMENTS: tuple[ArticleExperiment, ...] = (
 
 QUICK_SET = ["train.epochs=2", "train.checkpoint_every=1", "reconstruct.iterations=10", "reconstruct.samples=500",
              "mesh.resolution=32"]
-"""Overrides added to every method in ``--quick`` mode (CI-sized: numbers check the machinery, not the methods)."""
+"""Overrides added to every method in ``--quick`` mode (CI-sized: numbers check the machinery, not the
+methods)."""
 QUICK_COMPARE = {"limit": 1, "resolution": 32, "samples": 3, "steps": 3}
 
 METRIC_LABELS = {"chamfer_x1e3": "chamfer ×10³", "chamfer_l1": "chamfer-L1", "fscore": "F-score@1%",
@@ -187,7 +190,11 @@ class BuildOptions:
     quick: bool = False
     work: Path = Path("article_out")
     out: Path = Path("docs")
-    shared: Path = REPO.parent / "shared" / "data"
+    repo: Path | None = None
+    """The checkout whose presets, template and code the build uses (None: :func:`find_repo` from the current
+    directory)."""
+    shared: Path | None = None
+    """The shared data (meshes/, mnist/; None: ``shared/data`` beside the repository)."""
     data: dict = field(default_factory=dict)
     """Experiment name -> data folder given by the user (no prep)."""
     ood: dict = field(default_factory=dict)
@@ -202,6 +209,23 @@ class BuildOptions:
     device: str = "auto"
     readme: Path | None = None
     progress: bool = True
+
+
+def find_repo(start: str | os.PathLike | None = None) -> Path:
+    """The deepsdf-ad checkout to build from: ``start`` itself when given, else the current directory or the
+    nearest folder above it that holds :data:`TEMPLATE`. Raises :class:`DataError` when there is none."""
+    if start is not None:
+        root = Path(start).resolve()
+        if not (root / TEMPLATE).is_file():
+            raise DataError(f"{start}: not a deepsdf-ad checkout (no {TEMPLATE} in it); --repo takes the "
+                            "repository's root folder")
+        return root
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / TEMPLATE).is_file():
+            return folder
+    raise DataError(f"{here}: not in a deepsdf-ad checkout (no {TEMPLATE} here or in a folder above); run the "
+                    "article build from the repository, or pass --repo DIR")
 
 
 def _say(opts: BuildOptions, msg: str) -> None:
@@ -236,23 +260,25 @@ def _expand(cmd: str, opts: BuildOptions, data: Path, ood: Path) -> list[str]:
     return shlex.split(cmd)
 
 
-def _run_cli(args: list[str], log: Path, what: str) -> None:
-    """``python -m deepsdf_ad ARGS`` with its output in ``log``; a failure is a one-line DataError."""
+def _run_cli(args: list[str], log: Path, what: str, repo: Path) -> None:
+    """``python -m deepsdf_ad ARGS`` (the code of the checkout ``repo``) with its output in ``log``; a failure
+    is a one-line DataError."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as fh:
         fh.write(f"$ deepsdf-ad {shlex.join(args)}\n")
         fh.flush()
         proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", *args], stdout=fh, stderr=subprocess.STDOUT,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                  [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])})
+                                  [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])})
     if proc.returncode != 0:
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
         raise DataError(f"{what}: 'deepsdf-ad {args[0]}' failed (exit {proc.returncode}): "
                         f"{lines[-1] if lines else 'no output'} (log: {log})")
 
 
-def quick_preset(preset: Path, dest: Path) -> Path:
-    """A copy of the experiment preset with :data:`QUICK_SET` and :data:`QUICK_COMPARE` applied."""
+def quick_preset(preset: Path, dest: Path, repo: Path) -> Path:
+    """A copy of the experiment preset with :data:`QUICK_SET` and :data:`QUICK_COMPARE` applied (its method
+    presets made absolute: relative ones are read in the checkout ``repo``)."""
     data = yaml.safe_load(preset.read_text())
     data["name"] = f"{data.get('name', preset.stem)}_quick"
     data["set"] = [*(data.get("set") or []), *QUICK_SET]
@@ -260,7 +286,7 @@ def quick_preset(preset: Path, dest: Path) -> Path:
     methods = {}
     for k, v in (data.get("methods") or {}).items():  # method presets: absolute, the copy lives elsewhere
         cfg = v if isinstance(v, str) else v.get("config", "")
-        p = (REPO / cfg) if not Path(cfg).is_absolute() and (REPO / cfg).is_file() else Path(cfg)
+        p = (repo / cfg) if not Path(cfg).is_absolute() and (repo / cfg).is_file() else Path(cfg)
         methods[k] = str(p) if isinstance(v, str) else {**v, "config": str(p)}
     data["methods"] = methods
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +297,7 @@ def quick_preset(preset: Path, dest: Path) -> Path:
 
 def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
     """Prepare the data of ``exp`` and run its experiment into ``work/NAME`` (or reuse its outputs)."""
-    preset = REPO / exp.preset
+    preset = opts.repo / exp.preset
     oc = Outcome(exp, "skipped", out=opts.work / exp.name)
     if not preset.is_file():
         oc.status, oc.reason = "no-preset", f"`{exp.preset}` does not exist in this checkout"
@@ -280,7 +306,7 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
         oc.status, oc.reason = "skipped", f"not selected in this build (`--only {' '.join(opts.only)}`)"
         return oc
     results_path = oc.report / "results.json"
-    oc.preset = quick_preset(preset, opts.work / "presets" / preset.name) if opts.quick else preset
+    oc.preset = quick_preset(preset, opts.work / "presets" / preset.name, opts.repo) if opts.quick else preset
     if opts.reuse and results_path.is_file():
         oc.status, oc.results = "reused", formats.read_json(results_path)
         info = formats.read_json(oc.out / RUN_INFO) if (oc.out / RUN_INFO).is_file() else {}
@@ -311,7 +337,7 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
                             f"'{exp.name}' with --data {exp.name}=DIR")
         args = _expand(cmd, opts, data, ood)
         _say(opts, f"{exp.name}: deepsdf-ad {shlex.join(args)}")
-        _run_cli(args, log, exp.name)
+        _run_cli(args, log, exp.name, opts.repo)
     args = ["experiment", str(oc.preset), "--data", str(data), "--out", str(oc.out), "--quiet",
             "--device", opts.device]
     if wants_ood:
@@ -320,7 +346,7 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
         args += ["--set", o]
     _say(opts, f"{exp.name}: deepsdf-ad {shlex.join(args)}")
     t_exp = time.perf_counter()
-    _run_cli(args, log, exp.name)
+    _run_cli(args, log, exp.name, opts.repo)
     oc.status, oc.results = "run", formats.read_json(results_path)
     oc.timing = {"prep_seconds": round(t_exp - t_prep, 1), "experiment_seconds": round(time.perf_counter() - t_exp, 1),
                  "quick": opts.quick, "set": list(opts.overrides), "max_meshes": opts.max_meshes}
@@ -502,12 +528,15 @@ def clear_winner(section: dict, metric: str) -> str | None:
     return None
 
 
-# ---- rendering -----------------------------------------------------------------------------------------------
+# ---- rendering ---------------------------------------------------------------------------------------------
 class Renderer:
     """Fills the template's directives; numbers figures and tables in order."""
 
-    def __init__(self, outcomes: dict[str, Outcome], opts: BuildOptions, seconds: float):
+    def __init__(self, outcomes: dict[str, Outcome], opts: BuildOptions, seconds: float,
+                 template: Path | None = None):
         self.outcomes, self.opts, self.seconds = outcomes, opts, seconds
+        self.template = template if template is not None else Path(opts.repo or ".") / TEMPLATE
+        """The template being rendered (named in its errors)."""
         self.figures = 0
         self.tables = 0
         self.images: list[Path] = []
@@ -559,7 +588,7 @@ class Renderer:
         how = {"run": "run by this build", "reused": "outputs of an earlier build reused (`--reuse`)",
                "no-preset": "no preset yet", "skipped": "not selected"}
         status = "; ".join(f"{oc.exp.name}: {how.get(oc.status, oc.status)}" for oc in self.outcomes.values())
-        lines = [f"*Generated by `{cmd}` on {time.strftime('%Y-%m-%d')} from {_git_commit()}: "
+        lines = [f"*Generated by `{cmd}` on {time.strftime('%Y-%m-%d')} from {_git_commit(self.opts.repo)}: "
                  f"{len(ran)} of {len(self.outcomes)} experiments measured ({status}). Do not edit this file: edit "
                  "`docs/article/autodecoders.md.in` and run `make article`.*", ""]
         if self.opts.quick:
@@ -606,7 +635,7 @@ class Renderer:
     def readme_block(self, readme: Path) -> str:
         lines = [HEADLINE_BEGIN, "",
                  f"From [docs/autodecoders.md](docs/autodecoders.md), built on {time.strftime('%Y-%m-%d')} from "
-                 f"{_git_commit()} (`make article` rebuilds both); each cell is mean [bootstrap 95% interval].", ""]
+                 f"{_git_commit(self.opts.repo)} (`make article` rebuilds both); each cell is mean [bootstrap 95% interval].", ""]
         for oc in self.outcomes.values():
             if oc.ok:
                 res = oc.results
@@ -620,7 +649,7 @@ class Renderer:
     def experiment(self, name: str) -> list[str]:
         oc = self.outcomes.get(name)
         if oc is None:
-            raise DataError(f"{TEMPLATE}: unknown experiment '{name}'; known: {', '.join(self.outcomes)}")
+            raise DataError(f"{self.template}: unknown experiment '{name}'; known: {', '.join(self.outcomes)}")
         if not oc.ok:
             why = oc.reason or "its results are absent"
             return [f"**Not run in this build:** {why}. The article reports it once "
@@ -812,13 +841,13 @@ class Renderer:
 
         oc = self.outcomes.get(name)
         if oc is None:
-            raise DataError(f"{TEMPLATE}: unknown experiment '{name}'")
-        preset = oc.preset or REPO / oc.exp.preset
+            raise DataError(f"{self.template}: unknown experiment '{name}'")
+        preset = oc.preset or self.opts.repo / oc.exp.preset
         if not Path(preset).is_file():
             return None
         e = load_experiment(preset)
         if method not in e.methods:
-            raise DataError(f"{TEMPLATE}: experiment '{name}' has no method '{method}'; known: "
+            raise DataError(f"{self.template}: experiment '{name}' has no method '{method}'; known: "
                             f"{', '.join(e.methods)}")
         m = e.methods[method]
         return load_config(m["config"], [*e.set, *m["set"]])
@@ -834,7 +863,7 @@ class Renderer:
             elif not isinstance(v, dict) and hasattr(v, part):
                 v = getattr(v, part)
             else:
-                raise DataError(f"{TEMPLATE}: config key '{key}' not found")
+                raise DataError(f"{self.template}: config key '{key}' not found")
         if isinstance(v, float):
             return f"{v:g}"
         if isinstance(v, (list, tuple)):
@@ -885,7 +914,8 @@ class Renderer:
             f"(`RUN/latent_codes.safetensors` in `{rel(oc.out / 'runs')}`)"
 
     def memory_breakeven(self, name: str, table: str, encoder: str) -> str:
-        """How many training codes weigh as much as the encoder: a sentence from the measured parameter counts."""
+        """How many training codes weigh as much as the encoder: a sentence from the measured parameter
+        counts."""
         oc = self.outcomes.get(name)
         cfg = self._method_config(name, table)
         if oc is None or not oc.ok or cfg is None or encoder not in oc.results["methods"]:
@@ -918,7 +948,7 @@ class Renderer:
     def preset(self, name: str) -> str:
         oc = self.outcomes.get(name)
         if oc is None:
-            raise DataError(f"{TEMPLATE}: unknown experiment '{name}'")
+            raise DataError(f"{self.template}: unknown experiment '{name}'")
         return oc.exp.preset
 
 
@@ -937,7 +967,7 @@ def render(template: str, renderer: Renderer) -> str:
 
         def inline(mm: re.Match, lineno=lineno) -> str:
             if mm.group(1) not in INLINE:
-                raise DataError(f"{TEMPLATE}:{lineno}: unknown or misplaced directive '{mm.group(1)}' (block "
+                raise DataError(f"{renderer.template}:{lineno}: unknown or misplaced directive '{mm.group(1)}' (block "
                                 f"directives {', '.join(sorted(BLOCKS))} stand alone on their line)")
             return getattr(renderer, mm.group(1))(*mm.group(2).split())
 
@@ -945,13 +975,13 @@ def render(template: str, renderer: Renderer) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _git_commit() -> str:
+def _git_commit(repo: Path) -> str:
     try:
-        proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+        proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=10)
         if proc.returncode != 0 or not proc.stdout.strip():
             return "a checkout"
-        dirty = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD", "--", "deepsdf_ad", "data_prep", "viz",
+        dirty = subprocess.run(["git", "-C", str(repo), "diff", "--quiet", "HEAD", "--", "deepsdf_ad", "data_prep", "viz",
                                 "configs", "docs/article/autodecoders.md.in"], capture_output=True, timeout=10)
         return f"commit {proc.stdout.strip()}" + (" with uncommitted changes" if dirty.returncode == 1 else "")
     except (OSError, subprocess.SubprocessError):
@@ -969,10 +999,16 @@ def update_readme(readme: Path, block: str) -> None:
     formats.write_text_atomic(readme, text[:a] + block + text[b:])
 
 
-def build_article(opts: BuildOptions, template: Path = TEMPLATE) -> dict:
+def build_article(opts: BuildOptions, template: Path | None = None) -> dict:
     """Run (or reuse) every experiment of :data:`EXPERIMENTS` and write ``opts.out/autodecoders.md`` with its
-    figures in ``opts.out/images/article``; with ``opts.readme``, also its headline block. Returns a summary."""
+    figures in ``opts.out/images/article``; with ``opts.readme``, also its headline block. Returns a summary.
+
+    ``opts.repo`` (None: found with :func:`find_repo`) is the checkout whose presets and code run;
+    ``template`` (None: its :data:`TEMPLATE`) the article's template."""
     t0 = time.perf_counter()
+    repo = find_repo(opts.repo)
+    opts = replace(opts, repo=repo, shared=opts.shared or repo.parent / "shared" / "data")
+    template = repo / TEMPLATE if template is None else Path(template)
     if not template.is_file():
         raise DataError(f"{template}: article template not found")
     known = [e.name for e in EXPERIMENTS]
@@ -981,7 +1017,7 @@ def build_article(opts: BuildOptions, template: Path = TEMPLATE) -> dict:
             raise DataError(f"unknown article experiment '{n}'; known: {', '.join(known)}")
     opts.work.mkdir(parents=True, exist_ok=True)
     outcomes = {e.name: run_one(e, opts) for e in EXPERIMENTS}
-    renderer = Renderer(outcomes, opts, time.perf_counter() - t0)
+    renderer = Renderer(outcomes, opts, time.perf_counter() - t0, template)
     image_dir = opts.out / IMAGES
     if image_dir.is_dir():  # the folder is the article's own: drop pictures of experiments no longer shown
         for p in image_dir.glob("*.png"):

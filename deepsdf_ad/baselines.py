@@ -14,15 +14,16 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
-BASELINES = ("scan", "poisson", "nearest")
 POISSON_DEPTH = 8
-"""Octree depth of the Poisson reconstruction (Open3D's default; 256^3 at most, as the meshes it is compared with)."""
+"""Octree depth of the Poisson reconstruction (Open3D's default; 256^3 at most, as the meshes it is compared
+with)."""
 
 
-def poisson_mesh(points: np.ndarray, normals: np.ndarray | None, depth: int = POISSON_DEPTH) -> trimesh.Trimesh:
-    """Screened Poisson reconstruction (Kazhdan & Hoppe 2013, Open3D's) of ``points`` (N, 3). Without normals they
-    are estimated from 30 neighbours and oriented consistently (Open3D's tangent-plane propagation). Returns a mesh, empty when
-    the reconstruction fails."""
+def poisson_mesh(points: np.ndarray, normals: np.ndarray | None, depth: int = POISSON_DEPTH
+                 ) -> trimesh.Trimesh:
+    """Screened Poisson reconstruction (Kazhdan & Hoppe 2013, Open3D's) of ``points`` (N, 3). Without normals
+    they are estimated from 30 neighbours and oriented consistently (Open3D's tangent-plane propagation).
+    Returns a mesh, empty when the reconstruction fails."""
     import open3d as o3d
 
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, np.float64)))

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import trimesh
 
+from deepsdf_ad.commands.reconstruction import complete_scan, load_for_reconstruct
 from deepsdf_ad.config import load_config
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.meshes import SamplingConfig, load_mesh, normalized_mesh
@@ -18,7 +20,6 @@ from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
 from deepsdf_ad.data_prep.scans import CameraConfig, save_scan, scan_mesh
 from deepsdf_ad.data_prep.shapes import write_family
 from deepsdf_ad.metrics import chamfer_squared, surface_points
-from deepsdf_ad.reconstruct import reconstruct_file
 from deepsdf_ad.train import train
 
 PRESET = Path(__file__).resolve().parents[1] / "configs" / "shapes_small.yaml"
@@ -37,7 +38,8 @@ def run_demo(out: str | Path, minutes: float = 3.0, device: str = "auto", per_fa
     if not meshes.is_dir():
         write_family(meshes, per_family=per_family, seed=0)
     data = out / "data"
-    prep_meshes(meshes, data, PrepConfig(SamplingConfig(samples=samples), test_fraction=0.2, seed=0), progress=progress)
+    prep_meshes(meshes, data, PrepConfig(SamplingConfig(samples=samples), test_fraction=0.2, seed=0),
+                progress=progress)
     cfg = load_config(PRESET)
     run = train(cfg, data, out / "run", device=device, progress=progress, max_seconds=minutes * 60)
     epochs = len(run.metrics())
@@ -52,11 +54,11 @@ def run_demo(out: str | Path, minutes: float = 3.0, device: str = "auto", per_fa
     rec = out / f"reconstructed_{sid}.ply"
     # 4 starts side by side: from one start the code search can settle in a wrong basin (a demo run of this
     # preset: chamfer 31.4e-3 from one start against 0.36-0.43e-3 from 4, over 3 seeds)
-    info = reconstruct_file(run.path, partial, rec, resolution=resolution, device=device, restarts=DEMO_RESTARTS)
-    import trimesh
-
-    rec_mesh = trimesh.load(rec, process=False)
-    rec_norm = (np.asarray(rec_mesh.vertices) + offset) * scale
+    loaded = load_for_reconstruct(run.path, device, restarts=DEMO_RESTARTS)
+    rec_mesh, info = complete_scan(loaded, partial, resolution=resolution)
+    formats.save_mesh(rec, rec_mesh)
+    # scored as written: a .ply holds float32 coordinates
+    rec_norm = (np.asarray(rec_mesh.vertices, np.float32).astype(np.float64) + offset) * scale
     chamfer = chamfer_squared(surface_points(trimesh.Trimesh(rec_norm, rec_mesh.faces, process=False)),
                               surface_points(nmesh))
     return {

@@ -27,8 +27,6 @@ from deepsdf_ad.meshing import (
 from deepsdf_ad.models import SDFModel
 from deepsdf_ad.runs import Run, load_trained
 
-SAMPLES_PNG = "samples.png"
-INTERPOLATION_PNG = "interpolation.png"
 CODES_JSON = "codes.json"
 
 
@@ -68,8 +66,8 @@ def interpolate_codes(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Ten
     return (1 - t) * a[None] + t * b[None]
 
 
-def write_shapes(model: SDFModel, cfg: Config, codes: torch.Tensor, out_dir: Path, stem: str, device: torch.device,
-                 resolution: int, columns: int, progress: bool = True) -> dict:
+def write_shapes(model: SDFModel, cfg: Config, codes: torch.Tensor, out_dir: Path, stem: str,
+                 device: torch.device, resolution: int, columns: int, progress: bool = True) -> dict:
     """Decode each code: 2D runs -> one grid PNG ``<stem>.png``; 3D runs -> ``<stem>_NNN.ply`` meshes.
 
     A 3D code whose field has no zero crossing is skipped with a note (reported under ``skipped``).
@@ -78,8 +76,9 @@ def write_shapes(model: SDFModel, cfg: Config, codes: torch.Tensor, out_dir: Pat
     bar = tqdm(codes, desc=stem, unit="shape", disable=not progress)
     if cfg.dim == 2:
         kind = field_kind(cfg)
-        pics = [field_picture(evaluate_grid(model_sdf(model, c, device, cfg.mesh.batch_points), resolution, 2), kind)
-                for c in bar]
+        fields = (evaluate_grid(model_sdf(model, c, device, cfg.mesh.batch_points), resolution, 2)
+                  for c in bar)
+        pics = [field_picture(values, kind) for values in fields]
         path = out_dir / f"{stem}.png"
         save_png(path, picture_grid(pics, columns))
         files.append(str(path))
@@ -140,5 +139,6 @@ def interpolate_shapes(run_path: str | os.PathLike, a: str, b: str, steps: int, 
     info = write_shapes(model, cfg, codes, out_dir, "interpolation", dev, resolution or cfg.mesh.resolution,
                         columns=steps, progress=progress)
     keys = run.shapes()["keys"]
-    write_json(out_dir / CODES_JSON, {"run": str(run.path), "a": keys[ia], "b": keys[ib], "codes": codes.tolist()})
+    write_json(out_dir / CODES_JSON, {"run": str(run.path), "a": keys[ia], "b": keys[ib],
+                                      "codes": codes.tolist()})
     return {**info, "shapes": steps, "a": keys[ia], "b": keys[ib]}

@@ -14,9 +14,8 @@ import trimesh
 
 from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.data_prep.log import progress_bar
-from deepsdf_ad.device import autocast, cpu_block_points, resolve_device
+from deepsdf_ad.device import autocast, cpu_block_points
 from deepsdf_ad.models import SDFModel
-from deepsdf_ad.runs import Run, load_trained
 
 SDFFn = Callable[[np.ndarray], np.ndarray]
 Report = Callable[[int, int], None]
@@ -34,8 +33,9 @@ def model_sdf(model: SDFModel, code: torch.Tensor, device: torch.device, batch_p
     ``occupied`` attribute (points -> bool) tells the mesher which cells to skip (None for a global code).
 
     Args:
-        batch_points: decoder queries per batch; None chooses from the free memory (:func:`auto_batch_points`).
-        precision: fp32, or bf16 / fp16 autocast (faster; its error is measured in ``benchmarks/bench_meshing.py``).
+        batch_points: decoder queries per batch; None chooses from the free memory
+        (:func:`auto_batch_points`). precision: fp32, or bf16 / fp16 autocast (faster; its error is measured
+        in ``benchmarks/bench_meshing.py``).
     """
     from torch.nn.utils import parametrize
 
@@ -80,7 +80,8 @@ def auto_batch_points(model: SDFModel, device: torch.device, budget_fraction: fl
     if device.type != "cuda":
         return int(max(1024, min(cap, cpu_block_points(width, precision, device))))
     layers = len(getattr(model.decoder.cfg, "hidden", ())) or 8
-    per_point = 4 * (width * 3 + model.decoder.latent_size + model.dim) * max(2, layers // 2)  # bytes, float32
+    # bytes, float32
+    per_point = 4 * (width * 3 + model.decoder.latent_size + model.dim) * max(2, layers // 2)
     free = torch.cuda.mem_get_info(device)[0]
     return int(max(4096, min(cap, budget_fraction * free // per_point)))
 
@@ -247,7 +248,8 @@ def adaptive_grid(fn: SDFFn, resolution: int, coarse: int = 32, margin: float = 
         if report is not None:
             report(levels - level + 2, levels + 1)
     values = values[:resolution, :resolution, :resolution]
-    return np.ascontiguousarray(values), {"queries": int(queries), "dense": int(resolution**3), "levels": levels}
+    stats = {"queries": int(queries), "dense": int(resolution**3), "levels": levels}
+    return np.ascontiguousarray(values), stats
 
 
 def contours_2d(values: np.ndarray, level: float = 0.0) -> list[np.ndarray]:
@@ -299,6 +301,13 @@ def field_picture(values: np.ndarray, kind: str = "sdf", upscale: int = 2) -> np
     return np.asarray(pic)
 
 
+def field_image(fn: SDFFn, kind: str, resolution: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A 2D field on the ``resolution``^2 grid over [-1, 1]^2: its picture (:func:`field_picture`) and its
+    contours (:func:`contours_2d`) at the level that bounds the shape (:func:`field_level`)."""
+    values = evaluate_grid(fn, resolution, 2)
+    return field_picture(values, kind), contours_2d(values, field_level(kind))
+
+
 def picture_grid(pictures: list[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
     """Tile same-sized RGB pictures row by row into one image with white gaps."""
     h, w = pictures[0].shape[:2]
@@ -308,46 +317,3 @@ def picture_grid(pictures: list[np.ndarray], columns: int, gap: int = 4) -> np.n
         r, c = divmod(k, columns)
         out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = pic
     return out
-
-
-def write_shape(fn: SDFFn, dim: int, kind: str, resolution: int, out) -> dict:
-    """Write the shape of an SDF function: a mesh for dim 3, a PNG (field and contour) for dim 2."""
-    from pathlib import Path
-
-    from deepsdf_ad.data_prep.formats import save_mesh, save_png
-
-    out = Path(out)
-    if dim == 2:
-        if out.suffix.lower() != ".png":
-            raise DataError(f"{out}: a 2D run writes a picture; give a .png output")
-        values = evaluate_grid(fn, resolution, 2)
-        save_png(out, field_picture(values, kind))
-        lines = contours_2d(values, field_level(kind))
-        return {"out": str(out), "contours": len(lines), "contour_points": int(sum(len(c) for c in lines))}
-    mesh = mesh_sdf(fn, resolution)
-    save_mesh(out, mesh)
-    return {"out": str(out), "vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces))}
-
-
-def mesh_training_shape(run_path, shape: str, out, resolution: int | None = None, device: str = "auto",
-                        method: str = "adaptive", precision: str = "fp32", progress: bool = False) -> dict:
-    """``deepsdf-ad mesh``: the mesh of training shape ``shape`` of a run, in the normalised frame
-    (for a 2D run: a PNG of the field with its contour). ``progress``: a progress bar for the meshing."""
-    from pathlib import Path
-
-    from deepsdf_ad.data_prep.formats import atomic_path
-
-    dev = resolve_device(device)
-    run = Run(run_path)
-    cfg, model = load_trained(run, dev)
-    index = run.shape_index(shape)
-    code = model.latent.all_codes()[index]
-    fn = model_sdf(model, code, dev, cfg.mesh.batch_points, precision=precision)
-    res = resolution or cfg.mesh.resolution
-    if cfg.dim == 2:
-        return write_shape(fn, 2, field_kind(cfg), res, out)
-    mesh = mesh_sdf(fn, res, method=method, progress=progress)
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        mesh.export(tmp, file_type=out.suffix.lstrip(".").lower() or "ply")
-    return {"out": str(out), "vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces))}

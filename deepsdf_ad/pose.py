@@ -2,11 +2,11 @@
 turn about it, a scale and a shift) that takes the points into the training frame, where the frozen decoder
 explains them best.
 
-Coarse: every up-axis candidate x :data:`YAWS` turns x :data:`SCALES` of the bounding-box estimate, each scored
-with a few start codes by the clamped L1 |sdf| at a probe of the surface points (:func:`candidate_losses`, as
-``reconstruct.init: best`` scores its candidates). Fine: the :data:`KEEP` best poses are refined jointly with
-their codes by gradient (:func:`deepsdf_ad.reconstruct.optimise_codes` with a :class:`PoseStarts`), narrowed down
-to one as restarts are.
+Coarse: every up-axis candidate x :data:`YAWS` turns x :data:`SCALES` of the bounding-box estimate, each
+scored with a few start codes by the clamped L1 |sdf| at a probe of the surface points
+(:func:`candidate_losses`, as ``reconstruct.init: best`` scores its candidates). Fine: the :data:`KEEP` best
+poses are refined jointly with their codes by gradient (:func:`deepsdf_ad.reconstruct.optimise_codes` with a
+:class:`PoseStarts`), narrowed down to one as restarts are.
 
 Frames: the input x (any units); for an up-axis candidate ``U`` (a rotation taking the input's up direction to
 the training frame's up axis), ``c`` the bounding-box centre of ``U x`` and ``s0`` DeepSDF's scale of it, the
@@ -20,21 +20,16 @@ sdf (B, N)``, ``code_penalty``, ``observed_mask``, ``latent_size``, ``parameters
 
 from __future__ import annotations
 
-import json
 import math
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import trimesh
 
 from deepsdf_ad import UP_CHOICES
-from deepsdf_ad.capture import REASONS, clean_capture
+from deepsdf_ad.capture import Cleaned
 from deepsdf_ad.config import Config, ReconstructConfig
-from deepsdf_ad.data_prep.formats import DataError
-from deepsdf_ad.data_prep.log import note, warn
 from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.models import SDFModel
 from deepsdf_ad.reconstruct import (
@@ -42,12 +37,9 @@ from deepsdf_ad.reconstruct import (
     Observations,
     candidate_losses,
     estimate_normalization,
-    load_for_reconstruct,
+    face_camera,
     observations_from_scan,
     optimise_codes,
-    reconstruct_file,
-    start_candidates,
-    thin_points,
 )
 
 AXES = ("x", "y", "z")
@@ -110,7 +102,8 @@ def log_scale(params: torch.Tensor) -> torch.Tensor:
 
 
 def similarity(params: torch.Tensor, x: torch.Tensor, up: int) -> torch.Tensor:
-    """``exp(log s) R_up(yaw) x + t`` for params (B, 5) = (yaw, log s, t) and points x (B, N, 3); differentiable."""
+    """``exp(log s) R_up(yaw) x + t`` for params (B, 5) = (yaw, log s, t) and points x (B, N, 3);
+    differentiable."""
     yaw, scale, t = params[:, 0], log_scale(params).exp(), params[:, 2:5]
     i, j = (up + 1) % 3, (up + 2) % 3
     c, s = yaw.cos()[:, None], yaw.sin()[:, None]
@@ -122,8 +115,8 @@ def similarity(params: torch.Tensor, x: torch.Tensor, up: int) -> torch.Tensor:
 @dataclass
 class PoseStarts:
     """Pose hypotheses for :func:`deepsdf_ad.reconstruct.optimise_codes`: ``params`` (S, 5) (yaw, log scale,
-    translation), ``starts`` hypotheses per shape, the training frame's ``up`` axis index and the learning rate.
-    After the optimisation ``params`` holds the kept ones (B, 5) and ``kept`` their rows (B,)."""
+    translation), ``starts`` hypotheses per shape, the training frame's ``up`` axis index and the learning
+    rate. After the optimisation ``params`` holds the kept ones (B, 5) and ``kept`` their rows (B,)."""
 
     params: torch.Tensor
     starts: int
@@ -205,8 +198,8 @@ def pose_matrix(frame: Frame, params: np.ndarray, up: int) -> np.ndarray:
 
 
 def search_codes(candidates: torch.Tensor) -> torch.Tensor:
-    """The :data:`SEARCH_CODES` rows of ``candidates`` the coarse search uses: the first two (mean, zero), then
-    evenly spaced ones."""
+    """The :data:`SEARCH_CODES` rows of ``candidates`` the coarse search uses: the first two (mean, zero),
+    then evenly spaced ones."""
     if len(candidates) <= SEARCH_CODES:
         return candidates
     rows = np.unique(np.r_[0, 1, np.linspace(2, len(candidates) - 1, SEARCH_CODES - 2).round().astype(int)])
@@ -253,11 +246,12 @@ def fit_pose(model, points: np.ndarray, normals: np.ndarray | None, camera: np.n
 
     Args:
         model: the frozen decoder (see the module's docstring).
-        points: surface points (N, 3), input frame and units (cleaned: :func:`deepsdf_ad.capture.clean_capture`).
-        normals: their outward normals (N, 3) or None; camera: the camera position (3,) in the input frame or None.
-        cfg: the run's reconstruct settings (``frame_up``, the schedule, the loss); clamp: the loss clamp.
-        candidates: start codes (C, L) (:func:`deepsdf_ad.reconstruct.start_candidates`); None: the zero code.
-        up: the input's up axis (:data:`UP_CHOICES`) when known; floor_normal: the floor's normal (3,) pointing
+        points: surface points (N, 3), input frame and units (cleaned:
+        :func:`deepsdf_ad.capture.clean_capture`). normals: their outward normals (N, 3) or None; camera: the
+        camera position (3,) in the input frame or None. cfg: the run's reconstruct settings (``frame_up``,
+        the schedule, the loss); clamp: the loss clamp. candidates: start codes (C, L)
+        (:func:`deepsdf_ad.reconstruct.start_candidates`); None: the zero code. up: the input's up axis
+        (:data:`UP_CHOICES`) when known; floor_normal: the floor's normal (3,) pointing
             to the object, when a floor was found; neither: all six axes are tried.
     Returns:
         the :class:`PoseFit`.
@@ -279,8 +273,8 @@ def fit_pose(model, points: np.ndarray, normals: np.ndarray | None, camera: np.n
         obs.append(observations_from_scan(bases[f], n, cam, cfg, rng))
     pose = PoseStarts(torch.from_numpy(np.stack([h[1] for h in hyps])).float(), len(hyps), up_index)
     init = candidates[[h[2] for h in hyps]]
-    codes, losses = optimise_codes(model, obs, cfg, clamp, device, init=init, seed=seed, iterations=iterations,
-                                   pose=pose)
+    codes, losses = optimise_codes(model, obs, cfg, clamp, device, init=init, seed=seed,
+                                   iterations=iterations, pose=pose)
     kept = 0 if pose.kept is None else int(pose.kept[0])
     frame = cands[hyps[kept][0]]
     params = pose.params[0].cpu().numpy().astype(np.float64)
@@ -290,7 +284,8 @@ def fit_pose(model, points: np.ndarray, normals: np.ndarray | None, camera: np.n
 
 
 def no_pose_search(model: SDFModel, mode: str) -> str | None:
-    """Why a pose search cannot run for ``model`` in ``mode`` (None: it can): it fits one optimised global code."""
+    """Why a pose search cannot run for ``model`` in ``mode`` (None: it can): it fits one optimised global
+    code."""
     if mode != "optimise":
         return f"mode {mode}: the search fits optimised codes"
     if model.observed_mask([torch.zeros(1, model.dim)]) is not None:
@@ -298,137 +293,60 @@ def no_pose_search(model: SDFModel, mode: str) -> str | None:
     return None
 
 
-RECORD_KEY = "deepsdf-ad"
-"""The key (value ``reconstruct``) that marks a JSON file as a reconstruction's record: only such a file beside
-``--out`` is replaced."""
 FIT_TOL = 0.01
-"""A kept observed point is explained when its |sdf| after the fit is at most this (normalised frame, where the
-object's bounding sphere has radius about 1)."""
+"""A kept observed point is explained when its |sdf| after the fit is at most this (normalised frame, where
+the object's bounding sphere has radius about 1)."""
 POOR_FIT = 0.005
 """``reconstruct`` warns when the median |sdf| at the kept observed points after a pose search exceeds this
-(normalised frame). Measured with the tiny two-box run of ``tests/test_capture_cli.py`` (docs/reconstruction.md):
-a right pose gave 0.0016-0.0023 (0.0035 with depth noise of 1% of the radius), a capture of another kind of
-object (sphere, bumpy ball, chair, torus) 0.0064-0.0121."""
-INLINE_INDICES = 1000
-"""Up to this many dropped indices are listed in the record itself; more go to ``OUT.dropped.npy``."""
+(normalised frame). Measured with the tiny two-box run of ``tests/test_capture_cli.py``
+(docs/reconstruction.md): a right pose gave 0.0016-0.0023 (0.0035 with depth noise of 1% of the radius), a
+capture of another kind of object (sphere, bumpy ball, chair, torus) 0.0064-0.0121."""
 
 
-def _check_record_free(record: Path, dropped: Path) -> None:
-    """Refuse to replace ``record`` or ``dropped`` unless they are absent or an earlier reconstruction's."""
-    ours = False
-    if record.exists():
-        try:
-            ours = json.loads(record.read_text()).get(RECORD_KEY) == "reconstruct"
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise DataError(f"{record}: exists and is not a reconstruction record (reconstruct writes one beside "
-                            "--out); move it or choose another --out")
-    if dropped.exists() and not ours:
-        raise DataError(f"{dropped}: exists and no reconstruction record names it; move it or choose another --out")
+@dataclass
+class CaptureFit:
+    """A cleaned capture explained by the decoder: the pose ``fit``, the ``sdf`` of the shape found (points
+    (M, 3) in the normalised frame -> (M,)) and its |sdf| at the kept points, ``err`` (K,)."""
+
+    fit: PoseFit
+    sdf: Callable[[np.ndarray], np.ndarray]
+    err: np.ndarray
+
+    @property
+    def residual(self) -> float:
+        """The median |sdf| at the kept points."""
+        return float(np.median(self.err))
+
+    @property
+    def within(self) -> float:
+        """The share of the kept points within :data:`FIT_TOL` of the surface found."""
+        return float(np.mean(self.err <= FIT_TOL))
+
+    @property
+    def poor(self) -> bool:
+        """Whether the fit is poor (:data:`POOR_FIT`)."""
+        return self.residual > POOR_FIT
 
 
-def reconstruct_posed(run, cfg: Config, model: SDFModel, partial: str | os.PathLike, cloud, meta: dict,
-                      out: str | os.PathLike, resolution: int | None, iterations: int | None,
-                      device: torch.device, seed: int, method: str, up: str | None = None,
-                      keep_floor: bool = False, crop: float | None = None, progress: bool = False) -> dict:
-    """The unknown-frame path of :func:`reconstruct_scan`: clean the capture, find its pose with the code, mesh
-    in the input's frame, and record at ``out`` with suffix .json (:data:`RECORD_KEY`) the transform (4 x 4
-    input -> normalised frame, scale, yaw, up axis), the fit's residual at the kept points and the points
-    dropped (counts by reason; indices inline, or in ``OUT.dropped.npy`` as (K, 2) rows of index and reason
-    number in the record's ``reasons``). A poor fit (:data:`POOR_FIT`) gives one warning."""
-    from deepsdf_ad.data_prep.formats import atomic_path, write_json
-    from deepsdf_ad.meshing import mesh_sdf, model_sdf
+def fit_capture(model: SDFModel, cfg: Config, cleaned: Cleaned, normals: np.ndarray | None,
+                camera: np.ndarray | None, device: torch.device, candidates: torch.Tensor | None,
+                up: str | None = None, seed: int = 0, iterations: int | None = None) -> CaptureFit:
+    """The pose and shape of a cleaned capture (:func:`deepsdf_ad.capture.clean_capture`) in an unknown frame.
 
-    out = Path(out)
-    record, dropped_path = out.with_suffix(".json"), out.with_suffix(".dropped.npy")
-    _check_record_free(record, dropped_path)
-    pts, normals = thin_points(partial, cloud.points, cloud.normals, seed)
-    try:
-        cleaned = clean_capture(pts, keep_floor=keep_floor, crop=crop, rng=np.random.default_rng(seed))
-    except DataError as e:
-        raise DataError(f"{partial}: {e}") from None
+    Args:
+        normals: the normals (N, 3) of the points before cleaning, or None; camera: the camera position
+            (3,) in the input frame, or None; the normals kept are turned to face it.
+        candidates, up, seed, iterations: see :func:`fit_pose` (the floor found, if any, gives the up axis).
+    """
+    from deepsdf_ad.meshing import model_sdf
+
     kept = cleaned.points
     normals = None if normals is None else normals[cleaned.kept]
-    camera = np.asarray(meta["camera"], float) if "camera" in meta else None
-    if normals is not None and camera is not None:  # make sure they face the camera (the outside)
-        flip = np.sum(normals * (camera[None] - kept), axis=1) < 0
-        normals = np.where(flip[:, None], -normals, normals)
+    if normals is not None and camera is not None:
+        normals = face_camera(normals, kept, camera)
     floor = cleaned.plane
-    fit = fit_pose(model, kept, normals, camera, cfg.reconstruct, loss_clamp(cfg), device, start_candidates(run),
-                   up=up, floor_normal=None if floor is None else floor.normal, seed=seed, iterations=iterations)
+    fit = fit_pose(model, kept, normals, camera, cfg.reconstruct, loss_clamp(cfg), device, candidates,
+                   up=up, floor_normal=None if floor is None else floor.normal, seed=seed,
+                   iterations=iterations)
     sdf = model_sdf(model, fit.code, device, cfg.mesh.batch_points, precision=cfg.reconstruct.precision)
-    err = np.abs(sdf(fit.to_normalised(kept).astype(np.float32)))
-    residual, within = float(np.median(err)), float(np.mean(err <= FIT_TOL))
-    poor = residual > POOR_FIT
-    if poor:
-        warn(f"{partial}: poor fit: median |sdf| {residual:.3g} at the kept points (above {POOR_FIT:g}), "
-             f"{within:.0%} within {FIT_TOL:g}, pose from up axis {fit.frame.label}; try --up AXIS, --keep-floor, "
-             "--crop R, or --norm NORM.npz when the object's normalisation is known")
-    mesh = mesh_sdf(sdf, resolution or cfg.mesh.resolution, method=method, progress=progress)
-    mesh = trimesh.Trimesh(fit.to_input(mesh.vertices), mesh.faces, process=False)
-    with atomic_path(out) as tmp:
-        mesh.export(tmp, file_type=out.suffix.lstrip(".") or "ply")
-    counts = cleaned.counts()
-    rows = [(int(i), k) for k, r in enumerate(REASONS) for i in cleaned.dropped.get(r, ())]
-    if len(rows) > INLINE_INDICES:
-        with atomic_path(dropped_path) as tmp, open(tmp, "wb") as f:
-            np.save(f, np.asarray(rows, np.int64).reshape(-1, 2), allow_pickle=False)
-        indices: object = dropped_path.name
-    else:
-        indices = {r: cleaned.dropped.get(r, np.zeros(0, int)).astype(int).tolist() for r in REASONS}
-        dropped_path.unlink(missing_ok=True)  # an earlier reconstruction's (checked above): it no longer applies
-    write_json(record, {
-        RECORD_KEY: "reconstruct", "input": str(partial), "mesh": out.name,
-        "frame": "normalised = matrix @ [input, 1]; the mesh is in the input's frame",
-        "transform": {"matrix": fit.matrix.tolist(), "scale": fit.scale, "yaw_degrees": fit.yaw,
-                      "up": fit.frame.label, "up_vector": fit.frame.vector.tolist(),
-                      "frame_up": cfg.reconstruct.frame_up},
-        "fit": {"median_abs_sdf": residual, "abs_sdf_quantiles": {str(q): float(np.quantile(err, q / 100))
-                                                                  for q in (25, 75, 90)},
-                "share_within_tolerance": within, "tolerance": FIT_TOL,
-                "poor_fit_threshold": POOR_FIT, "poor": poor, "final_loss": fit.losses[-1] if fit.losses else None},
-        "points": {"read": int(len(cloud.points)), "used": int(len(pts)), "kept": int(len(kept)),
-                   "dropped": counts, "reasons": list(REASONS), "dropped_indices": indices,
-                   "indices_into": "the points as read (NaN rows already dropped), after thinning when 'used' < 'read'"},
-        "floor": None if floor is None else {"normal": floor.normal.tolist(), "offset": floor.offset,
-                                             "points": floor.inliers, "removed": not keep_floor},
-    })
-    return {"out": str(out), "points": int(len(cloud.points)), "observations": int(len(kept)), "mode": "optimise",
-            "final_loss": fit.losses[-1] if fit.losses else None,
-            "normalization": f"searched (up {fit.frame.label}, yaw {fit.yaw:.1f} deg, scale {fit.scale:.4g}; "
-                             f"record {record.name})",
-            "vertices": int(len(mesh.vertices)), "residual": residual, "poor_fit": poor, "record": str(record),
-            "dropped": counts}
-
-
-def reconstruct_scan(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
-                     resolution: int | None = None, iterations: int | None = None, device: str = "auto",
-                     norm: str | None = None, seed: int = 0, mode: str | None = None, method: str = "adaptive",
-                     precision: str | None = None, restarts: int | None = None, up: str | None = None,
-                     keep_floor: bool = False, crop: float | None = None, pose_search: bool = True,
-                     depth_camera=None, progress: bool = False) -> dict:
-    """``deepsdf-ad reconstruct``: :func:`~deepsdf_ad.reconstruct.reconstruct_file` (same arguments), except
-    that a 3D scan in an unknown frame (no ``norm``, no normalisation in its sidecar) is cleaned
-    (:func:`~deepsdf_ad.capture.clean_capture`: the floor unless ``keep_floor``, stray points, beyond ``crop``)
-    and its pose searched with the code (:func:`fit_pose`; ``up``: the input's up axis when known), see
-    :func:`reconstruct_posed`. ``depth_camera`` (:class:`deepsdf_ad.data_prep.params.DepthCamera`): ``partial`` is a depth
-    image taken by it; ``progress``: progress bars on stderr. Without ``pose_search``, or for a run the search does not fit
-    (:func:`no_pose_search`), such a scan is normalised by its bounding box as before."""
-    from deepsdf_ad.data_prep.scans import load_depth_scan, load_scan
-
-    loaded = load_for_reconstruct(run_path, device, mode, precision, restarts)
-    dev, run, cfg, model, mode = loaded
-    scan = None
-    if cfg.dim == 3 and norm is None and pose_search:
-        scan = load_scan(partial) if depth_camera is None else load_depth_scan(partial, depth_camera)
-        if "normalization" not in scan[1]:
-            why = no_pose_search(model, mode)
-            if why is None:
-                return reconstruct_posed(run, cfg, model, partial, *scan, out, resolution, iterations, dev, seed,
-                                         method, up=up, keep_floor=keep_floor, crop=crop, progress=progress)
-            note(f"{partial}: no pose search ({why}); normalising by the points' bounding box in their own "
-                 "orientation")
-    return reconstruct_file(run_path, partial, out, resolution=resolution, iterations=iterations, norm=norm,
-                            seed=seed, method=method, loaded=loaded, scan=scan, depth_camera=depth_camera,
-                            progress=progress)
+    return CaptureFit(fit, sdf, np.abs(sdf(fit.to_normalised(kept).astype(np.float32))))

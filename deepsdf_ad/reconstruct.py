@@ -10,26 +10,21 @@ clamped L1 when ``lo = hi``.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import trimesh
 from torch.nn.utils import parametrize
 
 from deepsdf_ad.config import Config, ReconstructConfig, cosine_lr
 from deepsdf_ad.data_prep.formats import DataError
-from deepsdf_ad.data_prep.log import note, progress_bar, warn
-from deepsdf_ad.data_prep.meshes import apply_normalization, undo_normalization
-from deepsdf_ad.data_prep.params import DepthCamera
-from deepsdf_ad.data_prep.scans import load_depth_scan, load_scan
-from deepsdf_ad.device import autocast, resolve_device
+from deepsdf_ad.data_prep.log import progress_bar
+from deepsdf_ad.device import autocast
 from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.models import SDFModel
-from deepsdf_ad.runs import Run, load_trained
 
 
 @dataclass
@@ -142,9 +137,9 @@ MAX_CANDIDATES = 64
 
 def start_candidates(run, rc: ReconstructConfig | None = None) -> torch.Tensor | None:
     """Codes a reconstruction may start from (``reconstruct.init: best``): the mean training code, the zero
-    code (DeepSDF's start, up to its N(0, 0.01^2) noise) and up to ``MAX_CANDIDATES - 2`` training codes, evenly
-    spaced through the table; (C, L) float32, or None for a run without a code table, and None without reading
-    it when ``rc`` is given and starts otherwise."""
+    code (DeepSDF's start, up to its N(0, 0.01^2) noise) and up to ``MAX_CANDIDATES - 2`` training codes,
+    evenly spaced through the table; (C, L) float32, or None for a run without a code table, and None without
+    reading it when ``rc`` is given and starts otherwise."""
     if rc is not None and rc.init != "best":
         return None
     try:
@@ -155,7 +150,8 @@ def start_candidates(run, rc: ReconstructConfig | None = None) -> torch.Tensor |
         return None
     codes = codes.reshape(len(codes), -1)
     rows = np.unique(np.linspace(0, len(codes) - 1, min(len(codes), MAX_CANDIDATES - 2)).round().astype(int))
-    return torch.cat([codes.mean(dim=0, keepdim=True), torch.zeros_like(codes[:1]), codes[torch.from_numpy(rows)]])
+    return torch.cat([codes.mean(dim=0, keepdim=True), torch.zeros_like(codes[:1]),
+                      codes[torch.from_numpy(rows)]])
 
 
 POINTS_PER_CALL = 1 << 17
@@ -163,11 +159,12 @@ POINTS_PER_CALL = 1 << 17
 
 
 @torch.no_grad()
-def candidate_losses(model: SDFModel, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, candidates: torch.Tensor,
-                     cfg: ReconstructConfig) -> torch.Tensor:
-    """The loss (clamped interval L1 plus the code penalty) of each of the C codes ``candidates`` (C, L) on each
-    of P point sets ``x`` (P, n, dim) with bounds ``lo``, ``hi`` (P, n) (already clamped): (P, C), in eval
-    mode (no dropout). ``model`` is an :class:`SDFModel` or anything with its ``decode`` and ``code_penalty``."""
+def candidate_losses(model: SDFModel, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                     candidates: torch.Tensor, cfg: ReconstructConfig) -> torch.Tensor:
+    """The loss (clamped interval L1 plus the code penalty) of each of the C codes ``candidates`` (C, L) on
+    each of P point sets ``x`` (P, n, dim) with bounds ``lo``, ``hi`` (P, n) (already clamped): (P, C), in
+    eval mode (no dropout). ``model`` is an :class:`SDFModel` or anything with its ``decode`` and
+    ``code_penalty``."""
     p_sets, n = x.shape[:2]
     c = len(candidates)
     step = max(1, POINTS_PER_CALL // max(n * c, 1))
@@ -221,45 +218,65 @@ def robust_residual(r: torch.Tensor, cfg: ReconstructConfig) -> torch.Tensor:
     return r
 
 
-def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
-                   device: torch.device, init: torch.Tensor | None = None, seed: int = 0,
-                   iterations: int | None = None, candidates: torch.Tensor | None = None, pose=None,
-                   progress: bool = False
-                   ) -> tuple[torch.Tensor, list[float]]:
-    """Find codes (B, L) for B observation sets at once (one batched decoder call per step).
+@dataclass
+class _CodeBatch:
+    """What a code optimisation updates: the codes (S, L) (a leaf that requires grad) with their Adam, per row
+    of them the observations' points, clamped bounds and weights (None: all 1), the grid's mask (None for
+    global codes), and with a pose search its :class:`deepsdf_ad.pose.PoseStarts` and their Adam."""
 
-    Each code has its own loss (mean over its samples, plus ``code_reg`` times the code penalty,
-    ``||z||^2`` for a global code) and Adam's updates are per parameter, so a code ends as it would optimised
-    alone. ``init`` (B, L) or None (N(0, init_std^2)). With ``cfg.init == 'best'`` and ``candidates`` (C, L)
-    (see :func:`start_candidates`), each set starts from the candidate that explains it best
-    (:func:`best_candidates`) instead. A grid's codes change only near the observed surface
-    (:meth:`SDFModel.observed_mask`); the others are empty (zero). ``progress``: a progress bar of the steps
-    on stderr (:func:`deepsdf_ad.data_prep.log.progress_bar`). Returns the codes and the loss per iteration (mean over the
-    B sets).
+    code: torch.Tensor
+    opt: CodeAdam
+    pts: list[torch.Tensor]
+    lo: list[torch.Tensor]
+    hi: list[torch.Tensor]
+    wt: list[torch.Tensor] | None
+    mask: torch.Tensor | None
+    pose: object = None
+    pose_opt: CodeAdam | None = None
 
-    ``pose`` (see :class:`deepsdf_ad.pose.PoseStarts`): the observations are also moved by a similarity
-    transform whose parameters are optimised with the codes (the sdf bounds scale with it). Then ``obs`` holds
-    ``pose.starts`` sets per shape (one per pose hypothesis, each in its own frame, best first) and ``init`` a
-    code for each; they are narrowed down to one per shape as restarts are, and ``pose.params`` ends as the
-    kept hypotheses' refined parameters (B, 5).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    iterations = cfg.iterations if iterations is None else iterations
-    r = cfg.restarts if pose is None else pose.starts  # starts per set; the batch holds set 0's, then set 1's, ...
-    b = len(obs) if pose is None else len(obs) // r
-    code = (init if init is not None else torch.randn(len(obs), model.latent_size, generator=gen) * cfg.init_std)
-    code = code.detach().clone().to(device).reshape(len(obs), -1)
-    mask = model.observed_mask([torch.from_numpy(np.asarray(o.near_surface(NEAR_SURFACE), np.float32)).to(device)
-                                for o in obs])
-    if mask is not None:
-        if not bool(mask.any(dim=1).all()):
-            raise DataError("no observed surface point lies inside the grid's bounds; nothing to fit local codes to")
+    def keep(self, rows: torch.Tensor) -> None:
+        """Go on with the rows ``rows`` only (their Adam state too)."""
+        opt = self.opt
+        self.code = self.code.detach()[rows].clone().requires_grad_(True)
+        opt.param, opt.m, opt.v = self.code, opt.m[rows].clone(), opt.v[rows].clone()
+        self.pts, self.lo, self.hi = ([vs[i] for i in rows.tolist()] for vs in (self.pts, self.lo, self.hi))
+        self.wt = None if self.wt is None else [self.wt[i] for i in rows.tolist()]
+        self.mask = None if self.mask is None else self.mask[rows]
+        if self.pose_opt is not None:
+            po = self.pose_opt
+            self.pose.kept = rows.cpu()
+            po.param = po.param.detach()[rows].clone().requires_grad_(True)
+            po.m, po.v = po.m[rows].clone(), po.v[rows].clone()
+
+    def codes(self) -> torch.Tensor:
+        """The codes as the decoder sees them (a grid's masked), detached."""
+        return (self.code if self.mask is None else self.code * self.mask).detach()
+
+
+def _observation_tensors(obs: list[Observations], clamp: float, device: torch.device) -> tuple:
+    """Per observation set: points, bounds clamped to +/- ``clamp``, and weights (None when all are 1)."""
     pts = [torch.from_numpy(np.asarray(o.points, np.float32)).to(device) for o in obs]
     lo = [torch.from_numpy(np.asarray(o.lo, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
     hi = [torch.from_numpy(np.asarray(o.hi, np.float32)).clamp(-clamp, clamp).to(device) for o in obs]
     weighted = any(o.weight is not None for o in obs)
-    wt = [torch.from_numpy(np.asarray(o.weight if o.weight is not None else np.ones(len(o)), np.float32)).to(device)
-          for o in obs] if weighted else None
+    wt = [torch.from_numpy(np.asarray(o.weight if o.weight is not None else np.ones(len(o)), np.float32))
+          .to(device) for o in obs] if weighted else None
+    return pts, lo, hi, wt
+
+
+def _start_batch(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
+                 device: torch.device, init: torch.Tensor | None, gen: torch.Generator,
+                 candidates: torch.Tensor | None, pose, r: int) -> _CodeBatch:
+    """The codes an optimisation starts from, ``r`` rows per observation set (see :func:`optimise_codes`)."""
+    if init is None:
+        init = torch.randn(len(obs), model.latent_size, generator=gen) * cfg.init_std
+    code = init.detach().clone().to(device).reshape(len(obs), -1)
+    near = [np.asarray(o.near_surface(NEAR_SURFACE), np.float32) for o in obs]
+    mask = model.observed_mask([torch.from_numpy(p).to(device) for p in near])
+    if mask is not None and not bool(mask.any(dim=1).all()):
+        raise DataError("no observed surface point lies inside the grid's bounds; nothing to fit local codes "
+                        "to")
+    pts, lo, hi, wt = _observation_tensors(obs, clamp, device)
     if any(len(p) == 0 for p in pts):
         raise DataError("an observation set is empty; nothing to fit a code to")
     if pose is not None:
@@ -277,100 +294,164 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
         wt = None if wt is None else [v for v in wt for _ in range(r)]
         mask = None if mask is None else mask.repeat_interleave(r, dim=0)
     code = code if mask is None else code * mask
-    narrow_at = int(cfg.restart_at * iterations) if r > 1 else -1
-    recent = []  # per-code losses of the last steps before narrowing down
     code.requires_grad_(True)
-    k = min(cfg.samples, min(len(p) for p in pts))
-    opt = CodeAdam(code, lr=cfg.lr)
-    pose_opt = None if pose is None else CodeAdam(pose.params.detach().clone().to(device).requires_grad_(True),
-                                                  lr=pose.lr)
-    drop = int(cfg.lr_drop_at * iterations)
-    k0 = min(k, cfg.samples_start) if cfg.samples_start > 0 else k
+    pose_opt = None
+    if pose is not None:
+        pose_opt = CodeAdam(pose.params.detach().clone().to(device).requires_grad_(True), lr=pose.lr)
+    return _CodeBatch(code, CodeAdam(code, lr=cfg.lr), pts, lo, hi, wt, mask, pose, pose_opt)
+
+
+@dataclass
+class _Schedule:
+    """The steps of a code optimisation: the learning rate (cosine, or dropped at ``drop``, earlier on a
+    plateau), the samples per step (from ``k0`` growing to ``k`` until the drop) and the early stop."""
+
+    cfg: ReconstructConfig
+    iterations: int
+    k: int
+    k0: int
+    drop: int
+    dropped: bool = False
+    smooth: float | None = None
+    best: float = math.inf
+    best_at: int = 0
+
+    def set_lr(self, it: int, opt: CodeAdam) -> None:
+        if self.cfg.schedule == "cosine":
+            opt.lr = cosine_lr(self.cfg.lr, it, self.iterations)
+        elif it == self.drop and not self.dropped:
+            opt.lr = self.cfg.lr * self.cfg.lr_drop_factor
+            self.dropped, self.best, self.best_at = True, math.inf, it
+
+    def samples(self, it: int) -> int:
+        k, k0 = self.k, self.k0
+        return k if it >= self.drop or self.dropped else k0 + (k - k0) * it // max(self.drop, 1)
+
+    def stop(self, it: int, loss: float) -> bool:
+        """Whether to stop after step ``it`` with ``loss``: on a plateau the rate drops early, then it
+        stops."""
+        if self.cfg.patience <= 0:
+            return False
+        self.smooth = loss if self.smooth is None else 0.9 * self.smooth + 0.1 * loss
+        if self.smooth < 0.99 * self.best:
+            self.best, self.best_at = self.smooth, it
+        elif it - self.best_at >= self.cfg.patience:
+            if self.dropped:
+                return True
+            self.drop = it + 1
+        return False
+
+
+def _code_step(model: SDFModel, batch: _CodeBatch, n: int, gen: torch.Generator, cfg: ReconstructConfig,
+               clamp: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Adam step of every code on ``n`` observations drawn per row; returns the summed loss and the loss
+    per row."""
+    idx = [torch.randint(len(p), (n,), generator=gen).to(device) for p in batch.pts]
+    x = torch.stack([p[i] for p, i in zip(batch.pts, idx, strict=True)])
+    lo_b = torch.stack([v[i] for v, i in zip(batch.lo, idx, strict=True)])
+    hi_b = torch.stack([v[i] for v, i in zip(batch.hi, idx, strict=True)])
+    if batch.pose_opt is not None:
+        x, lo_b, hi_b = batch.pose.apply(batch.pose_opt.param, x, lo_b, hi_b)
+        lo_b, hi_b = lo_b.clamp(-clamp, clamp), hi_b.clamp(-clamp, clamp)
+    z = batch.code if batch.mask is None else batch.code * batch.mask
+    with autocast(device, cfg.precision):
+        pred = model.decode(z, x)
+    pred = pred.float().clamp(-clamp, clamp)
+    miss = robust_residual(torch.relu(lo_b - pred) + torch.relu(pred - hi_b), cfg)
+    if batch.wt is not None:
+        miss = miss * torch.stack([v[i] for v, i in zip(batch.wt, idx, strict=True)])
+    per = miss.mean(dim=1)
+    if cfg.code_reg > 0:
+        per = per + cfg.code_reg * model.code_penalty(z)
+    loss = per.sum()
+    batch.opt.zero_grad()
+    if batch.pose_opt is not None:
+        batch.pose_opt.zero_grad()
+    loss.backward()
+    batch.opt.step()
+    if batch.pose_opt is not None:
+        batch.pose_opt.step()
+    return loss, per
+
+
+@contextlib.contextmanager
+def _frozen(model: SDFModel):
+    """The model in eval mode with no parameter requiring grad, restored afterwards."""
     was_training = model.training
     model.eval()
     flags = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
-    losses: list[float] = []
-    smooth, best, best_at, dropped = None, math.inf, 0, False
-    bar = progress_bar(iterations, "optimise code", "step", progress)
     try:
-        # the decoder is frozen: its weight-normalised weights are computed once, not at every step
-        with parametrize.cached():
-            for it in range(iterations):
-                if cfg.schedule == "cosine":
-                    opt.lr = cosine_lr(cfg.lr, it, iterations)
-                elif it == drop and not dropped:
-                    opt.lr = cfg.lr * cfg.lr_drop_factor
-                    dropped, best, best_at = True, math.inf, it
-                if pose_opt is not None:
-                    pose_opt.lr = pose.lr * opt.lr / cfg.lr
-                n = k if it >= drop or dropped else k0 + (k - k0) * it // max(drop, 1)
-                idx = [torch.randint(len(p), (n,), generator=gen).to(device) for p in pts]
-                x = torch.stack([p[i] for p, i in zip(pts, idx, strict=True)])
-                lo_b = torch.stack([v[i] for v, i in zip(lo, idx, strict=True)])
-                hi_b = torch.stack([v[i] for v, i in zip(hi, idx, strict=True)])
-                if pose_opt is not None:
-                    x, lo_b, hi_b = pose.apply(pose_opt.param, x, lo_b, hi_b)
-                    lo_b, hi_b = lo_b.clamp(-clamp, clamp), hi_b.clamp(-clamp, clamp)
-                z = code if mask is None else code * mask
-                with autocast(device, cfg.precision):
-                    pred = model.decode(z, x)
-                pred = pred.float().clamp(-clamp, clamp)
-                miss = robust_residual(torch.relu(lo_b - pred) + torch.relu(pred - hi_b), cfg)
-                if wt is not None:
-                    miss = miss * torch.stack([v[i] for v, i in zip(wt, idx, strict=True)])
-                per = miss.mean(dim=1)
-                if cfg.code_reg > 0:
-                    per = per + cfg.code_reg * model.code_penalty(z)
-                loss = per.sum()
-                opt.zero_grad()
-                if pose_opt is not None:
-                    pose_opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if pose_opt is not None:
-                    pose_opt.step()
-                losses.append(float(loss.detach()) / len(per))
-                bar.update(1)
-                if narrow_at >= 0:
-                    recent = (recent + [per.detach()])[-10:]
-                    if it + 1 >= narrow_at:  # each set goes on from its start with the lowest recent loss
-                        keep = torch.stack(recent).mean(dim=0).reshape(b, r).argmin(dim=1) + torch.arange(b) * r
-                        keep = keep.to(device)
-                        code = code.detach()[keep].clone().requires_grad_(True)
-                        opt.param, opt.m, opt.v = code, opt.m[keep].clone(), opt.v[keep].clone()
-                        pts, lo, hi = ([vs[i] for i in keep.tolist()] for vs in (pts, lo, hi))
-                        wt = None if wt is None else [wt[i] for i in keep.tolist()]
-                        mask = None if mask is None else mask[keep]
-                        if pose_opt is not None:
-                            pose.kept = keep.cpu()
-                            pose_opt.param = pose_opt.param.detach()[keep].clone().requires_grad_(True)
-                            pose_opt.m, pose_opt.v = pose_opt.m[keep].clone(), pose_opt.v[keep].clone()
-                        narrow_at = -1
-                if cfg.patience > 0:  # plateau: drop the rate early, then stop early
-                    smooth = losses[-1] if smooth is None else 0.9 * smooth + 0.1 * losses[-1]
-                    if smooth < 0.99 * best:
-                        best, best_at = smooth, it
-                    elif it - best_at >= cfg.patience:
-                        if dropped:
-                            break
-                        drop = it + 1
+        yield
     finally:
-        bar.close()
         for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)
         model.train(was_training)
+
+
+def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
+                   device: torch.device, init: torch.Tensor | None = None, seed: int = 0,
+                   iterations: int | None = None, candidates: torch.Tensor | None = None, pose=None,
+                   progress: bool = False
+                   ) -> tuple[torch.Tensor, list[float]]:
+    """Find codes (B, L) for B observation sets at once (one batched decoder call per step).
+
+    Each code has its own loss (mean over its samples, plus ``code_reg`` times the code penalty,
+    ``||z||^2`` for a global code) and Adam's updates are per parameter, so a code ends as it would optimised
+    alone. ``init`` (B, L) or None (N(0, init_std^2)). With ``cfg.init == 'best'`` and ``candidates`` (C, L)
+    (see :func:`start_candidates`), each set starts from the candidate that explains it best
+    (:func:`best_candidates`) instead. A grid's codes change only near the observed surface
+    (:meth:`SDFModel.observed_mask`); the others are empty (zero). ``progress``: a progress bar of the steps
+    on stderr (:func:`deepsdf_ad.data_prep.log.progress_bar`). Returns the codes and the loss per iteration
+    (mean over the B sets).
+
+    ``pose`` (see :class:`deepsdf_ad.pose.PoseStarts`): the observations are also moved by a similarity
+    transform whose parameters are optimised with the codes (the sdf bounds scale with it). Then ``obs`` holds
+    ``pose.starts`` sets per shape (one per pose hypothesis, each in its own frame, best first) and ``init`` a
+    code for each; they are narrowed down to one per shape as restarts are, and ``pose.params`` ends as the
+    kept hypotheses' refined parameters (B, 5).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    iterations = cfg.iterations if iterations is None else iterations
+    # starts per set; the batch holds set 0's, then set 1's, ...
+    r = cfg.restarts if pose is None else pose.starts
+    b = len(obs) if pose is None else len(obs) // r
+    batch = _start_batch(model, obs, cfg, clamp, device, init, gen, candidates, pose, r)
+    narrow_at = int(cfg.restart_at * iterations) if r > 1 else -1
+    recent = []  # per-code losses of the last steps before narrowing down
+    k = min(cfg.samples, min(len(p) for p in batch.pts))
+    sched = _Schedule(cfg, iterations, k, min(k, cfg.samples_start) if cfg.samples_start > 0 else k,
+                      int(cfg.lr_drop_at * iterations))
+    losses: list[float] = []
+    # the decoder is frozen: its weight-normalised weights are computed once, not at every step
+    bar = progress_bar(iterations, "optimise code", "step", progress)
+    with _frozen(model), bar, parametrize.cached():
+        for it in range(iterations):
+            sched.set_lr(it, batch.opt)
+            if batch.pose_opt is not None:
+                batch.pose_opt.lr = pose.lr * batch.opt.lr / cfg.lr
+            loss, per = _code_step(model, batch, sched.samples(it), gen, cfg, clamp, device)
+            losses.append(float(loss.detach()) / len(per))
+            bar.update(1)
+            if narrow_at >= 0:
+                recent = (recent + [per.detach()])[-10:]
+                if it + 1 >= narrow_at:  # each set goes on from its start with the lowest recent loss
+                    keep = torch.stack(recent).mean(dim=0).reshape(b, r).argmin(dim=1) + torch.arange(b) * r
+                    batch.keep(keep.to(device))
+                    narrow_at = -1
+            if sched.stop(it, losses[-1]):  # plateau: drop the rate early, then stop early
+                break
     if not all(math.isfinite(x) for x in losses[-1:]):
         raise DataError("code optimisation diverged (loss is not finite); lower reconstruct.lr")
-    if narrow_at >= 0:  # stopped before narrowing down: each set's first start (its best probe, or the given one)
-        keep = torch.arange(b, device=code.device) * r
-        code, mask = code[keep], None if mask is None else mask[keep]
-        if pose_opt is not None:
-            pose.kept, pose_opt.param = keep.cpu(), pose_opt.param[keep]
+    if narrow_at >= 0:  # stopped before narrowing down: each set's first start (its best probe, or the given)
+        keep = torch.arange(b, device=batch.code.device) * r
+        batch.code, batch.mask = batch.code[keep], None if batch.mask is None else batch.mask[keep]
+        if batch.pose_opt is not None:
+            pose.kept, batch.pose_opt.param = keep.cpu(), batch.pose_opt.param[keep]
     if pose is not None:
-        pose.params = pose_opt.param.detach().clone()
-    return (code if mask is None else code * mask).detach(), losses
+        pose.params = batch.pose_opt.param.detach().clone()
+    return batch.codes(), losses
 
 
 MODES = ("optimise", "encode", "encode+refine")
@@ -380,13 +461,13 @@ MAX_OBSERVED_POINTS = 200_000
 ``reconstruct.samples`` of them per step anyway, and every point adds free-space observations."""
 
 
-def thin_points(path: str | os.PathLike, points: np.ndarray, normals: np.ndarray | None, seed: int
+def thin_points(points: np.ndarray, normals: np.ndarray | None, seed: int
                 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """At most :data:`MAX_OBSERVED_POINTS` of ``points`` (N, dim) (and their normals), chosen with ``seed``."""
+    """At most :data:`MAX_OBSERVED_POINTS` of ``points`` (N, dim) (and their normals), chosen with
+    ``seed``."""
     if len(points) <= MAX_OBSERVED_POINTS:
         return points, normals
     keep = np.sort(np.random.default_rng(seed).choice(len(points), MAX_OBSERVED_POINTS, replace=False))
-    note(f"{path}: {len(points):,} points; using a random {MAX_OBSERVED_POINTS:,} of them")
     return points[keep], None if normals is None else normals[keep]
 
 
@@ -401,7 +482,8 @@ def check_mode(model: SDFModel, mode: str | None, source: str = "") -> str:
     if mode not in MODES:
         raise DataError(f"--mode {mode}: unknown mode; use one of {', '.join(MODES)}")
     if mode.startswith("encode") and model.latent.optimised_at_test_time:
-        raise DataError(f"--mode {mode} needs an autoencoder run (model.latent.source: pointnet or pointnet_grid); this run's latent "
+        raise DataError(f"--mode {mode} needs an autoencoder run (model.latent.source: pointnet or "
+                        "pointnet_grid); this run's latent "
                         f"source{' ' + repr(source) if source else ''} has no encoder: use --mode optimise")
     return mode
 
@@ -414,12 +496,14 @@ def input_points(points: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
 
 
 @torch.no_grad()
-def encode_codes(model: SDFModel, points: list[np.ndarray], device: torch.device, seed: int = 0) -> torch.Tensor:
+def encode_codes(model: SDFModel, points: list[np.ndarray], device: torch.device, seed: int = 0
+                 ) -> torch.Tensor:
     """Codes (B, L) of B point sets (each (M_i, dim), normalised frame) by one encoder pass (eval mode);
     each set is resampled to the encoder's ``input_points`` points."""
     rng = np.random.default_rng(seed)
     n = model.latent.input_points
-    x = torch.from_numpy(np.stack([input_points(np.asarray(p, np.float32), n, rng) for p in points])).to(device)
+    x = np.stack([input_points(np.asarray(p, np.float32), n, rng) for p in points])
+    x = torch.from_numpy(x).to(device)
     was = model.training
     model.eval()
     try:
@@ -461,161 +545,76 @@ the optimisation: there the loss is flat, so the code found does not explain the
 
 
 def clamped_share(sdf, points: np.ndarray, clamp: float) -> float:
-    """Share of ``points`` (M, dim; observed surface, sdf 0) where ``sdf(points)`` is at or beyond ``clamp``."""
+    """Share of ``points`` (M, dim; observed surface, sdf 0) where ``sdf(points)`` is at or beyond
+    ``clamp``."""
     if not math.isfinite(clamp) or len(points) == 0:
         return 0.0
     return float(np.mean(np.abs(sdf(points)) >= clamp))
 
 
-def load_for_reconstruct(run_path: str | os.PathLike, device: str = "auto", mode: str | None = None,
-                        precision: str | None = None, restarts: int | None = None) -> tuple:
-    """(device, run, config, model, mode) of a trained run, with ``precision`` and ``restarts`` (None: the
-    run's) set in its reconstruct config and ``mode`` checked (:func:`check_mode`)."""
-    dev = resolve_device(device)
-    run = Run(run_path)
-    cfg, model = load_trained(run, dev)
-    if precision is not None:
-        cfg.reconstruct.precision = precision
-    if restarts is not None:
-        cfg.reconstruct.restarts = restarts
-    return dev, run, cfg, model, check_mode(model, mode, cfg.model.latent.source)
+def face_camera(normals: np.ndarray, points: np.ndarray, camera: np.ndarray) -> np.ndarray:
+    """``normals`` (N, 3) of ``points`` (N, 3) flipped where needed to face the ``camera`` (3,): a surface
+    seen by a camera faces it, so its outside is towards the camera."""
+    flip = np.sum(normals * (camera[None] - points), axis=1) < 0
+    return np.where(flip[:, None], -normals, normals)
 
 
-def reconstruct_file(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
-                     resolution: int | None = None, iterations: int | None = None, device: str = "auto",
-                     norm: str | None = None, seed: int = 0, mode: str | None = None, method: str = "adaptive",
-                     precision: str | None = None, restarts: int | None = None,
-                     depth_camera: DepthCamera | None = None, progress: bool = False,
-                     loaded: tuple | None = None, scan: tuple | None = None) -> dict:
-    """``deepsdf-ad reconstruct``: partial scan (mesh frame) -> completed mesh (same frame) at ``out``.
-
-    ``partial``: a point cloud (see :func:`deepsdf_ad.data_prep.formats.load_points`; its camera from a sidecar or the PLY
-    header, see :func:`deepsdf_ad.data_prep.scans.load_scan`) or, with ``depth_camera``, a 16-bit depth PNG taken by that
-    camera (:func:`deepsdf_ad.data_prep.scans.load_depth_scan`: the points and the mesh are then in the camera's frame).
-    ``progress``: progress bars of the optimisation and the meshing on stderr.
-
-    The scan goes into the normalised frame by ``norm``, or the scan's sidecar, or else by its bounding box in
-    its own orientation (:func:`estimate_normalization`; :func:`deepsdf_ad.pose.reconstruct_scan` searches the
-    pose instead). ``loaded``: what :func:`load_for_reconstruct` returned, when the caller has it already;
-    ``scan``: the (cloud, meta) of :func:`deepsdf_ad.data_prep.scans.load_scan`, likewise.
-
-    ``method``: meshing by 'adaptive' (coarse-to-fine) or 'dense' evaluation; ``precision``: fp32, bf16 or fp16
-    autocast for the code optimisation and the meshing queries (None: the run's ``reconstruct.precision``);
-    ``restarts``: starts per shape (None: the run's ``reconstruct.restarts``).
-
-    ``mode``: 'optimise', 'encode' or 'encode+refine' (default: optimise for an autodecoder run, encode for
-    an autoencoder run); see :func:`find_codes`.
-
-    For a 2D run ``partial`` is a PNG of a partly masked digit or a 2D point file (see
-    :func:`observations_2d`) and ``out`` a PNG.
-    """
-    from deepsdf_ad.data_prep.formats import atomic_path, load_normalization
-    from deepsdf_ad.meshing import mesh_sdf, model_sdf
-
-    dev, run, cfg, model, mode = loaded or load_for_reconstruct(run_path, device, mode, precision, restarts)
-    precision = cfg.reconstruct.precision
-    if cfg.dim == 2:
-        if depth_camera is not None:
-            raise DataError(f"{partial}: a depth image needs a 3D run; this run is 2D")
-        return reconstruct_2d(run, cfg, model, partial, out, resolution, iterations, dev, seed, mode, progress)
-    cloud, meta = scan or (load_scan(partial) if depth_camera is None else load_depth_scan(partial, depth_camera))
-    if norm is not None:
-        offset, scale = load_normalization(norm)
-        source = f"from {norm}"
-    elif "normalization" in meta:
-        offset, scale = np.asarray(meta["normalization"]["offset"], float), float(meta["normalization"]["scale"])
-        source = "from the scan's sidecar"
-    else:
-        offset, scale = estimate_normalization(cloud.points)
-        source = "estimated from the observed points"
-        note(f"{partial}: no normalisation known; estimated it from the points "
-              "(pass --norm NORM.npz for the true one)")
-    pts, normals = thin_points(partial, cloud.points, cloud.normals, seed)
-    pts = apply_normalization(pts, offset, scale)
-    if not np.isfinite(pts).all() or np.abs(pts).max() > 1e6:
-        raise DataError(f"{partial}: the points lie far outside the object's unit sphere after normalisation "
-                        f"(offset {np.round(offset, 4).tolist()}, scale {scale:.4g}, {source}); wrong --norm file?")
-    camera = apply_normalization(np.asarray(meta["camera"], float), offset, scale) if "camera" in meta else None
-    if normals is not None and camera is not None:  # make sure they face the camera (the outside)
-        flip = np.sum(normals * (camera[None] - pts), axis=1) < 0
-        normals = np.where(flip[:, None], -normals, normals)
-    obs = observations_from_scan(pts, normals, camera, cfg.reconstruct, np.random.default_rng(seed))
-    mean_code = mean_training_code(run)
+def fit_observations(model: SDFModel, cfg: Config, obs: Observations, points: np.ndarray | None,
+                     device: torch.device, mode: str = "optimise", seed: int = 0,
+                     iterations: int | None = None, mean_code: torch.Tensor | None = None,
+                     candidates: torch.Tensor | None = None, progress: bool = False
+                     ) -> tuple[torch.Tensor, list[float]]:
+    """The code (L,) of one shape from its observations ``obs`` (and its surface ``points`` (M, dim) for an
+    encoder mode), starting as ``reconstruct.init`` says (:func:`initial_code` with ``mean_code``, the mean
+    training code, or the best of ``candidates``, see :func:`start_candidates`); see :func:`find_codes`.
+    Returns the code and the loss per iteration."""
     init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_code)
-    codes, losses = find_codes(model, cfg, mode, [obs], [pts], dev, init=init.reshape(1, -1), seed=seed,
-                               iterations=iterations, candidates=start_candidates(run, cfg.reconstruct),
-                               progress=progress)
-    code = codes[0]
-    res = resolution or cfg.mesh.resolution
-    sdf = model_sdf(model, code, dev, cfg.mesh.batch_points, precision=precision)
-    share = clamped_share(sdf, pts, loss_clamp(cfg))
-    if share > MISFIT_SHARE:
-        warn(f"{partial}: after the optimisation {share:.0%} of the observed points are still "
-              f"predicted at the clamp (|sdf| >= {loss_clamp(cfg):g}), so the shape found does not explain the scan "
-              "(another kind of object than the run learned, or a wrong normalisation: --norm?)")
-    mesh = mesh_sdf(sdf, res, method=method, progress=progress)
-    mesh = trimesh.Trimesh(undo_normalization(mesh.vertices, offset, scale), mesh.faces, process=False)
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        mesh.export(tmp, file_type=out.suffix.lstrip(".") or "ply")
-    return {"out": str(out), "points": int(len(cloud.points)), "observations": int(len(obs)), "mode": mode,
-            "final_loss": losses[-1] if losses else None, "normalization": source, "vertices": int(len(mesh.vertices)),
-            "clamped_share": share}
+    codes, losses = find_codes(model, cfg, mode, [obs], None if points is None else [points], device,
+                               init=init.reshape(1, -1), seed=seed, iterations=iterations,
+                               candidates=candidates, progress=progress)
+    return codes[0], losses
 
 
-def observations_2d(partial: str | os.PathLike, kind: str) -> Observations:
-    """Observations of a 2D field in the image frame [-1, 1]^2 (x right, y up).
+@dataclass
+class ScanFit:
+    """A partial scan explained by the decoder: the ``code`` (L,), the loss per iteration, the number of
+    observations fitted, the ``sdf`` of the shape found (a function of points (M, 3) in the normalised frame,
+    :func:`deepsdf_ad.meshing.model_sdf`) and the share of the observed points still at the clamp
+    (:func:`clamped_share`; above :data:`MISFIT_SHARE` the code does not explain the scan)."""
 
-    - ``.png``: a digit image (white ink on black, any size, covering the frame), pixels with alpha 0 unknown.
-      Known pixels give the intensity (heightfield runs) or the side of the contour and bounds on the
-      distance to it (sdf runs; see :func:`deepsdf_ad.data_prep.digits.image_observations`).
-    - ``.npy`` / ``.txt`` / ``.ply``: (N, 2) points on the contour (sdf = 0), already in the frame.
+    code: torch.Tensor
+    losses: list[float]
+    observations: int
+    sdf: Callable[[np.ndarray], np.ndarray]
+    clamped_share: float
+
+
+def fit_scan(model: SDFModel, cfg: Config, points: np.ndarray, normals: np.ndarray | None,
+             camera: np.ndarray | None, device: torch.device, mode: str = "optimise", seed: int = 0,
+             iterations: int | None = None, mean_code: torch.Tensor | None = None,
+             candidates: torch.Tensor | None = None, progress: bool = False) -> ScanFit:
+    """The shape of a partial 3D scan in the normalised frame.
+
+    Args:
+        points: surface points (N, 3), normalised frame; normals: their normals (N, 3) or None (turned to face
+            the camera); camera: its position (3,) in the normalised frame, or None (no free space).
+        mode, seed, iterations, mean_code, candidates, progress: see :func:`fit_observations`.
     """
-    from deepsdf_ad.data_prep.digits import image_observations
-    from deepsdf_ad.data_prep.formats import load_png, load_points_2d
+    from deepsdf_ad.meshing import model_sdf
 
-    path = Path(partial)
-    if path.suffix.lower() == ".png":
-        gray, known = load_png(path)
-        try:
-            pts, lo, hi = image_observations(gray, known, kind)
-        except DataError as e:
-            raise DataError(f"{path}: {e}") from None
-        return Observations(pts, lo, hi)
-    if kind == "height":
-        raise DataError(f"{path}: a heightfield run needs an image (.png) of the digit, not contour points")
-    pts, _ = thin_points(path, load_points_2d(path), None, 0)
-    return Observations(pts, np.zeros(len(pts)), np.zeros(len(pts)))
+    if normals is not None and camera is not None:
+        normals = face_camera(normals, points, camera)
+    obs = observations_from_scan(points, normals, camera, cfg.reconstruct, np.random.default_rng(seed))
+    code, losses = fit_observations(model, cfg, obs, points, device, mode, seed, iterations, mean_code,
+                                    candidates, progress)
+    sdf = model_sdf(model, code, device, cfg.mesh.batch_points, precision=cfg.reconstruct.precision)
+    return ScanFit(code, losses, len(obs), sdf, clamped_share(sdf, points, loss_clamp(cfg)))
 
 
 def contour_points(obs: Observations) -> np.ndarray:
     """The observed points known to lie on the contour (lo = hi = 0): an encoder's input in 2D."""
     on = (np.asarray(obs.lo) == 0) & (np.asarray(obs.hi) == 0)
     return np.asarray(obs.points)[on]
-
-
-def reconstruct_2d(run, cfg: Config, model: SDFModel, partial: str | os.PathLike, out: str | os.PathLike,
-                   resolution: int | None, iterations: int | None, device: torch.device, seed: int,
-                   mode: str = "optimise", progress: bool = False) -> dict:
-    """The 2D path of :func:`reconstruct_file`: observations from an image or points, code, PNG."""
-    from deepsdf_ad.meshing import field_kind, model_sdf, write_shape
-
-    kind = field_kind(cfg)
-    obs = observations_2d(partial, kind)
-    points = None
-    if mode.startswith("encode"):
-        points = contour_points(obs)
-        if len(points) == 0:
-            raise DataError(f"{partial}: no contour point is observed; the encoder needs points on the contour")
-    init = initial_code(model, cfg.reconstruct, torch.Generator().manual_seed(seed), mean_training_code(run))
-    codes, losses = find_codes(model, cfg, mode, [obs], None if points is None else [points], device,
-                               init=init.reshape(1, -1), seed=seed, iterations=iterations,
-                               candidates=start_candidates(run, cfg.reconstruct), progress=progress)
-    code = codes[0]
-    info = write_shape(model_sdf(model, code, device, cfg.mesh.batch_points), 2, kind,
-                       resolution or cfg.mesh.resolution, out)
-    return {**info, "points": int(len(obs)), "observations": int(len(obs)), "mode": mode,
-            "final_loss": losses[-1] if losses else None, "normalization": "the image frame [-1, 1]^2"}
 
 
 def mean_training_code(run) -> torch.Tensor | None:

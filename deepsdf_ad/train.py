@@ -7,10 +7,10 @@ One loop for every latent source. Each epoch draws its randomness from a generat
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +31,8 @@ from deepsdf_ad.runs import CHECKPOINTS, CONFIG, METRICS, Run, load_model_state
 
 def step_loss(model: SDFModel, batch: dict, clamp: float, reg_weight: float, precision: str,
               dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, sdf loss, code regulariser) of one single-process step on ``batch`` ({"index", "samples", ...})."""
+    """(loss, sdf loss, code regulariser) of one single-process step on ``batch`` ({"index", "samples",
+    ...})."""
     samples = batch["samples"]
     with autocast(dev, precision):
         codes = model.latent.codes(batch)
@@ -92,8 +93,9 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
     folder whose metrics record epochs but holds no checkpoint any more (they were deleted) is refused too,
     unless ``restart``: starting over would overwrite its ``metrics.jsonl``.
 
-    ``out`` must be a run folder of ours, new or empty (``force``: any folder; see :mod:`deepsdf_ad.data_prep.folders`);
-    while it trains, a second ``train`` into it is refused, naming this process.
+    ``out`` must be a run folder of ours, new or empty (``force``: any folder; see
+    :mod:`deepsdf_ad.data_prep.folders`); while it trains, a second ``train`` into it is refused, naming this
+    process.
 
     Started by torchrun (``WORLD_SIZE`` > 1 in the environment), every rank calls this; the shapes of each
     batch are divided among ranks and only rank 0 writes files (see :mod:`deepsdf_ad.distributed`).
@@ -112,24 +114,72 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
     run = Run(out)
     resumed = run.exists() and bool(run.checkpoints())
     world.barrier()  # every rank has looked before rank 0 writes
+    cfg = _run_config(run, cfg, epochs, resumed, restart)
+    refs, bank = _load_samples(run, cfg, data, split_file, progress, world, resumed)
+    data_dev = data_device(cfg.train.samples_on, bank.nbytes, dev)
+    bank.to(data_dev)
+    loop = _start_loop(cfg, run, world, dev, data_dev, bank, refs, progress, resumed)
+    tc = cfg.train
+    bar = tqdm(range(loop.start, tc.epochs), desc="train", unit="epoch",
+               disable=not (progress and world.main), initial=loop.start, total=tc.epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        lrs = {"decoder": tc.lr_decoder.at(epoch, tc.epochs), "latent": tc.lr_latent.at(epoch, tc.epochs)}
+        for group in loop.opt.param_groups:
+            group["lr"] = lrs[group["name"]]
+        totals = _train_epoch(loop, epoch)
+        totals = dict(zip(("loss", "sdf_loss", "reg_loss"), world.sum(totals).tolist(), strict=True))
+        if not math.isfinite(totals["loss"]):
+            raise DataError(f"{run.path}: training diverged (loss is {totals['loss']}) at epoch {epoch + 1}; "
+                            "lower the learning rates")
+        seconds = time.perf_counter() - t0
+        done = epoch + 1
+        if world.main:
+            row = _metrics_row(loop, done, totals, lrs, seconds)
+            run.append_metrics(row)
+            bar.set_postfix(loss=f"{row['loss']:.5f}")
+        out_of_time = world.decide(max_seconds is not None and time.perf_counter() - t_start > max_seconds)
+        if done % tc.checkpoint_every == 0 or done == tc.epochs or out_of_time:
+            world.check_in_sync(loop.model)
+            if world.main:
+                save_checkpoint(run, loop.model, loop.opt, done, cfg, loop.inputs)
+        if out_of_time:
+            break
+    bar.close()
+    if loop.start >= tc.epochs and world.main:
+        # nothing left to train: make sure the codes file belongs to the newest checkpoint (a kill between
+        # writing the checkpoint and the codes file would leave older codes)
+        save_codes(run, loop.model)
+    world.barrier()
+    return run
+
+
+def _run_config(run: Run, cfg: Config, epochs: int | None, resumed: bool, restart: bool) -> Config:
+    """The config to train with: a resumed run's own (refused if ``cfg`` differs but for the epochs), else
+    ``cfg``; ``epochs`` (when given) replaces ``train.epochs``."""
     if resumed:
         saved = run.config()
         changed = config_differences(saved, cfg, ignore=("train.epochs",))
         if changed:
-            raise ConfigError(f"{run.path}: the run was started with another config; it resumes only with its own "
-                              f"(--epochs may change): {'; '.join(changed)}; use a new --out, or the run's "
-                              f"{run.path / CONFIG} without --set")
+            raise ConfigError(f"{run.path}: the run was started with another config; it resumes only with "
+                              f"its own (--epochs may change): {'; '.join(changed)}; use a new --out, or the "
+                              f"run's {run.path / CONFIG} without --set")
         if epochs is not None:
             saved.train.epochs = epochs
         elif cfg.train.epochs != saved.train.epochs:
-            note(f"{run.path}: resumes with its own train.epochs ({saved.train.epochs}), not {cfg.train.epochs}; "
-                 "pass --epochs N to change it")
-        cfg = saved
-    else:
-        if not restart:
-            _refuse_lost_checkpoints(run, cfg)
-        if epochs is not None:
-            cfg.train.epochs = epochs
+            note(f"{run.path}: resumes with its own train.epochs ({saved.train.epochs}), not "
+                 f"{cfg.train.epochs}; pass --epochs N to change it")
+        return saved
+    if not restart:
+        _refuse_lost_checkpoints(run, cfg)
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    return cfg
+
+
+def _load_samples(run: Run, cfg: Config, data: str | os.PathLike, split_file: str | None, progress: bool,
+                  world: World, resumed: bool) -> tuple[list, SampleBank]:
+    """The training split's shapes and their samples; rank 0 writes the run's config and shape list."""
     root = DataRoot(data, split_file)
     if root.manifest().get("field") == "height" and cfg.train.loss != "l1":
         raise DataError(f"{root.root}: holds heightfield intensities, not distances; train with "
@@ -144,9 +194,35 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
         run.path.mkdir(parents=True, exist_ok=True)
         run.save_config(cfg)
         run.save_shapes(str(Path(data).resolve()), bank.keys)
-    data_dev = data_device(cfg.train.samples_on, bank.nbytes, dev)
-    bank.to(data_dev)
+    return refs, bank
 
+
+@dataclass
+class _Loop:
+    """What the epochs of one training call work with."""
+
+    cfg: Config
+    world: World
+    dev: torch.device
+    data_dev: torch.device
+    bank: SampleBank
+    inputs: PointInputs | None
+    """Surface points of the shapes, for a latent source that reads points (an encoder)."""
+    model: SDFModel
+    opt: torch.optim.Adam
+    net: torch.nn.Module | None
+    """The DDP-wrapped model when distributed."""
+    scaler: torch.amp.GradScaler | None
+    split: tuple[int, int]
+    """(shape parts, sample parts) of a step (:func:`plan_split`)."""
+    start: int
+    """Epochs done before this call (resumed from a checkpoint)."""
+
+
+def _start_loop(cfg: Config, run: Run, world: World, dev: torch.device, data_dev: torch.device,
+                bank: SampleBank, refs: list, progress: bool, resumed: bool) -> _Loop:
+    """The model (seeded initial weights, or the newest checkpoint's when resuming), its optimiser and the
+    step plan."""
     torch.manual_seed(cfg.train.seed)  # initial weights: deterministic for a seed
     model = build_model(cfg.dim, cfg.model.decoder, cfg.model.latent, len(bank)).to(dev)
     opt = make_optimizer(model, cfg)
@@ -164,83 +240,74 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
     if world.main:
         run.truncate_metrics(start)
     net = wrap(model, dev) if world.enabled else None
-    tc = cfg.train
-    clamp = loss_clamp(cfg)
-    scaler = torch.amp.GradScaler(dev.type) if resolve_precision(tc.precision, dev) == "fp16" and dev.type == "cuda" else None
-    n_batches = math.ceil(len(bank) / tc.shapes_per_batch)
-    split = plan_split(cfg, dev, world.size)
-    bar = tqdm(range(start, tc.epochs), desc="train", unit="epoch", disable=not (progress and world.main),
-               initial=start, total=tc.epochs)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        lrs = {"decoder": tc.lr_decoder.at(epoch, tc.epochs), "latent": tc.lr_latent.at(epoch, tc.epochs)}
-        for group in opt.param_groups:
-            group["lr"] = lrs[group["name"]]
-        reg_weight = tc.code_reg * min(1.0, epoch / max(tc.code_reg_rampup, 1))
-        gen = epoch_generator(tc.seed, epoch, data_dev)
-        model.train()
-        totals = torch.zeros(3, dtype=torch.float64)  # loss, sdf_loss, reg_loss (this rank's share)
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            # dropout masks, reproducible per epoch (and different on each rank)
-            torch.manual_seed(tc.seed * 31 + epoch + 1_000_003 * world.rank)
-            perm = torch.randperm(len(bank), generator=gen, device=data_dev)
-            for b in range(n_batches):
-                # every rank draws the whole global batch from the same generator, so the random stream
-                # (and each shape's samples) does not depend on the number of ranks
-                idx = perm[b * tc.shapes_per_batch:(b + 1) * tc.shapes_per_batch]
-                batch = {"index": to_device(idx, dev),
-                         "samples": to_device(bank.draw(idx, tc.samples_per_shape, gen), dev)}
-                if inputs is not None:
-                    batch["points"] = to_device(inputs.draw(idx, model.latent.input_points, gen,
-                                                            **model.latent.augment), dev)
-                opt.zero_grad(set_to_none=True)
-                parts = sub_batches(batch, *split)
-                step = torch.zeros(3, dtype=torch.float64, device=dev)  # this step's losses, on the device
-                for k, (part, share) in enumerate(parts):
-                    # each part's loss weighted by its share: the gradients add up to the whole batch's
-                    if net is None:
-                        loss, l_sdf, l_reg = step_loss(model, part, clamp, reg_weight, tc.precision, dev)
-                        _backward(loss * share, scaler)
-                    else:
-                        # DDP sums gradients over ranks once, after the last part
-                        with net.no_sync() if k < len(parts) - 1 else contextlib.nullcontext():
-                            loss, l_sdf, l_reg = _distributed_step(model, net, world, part, clamp, reg_weight,
-                                                                   tc.precision, dev, scaler, share)
-                    step += share * torch.stack([loss.detach(), l_sdf.detach(), l_reg.detach()]).double()
-                totals += step.cpu()  # one wait for the device per step, not per part
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-        totals = dict(zip(("loss", "sdf_loss", "reg_loss"), world.sum(totals).tolist(), strict=True))
-        if not math.isfinite(totals["loss"]):
-            raise DataError(f"{run.path}: training diverged (loss is {totals['loss']}) at epoch {epoch + 1}; "
-                            "lower the learning rates")
-        seconds = time.perf_counter() - t0
-        done = epoch + 1
-        if world.main:
-            row = {"epoch": done, **{k: v / n_batches for k, v in totals.items()}, "seconds": round(seconds, 4),
-                   "lr_decoder": lrs["decoder"], "lr_latent": lrs["latent"],
-                   "points_per_s": round(len(bank) * tc.samples_per_shape / max(seconds, 1e-9), 1)}
-            if world.enabled:
-                row["ranks"] = world.size
-            run.append_metrics(row)
-            bar.set_postfix(loss=f"{row['loss']:.5f}")
-        out_of_time = world.decide(max_seconds is not None and time.perf_counter() - t_start > max_seconds)
-        if done % tc.checkpoint_every == 0 or done == tc.epochs or out_of_time:
-            world.check_in_sync(model)
-            if world.main:
-                save_checkpoint(run, model, opt, done, cfg, inputs)
-        if out_of_time:
-            break
-    bar.close()
-    if start >= tc.epochs and world.main:
-        # nothing left to train: make sure the codes file belongs to the newest checkpoint (a kill between
-        # writing the checkpoint and the codes file would leave older codes)
-        save_codes(run, model)
-    world.barrier()
-    return run
+    fp16 = resolve_precision(cfg.train.precision, dev) == "fp16" and dev.type == "cuda"
+    scaler = torch.amp.GradScaler(dev.type) if fp16 else None
+    return _Loop(cfg, world, dev, data_dev, bank, inputs, model, opt, net, scaler,
+                 plan_split(cfg, dev, world.size), start)
+
+
+def _train_epoch(loop: _Loop, epoch: int) -> torch.Tensor:
+    """One epoch; returns this rank's share of the summed (loss, sdf loss, regulariser) over its steps."""
+    tc, world, dev = loop.cfg.train, loop.world, loop.dev
+    reg_weight = tc.code_reg * min(1.0, epoch / max(tc.code_reg_rampup, 1))
+    gen = epoch_generator(tc.seed, epoch, loop.data_dev)
+    loop.model.train()
+    totals = torch.zeros(3, dtype=torch.float64)  # loss, sdf_loss, reg_loss (this rank's share)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        # dropout masks, reproducible per epoch (and different on each rank)
+        torch.manual_seed(tc.seed * 31 + epoch + 1_000_003 * world.rank)
+        perm = torch.randperm(len(loop.bank), generator=gen, device=loop.data_dev)
+        for b in range(math.ceil(len(loop.bank) / tc.shapes_per_batch)):
+            # every rank draws the whole global batch from the same generator, so the random stream
+            # (and each shape's samples) does not depend on the number of ranks
+            idx = perm[b * tc.shapes_per_batch:(b + 1) * tc.shapes_per_batch]
+            batch = {"index": to_device(idx, dev),
+                     "samples": to_device(loop.bank.draw(idx, tc.samples_per_shape, gen), dev)}
+            if loop.inputs is not None:
+                batch["points"] = to_device(loop.inputs.draw(idx, loop.model.latent.input_points, gen,
+                                                             **loop.model.latent.augment), dev)
+            totals += _train_step(loop, batch, reg_weight)
+    return totals
+
+
+def _train_step(loop: _Loop, batch: dict, reg_weight: float) -> torch.Tensor:
+    """One optimiser step on ``batch`` (in parts, :func:`sub_batches`); returns its (loss, sdf loss,
+    regulariser) on the CPU (this rank's share)."""
+    model, opt, dev, scaler, tc = loop.model, loop.opt, loop.dev, loop.scaler, loop.cfg.train
+    clamp = loss_clamp(loop.cfg)
+    opt.zero_grad(set_to_none=True)
+    parts = sub_batches(batch, *loop.split)
+    step = torch.zeros(3, dtype=torch.float64, device=dev)  # this step's losses, on the device
+    for k, (part, share) in enumerate(parts):
+        # each part's loss weighted by its share: the gradients add up to the whole batch's
+        if loop.net is None:
+            loss, l_sdf, l_reg = step_loss(model, part, clamp, reg_weight, tc.precision, dev)
+            _backward(loss * share, scaler)
+        else:
+            # DDP sums gradients over ranks once, after the last part
+            with loop.net.no_sync() if k < len(parts) - 1 else contextlib.nullcontext():
+                loss, l_sdf, l_reg = _distributed_step(model, loop.net, loop.world, part, clamp, reg_weight,
+                                                       tc.precision, dev, scaler, share)
+        step += share * torch.stack([loss.detach(), l_sdf.detach(), l_reg.detach()]).double()
+    totals = step.cpu()  # one wait for the device per step, not per part
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return totals
+
+
+def _metrics_row(loop: _Loop, done: int, totals: dict, lrs: dict, seconds: float) -> dict:
+    """The ``metrics.jsonl`` row of epoch ``done``: mean losses per batch, time, rates, throughput."""
+    tc = loop.cfg.train
+    n_batches = math.ceil(len(loop.bank) / tc.shapes_per_batch)
+    row = {"epoch": done, **{k: v / n_batches for k, v in totals.items()}, "seconds": round(seconds, 4),
+           "lr_decoder": lrs["decoder"], "lr_latent": lrs["latent"],
+           "points_per_s": round(len(loop.bank) * tc.samples_per_shape / max(seconds, 1e-9), 1)}
+    if loop.world.enabled:
+        row["ranks"] = loop.world.size
+    return row
 
 
 def plan_split(cfg: Config, dev: torch.device, ranks: int = 1) -> tuple[int, int]:
@@ -253,7 +320,8 @@ def plan_split(cfg: Config, dev: torch.device, ranks: int = 1) -> tuple[int, int
     widths = cfg.model.decoder.hidden
     if dev.type == "cuda":
         # activations, their gradients and the saved masks: about 4 buffers per hidden value
-        budget = int(0.5 * torch.cuda.mem_get_info(dev)[0] / (4 * activation_bytes(tc.precision, dev) * sum(widths)))
+        per_point = 4 * activation_bytes(tc.precision, dev) * sum(widths)
+        budget = int(0.5 * torch.cuda.mem_get_info(dev)[0] / per_point)
     else:
         budget = cpu_block_points(max(widths), tc.precision, dev)
     per_rank = budget // samples  # whole shapes per rank in a part
@@ -322,7 +390,8 @@ def save_checkpoint(run: Run, model: SDFModel, opt: torch.optim.Optimizer, epoch
     if inputs is not None:
         model.latent.set_training_codes(encode_all(model, inputs, model.latent.input_points))
     tensors, groups = checkpoint_tensors(model, opt)
-    run.save_checkpoint(epoch, tensors, {"epoch": epoch, "param_groups": groups}, keep=cfg.train.keep_checkpoints)
+    run.save_checkpoint(epoch, tensors, {"epoch": epoch, "param_groups": groups},
+                        keep=cfg.train.keep_checkpoints)
     save_codes(run, model)
 
 
@@ -336,8 +405,8 @@ def seed_run_path(out: str | os.PathLike, seed: int) -> Path:
 
 
 def _refuse_lost_checkpoints(run: Run, cfg: Config) -> None:
-    """A run folder with metrics whose checkpoints are gone (deleted, not yet written is fine): refuse to start
-    over on top of it."""
+    """A run folder with metrics whose checkpoints are gone (deleted, not yet written is fine): refuse to
+    start over on top of it."""
     rows = run.metrics()
     if not rows:
         return
@@ -366,9 +435,3 @@ def train_seeds(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, se
         c.train.seed = int(s)
         runs.append(train(c, data, seed_run_path(out, s), **kwargs))
     return runs
-
-
-def training_summary(run: Run) -> dict:
-    rows = run.metrics()
-    return {"epochs": len(rows), "seconds": round(sum(r.get("seconds", 0.0) for r in rows), 2),
-            "final_loss": rows[-1]["loss"] if rows else None, "metrics": json.dumps(rows[-1]) if rows else ""}

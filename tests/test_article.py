@@ -1,5 +1,6 @@
-"""``deepsdf-ad article --quick`` end to end on tiny generated data: every figure the article shows exists, every
-table is traced to a results.json and its numbers are the numbers in that file, the README block is rewritten."""
+"""``deepsdf-ad article --quick`` end to end on tiny generated data: every figure the article shows exists,
+every table is traced to a results.json and its numbers are the numbers in that file, the README block is
+rewritten."""
 
 from __future__ import annotations
 
@@ -194,3 +195,17 @@ def test_article_bad_data_flag_is_one_line(tmp_path):
     with pytest.raises(DataError, match="unknown article experiment 'nosuch'; known: digits, shapes"):
         build_article(BuildOptions(quick=True, work=tmp_path, out=tmp_path / "docs", only=["nosuch"]))
     assert not (tmp_path / "docs").exists()
+
+
+def test_the_checkout_is_found_from_the_current_folder_or_given(tmp_path, monkeypatch):
+    from deepsdf_ad.article import find_repo
+
+    assert find_repo(REPO) == REPO.resolve()
+    monkeypatch.chdir(REPO / "docs")
+    assert find_repo() == REPO.resolve()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="not in a deepsdf-ad checkout"):
+        build_article(BuildOptions(quick=True, work=tmp_path / "work", out=tmp_path / "docs"))
+    with pytest.raises(DataError, match="not a deepsdf-ad checkout"):
+        find_repo(tmp_path)
+    assert not (tmp_path / "docs").exists() and not (tmp_path / "work").exists()

@@ -166,7 +166,7 @@ def test_model_registry_builds_both_sources():
 
 
 def test_reconstruct_modes(digits, ae_run, tmp_path):
-    from deepsdf_ad.reconstruct import reconstruct_file
+    from deepsdf_ad.commands.reconstruction import reconstruct_file
 
     partial = next((digits / "surface").glob("*/*.ply"))
     proc = cli("reconstruct", partial, "--run", ae_run.path, "--out", tmp_path / "e.png", "--resolution", "32",

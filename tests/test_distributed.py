@@ -106,8 +106,9 @@ def test_nproc_errors_are_one_line(digits, tmp_path):
 
 def test_a_rank_crashing_in_teardown_after_rank_0_finished_is_not_a_failure(capsys):
     """Rank 0 exits 0 only after the final barrier, so every rank finished training; a rank killed by a
-    signal after that (gloo aborting on a closed peer socket) does not fail the command. Anything else does."""
-    from deepsdf_ad.distributed import _report
+    signal after that (gloo aborting on a closed peer socket) does not fail the command. Anything else
+    does."""
+    from deepsdf_ad.commands.launch import _report
 
     assert _report([0, -6], None, [None, None]) == 0
     assert "crashed while shutting down" in capsys.readouterr().err
@@ -117,8 +118,8 @@ def test_a_rank_crashing_in_teardown_after_rank_0_finished_is_not_a_failure(caps
 
 
 def test_two_ranks_with_sub_batches_train_the_same_autodecoder_as_one(digits, tmp_path):
-    """``train.batch_split`` under DDP: gradients are summed over ranks once, after the last part; parts of the
-    last batch (2 shapes) leave one rank without a shape."""
+    """``train.batch_split`` under DDP: gradients are summed over ranks once, after the last part; parts of
+    the last batch (2 shapes) leave one rank without a shape."""
     one, two = tmp_path / "one", tmp_path / "two"
     train_cli(digits, one, 2)
     train_cli(digits, two, 2, "train.batch_split=2", nproc=2)

@@ -285,7 +285,7 @@ def tiny_run(tmp_path_factory) -> Path:
 @FEW
 @given(pts=POINT_ARRAYS, sidecar=st.booleans())
 def test_reconstruct_of_hostile_scans(tiny_run, tmp_path, capfd, pts, sidecar):
-    from deepsdf_ad.reconstruct import reconstruct_file
+    from deepsdf_ad.commands.reconstruction import reconstruct_file
 
     path = tmp_path / "partial.ply"
     write_points(path, pts)
@@ -303,7 +303,8 @@ def test_reconstruct_of_hostile_scans(tiny_run, tmp_path, capfd, pts, sidecar):
 
 
 def test_ten_million_points_load_fast_and_reconstruct_thins_them(tiny_run, tmp_path, capfd):
-    from deepsdf_ad.reconstruct import MAX_OBSERVED_POINTS, reconstruct_file
+    from deepsdf_ad.commands.reconstruction import reconstruct_file
+    from deepsdf_ad.reconstruct import MAX_OBSERVED_POINTS
 
     n = 10_000_000
     path = tmp_path / "huge.ply"

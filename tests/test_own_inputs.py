@@ -1,7 +1,7 @@
 """Issue 19: reconstruct on the captures people have. Point clouds as .ply, .pcd (ascii, binary,
 binary_compressed), .xyz/.txt, .npy (N, 3)/(N, 6) and .npz read as the same points; a 16-bit depth PNG with
-pinhole intrinsics (``reconstruct --depth``) gives the mesh its back-projected point cloud gives; each bad depth
-input or flag ends in one line; progress bars only when asked for."""
+pinhole intrinsics (``reconstruct --depth``) gives the mesh its back-projected point cloud gives; each bad
+depth input or flag ends in one line; progress bars only when asked for."""
 
 from __future__ import annotations
 
@@ -279,9 +279,9 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bars_only_when_asked_and_on_a_terminal(tiny_run, tmp_path, monkeypatch):
+    from deepsdf_ad.commands.mesh import mesh_training_shape
+    from deepsdf_ad.commands.reconstruction import reconstruct_file
     from deepsdf_ad.data_prep import log
-    from deepsdf_ad.meshing import mesh_training_shape
-    from deepsdf_ad.reconstruct import reconstruct_file
 
     formats.save_depth_png(tmp_path / "d.png", render_ball())
     monkeypatch.setattr(log, "BAR_DELAY", 0.0)

@@ -432,7 +432,7 @@ def test_reconstruct_says_when_the_scan_is_not_explained(tiny_run, tmp_path, cap
     import json
     import re
 
-    from deepsdf_ad.reconstruct import reconstruct_file
+    from deepsdf_ad.commands.reconstruction import reconstruct_file
 
     d = np.random.default_rng(0).normal(size=(300, 3))
     scan = _cloud(tmp_path / "far.ply")

@@ -1,6 +1,7 @@
 """Headless pictures of meshes and point clouds: side by side, labelled, optionally as error maps.
 
-Three renderers draw the same :class:`~deepsdf_ad.viz.scene.Item` list through the same :class:`~deepsdf_ad.viz.scene.Camera`:
+Three renderers draw the same :class:`~deepsdf_ad.viz.scene.Item` list through the same
+:class:`~deepsdf_ad.viz.scene.Camera`:
 
 ``pyrender``  OpenGL through OSMesa (CPU; ``PYOPENGL_PLATFORM=egl`` uses a GPU when there is one).
 ``open3d``    open3d's Filament ``OffscreenRenderer`` (Vulkan, on the CPU through Mesa's llvmpipe).
@@ -294,6 +295,43 @@ def _default_colors(items: list[Item], keep: list[bool]) -> list[Item]:
             for i, (it, k) in enumerate(zip(items, keep, strict=True))]
 
 
+def _labels(items: list[Item], labels: Sequence[str] | bool | None) -> list[str]:
+    """One label per item: none (``False``), the items' own (None, True) or the given ones."""
+    if labels is False:
+        return [""] * len(items)
+    if labels is None or labels is True:
+        return [it.label for it in items]
+    names = [str(s) for s in labels]
+    if len(names) != len(items):
+        raise DataError(f"{len(names)} labels for {len(items)} inputs")
+    return names
+
+
+def _cells(items: list[Item], layout: str, width: int, height: int, azimuth: float, elevation: float, up: str,
+           fov: float) -> tuple[list[list[Item]], list[Camera]]:
+    """The items of each cell of the picture and the camera of each (cells of ``width`` x ``height`` pixels):
+    one cell for an overlay, else one per item, centred, all seen from the same distance (one scale)."""
+    if layout == "overlay":
+        return [list(items)], [frame_camera(all_points(items), width, height, azimuth, elevation, up, fov)]
+    centers = [0.5 * np.add(*it.bounds()) for it in items]
+    cells = [[it.translated(-c)] for it, c in zip(items, centers, strict=True)]
+    cams = [frame_camera(all_points(cell), width, height, azimuth, elevation, up, fov) for cell in cells]
+    dist = max(float(np.linalg.norm(c.eye - c.center)) for c in cams)  # one scale for all cells
+    cams = [replace(c, eye=c.center + (c.eye - c.center) / np.linalg.norm(c.eye - c.center) * dist)
+            for c in cams]
+    return cells, cams
+
+
+def _draw_legend(draw, items: list[Item], names: list[str], font, font_px: int) -> None:
+    """A swatch of each item's mean colour and its name, top left (an overlay's legend)."""
+    y = 6
+    for it, name in zip(items, names, strict=True):
+        swatch = tuple(int(v) for v in np.round(it.colors.mean(axis=0) * 255))
+        draw.rectangle([8, y + 2, 8 + font_px - 4, y + font_px - 2], fill=swatch, outline=(60, 60, 60))
+        draw.text((12 + font_px, y), name, fill=(0, 0, 0), font=font)
+        y += font_px + 4
+
+
 def render_to_array(inputs: Sequence, size: tuple[int, int] = (800, 600), azimuth: float = 30.0,
                     elevation: float = 20.0, up: str = "z", layout: str = "row",
                     labels: Sequence[str] | bool | None = None, color_by_distance=None,
@@ -303,7 +341,8 @@ def render_to_array(inputs: Sequence, size: tuple[int, int] = (800, 600), azimut
 
     Args:
         inputs: file paths (.ply .obj .off .stl), trimesh/open3d geometries, (N, 3) point arrays or
-            :class:`~deepsdf_ad.viz.scene.Item` (which keep their colours); others get palette colours in order.
+            :class:`~deepsdf_ad.viz.scene.Item` (which keep their colours); others get palette colours in
+            order.
         size: (width, height) in pixels of the whole picture.
         azimuth, elevation: camera direction in degrees (``deepsdf-ad scan``'s convention), ``up`` its axis.
         layout: ``row``, ``grid`` (one cell each, same view and scale) or ``overlay`` (one cell, a legend).
@@ -326,14 +365,7 @@ def render_to_array(inputs: Sequence, size: tuple[int, int] = (800, 600), azimut
     if len(inputs) == 0:
         raise DataError("nothing to render; pass at least one mesh or point cloud")
     items = _default_colors([as_item(x) for x in inputs], [isinstance(x, Item) for x in inputs])
-    if labels is False:
-        names = [""] * len(items)
-    elif labels is None or labels is True:
-        names = [it.label for it in items]
-    else:
-        names = [str(s) for s in labels]
-        if len(names) != len(items):
-            raise DataError(f"{len(names)} labels for {len(items)} inputs")
+    names = _labels(items, labels)
     if color_by_distance is not None:
         items, vmax = _color_by_distance(items, color_by_distance, vmax)
     colorbar = any(it.distances is not None for it in items)  # error maps, coloured here or by the caller
@@ -352,16 +384,7 @@ def render_to_array(inputs: Sequence, size: tuple[int, int] = (800, 600), azimut
         raise DataError(f"image size {width}x{height} is too small for {len(items)} inputs in a {layout}")
 
     canvas = Image.new("RGB", (width, height), tuple(int(round(c * 255)) for c in BACKGROUND))
-    if layout == "overlay":
-        cells = [list(items)]
-        cams = [frame_camera(all_points(items), cell_w, render_h, azimuth, elevation, up, fov)]
-    else:
-        centers = [0.5 * np.add(*it.bounds()) for it in items]
-        cells = [[it.translated(-c)] for it, c in zip(items, centers, strict=True)]
-        cams = [frame_camera(all_points(cell), cell_w, render_h, azimuth, elevation, up, fov) for cell in cells]
-        dist = max(float(np.linalg.norm(c.eye - c.center)) for c in cams)  # one scale for all cells
-        cams = [replace(c, eye=c.center + (c.eye - c.center) / np.linalg.norm(c.eye - c.center) * dist)
-                for c in cams]
+    cells, cams = _cells(items, layout, cell_w, render_h, azimuth, elevation, up, fov)
     draw = ImageDraw.Draw(canvas)
     for k, (cell, cam) in enumerate(zip(cells, cams, strict=True)):
         r, c = divmod(k, cols)
@@ -372,12 +395,7 @@ def render_to_array(inputs: Sequence, size: tuple[int, int] = (800, 600), azimut
             draw.text((c * cell_w + (cell_w - tw) // 2, r * cell_h + render_h + 2), names[k],
                       fill=(0, 0, 0), font=font)
     if layout == "overlay" and any(names) and len(items) > 1:
-        y = 6
-        for it, name in zip(items, names, strict=True):
-            swatch = tuple(int(v) for v in np.round(it.colors.mean(axis=0) * 255))
-            draw.rectangle([8, y + 2, 8 + font_px - 4, y + font_px - 2], fill=swatch, outline=(60, 60, 60))
-            draw.text((12 + font_px, y), name, fill=(0, 0, 0), font=font)
-            y += font_px + 4
+        _draw_legend(draw, items, names, font, font_px)
     if colorbar:
         _draw_colorbar(draw, (width - bar_w, height // 10, width - 2, height - height // 10), vmax, font)
     return np.asarray(canvas)

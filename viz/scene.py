@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepsdf_ad.data_prep.formats import MESH_SUFFIXES, DataError
+from deepsdf_ad.data_prep.formats import MESH_SUFFIXES, DataError, load_geometry
 
 # Pale, distinguishable base colours (RGB in [0, 1]) for the inputs, in order.
 PALETTE = np.array([
@@ -73,25 +73,12 @@ def _item(vertices, faces, label: str, color=None) -> Item:
 
 def load_item(path: str | os.PathLike, label: str | None = None) -> Item:
     """A mesh or point cloud file (.ply .obj .off .stl) as an :class:`Item` labelled with its file stem."""
-    import trimesh
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.suffix.lower() not in INPUT_SUFFIXES:
         raise DataError(f"{path}: unsupported file type '{path.suffix}'; use one of {' '.join(INPUT_SUFFIXES)}")
-    try:
-        geom = trimesh.load(path, process=False)
-    except Exception as e:  # trimesh raises many types for bad files
-        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
-    if isinstance(geom, trimesh.Scene):
-        if not geom.geometry:
-            raise DataError(f"{path}: holds no points or triangles")
-        geom = geom.dump(concatenate=True)
-    vertices = np.asarray(getattr(geom, "vertices", np.zeros((0, 3))), np.float64)
-    faces = getattr(geom, "faces", None)
-    if len(vertices) == 0:
-        raise DataError(f"{path}: holds no points or triangles")
+    vertices, faces = load_geometry(path)
     try:
         return _item(vertices, faces, label or path.stem)
     except DataError as e:
@@ -208,7 +195,8 @@ def color_by_distance(items: list[Item], reference, vmax: float | None = None) -
 # ---- camera ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Camera:
-    """A pinhole camera looking from ``eye`` at ``center``; ``fov`` is the vertical field of view (degrees)."""
+    """A pinhole camera looking from ``eye`` at ``center``; ``fov`` is the vertical field of view
+    (degrees)."""
 
     eye: np.ndarray
     center: np.ndarray

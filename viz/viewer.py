@@ -1,7 +1,7 @@
 """``deepsdf-ad view``: the open3d viewer window, or the same picture rendered headless (--screenshot).
 
-The window shows the same items as :func:`deepsdf_ad.viz.render.render_to_array`: side by side (``row``), in a grid
-or on top of each other, each labelled; error-map colours with the colour range printed (the window
+The window shows the same items as :func:`deepsdf_ad.viz.render.render_to_array`: side by side (``row``), in a
+grid or on top of each other, each labelled; error-map colours with the colour range printed (the window
 has no colour bar; screenshots do).
 """
 
@@ -45,19 +45,15 @@ def to_open3d(it: Item):
     return g
 
 
-def has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
 DISPLAY_TIMEOUT = 3.0
 """Seconds to wait for the display server to accept a connection before giving up."""
 
 
 def display_problem(timeout: float = DISPLAY_TIMEOUT) -> str | None:
     """Why the display cannot be used, or None when it answers: no ``DISPLAY``/``WAYLAND_DISPLAY`` at all, or
-    a server that does not answer within ``timeout`` seconds (open3d would otherwise retry forever at 100% CPU).
-    Checks the Wayland socket, or opens an X11 connection (local, abstract or TCP socket) and waits for the
-    server's first byte."""
+    a server that does not answer within ``timeout`` seconds (open3d would otherwise retry forever at 100%
+    CPU). Checks the Wayland socket, or opens an X11 connection (local, abstract or TCP socket) and waits for
+    the server's first byte."""
     import socket
 
     wayland, x11 = os.environ.get("WAYLAND_DISPLAY"), os.environ.get("DISPLAY")

@@ -68,6 +68,9 @@ def _add_article(sub) -> None:
                                                    "with --quick: article_quick)")
     ar.add_argument("--shared", metavar="DIR", help="the shared data (meshes/, mnist/; default: ../shared/data "
                                                     "beside the repository)")
+    ar.add_argument("--repo", metavar="DIR", help="the repository's root folder, whose presets, template and code "
+                                                  "the build uses (default: the current folder or the nearest "
+                                                  "one above it that is a checkout)")
     ar.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
                     help="use this data folder for experiment NAME instead of preparing it (repeatable)")
     ar.add_argument("--ood", action="append", default=[], metavar="NAME=DIR",
@@ -138,7 +141,8 @@ def run_article(args) -> int:
     work = Path(args.work or ("article_quick" if args.quick else "article_out"))
     opts = BuildOptions(quick=args.quick, work=work, out=Path(args.out or (work / "docs" if args.quick else "docs")),
                         data=data, ood=ood, only=args.only, overrides=args.set, max_meshes=args.max_meshes,
-                        reuse=args.reuse, device=args.device, readme=args.readme, progress=not args.quiet)
+                        reuse=args.reuse, device=args.device, readme=args.readme, progress=not args.quiet,
+                        repo=Path(args.repo) if args.repo else None)
     if args.shared:
         opts.shared = Path(args.shared)
     info = build_article(opts)

@@ -72,8 +72,8 @@ def add_parsers(sub) -> None:
 
 
 def depth_camera(args) -> DepthCamera | None:
-    """The depth camera of ``--depth``/``--intrinsics``/``--depth-scale`` (None without ``--depth``); exactly one
-    of PARTIAL and ``--depth``."""
+    """The depth camera of ``--depth``/``--intrinsics``/``--depth-scale`` (None without ``--depth``); exactly
+    one of PARTIAL and ``--depth``."""
     if (args.partial is None) == (args.depth is None):
         raise UserError("give one input, PARTIAL (a point cloud) or --depth DEPTH.png (a depth image); got "
                         + ("both" if args.partial else "neither"))
@@ -89,7 +89,7 @@ def depth_camera(args) -> DepthCamera | None:
 
 def run_reconstruct(args) -> int:
     camera = depth_camera(args)  # usage errors before the heavy imports
-    from deepsdf_ad.pose import reconstruct_scan
+    from deepsdf_ad.commands.reconstruction import reconstruct_scan
 
     partial = args.partial if camera is None else args.depth
     not_inputs(args.out, files=[partial, args.norm], runs=[args.run])

@@ -50,7 +50,7 @@ def run_train(args) -> int:
     not_inputs(args.out, files=[args.config, args.split], data=[args.data])
     cfg = load_config(args.config, args.set)  # a bad config fails here, once, before any rank starts
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from deepsdf_ad.distributed import launch
+        from deepsdf_ad.commands.launch import launch
 
         return launch(args.argv, args.nproc)
     from deepsdf_ad.distributed import shutdown
