@@ -76,6 +76,11 @@ class TrainConfig:
     """Where the training samples live: ``device`` (drawn where the model is: no copies), ``host`` (pinned host
     memory; each step's draw is copied over asynchronously), or ``auto``: the device unless they would take
     more than half of a GPU's free memory."""
+    sample_store: Literal["auto", "memory", "mmap"] = "auto"
+    """Where training reads the samples from: ``memory`` (every rank loads every shape), ``mmap`` (the data
+    root's sample store, ``DATA/store``, memory-mapped, packed on first use; each rank reads its share of the
+    shapes), or ``auto``: ``mmap`` when the banks of a node's ranks would take more than a quarter of its memory.
+    Both give the same samples (on the host) for a seed; see docs/scale.md."""
     clamp: float = 0.1
     """Clamping distance of the L1 loss (DeepSDF's ClampingDistance)."""
     loss: Literal["clamped_l1", "l1"] = "clamped_l1"

@@ -23,7 +23,7 @@ RUN_FILES = ("config.yaml", "shapes.json", "metrics.jsonl", "latent_codes.safete
 RUN_FOLDERS = ("checkpoints",)
 DATA_FILES = ("manifest.json",)
 """The files and folders of a data root a command reads (see :mod:`deepsdf_ad.data_prep.formats`)."""
-DATA_FOLDERS = ("splits", "sdf", "surface", "scans", "shards")
+DATA_FOLDERS = ("splits", "sdf", "surface", "scans", "shards", "store")
 
 
 def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:

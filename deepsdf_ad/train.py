@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from deepsdf_ad.config import Config, ConfigError, config_differences
-from deepsdf_ad.data import SampleBank, data_device, to_device
+from deepsdf_ad.data import to_device
 from deepsdf_ad.data_prep.folders import output_folder
 from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.data_prep.log import note
@@ -27,6 +27,7 @@ from deepsdf_ad.inputs import PointInputs, encode_all
 from deepsdf_ad.losses import code_regulariser, loss_clamp, sdf_error, sdf_loss
 from deepsdf_ad.models import SDFModel, build_model
 from deepsdf_ad.runs import CHECKPOINTS, CONFIG, METRICS, Run, load_model_state
+from deepsdf_ad.store import host_or_device, load_samples
 
 
 def step_loss(model: SDFModel, batch: dict, clamp: float, reg_weight: float, precision: str,
@@ -135,7 +136,8 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
         raise DataError(f"{root.root}: holds heightfield intensities, not distances; train with "
                         "--set train.loss=l1")
     refs = root.shapes("train")
-    bank = SampleBank(refs, cfg.dim, progress=progress and world.main, warn=world.main)
+    bank = load_samples(root, refs, cfg.dim, cfg.train.sample_store, world, progress=progress)
+    world.owners = bank.owners  # a store's ranks each read their share of the shapes
     if resumed:
         if run.shapes()["keys"] != bank.keys:
             raise DataError(f"{run.path}: the run was trained on other shapes than {data}'s train split; "
@@ -144,7 +146,7 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
         run.path.mkdir(parents=True, exist_ok=True)
         run.save_config(cfg)
         run.save_shapes(str(Path(data).resolve()), bank.keys)
-    data_dev = data_device(cfg.train.samples_on, bank.nbytes, dev)
+    data_dev = host_or_device(bank, cfg.train.samples_on, dev)
     bank.to(data_dev)
 
     torch.manual_seed(cfg.train.seed)  # initial weights: deterministic for a seed
@@ -293,7 +295,7 @@ def _distributed_step(model: SDFModel, net: torch.nn.Module, world: World, batch
     """
     samples = batch["samples"]
     n = len(samples)
-    part = world.part(n)
+    part = world.part(batch["index"])
     local = samples[part]
     per_shape = model.latent.per_shape_parameters
     with autocast(dev, precision):
@@ -311,7 +313,7 @@ def _distributed_step(model: SDFModel, net: torch.nn.Module, world: World, batch
     _backward(loss * share, scaler)  # DDP sums the network's gradients over ranks
     if per_shape:
         grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
-        all_codes.backward(world.gather_rows(grad, n))
+        all_codes.backward(world.gather_rows(grad, batch["index"]))
     return loss, l_sdf, l_reg
 
 

@@ -1,4 +1,5 @@
-"""``deepsdf-ad prep meshes|scenes|digits|merge``: inputs on disk -> SDF samples in a data folder.
+"""``deepsdf-ad prep meshes|scenes|digits|merge|pack``: inputs on disk -> SDF samples in a data folder (and
+the samples packed into a memory-mapped store).
 
 Defaults that a config dataclass of ``data_prep`` also holds are read from it (:func:`field_default`).
 """
@@ -34,6 +35,7 @@ def add_parsers(sub) -> None:
     _add_scenes(prep_sub)
     _add_digits(prep_sub)
     _add_merge(prep_sub)
+    _add_pack(prep_sub)
 
 
 def _add_meshes(prep_sub) -> None:
@@ -144,6 +146,19 @@ def _add_merge(prep_sub) -> None:
     pg.set_defaults(func=run_prep_merge)
 
 
+def _add_pack(prep_sub) -> None:
+    pk = prep_sub.add_parser("pack", help="pack DATA's training samples into a memory-mapped store",
+                             description="Write DATA's training samples into DATA/store (two uncompressed float32 "
+                                         "arrays, an index and a checksum manifest), which 'train' maps into "
+                                         "memory instead of loading (train.sample_store). With a store already "
+                                         "there: check it against its sources, and rebuild it with --rebuild.")
+    pk.add_argument("data", metavar="DATA", help="data folder (ours or DeepSDF's)")
+    pk.add_argument("--split", help="split JSON of the training shapes (default DATA/splits/train.json)")
+    pk.add_argument("--rebuild", action="store_true", help="pack again, replacing the store")
+    add_quiet(pk)
+    pk.set_defaults(func=run_prep_pack)
+
+
 def run_prep_meshes(args) -> int:
     from deepsdf_ad.data_prep.params import SamplingConfig
     from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
@@ -226,4 +241,23 @@ def run_prep_merge(args) -> int:
     print(f"prep merge: {s['ok']} of {s[kind]} {kind} ok, {s['failed']} failed -> {args.data}")
     if s["ok"] == 0:
         raise UserError(f"{args.data}: no shape was prepared by any shard (see {Path(args.data) / 'manifest.json'})")
+    return 0
+
+
+def run_prep_pack(args) -> int:
+    from deepsdf_ad.data_prep.formats import DataRoot
+    from deepsdf_ad.data_prep.pack import open_store, pack_store, store_exists, store_paths
+
+    root = DataRoot(args.data, args.split)
+    folder = store_paths(root)["manifest"].parent
+    if store_exists(root) and not args.rebuild:
+        store = open_store(root, root.shapes("train"), full=True)
+        print(f"prep pack: {folder} is up to date ({len(store.keys)} shapes, every checksum verified); "
+              "--rebuild packs it again")
+        return 0
+    manifest = pack_store(root, progress=not args.quiet)
+    rows = sum(a["rows"] for a in manifest["arrays"].values())
+    size = sum(a["bytes"] for a in manifest["arrays"].values())
+    dropped = f", {manifest['dropped']} rows with NaN or infinite values left out" if manifest["dropped"] else ""
+    print(f"prep pack: {len(manifest['shapes'])} shapes, {rows} rows ({size / 1e9:.2f} GB){dropped} -> {folder}")
     return 0
