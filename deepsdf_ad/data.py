@@ -27,7 +27,8 @@ class SampleBank:
     """
 
     owners = None
-    """Every rank holds every shape (a store's ranks each read their share: :class:`deepsdf_ad.store.MappedBank`)."""
+    """Every rank holds every shape (a store's ranks each read their share:
+    :class:`deepsdf_ad.store.MappedBank`)."""
 
     def __init__(self, refs: list[ShapeRef], dim: int, progress: bool = True, warn: bool = True):
         self.refs = refs
@@ -37,7 +38,8 @@ class SampleBank:
         for ref in tqdm(refs, desc="load samples", unit="shape", disable=not progress or len(refs) < 50):
             pos, neg, lost, rows = finite_samples(ref.sdf)  # a side without rows borrows the other's
             if pos.shape[1] != dim + 1:
-                raise DataError(f"{ref.sdf}: samples have {pos.shape[1] - 1} coordinates but the config has dim={dim}")
+                raise DataError(f"{ref.sdf}: samples have {pos.shape[1] - 1} coordinates but the config has "
+                                f"dim={dim}")
             total += rows
             if lost:
                 dropped += lost

@@ -125,7 +125,8 @@ class World:
 
 
 def _comm_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    nccl = dist.get_backend() == "nccl"
+    return torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
 
 
 def shares(shapes: int, ranks: int) -> torch.Tensor:
@@ -157,8 +158,8 @@ def setup(device: torch.device, world: World) -> torch.device:
         return device
     if device.type == "cuda" and device.index is None:
         if world.local_rank >= torch.cuda.device_count():
-            raise DataError(f"LOCAL_RANK={world.local_rank}, but only {torch.cuda.device_count()} CUDA devices; "
-                            "start at most one process per GPU")
+            raise DataError(f"LOCAL_RANK={world.local_rank}, but only {torch.cuda.device_count()} CUDA "
+                            "devices; start at most one process per GPU")
         device = torch.device("cuda", world.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -208,8 +209,8 @@ class Network(nn.Module):
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """The model's :class:`Network` in DistributedDataParallel, gradients summed over ranks."""
     net = Network(model)
-    ddp = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
-                                              forward_sync_buffers=False)
+    ids = [device.index] if device.type == "cuda" else None
+    ddp = nn.parallel.DistributedDataParallel(net, device_ids=ids, forward_sync_buffers=False)
     ddp.register_comm_hook(None, _sum_hook)
     return ddp
 
@@ -232,8 +233,8 @@ def launch(argv: list[str], nproc: int) -> int:
     ``GRACE_SECONDS`` to exit by themselves, then are stopped. Returns the exit code (rank 0's if it failed
     by itself, else the failing rank's, whose last error line is printed).
     """
-    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nproc),
-            "LOCAL_WORLD_SIZE": str(nproc)}
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+            "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc)}
     base.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: N processes must not each take every core
     procs, logs = [], []
     try:

@@ -32,7 +32,8 @@ from deepsdf_ad.store import host_or_device, load_samples
 
 def step_loss(model: SDFModel, batch: dict, clamp: float, reg_weight: float, precision: str,
               dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, sdf loss, code regulariser) of one single-process step on ``batch`` ({"index", "samples", ...})."""
+    """(loss, sdf loss, code regulariser) of one single-process step on ``batch`` ({"index", "samples",
+    ...})."""
     samples = batch["samples"]
     with autocast(dev, precision):
         codes = model.latent.codes(batch)
@@ -93,8 +94,9 @@ def train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs: 
     folder whose metrics record epochs but holds no checkpoint any more (they were deleted) is refused too,
     unless ``restart``: starting over would overwrite its ``metrics.jsonl``.
 
-    ``out`` must be a run folder of ours, new or empty (``force``: any folder; see :mod:`deepsdf_ad.data_prep.folders`);
-    while it trains, a second ``train`` into it is refused, naming this process.
+    ``out`` must be a run folder of ours, new or empty (``force``: any folder; see
+    :mod:`deepsdf_ad.data_prep.folders`); while it trains, a second ``train`` into it is refused, naming this
+    process.
 
     Started by torchrun (``WORLD_SIZE`` > 1 in the environment), every rank calls this; the shapes of each
     batch are divided among ranks and only rank 0 writes files (see :mod:`deepsdf_ad.distributed`).
@@ -255,7 +257,8 @@ def plan_split(cfg: Config, dev: torch.device, ranks: int = 1) -> tuple[int, int
     widths = cfg.model.decoder.hidden
     if dev.type == "cuda":
         # activations, their gradients and the saved masks: about 4 buffers per hidden value
-        budget = int(0.5 * torch.cuda.mem_get_info(dev)[0] / (4 * activation_bytes(tc.precision, dev) * sum(widths)))
+        per_point = 4 * activation_bytes(tc.precision, dev) * sum(widths)
+        budget = int(0.5 * torch.cuda.mem_get_info(dev)[0] / per_point)
     else:
         budget = cpu_block_points(max(widths), tc.precision, dev)
     per_rank = budget // samples  # whole shapes per rank in a part
@@ -324,7 +327,8 @@ def save_checkpoint(run: Run, model: SDFModel, opt: torch.optim.Optimizer, epoch
     if inputs is not None:
         model.latent.set_training_codes(encode_all(model, inputs, model.latent.input_points))
     tensors, groups = checkpoint_tensors(model, opt)
-    run.save_checkpoint(epoch, tensors, {"epoch": epoch, "param_groups": groups}, keep=cfg.train.keep_checkpoints)
+    run.save_checkpoint(epoch, tensors, {"epoch": epoch, "param_groups": groups},
+                        keep=cfg.train.keep_checkpoints)
     save_codes(run, model)
 
 
@@ -338,8 +342,8 @@ def seed_run_path(out: str | os.PathLike, seed: int) -> Path:
 
 
 def _refuse_lost_checkpoints(run: Run, cfg: Config) -> None:
-    """A run folder with metrics whose checkpoints are gone (deleted, not yet written is fine): refuse to start
-    over on top of it."""
+    """A run folder with metrics whose checkpoints are gone (deleted, not yet written is fine): refuse to
+    start over on top of it."""
     rows = run.metrics()
     if not rows:
         return
