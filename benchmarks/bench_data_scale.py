@@ -111,12 +111,13 @@ def _children(pid: int) -> list[int]:
 
 class Watch:
     """Samples the memory of a process (``ranks``: of its descendants, the ranks of a launcher) until it ends:
-    each process's peak RSS (VmHWM) and the peak over time of their summed PSS."""
+    each process's peak RSS (VmHWM), and the peaks over time of their summed PSS and of their summed RssFile
+    (mapped file pages: the store's, and the libraries')."""
 
     def __init__(self, proc: subprocess.Popen, ranks: bool, every: float = 0.25):
         self.proc, self.ranks, self.every = proc, ranks, every
         self.hwm: dict[int, int] = {}
-        self.pss_peak = 0
+        self.pss_peak = self.file_peak = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -136,13 +137,14 @@ class Watch:
             for p in pids:
                 self.hwm[p] = max(self.hwm.get(p, 0), _status_kb(p, "VmHWM"))
             self.pss_peak = max(self.pss_peak, sum(_pss_kb(p) for p in pids))
+            self.file_peak = max(self.file_peak, sum(_status_kb(p, "RssFile") for p in pids))
             time.sleep(self.every)
 
     def result(self) -> dict:
         self.thread.join()
         peaks = [v * 1024 for v in self.hwm.values() if v]
         return {"processes": len(peaks), "peak_rss": max(peaks, default=0), "sum_peak_rss": sum(peaks),
-                "peak_pss": self.pss_peak * 1024}
+                "peak_pss": self.pss_peak * 1024, "peak_file": self.file_peak * 1024}
 
 
 def run(args: list[str], ranks: bool = False, timeout: float = 7200) -> tuple[dict, float]:
@@ -184,11 +186,43 @@ def gb(x: float) -> str:
     return f"{x / GB:.2f} GB"
 
 
+def compare(data: Path, tmp: Path, subset: int, steps: int, rows: list) -> tuple[dict, dict]:
+    """Part 3 on the first ``subset`` shapes: (training points/s, draw points/s) of the in-memory bank and the
+    store; the memory of each run is appended to ``rows``."""
+    sub = subset_root(data, tmp / "subset", subset)
+    run(["prep", "pack", sub, "--quiet"])
+    # 1 rank: in-memory and store runs alternated, twice, so that a slow spell of the machine hits both
+    rates: dict[str, list[float]] = {"memory": [], "mmap": []}
+    runs = [(store, 1, k) for k in range(2) for store in ("memory", "mmap")]
+    runs += [("memory", 2, 0), ("mmap", 2, 0)]
+    for store, nproc, k in runs:
+        mem, r = train(sub, tmp / f"sub_{store}_{nproc}_{k}", store, steps, subset, nproc)
+        if nproc == 1:
+            rates[store] += r[1:]
+        if k == 0:
+            name = "store" if store == "mmap" else "memory"
+            rows.append((f"{name}, {nproc} rank{'s' * (nproc > 1)}, {subset} shapes", mem,
+                         statistics.median(r[1:])))
+            report(rows[-1])
+    root = formats.DataRoot(sub)
+    refs = root.shapes("train")
+    draw = {"memory": draw_rate(SampleBank(refs, 3, progress=False, warn=False), subset),
+            "mmap": draw_rate(MappedBank(open_store(root, refs)), subset)}
+    return {k: statistics.median(v) for k, v in rates.items()}, draw
+
+
+def report(row) -> None:
+    label, mem, _ = row
+    print(f"  {label}: peak RSS {gb(mem['peak_rss'])} per process, sum {gb(mem['sum_peak_rss'])}, peak PSS "
+          f"{gb(mem['peak_pss'])}, mapped file pages {gb(mem['peak_file'])}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", type=int, default=2000, help="shapes of the synthetic data root")
     ap.add_argument("--samples", type=int, default=250_000, help="samples per shape")
-    ap.add_argument("--subset", type=int, default=200, help="shapes of the subset that fits in memory")
+    ap.add_argument("--subset", type=int, default=200,
+                    help="shapes of the subset that fits in memory (0: leave part 3 out)")
     ap.add_argument("--steps", type=int, default=300, help="training steps of the store runs")
     ap.add_argument("--compare-steps", type=int, default=100,
                     help="training steps of the points/s comparison")
@@ -221,49 +255,29 @@ def main(argv: list[str] | None = None) -> int:
             mem, rates = train(data, tmp / f"store_{nproc}", "mmap", args.steps, args.shapes, nproc)
             rows.append((f"store, {nproc} rank{'s' * (nproc > 1)}, {args.shapes} shapes", mem,
                          statistics.median(rates[1:])))
-            print(f"  {rows[-1][0]}: peak RSS {gb(mem['peak_rss'])} per process, sum "
-                  f"{gb(mem['sum_peak_rss'])}, peak PSS {gb(mem['peak_pss'])}", flush=True)
+            report(rows[-1])
 
-        sub = subset_root(data, tmp / "subset", subset)
-        run(["prep", "pack", sub, "--quiet"])
-        # 1 rank: in-memory and store runs alternated, twice, so that a slow spell of the machine hits both
-        rates: dict[str, list[float]] = {"memory": [], "mmap": []}
-        runs = [(store, 1, k) for k in range(2) for store in ("memory", "mmap")]
-        runs += [("memory", 2, 0), ("mmap", 2, 0)]
-        for store, nproc, k in runs:
-            mem, r = train(sub, tmp / f"sub_{store}_{nproc}_{k}", store, args.compare_steps, subset, nproc)
-            if nproc == 1:
-                rates[store] += r[1:]
-            if k == 0:
-                name = "store" if store == "mmap" else "memory"
-                rows.append((f"{name}, {nproc} rank{'s' * (nproc > 1)}, {subset} shapes", mem,
-                             statistics.median(r[1:])))
-                print(f"  {rows[-1][0]}: peak RSS {gb(mem['peak_rss'])} per process, sum "
-                      f"{gb(mem['sum_peak_rss'])}, peak PSS {gb(mem['peak_pss'])}", flush=True)
-        rates = {k: statistics.median(v) for k, v in rates.items()}
-        root = formats.DataRoot(sub)
-        refs = root.shapes("train")
-        memory_bank = SampleBank(refs, 3, progress=False, warn=False)
-        mapped = MappedBank(open_store(root, refs))
-        draw = {"memory": draw_rate(memory_bank, subset), "mmap": draw_rate(mapped, subset)}
-        del memory_bank
+        rates, draw = compare(data, tmp, subset, args.compare_steps, rows) if subset else (None, None)
 
-        print("\n| run | peak RSS per process | ranks' peak RSS summed | peak PSS summed | points/s |")
-        print("|---|---|---|---|---|")
+        print("\n| run | peak RSS per process | ranks' peak RSS summed | peak PSS summed | mapped file pages "
+              "| points/s |")
+        print("|---|---|---|---|---|---|")
         for label, mem, rate in rows:
             print(f"| {label} | {gb(mem['peak_rss'])} | {gb(mem['sum_peak_rss'])} | {gb(mem['peak_pss'])} | "
-                  f"{rate:,.0f} |")
+                  f"{gb(mem['peak_file'])} | {rate:,.0f} |")
         one, two = rows[0][1], rows[1][1]
         worst = max(m["peak_rss"] for _, m, _ in rows[:2])
         print(f"\npack: {gb(store_bytes)} store written in {seconds:.0f} s, peak RSS "
               f"{gb(pack_mem['peak_rss'])}")
         print(f"peak RSS per process with the store: {gb(worst)} (target <= 3 GB: "
               f"{'met' if worst <= 3 * GB else 'NOT met'})")
-        ratio = rates["mmap"] / rates["memory"]
-        print(f"training points/s, store / in-memory bank ({subset} shapes, 1 rank): {rates['mmap']:,.0f} / "
-              f"{rates['memory']:,.0f} = {ratio:.3f} (target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'})")
-        print(f"draw alone, points/s: store {draw['mmap']:,.0f}, in-memory bank {draw['memory']:,.0f} "
-              f"= {draw['mmap'] / draw['memory']:.3f}")
+        if rates:
+            ratio = rates["mmap"] / rates["memory"]
+            print(f"training points/s, store / in-memory bank ({subset} shapes, 1 rank): "
+                  f"{rates['mmap']:,.0f} / {rates['memory']:,.0f} = {ratio:.3f} (target >= 0.9: "
+                  f"{'met' if ratio >= 0.9 else 'NOT met'})")
+            print(f"draw alone, points/s: store {draw['mmap']:,.0f}, in-memory bank {draw['memory']:,.0f} "
+                  f"= {draw['mmap'] / draw['memory']:.3f}")
         for what, key in (("ranks' peak RSS summed", "sum_peak_rss"), ("peak PSS summed", "peak_pss")):
             r = two[key] / one[key]
             print(f"2 ranks / 1 rank with the store, {what}: {gb(two[key])} / {gb(one[key])} = {r:.2f} "

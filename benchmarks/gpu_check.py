@@ -17,7 +17,7 @@ of 256, 64 shapes x 16,384 samples per step) it prints:
 Peak device memory is ``torch.cuda.max_memory_allocated`` (CUDA only). The check imports torch, numpy, scipy,
 scikit-image, safetensors, pyyaml, tqdm and trimesh (and this repository), never open3d, libigl or pyrender.
 
-    python benchmarks/gpu_check.py --prepare DIR            # here: procedural shapes -> DIR (about 25 MB)
+    python benchmarks/gpu_check.py --prepare DIR            # here: procedural shapes -> DIR (26 MB)
     python benchmarks/gpu_check.py DIR                      # on the GPU machine, from the repository root
     python benchmarks/gpu_check.py DIR --device cpu --quick # CI: checks the script in under a minute
                                                             # (DIR made with --prepare DIR --quick)

@@ -24,7 +24,7 @@ from deepsdf_ad.distributed import World, shares
 MEMORY_FRACTION = 0.25
 """``auto`` maps the store when the in-memory banks of a node's ranks would take more than this share of its
 memory (a bank briefly takes twice its size while it loads)."""
-RESIDENT_BYTES = 1 << 30
+RESIDENT_BYTES = 3 << 29  # 1.5 GiB
 """Mapped store pages the ranks of a node keep in all (each its part) before they release them to the page
 cache (see :meth:`MappedBank.draw`)."""
 
