@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from deepsdf_ad.data_prep.formats import DataError, DataRoot, ShapeRef, load_sdf_samples
+from deepsdf_ad.data_prep.formats import DataError, DataRoot, ShapeRef
 from deepsdf_ad.data_prep.log import note
+from deepsdf_ad.data_prep.pack import finite_samples
 
 
 class SampleBank:
@@ -25,26 +26,26 @@ class SampleBank:
         warn: say on stderr how many rows with NaN or infinite values were dropped (one line in all).
     """
 
+    owners = None
+    """Every rank holds every shape (a store's ranks each read their share:
+    :class:`deepsdf_ad.store.MappedBank`)."""
+
     def __init__(self, refs: list[ShapeRef], dim: int, progress: bool = True, warn: bool = True):
         self.refs = refs
         self.keys = [r.key for r in refs]
         pos_list, neg_list = [], []
         dropped, total, files = 0, 0, []
         for ref in tqdm(refs, desc="load samples", unit="shape", disable=not progress or len(refs) < 50):
-            pos, neg = load_sdf_samples(ref.sdf)
+            pos, neg, lost, rows = finite_samples(ref.sdf)  # a side without rows borrows the other's
             if pos.shape[1] != dim + 1:
-                raise DataError(f"{ref.sdf}: samples have {pos.shape[1] - 1} coordinates but the config has dim={dim}")
-            rows = len(pos) + len(neg)
-            pos, neg = _finite(pos), _finite(neg)
+                raise DataError(f"{ref.sdf}: samples have {pos.shape[1] - 1} coordinates but the config has "
+                                f"dim={dim}")
             total += rows
-            if len(pos) + len(neg) < rows:
-                dropped += rows - len(pos) - len(neg)
+            if lost:
+                dropped += lost
                 files.append(ref.sdf)
-            if len(pos) == 0 and len(neg) == 0:
-                raise DataError(f"{ref.sdf}: no finite samples")
-            # a shape with no samples on one side borrows from the other so every draw is defined
-            pos_list.append(pos if len(pos) else neg)
-            neg_list.append(neg if len(neg) else pos)
+            pos_list.append(pos)
+            neg_list.append(neg)
         if dropped and warn:
             first = f" (first: {files[0]})" if len(files) > 1 else ""
             where = f"{len(files)} sample files{first}" if len(files) > 1 else str(files[0])
@@ -85,10 +86,6 @@ class SampleBank:
         p0, pc = int(self.pos_start[i]), int(self.pos_count[i])
         n0, nc = int(self.neg_start[i]), int(self.neg_count[i])
         return torch.cat([self.pos[p0:p0 + pc], self.neg[n0:n0 + nc]])
-
-
-def _finite(a: np.ndarray) -> np.ndarray:
-    return a[np.isfinite(a).all(axis=1)]
 
 
 def _pack(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

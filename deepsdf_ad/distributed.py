@@ -11,7 +11,8 @@ What is reduced how (see also docs/distributed.md):
 - every rank draws the same epoch order and the same samples for the whole global batch (generators
   seeded by (seed, epoch)); rank ``r`` of ``W`` keeps the shapes at positions ``r, r + W, r + 2W, ...``
   of each global batch, a deterministic, DistributedSampler-like split with no padding, so no shape is
-  counted twice;
+  counted twice; with a sample store (:mod:`deepsdf_ad.store`), where each rank reads only its share of the
+  shapes (:func:`shares`), rank ``r`` keeps instead the positions of the batch that hold its shapes;
 - each rank's loss is its share of the *global* mean (its sum divided by the global sample count), and
   the gradients of the wrapped network (decoder, and encoder if codes come from points) are **summed**
   across ranks by a DDP communication hook, so ``W`` ranks at global batch ``B`` compute the gradient of
@@ -40,6 +41,9 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    owners: torch.Tensor | None = None
+    """(S,) the rank that holds each shape's samples (a sample store's :func:`shares`); None: every rank holds
+    every shape and keeps the positions ``rank, rank + size, ...`` of each batch."""
 
     @property
     def enabled(self) -> bool:
@@ -50,13 +54,21 @@ class World:
         """Rank 0: the one that writes files and prints."""
         return self.rank == 0
 
-    def part(self, n: int) -> slice:
-        """This rank's positions in a global batch of ``n`` shapes."""
-        return slice(self.rank, n, self.size)
+    def part(self, index: torch.Tensor) -> slice | torch.Tensor:
+        """This rank's positions in a global batch of the shapes ``index`` (B,)."""
+        return self.positions(index, self.rank)
 
-    def count(self, n: int, rank: int) -> int:
-        """How many of a global batch of ``n`` shapes rank ``rank`` holds."""
-        return len(range(rank, n, self.size))
+    def positions(self, index: torch.Tensor, rank: int) -> slice | torch.Tensor:
+        """Rank ``rank``'s positions in a global batch of the shapes ``index`` (B,): a slice, or the positions
+        (on ``index``'s device) of the shapes it owns."""
+        if self.owners is None:
+            return slice(rank, len(index), self.size)
+        return (self.owners[index.cpu()] == rank).nonzero().flatten().to(index.device)
+
+    def count(self, index: torch.Tensor, rank: int) -> int:
+        """How many of a global batch of the shapes ``index`` rank ``rank`` holds."""
+        p = self.positions(index, rank)
+        return len(range(len(index))[p]) if isinstance(p, slice) else len(p)
 
     def barrier(self) -> None:
         if self.enabled:
@@ -78,18 +90,20 @@ class World:
         dist.broadcast(t, src=0)
         return bool(t.item())
 
-    def gather_rows(self, local: torch.Tensor, n: int) -> torch.Tensor:
-        """Rows (k, ...) held by each rank for a global batch of ``n`` -> (n, ...) in global batch order."""
+    def gather_rows(self, local: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Rows (k, ...) held by each rank (its :meth:`part`) of a global batch of the shapes ``index`` (B,)
+        -> (B, ...) in global batch order."""
         if not self.enabled:
             return local
-        most = self.count(n, 0)
-        pad = torch.zeros((most, *local.shape[1:]), dtype=local.dtype, device=local.device)
+        n = len(index)
+        counts = [self.count(index, r) for r in range(self.size)]
+        pad = torch.zeros((max(counts), *local.shape[1:]), dtype=local.dtype, device=local.device)
         pad[:len(local)] = local
         parts = [torch.empty_like(pad) for _ in range(self.size)]
         dist.all_gather(parts, pad)
         out = torch.empty((n, *local.shape[1:]), dtype=local.dtype, device=local.device)
         for r, p in enumerate(parts):
-            out[r::self.size] = p[:self.count(n, r)]
+            out[self.positions(index, r)] = p[:counts[r]]
         return out
 
     def check_in_sync(self, module: nn.Module) -> None:
@@ -105,9 +119,15 @@ class World:
 
 
 def _comm_device() -> torch.device:
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    nccl = dist.get_backend() == "nccl"
+    return torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+
+
+def shares(shapes: int, ranks: int) -> torch.Tensor:
+    """(shapes,) the rank that holds each shape when ``ranks`` ranks split ``shapes`` shapes: consecutive
+    blocks of sizes that differ by at most one (shapes ``i`` with ``i * ranks // shapes == r`` are rank
+    ``r``'s), so the shares are disjoint, cover every shape, and each is one stretch of a store's files."""
+    return torch.arange(shapes, dtype=torch.int64) * ranks // max(shapes, 1)
 
 
 def world_from_env() -> World:
@@ -183,8 +203,7 @@ class Network(nn.Module):
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """The model's :class:`Network` in DistributedDataParallel, gradients summed over ranks."""
     net = Network(model)
-    ddp = nn.parallel.DistributedDataParallel(net,
-                                              device_ids=[device.index] if device.type == "cuda" else None,
-                                              forward_sync_buffers=False)
+    ids = [device.index] if device.type == "cuda" else None
+    ddp = nn.parallel.DistributedDataParallel(net, device_ids=ids, forward_sync_buffers=False)
     ddp.register_comm_hook(None, _sum_hook)
     return ddp

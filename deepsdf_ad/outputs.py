@@ -23,7 +23,7 @@ RUN_FILES = ("config.yaml", "shapes.json", "metrics.jsonl", "latent_codes.safete
 RUN_FOLDERS = ("checkpoints",)
 DATA_FILES = ("manifest.json",)
 """The files and folders of a data root a command reads (see :mod:`deepsdf_ad.data_prep.formats`)."""
-DATA_FOLDERS = ("splits", "sdf", "surface", "scans", "shards")
+DATA_FOLDERS = ("splits", "sdf", "surface", "scans", "shards", "store")
 
 
 def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -80,8 +80,8 @@ def refuse_input_as_output(out: str | os.PathLike | None, files: Iterable = (), 
             for i in ins:
                 if same_path(o, i):
                     what = f"the input {f}" if i == f else f"the sidecar of the input {f}"
-                    raise DataError(f"{out}: {flag} is {what}; writing there would replace it; choose another "
-                                    f"{flag}")
+                    raise DataError(f"{out}: {flag} is {what}; writing there would replace it; choose "
+                                    f"another {flag}")
     for d in folders:
         if d is None:
             continue
@@ -92,5 +92,6 @@ def refuse_input_as_output(out: str | os.PathLike | None, files: Iterable = (), 
 
 
 def _with_sidecar(path: Path, sidecar: bool) -> list[Path]:
-    """``[path]``, and its ``.json`` sidecar after it when ``sidecar`` (and ``path`` is not a sidecar itself)."""
+    """``[path]``, and its ``.json`` sidecar after it when ``sidecar`` (and ``path`` is not a sidecar
+    itself)."""
     return [path, path.with_suffix(SIDECAR)] if sidecar and path.suffix and path.suffix != SIDECAR else [path]

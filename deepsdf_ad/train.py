@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from deepsdf_ad.config import Config, ConfigError, config_differences
-from deepsdf_ad.data import SampleBank, data_device, to_device
+from deepsdf_ad.data import SampleBank, to_device
 from deepsdf_ad.data_prep.folders import output_folder
 from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.data_prep.log import note
@@ -27,6 +27,7 @@ from deepsdf_ad.inputs import PointInputs, encode_all
 from deepsdf_ad.losses import code_regulariser, loss_clamp, sdf_error, sdf_loss
 from deepsdf_ad.models import SDFModel, build_model
 from deepsdf_ad.runs import CHECKPOINTS, CONFIG, METRICS, Run, load_model_state
+from deepsdf_ad.store import MappedBank, host_or_device, load_samples
 
 
 def step_loss(model: SDFModel, batch: dict, clamp: float, reg_weight: float, precision: str,
@@ -116,7 +117,7 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
     world.barrier()  # every rank has looked before rank 0 writes
     cfg = _run_config(run, cfg, epochs, resumed, restart)
     refs, bank = _load_samples(run, cfg, data, split_file, progress, world, resumed)
-    data_dev = data_device(cfg.train.samples_on, bank.nbytes, dev)
+    data_dev = host_or_device(bank, cfg.train.samples_on, dev)
     bank.to(data_dev)
     loop = _start_loop(cfg, run, world, dev, data_dev, bank, refs, progress, resumed)
     tc = cfg.train
@@ -178,14 +179,15 @@ def _run_config(run: Run, cfg: Config, epochs: int | None, resumed: bool, restar
 
 
 def _load_samples(run: Run, cfg: Config, data: str | os.PathLike, split_file: str | None, progress: bool,
-                  world: World, resumed: bool) -> tuple[list, SampleBank]:
+                  world: World, resumed: bool) -> tuple[list, SampleBank | MappedBank]:
     """The training split's shapes and their samples; rank 0 writes the run's config and shape list."""
     root = DataRoot(data, split_file)
     if root.manifest().get("field") == "height" and cfg.train.loss != "l1":
         raise DataError(f"{root.root}: holds heightfield intensities, not distances; train with "
                         "--set train.loss=l1")
     refs = root.shapes("train")
-    bank = SampleBank(refs, cfg.dim, progress=progress and world.main, warn=world.main)
+    bank = load_samples(root, refs, cfg.dim, cfg.train.sample_store, world, progress=progress)
+    world.owners = bank.owners  # a store's ranks each read their share of the shapes
     if resumed:
         if run.shapes()["keys"] != bank.keys:
             raise DataError(f"{run.path}: the run was trained on other shapes than {data}'s train split; "
@@ -205,7 +207,7 @@ class _Loop:
     world: World
     dev: torch.device
     data_dev: torch.device
-    bank: SampleBank
+    bank: SampleBank | MappedBank
     inputs: PointInputs | None
     """Surface points of the shapes, for a latent source that reads points (an encoder)."""
     model: SDFModel
@@ -220,7 +222,7 @@ class _Loop:
 
 
 def _start_loop(cfg: Config, run: Run, world: World, dev: torch.device, data_dev: torch.device,
-                bank: SampleBank, refs: list, progress: bool, resumed: bool) -> _Loop:
+                bank: SampleBank | MappedBank, refs: list, progress: bool, resumed: bool) -> _Loop:
     """The model (seeded initial weights, or the newest checkpoint's when resuming), its optimiser and the
     step plan."""
     torch.manual_seed(cfg.train.seed)  # initial weights: deterministic for a seed
@@ -361,7 +363,7 @@ def _distributed_step(model: SDFModel, net: torch.nn.Module, world: World, batch
     """
     samples = batch["samples"]
     n = len(samples)
-    part = world.part(n)
+    part = world.part(batch["index"])
     local = samples[part]
     per_shape = model.latent.per_shape_parameters
     with autocast(dev, precision):
@@ -379,7 +381,7 @@ def _distributed_step(model: SDFModel, net: torch.nn.Module, world: World, batch
     _backward(loss * share, scaler)  # DDP sums the network's gradients over ranks
     if per_shape:
         grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
-        all_codes.backward(world.gather_rows(grad, n))
+        all_codes.backward(world.gather_rows(grad, batch["index"]))
     return loss, l_sdf, l_reg
 
 

@@ -1,4 +1,5 @@
-"""``deepsdf-ad prep meshes|scenes|digits|merge``: inputs on disk -> SDF samples in a data folder.
+"""``deepsdf-ad prep meshes|scenes|digits|merge|pack``: inputs on disk -> SDF samples in a data folder (and
+the samples packed into a memory-mapped store).
 
 Defaults that a config dataclass of ``data_prep`` also holds are read from it (:func:`field_default`).
 """
@@ -34,14 +35,15 @@ def add_parsers(sub) -> None:
     _add_scenes(prep_sub)
     _add_digits(prep_sub)
     _add_merge(prep_sub)
+    _add_pack(prep_sub)
 
 
 def _add_meshes(prep_sub) -> None:
     from deepsdf_ad.data_prep.params import PrepConfig, SamplingConfig
 
     pm = prep_sub.add_parser("meshes", help="sample signed distances from a folder of meshes",
-                             description="Sample SDF points from every mesh below SRC (category = folder name, "
-                                         "id = file stem) into DATA, in DeepSDF's format.")
+                             description="Sample SDF points from every mesh below SRC (category = folder "
+                                         "name, id = file stem) into DATA, in DeepSDF's format.")
     pm.add_argument("src", metavar="SRC", help="folder of meshes (.obj .off .ply .stl), searched recursively")
     pm.add_argument("--out", required=True, metavar="DATA", help="data folder to write")
     samples = field_default(SamplingConfig, "samples")
@@ -75,20 +77,22 @@ def _add_scenes(prep_sub) -> None:
     from deepsdf_ad.data_prep.params import SamplingConfig, SceneConfig
 
     ps = prep_sub.add_parser("scenes", help="compose scenes of several meshes and sample them",
-                             description="Place 2-5 meshes of SRC (category = folder name) on the floor of a room, "
-                                         "without overlaps, and sample each scene's signed distances into DATA "
-                                         "(category 'scene'; scene meshes in DATA/scene_meshes). Test scenes are "
-                                         "made only of test meshes.")
-    ps.add_argument("src", metavar="SRC", help="folder of meshes (.obj .off .ply .stl), one subfolder per category")
+                             description="Place 2-5 meshes of SRC (category = folder name) on the floor of a "
+                                         "room, without overlaps, and sample each scene's signed distances "
+                                         "into DATA (category 'scene'; scene meshes in DATA/scene_meshes). "
+                                         "Test scenes are made only of test meshes.")
+    ps.add_argument("src", metavar="SRC",
+                    help="folder of meshes (.obj .off .ply .stl), one subfolder per category")
     ps.add_argument("--out", required=True, metavar="DATA", help="data folder to write")
-    ps.add_argument("--scenes", required=True, type=positive_int, metavar="N", help="scenes in total (train + test)")
+    ps.add_argument("--scenes", required=True, type=positive_int, metavar="N",
+                    help="scenes in total (train + test)")
     objects = field_default(SceneConfig, "objects")
     ps.add_argument("--objects", type=objects_range, default=objects, metavar="MIN-MAX",
                     help=f"objects per scene, uniform in MIN..MAX (default {objects[0]}-{objects[1]})")
     room = field_default(SceneConfig, "room_size")
     ps.add_argument("--room-size", type=positive_float, default=room, metavar="M",
-                    help=f"side of the square room in metres (default {room:g}); objects have plausible sizes in "
-                         "metres")
+                    help=f"side of the square room in metres (default {room:g}); objects have plausible "
+                         "sizes in metres")
     gap = field_default(SceneConfig, "gap")
     ps.add_argument("--gap", type=finite_float, default=gap, metavar="M",
                     help=f"smallest distance between two objects' footprints, metres (default {gap:g})")
@@ -114,17 +118,22 @@ def _add_digits(prep_sub) -> None:
     from deepsdf_ad.data_prep.params import DigitSamplingConfig
 
     pd = prep_sub.add_parser("digits", help="MNIST digits as 2D signed-distance fields or heightfields",
-                             description="Turn the digits of the MNIST IDX files in IDX_DIR into samples in DATA "
-                                         "(category = label, id = <file prefix>-<index>, e.g. t10k-00042).")
-    pd.add_argument("idx_dir", metavar="IDX_DIR", help="folder of *-images-idx3-ubyte[.gz] + *-labels-idx1-ubyte[.gz]")
+                             description="Turn the digits of the MNIST IDX files in IDX_DIR into samples in "
+                                         "DATA (category = label, id = <file prefix>-<index>, e.g. "
+                                         "t10k-00042).")
+    pd.add_argument("idx_dir", metavar="IDX_DIR",
+                    help="folder of *-images-idx3-ubyte[.gz] + *-labels-idx1-ubyte[.gz]")
     pd.add_argument("--out", required=True, metavar="DATA", help="data folder to write")
     pd.add_argument("--labels", help="digits to keep, e.g. 0-4 or 1,3,7 (default all)")
     pd.add_argument("--limit", type=positive_int, help="at most N digits per IDX file (the first ones)")
-    pd.add_argument("--test-fraction", type=fraction, default=0.2, help="share of each label held out for test")
+    pd.add_argument("--test-fraction", type=fraction, default=0.2,
+                    help="share of each label held out for test")
     pd.add_argument("--field", choices=("sdf", "height"), default=field_default(DigitSamplingConfig, "field"),
-                    help="sdf: signed distance to the 0.5 contour; height: intensity (+ a 3D heightfield solid)")
+                    help="sdf: signed distance to the 0.5 contour; height: intensity (+ a 3D heightfield "
+                         "solid)")
     samples = field_default(DigitSamplingConfig, "samples")
-    pd.add_argument("--samples", type=positive_int, default=samples, help=f"samples per digit (default {samples})")
+    pd.add_argument("--samples", type=positive_int, default=samples,
+                    help=f"samples per digit (default {samples})")
     pd.add_argument("--seed", type=seed, default=0, help="random seed")
     add_force(pd, "data")
     pd.add_argument("--download", action="store_true",
@@ -136,12 +145,27 @@ def _add_digits(prep_sub) -> None:
 
 def _add_merge(prep_sub) -> None:
     pg = prep_sub.add_parser("merge", help="combine the shards of a sharded prep (--shard I/N) into DATA",
-                             description="Check that DATA/shards holds every shard-I-of-N.json of one sharding, "
-                                         "all finished with the same flags, then write DATA's splits and "
-                                         "manifest.json (and --scans), as one unsharded run would.")
+                             description="Check that DATA/shards holds every shard-I-of-N.json of one "
+                                         "sharding, all finished with the same flags, then write DATA's "
+                                         "splits and manifest.json (and --scans), as one unsharded run "
+                                         "would.")
     pg.add_argument("data", metavar="DATA", help="data folder the shards wrote into")
     add_quiet(pg)
     pg.set_defaults(func=run_prep_merge)
+
+
+def _add_pack(prep_sub) -> None:
+    pk = prep_sub.add_parser("pack", help="pack DATA's training samples into a memory-mapped store",
+                             description="Write DATA's training samples into DATA/store (two uncompressed "
+                                         "float32 arrays, an index and a checksum manifest), which 'train' "
+                                         "maps into memory instead of loading (train.sample_store). With a "
+                                         "store already there: check it against its sources; --rebuild packs "
+                                         "it again.")
+    pk.add_argument("data", metavar="DATA", help="data folder (ours or DeepSDF's)")
+    pk.add_argument("--split", help="split JSON of the training shapes (default DATA/splits/train.json)")
+    pk.add_argument("--rebuild", action="store_true", help="pack again, replacing the store")
+    add_quiet(pk)
+    pk.set_defaults(func=run_prep_pack)
 
 
 def run_prep_meshes(args) -> int:
@@ -178,17 +202,17 @@ def run_prep_scenes(args) -> int:
 
     not_inputs(args.out, folders=[args.src])
     cfg = SceneConfig(SamplingConfig(samples=args.samples), scenes=args.scenes, objects=args.objects,
-                      room_size=args.room_size, gap=args.gap, test_fraction=args.test_fraction, seed=args.seed,
-                      scans=args.scans, max_ambiguous=args.max_ambiguous)
+                      room_size=args.room_size, gap=args.gap, test_fraction=args.test_fraction,
+                      seed=args.seed, scans=args.scans, max_ambiguous=args.max_ambiguous)
     manifest = prep_scenes(args.src, args.out, cfg, workers=workers(args.workers), progress=not args.quiet,
                            force=args.force)
     s = manifest["summary"]
     for r in manifest["meshes"]:
         if r["status"] != "ok":
             print(f"  failed: {r['reason']}")
-    print(f"prep: {s['ok']} of {s['scenes']} scenes ok ({s['train']} train, {s['test']} test), {s['failed']} failed "
-          f"({s['skipped_unchanged']} unchanged, skipped); {s['sources_ok']} of {s['sources']} meshes usable "
-          f"-> {args.out}")
+    print(f"prep: {s['ok']} of {s['scenes']} scenes ok ({s['train']} train, {s['test']} test), "
+          f"{s['failed']} failed ({s['skipped_unchanged']} unchanged, skipped); {s['sources_ok']} of "
+          f"{s['sources']} meshes usable -> {args.out}")
     if s["ok"] == 0:
         raise UserError(f"{args.src}: no scene could be prepared (see {Path(args.out) / 'manifest.json'})")
     return 0
@@ -213,7 +237,8 @@ def run_prep_digits(args) -> int:
     print(f"prep: {s['ok']} of {s['digits']} digits ok ({s['train']} train, {s['test']} test), "
           f"{s['failed']} failed, field {manifest['field']} -> {args.out}")
     if s["ok"] == 0:
-        raise UserError(f"{args.idx_dir}: no digit could be prepared (see {Path(args.out) / 'manifest.json'})")
+        raise UserError(f"{args.idx_dir}: no digit could be prepared "
+                        f"(see {Path(args.out) / 'manifest.json'})")
     return 0
 
 
@@ -225,5 +250,27 @@ def run_prep_merge(args) -> int:
     kind = "digits" if manifest.get("kind") == "digits" else "meshes"
     print(f"prep merge: {s['ok']} of {s[kind]} {kind} ok, {s['failed']} failed -> {args.data}")
     if s["ok"] == 0:
-        raise UserError(f"{args.data}: no shape was prepared by any shard (see {Path(args.data) / 'manifest.json'})")
+        raise UserError(f"{args.data}: no shape was prepared by any shard "
+                        f"(see {Path(args.data) / 'manifest.json'})")
+    return 0
+
+
+def run_prep_pack(args) -> int:
+    from deepsdf_ad.data_prep.formats import DataRoot
+    from deepsdf_ad.data_prep.pack import open_store, pack_store, store_exists, store_paths
+
+    root = DataRoot(args.data, args.split)
+    folder = store_paths(root)["manifest"].parent
+    if store_exists(root) and not args.rebuild:
+        store = open_store(root, root.shapes("train"), full=True)
+        print(f"prep pack: {folder} is up to date ({len(store.keys)} shapes, every checksum verified); "
+              "--rebuild packs it again")
+        return 0
+    manifest = pack_store(root, progress=not args.quiet)
+    rows = sum(a["rows"] for a in manifest["arrays"].values())
+    size = sum(a["bytes"] for a in manifest["arrays"].values())
+    lost = manifest["dropped"]
+    dropped = f", {lost} rows with NaN or infinite values left out" if lost else ""
+    print(f"prep pack: {len(manifest['shapes'])} shapes, {rows} rows ({size / 1e9:.2f} GB){dropped} "
+          f"-> {folder}")
     return 0
