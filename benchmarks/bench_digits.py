@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepsdf_ad.config import load_config
+from deepsdf_ad.config import find_preset, load_config
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.digits import (
     DigitField,
@@ -45,7 +45,7 @@ from deepsdf_ad.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
-PRESET = ROOT / "configs" / "digits_autodecoder.yaml"
+PRESET = find_preset("digits_autodecoder")
 
 
 def original_picture(image: np.ndarray, res: int) -> np.ndarray:

@@ -35,9 +35,8 @@ from deepsdf_ad.data_prep.shapes import write_family
 from deepsdf_ad.runs import Run
 from deepsdf_ad.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-
-PRESETS = {"shapes_small": "configs/shapes_small.yaml", "deepsdf_chairs": "configs/deepsdf_chairs.yaml"}
+PRESETS = {"shapes_small": "shapes_small", "deepsdf_chairs": "deepsdf_chairs"}
+"""Benchmark name -> preset name (:func:`deepsdf_ad.config.find_preset`)."""
 TARGETS = {"shapes_small": 15.0, "deepsdf_chairs": 60.0}
 TRAIN_SET = {"shapes_small": [],
              "deepsdf_chairs": ["model.decoder.dropout=0.0", "train.shapes_per_batch=8", "train.samples_per_shape=2048",
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.presets:
         run = work / f"run_{name}"
-        preset = load_config(ROOT / PRESETS[name], TRAIN_SET[name])
+        preset = load_config(PRESETS[name], TRAIN_SET[name])
         if not (run / "latent_codes.safetensors").is_file():
             train(preset, data, run, device="cpu", progress=False, max_seconds=args.train_minutes * 60)
         # a reused run times the preset's code search and meshing as they are now, not as when it was trained

@@ -101,7 +101,7 @@ def fit_blends(data: Path, steps: int, batch: int, resolution: int) -> dict:
     truth = formats.load_points(ref.surface)
     out = {}
     for blend in ("interpolate", "local"):
-        cfg = load_config(ROOT / "configs" / "scenes_latent_grid.yaml", [f"model.latent.kwargs.blend={blend}"])
+        cfg = load_config("scenes_latent_grid", [f"model.latent.kwargs.blend={blend}"])
         torch.manual_seed(0)
         model = build_model(3, cfg.model.decoder, cfg.model.latent, 1)
         opt = torch.optim.Adam([{"params": model.decoder.parameters(), "lr": cfg.train.lr_decoder.initial},
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.methods:
         preset, extra = METHODS[name]
         run = work / f"run_{name}"
-        cfg = load_config(ROOT / "configs" / preset, [*args.set, *extra])
+        cfg = load_config(preset, [*args.set, *extra])
         t0 = time.perf_counter()
         train(cfg, data, run, epochs=args.epochs, device="cpu", progress=False)
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

@@ -23,17 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepsdf_ad.config import load_config
+from deepsdf_ad.config import find_preset, load_config
 from deepsdf_ad.data_prep.meshes import SamplingConfig, SignedDistance, normalized_mesh, sample_query_points
 from deepsdf_ad.data_prep.shapes import chair
 from deepsdf_ad.losses import sdf_loss
 from deepsdf_ad.meshing import adaptive_grid, evaluate_grid, marching_cubes, model_sdf
 from deepsdf_ad.models import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
-
-PRESETS = {"shapes_small (8x128)": ROOT / "configs" / "shapes_small.yaml",
-           "deepsdf_chairs (8x512)": ROOT / "configs" / "deepsdf_chairs.yaml"}
+PRESETS = {"shapes_small (8x128)": find_preset("shapes_small"),
+           "deepsdf_chairs (8x512)": find_preset("deepsdf_chairs")}
 
 
 def fitted_decoder(preset: Path, steps: int, seed: int = 0):

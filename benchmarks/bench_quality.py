@@ -80,7 +80,7 @@ def prepare(work: Path, meshes: Path) -> Path:
 
 def train_preset(work: Path, data: Path, name: str, out: str | None = None, *extra: str) -> Path:
     run = work / "runs" / (out or name)
-    sh("train", "--config", ROOT / "configs" / f"{name}.yaml", "--data", data, "--out", run, "--quiet", *extra)
+    sh("train", "--config", name, "--data", data, "--out", run, "--quiet", *extra)
     return run
 
 
@@ -133,7 +133,7 @@ def equal_steps_args(data: Path, plus: Path) -> list[str]:
     the ratio of training shapes."""
     from deepsdf_ad.config import load_config
 
-    cfg = load_config(ROOT / "configs" / "shapes_cpu.yaml")
+    cfg = load_config("shapes_cpu")
     ratio = len(DataRoot(data).shapes("train")) / len(DataRoot(plus).shapes("train"))
     epochs = max(1, round(cfg.train.epochs * ratio))
     every = max(1, round(cfg.train.checkpoint_every * ratio))

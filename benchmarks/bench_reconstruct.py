@@ -42,8 +42,6 @@ from deepsdf_ad.runs import (
 )
 from deepsdf_ad.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def deepsdf_schedule(rc):
     return dataclasses.replace(rc, iterations=800, lr=5e-3, lr_drop_at=0.5, lr_drop_factor=0.1, samples=8000,
@@ -77,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             write_family(meshes, per_family=12, seed=0)
         prep_meshes(meshes, data, PrepConfig(SamplingConfig(samples=100_000), test_fraction=0.2), progress=False)
         if not (run_path / "latent_codes.safetensors").is_file():
-            train(load_config(ROOT / "configs" / "shapes_small.yaml"), data, run_path, device="cpu", progress=False,
+            train(load_config("shapes_small"), data, run_path, device="cpu", progress=False,
                   max_seconds=args.train_minutes * 60)
     else:
         meshes, data, run_path = Path(args.meshes), Path(args.data), Path(args.run)
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(run_path)
     cfg, model = load_trained(run, dev)
     # ours: the preset's code search as it is now (a reused run keeps the config it was trained with)
-    base = cfg.reconstruct if args.run is not None else load_config(ROOT / "configs" / "shapes_small.yaml").reconstruct
+    base = cfg.reconstruct if args.run is not None else load_config("shapes_small").reconstruct
     ours = with_settings(base, args.set)
     theirs = deepsdf_schedule(cfg.reconstruct)
     schedules = [("deepsdf", theirs), ("ours", ours)]

@@ -28,16 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepsdf_ad.config import load_config
+from deepsdf_ad.config import find_preset, load_config
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.models import build_model
 from deepsdf_ad.train import make_optimizer, plan_split, step_loss, sub_batches, train
 
-ROOT = Path(__file__).resolve().parents[1]
-
-CHAIRS = ROOT / "configs" / "deepsdf_chairs.yaml"
-SMALL = ROOT / "configs" / "shapes_small.yaml"
+CHAIRS = find_preset("deepsdf_chairs")
+SMALL = find_preset("shapes_small")
 DEEPSDF_POINTS_PER_S = 6379.0
 
 

@@ -253,6 +253,8 @@ def _run_cli(args: list[str], log: Path, what: str) -> None:
 
 def quick_preset(preset: Path, dest: Path) -> Path:
     """A copy of the experiment preset with :data:`QUICK_SET` and :data:`QUICK_COMPARE` applied."""
+    from deepsdf_ad.experiment import method_preset
+
     data = yaml.safe_load(preset.read_text())
     data["name"] = f"{data.get('name', preset.stem)}_quick"
     data["set"] = [*(data.get("set") or []), *QUICK_SET]
@@ -260,7 +262,7 @@ def quick_preset(preset: Path, dest: Path) -> Path:
     methods = {}
     for k, v in (data.get("methods") or {}).items():  # method presets: absolute, the copy lives elsewhere
         cfg = v if isinstance(v, str) else v.get("config", "")
-        p = (REPO / cfg) if not Path(cfg).is_absolute() and (REPO / cfg).is_file() else Path(cfg)
+        p = method_preset(cfg, preset.parent).resolve()
         methods[k] = str(p) if isinstance(v, str) else {**v, "config": str(p)}
     data["methods"] = methods
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -269,11 +271,21 @@ def quick_preset(preset: Path, dest: Path) -> Path:
     return dest
 
 
+def preset_file(exp: ArticleExperiment) -> Path | None:
+    """The experiment preset's file (:func:`deepsdf_ad.config.find_preset`), None where it does not exist."""
+    from deepsdf_ad.config import EXPERIMENTS, ConfigError, find_preset
+
+    try:
+        return find_preset(exp.preset, EXPERIMENTS)
+    except ConfigError:
+        return None
+
+
 def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
     """Prepare the data of ``exp`` and run its experiment into ``work/NAME`` (or reuse its outputs)."""
-    preset = REPO / exp.preset
+    preset = preset_file(exp)
     oc = Outcome(exp, "skipped", out=opts.work / exp.name)
-    if not preset.is_file():
+    if preset is None:
         oc.status, oc.reason = "no-preset", f"`{exp.preset}` does not exist in this checkout"
         return oc
     if opts.only is not None and exp.name not in opts.only:
@@ -813,8 +825,8 @@ class Renderer:
         oc = self.outcomes.get(name)
         if oc is None:
             raise DataError(f"{TEMPLATE}: unknown experiment '{name}'")
-        preset = oc.preset or REPO / oc.exp.preset
-        if not Path(preset).is_file():
+        preset = oc.preset or preset_file(oc.exp)
+        if preset is None or not Path(preset).is_file():
             return None
         e = load_experiment(preset)
         if method not in e.methods:

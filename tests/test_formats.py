@@ -83,7 +83,8 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     try:
         assert formats._umask() == umask  # read without changing it
         formats.write_json(tmp_path / "a.json", {"x": 1})
-        formats.save_sdf_samples(tmp_path / "s.npz", np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float32))
+        zeros = np.zeros((2, 4), np.float32)
+        formats.save_sdf_samples(tmp_path / "s.npz", zeros, zeros)
         with formats.atomic_path(tmp_path / "b.bin") as tmp:
             tmp.write_bytes(b"abc")
         plain = tmp_path / "plain.txt"
