@@ -34,17 +34,17 @@ class QuickDemo:
     """``demo --quick``: the same path, sized to check an installation in seconds (not to give a good
     shape)."""
 
-    per_family: int = 3
-    """Shapes per family (3 families): 2 train and 1 test shape each."""
-    samples: int = 6000
+    per_family: int = 2
+    """Shapes per family (3 families): one train and one test shape each."""
+    samples: int = 4000
     """SDF samples per shape."""
-    epochs: int = 20
+    epochs: int = 12
     """Training epochs (one step each)."""
-    iterations: int = 60
+    iterations: int = 40
     """Steps of the code search."""
-    restarts: int = 2
+    restarts: int = 1
     """Starts of the code search."""
-    resolution: int = 40
+    resolution: int = 32
     """Marching-cubes grid of the reconstruction."""
 
 
