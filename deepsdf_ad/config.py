@@ -96,6 +96,9 @@ class TrainConfig:
     """Training arithmetic: fp32, bf16 (autocast) or fp16 (autocast, CUDA)."""
     seed: int = 0
     """Seed of initialisation, shuffling, sampling and dropout."""
+    tensorboard: bool = False
+    """Also write each epoch's metrics and code norms as TensorBoard event files in ``RUN/tensorboard`` (needs
+    ``pip install 'deepsdf-ad[tensorboard]'``; see :mod:`deepsdf_ad.board`)."""
 
 
 @dataclass

@@ -5,6 +5,7 @@
     RUN/config.yaml                      the full resolved config
     RUN/shapes.json                      {"data": DATA, "keys": ["category/id", ...]} (row order of the code table)
     RUN/metrics.jsonl                    one JSON line per epoch: epoch, loss, seconds, learning rates, ...
+    RUN/tensorboard/                     TensorBoard event files of the same (train.tensorboard: true)
     RUN/checkpoints/epoch_000100.safetensors   model + optimiser state (safetensors: no pickle)
     RUN/checkpoints/epoch_000100.json    its sidecar: {"file", "epoch", "sha256"}
     RUN/latent_codes.safetensors         the learned codes ("codes": (S, L)), shape keys in its metadata
@@ -49,6 +50,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_INDEX = "index.json"
 CODES = "latent_codes.safetensors"
+TENSORBOARD = "tensorboard"
 MESHES = "meshes"
 
 

@@ -19,7 +19,8 @@ def add_parsers(sub) -> None:
     tr = sub.add_parser("train", help="train a model (resumes if RUN exists)",
                         description="Train on DATA's train split into RUN; running it again resumes, with the "
                                     "run's own config (only --epochs may change). One train at a time per RUN.")
-    tr.add_argument("--config", required=True, help="YAML preset, e.g. configs/shapes_small.yaml")
+    tr.add_argument("--config", required=True,
+                    help="a preset's name (e.g. shapes_small) or a YAML file (e.g. configs/shapes_small.yaml)")
     tr.add_argument("--data", required=True, metavar="DATA", help="data folder (ours or DeepSDF's)")
     tr.add_argument("--out", required=True, metavar="RUN", help="run folder")
     tr.add_argument("--epochs", type=positive_int, help="override the config's epoch count")
@@ -34,6 +35,9 @@ def add_parsers(sub) -> None:
     tr.add_argument("--nproc", type=positive_int, default=1, metavar="N",
                     help="train with N processes on this machine (DDP: gloo on CPU, NCCL with one GPU per "
                          "process); the same as 'torchrun --nproc_per_node N -m deepsdf_ad train ...'")
+    tr.add_argument("--tensorboard", action="store_true",
+                    help="also write TensorBoard event files to RUN/tensorboard (the same as --set "
+                         "train.tensorboard=true; needs pip install 'deepsdf-ad[tensorboard]')")
     add_force(tr, "run")
     tr.add_argument("--restart", action="store_true",
                     help="start over in a run folder whose metrics record epochs but whose checkpoints are gone "
@@ -48,7 +52,12 @@ def run_train(args) -> int:
     from deepsdf_ad.train import train, train_seeds
 
     not_inputs(args.out, files=[args.config, args.split], data=[args.data])
-    cfg = load_config(args.config, args.set)  # a bad config fails here, once, before any rank starts
+    overrides = [*args.set, *(["train.tensorboard=true"] if args.tensorboard else [])]
+    cfg = load_config(args.config, overrides)  # a bad config fails here, once, before any rank starts
+    if cfg.train.tensorboard:
+        from deepsdf_ad.board import summary_writer
+
+        summary_writer()  # not installed: one line now, not after the data are loaded
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from deepsdf_ad.distributed import launch
 
