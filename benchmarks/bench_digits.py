@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         k = 8
         order = np.random.default_rng(args.seed + 1).choice(len(ev["refs"]), size=k, replace=False)
         originals = [original_picture(images[ev["refs"][i].id], r) for i in order]
-        recons = [field_picture(evaluate_grid(model_sdf(model, ev["codes"][i], dev), r, 2), "sdf") for i in order]
+        recons = [field_picture(evaluate_grid(model_sdf(model, ev["codes"][i], dev), r, 2),
+                                "sdf") for i in order]
         new = sample_codes(model.latent.all_codes().cpu(), k, np.random.default_rng(args.seed))
         samples = [field_picture(evaluate_grid(model_sdf(model, c, dev), r, 2), "sdf") for c in new]
         formats.save_png(args.picture, picture_grid(originals + recons + samples, k))

@@ -1,7 +1,8 @@
-"""``deepsdf-ad article``: rerun the experiment presets and regenerate ``docs/autodecoders.md`` from their outputs.
+"""``deepsdf-ad article``: rerun the experiment presets and regenerate ``docs/autodecoders.md`` from their
+outputs.
 
-The article is a template (``docs/article/autodecoders.md.in``: hand-written prose plus directives) filled from
-the run files, so no measured number in it is typed by hand:
+The article is a template (``docs/article/autodecoders.md.in``: hand-written prose plus directives) filled
+from the run files, so no measured number in it is typed by hand:
 
 - every table is rendered from an experiment's ``report/results.json`` and preceded by a comment
   ``<!-- table kind=... source=... -->`` naming that file, so a test can parse the table back and check it;
@@ -24,8 +25,8 @@ Directives (each ``{{ ... }}``; block directives stand alone on their line):
 ``{{ code_bytes NAME METHOD }}``      bytes of one float32 code
 ``{{ preset NAME }}``                 the experiment preset's path
 
-Which experiments the article reports is :data:`EXPERIMENTS`; an entry whose preset does not exist yet (scenes,
-before its model lands) is reported as not run.
+Which experiments the article reports is :data:`EXPERIMENTS`; an entry whose preset does not exist yet
+(scenes, before its model lands) is reported as not run.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ FIGURE_MAX_WIDTH = 900
 BOOTSTRAP = 1000
 RUN_INFO = "article_run.json"
 RESULTS_DIR = "article/results"
-"""Beside the article (``OUT/article/results/NAME.json``): each experiment's results.json, which its tables cite."""
+"""Beside the article (``OUT/article/results/NAME.json``): each experiment's results.json, which its tables
+cite."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,8 @@ class ArticleExperiment:
 
     Commands are ``deepsdf-ad`` arguments with placeholders: ``{shared}`` (the shared data folder), ``{data}``
     and ``{ood}`` (the experiment's data folders; the experiment gets ``--ood`` when a command writes
-    ``{ood}``), ``{meshes:CAT,CAT[:N]}`` (a folder of links to the shared meshes of those categories, the first
-    N of each when given).
+    ``{ood}``), ``{meshes:CAT,CAT[:N]}`` (a folder of links to the shared meshes of those categories, the
+    first N of each when given).
     """
 
     name: str
@@ -97,18 +99,22 @@ EXPERIMENTS: tuple[ArticleExperiment, ...] = (
     # lands with the scenes issue: reported as "not run" until configs/experiments/scenes.yaml exists
     ArticleExperiment(
         "scenes", "Scenes of several objects (local latent grids)", "configs/experiments/scenes.yaml",
-        ("prep scenes {meshes:chair,table,sofa} --out {data} --scenes 30 --samples 200000 --scans 1 --quiet",),
-        ("prep scenes {meshes:chair,table,sofa:4} --out {data} --scenes 4 --objects 2-3 --samples 20000 --scans 1 --quiet",)),
+        ("prep scenes {meshes:chair,table,sofa} --out {data} --scenes 30 --samples 200000 --scans 1 "
+         "--quiet",),
+        ("prep scenes {meshes:chair,table,sofa:4} --out {data} --scenes 4 --objects 2-3 --samples 20000 "
+         "--scans 1 --quiet",)),
 )
 
-QUICK_SET = ["train.epochs=2", "train.checkpoint_every=1", "reconstruct.iterations=10", "reconstruct.samples=500",
-             "mesh.resolution=32"]
-"""Overrides added to every method in ``--quick`` mode (CI-sized: numbers check the machinery, not the methods)."""
+QUICK_SET = ["train.epochs=2", "train.checkpoint_every=1", "reconstruct.iterations=10",
+             "reconstruct.samples=500", "mesh.resolution=32"]
+"""Overrides added to every method in ``--quick`` mode (CI-sized: numbers check the machinery, not the
+methods)."""
 QUICK_COMPARE = {"limit": 1, "resolution": 32, "samples": 3, "steps": 3}
 
 METRIC_LABELS = {"chamfer_x1e3": "chamfer ×10³", "chamfer_l1": "chamfer-L1", "fscore": "F-score@1%",
-                 "normal_consistency": "normal consistency", "iou": "IoU", "near_contour_error": "near-contour error",
-                 "code_seconds": "code s/shape", "mesh_seconds": "mesh s/shape"}
+                 "normal_consistency": "normal consistency", "iou": "IoU",
+                 "near_contour_error": "near-contour error", "code_seconds": "code s/shape",
+                 "mesh_seconds": "mesh s/shape"}
 SECTION_NAMES = {"representation": "Representation (training shapes)",
                  "reconstruction": "Held-out reconstruction (full observations)",
                  "completion": "Completion from partial observations",
@@ -216,8 +222,8 @@ def _mesh_source(spec: str, opts: BuildOptions) -> Path:
     for cat in cats.split(","):
         src = opts.shared / "meshes" / cat
         if not src.is_dir():
-            raise DataError(f"{src}: shared meshes of category '{cat}' not found; pass --shared DIR (the folder "
-                            "with meshes/ and mnist/) or give the data with --data NAME=DIR")
+            raise DataError(f"{src}: shared meshes of category '{cat}' not found; pass --shared DIR (the "
+                            "folder with meshes/ and mnist/) or give the data with --data NAME=DIR")
         files = sorted(p for p in src.iterdir() if p.is_file())[:n]
         (dest / cat).mkdir(parents=True, exist_ok=True)
         for f in files:
@@ -242,8 +248,8 @@ def _run_cli(args: list[str], log: Path, what: str) -> None:
     with open(log, "a") as fh:
         fh.write(f"$ deepsdf-ad {shlex.join(args)}\n")
         fh.flush()
-        proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", *args], stdout=fh, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(
+        proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", *args], stdout=fh,
+                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
                                   [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])})
     if proc.returncode != 0:
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
@@ -298,12 +304,14 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
         info = formats.read_json(oc.out / RUN_INFO) if (oc.out / RUN_INFO).is_file() else {}
         oc.timing = {k: v for k, v in info.items() if k not in ("prep_commands", "data_notes", "command")}
         if "command" in info:  # as the build that ran it recorded them
-            oc.prep_commands, oc.data_notes, oc.command = info["prep_commands"], info["data_notes"], info["command"]
+            oc.prep_commands, oc.data_notes = info["prep_commands"], info["data_notes"]
+            oc.command = info["command"]
         else:
             _note_commands(oc, opts)
-            oc.data_notes.append("the commands above are reconstructed from the recipe in `deepsdf_ad/article.py` (with "
-                                 "the build's recorded `--max-meshes` and `--set`): the build that ran this experiment "
-                                 f"did not record them in `{RUN_INFO}`")
+            oc.data_notes.append("the commands above are reconstructed from the recipe in "
+                                 "`deepsdf_ad/article.py` (with the build's recorded `--max-meshes` and "
+                                 f"`--set`): the build that ran this experiment did not record them in "
+                                 f"`{RUN_INFO}`")
         _say(opts, f"{exp.name}: reusing {rel(results_path)}")
         return oc
     data = Path(opts.data[exp.name]) if exp.name in opts.data else opts.work / "data" / exp.name
@@ -319,8 +327,8 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
         if (writes_ood and exp.name in opts.ood) or (not writes_ood and exp.name in opts.data):
             continue
         if not opts.shared.is_dir():
-            raise DataError(f"{opts.shared}: shared data folder not found; pass --shared DIR or give the data of "
-                            f"'{exp.name}' with --data {exp.name}=DIR")
+            raise DataError(f"{opts.shared}: shared data folder not found; pass --shared DIR or give the "
+                            f"data of '{exp.name}' with --data {exp.name}=DIR")
         args = _expand(cmd, opts, data, ood)
         _say(opts, f"{exp.name}: deepsdf-ad {shlex.join(args)}")
         _run_cli(args, log, exp.name)
@@ -334,15 +342,17 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
     t_exp = time.perf_counter()
     _run_cli(args, log, exp.name)
     oc.status, oc.results = "run", formats.read_json(results_path)
-    oc.timing = {"prep_seconds": round(t_exp - t_prep, 1), "experiment_seconds": round(time.perf_counter() - t_exp, 1),
-                 "quick": opts.quick, "set": list(opts.overrides), "max_meshes": opts.max_meshes}
+    oc.timing = {"prep_seconds": round(t_exp - t_prep, 1),
+                 "experiment_seconds": round(time.perf_counter() - t_exp, 1), "quick": opts.quick,
+                 "set": list(opts.overrides), "max_meshes": opts.max_meshes}
     _note_commands(oc, opts, data, ood if wants_ood else None)
     formats.write_json(oc.out / RUN_INFO, {**oc.timing, "prep_commands": oc.prep_commands,
                                            "data_notes": oc.data_notes, "command": oc.command})
     return oc
 
 
-def _note_commands(oc: Outcome, opts: BuildOptions, data: Path | None = None, ood: Path | None = None) -> None:
+def _note_commands(oc: Outcome, opts: BuildOptions, data: Path | None = None,
+                   ood: Path | None = None) -> None:
     """The commands that made ``oc``'s data and results, as the article shows them."""
     res = oc.results
     opts = replace(opts, max_meshes=oc.timing.get("max_meshes", opts.max_meshes),
@@ -440,7 +450,8 @@ def slice_figures(oc: Outcome, opts: BuildOptions) -> tuple[Path | None, list[st
             continue
         pics.append(out)
         plane = "" if dim == 2 else f" --axis {axis} --at 0"
-        cmds.append(f"deepsdf-ad slice --run {rel(run)} --shape {key}{plane} --resolution 128 --out {rel(out)}")
+        cmds.append(f"deepsdf-ad slice --run {rel(run)} --shape {key}{plane} --resolution 128 --out "
+                    f"{rel(out)}")
     if not pics:
         return None, cmds, "; ".join(notes)
     return _side_by_side(pics, folder / "slices.png"), cmds, "; ".join(notes)
@@ -459,7 +470,8 @@ def paired_difference(res_a: list[dict], res_b: list[dict], metric: str, seed: i
     d = np.array([x - y for x, y in pairs])
     idx = np.random.default_rng(seed).integers(0, len(d), size=(BOOTSTRAP, len(d)))
     means = d[idx].mean(axis=1)
-    return {"mean": float(d.mean()), "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+    return {"mean": float(d.mean()),
+            "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
             "a_higher": int((d > 0).sum()), "b_higher": int((d < 0).sum()), "n": len(d)}
 
 
@@ -472,7 +484,8 @@ def verdict(section: dict, metric: str) -> str:
         return ""
     names = sorted(stats, key=lambda n: stats[n]["mean"], reverse=metric not in LOWER_IS_BETTER)
     best = names[0]
-    label = f"{METRIC_LABELS.get(metric, metric)} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)"
+    better = "lower" if metric in LOWER_IS_BETTER else "higher"
+    label = f"{METRIC_LABELS.get(metric, metric)} ({better} is better)"
     parts = []
     for other in names[1:]:
         sb, so = stats[best], stats[other]
@@ -493,7 +506,8 @@ def verdict(section: dict, metric: str) -> str:
             text = (f"{vs}: intervals overlap, but {paired}: the paired interval excludes 0, a consistent "
                     f"difference on these shapes")
         else:
-            text = f"{vs}: intervals overlap: not a clear difference" + (f" ({paired})" if pd is not None else "")
+            text = (f"{vs}: intervals overlap: not a clear difference"
+                    + (f" ({paired})" if pd is not None else ""))
         if (sb["median"] - so["median"]) * (1 if metric in LOWER_IS_BETTER else -1) > 0 and \
                 num(sb["median"]) != num(so["median"]):
             text += (f"; the medians rank them the other way ({best} {num(sb['median'])}, {other} "
@@ -514,7 +528,7 @@ def clear_winner(section: dict, metric: str) -> str | None:
     return None
 
 
-# ---- rendering -----------------------------------------------------------------------------------------------
+# ---- rendering ---------------------------------------------------------------------------------------------
 class Renderer:
     """Fills the template's directives; numbers figures and tables in order."""
 
@@ -554,7 +568,8 @@ class Renderer:
         from deepsdf_ad.experiment import load_experiment
 
         e = load_experiment(oc.preset)
-        methods = ", ".join(f"{k} = `{rel(v['config'])}`" + (f" with `{' '.join(v['set'])}`" if v["set"] else "")
+        methods = ", ".join(f"{k} = `{rel(v['config'])}`"
+                            + (f" with `{' '.join(v['set'])}`" if v["set"] else "")
                             for k, v in e.methods.items())
         return methods + (f"; overrides for all: `{' '.join(e.set)}`" if e.set else "")
 
@@ -567,13 +582,14 @@ class Renderer:
         o = self.opts
         cmd = "deepsdf-ad article" + (" --quick" if o.quick else "") + (" --reuse" if o.reuse else "") \
             + (f" --only {' '.join(o.only)}" if o.only else "") \
-            + (f" --max-meshes {o.max_meshes}" if o.max_meshes else "") + "".join(f" --set {x}" for x in o.overrides)
+            + (f" --max-meshes {o.max_meshes}" if o.max_meshes else "") \
+            + "".join(f" --set {x}" for x in o.overrides)
         how = {"run": "run by this build", "reused": "outputs of an earlier build reused (`--reuse`)",
                "no-preset": "no preset yet", "skipped": "not selected"}
         status = "; ".join(f"{oc.exp.name}: {how.get(oc.status, oc.status)}" for oc in self.outcomes.values())
         lines = [f"*Generated by `{cmd}` on {time.strftime('%Y-%m-%d')} from {_git_commit()}: "
-                 f"{len(ran)} of {len(self.outcomes)} experiments measured ({status}). Do not edit this file: edit "
-                 "`docs/article/autodecoders.md.in` and run `make article`.*", ""]
+                 f"{len(ran)} of {len(self.outcomes)} experiments measured ({status}). Do not edit this "
+                 "file: edit `docs/article/autodecoders.md.in` and run `make article`.*", ""]
         if self.opts.quick:
             lines += ["> **Quick mode.** This build used CI-sized data and training (overrides "
                       f"`{' '.join(QUICK_SET)}`, compare options `{QUICK_COMPARE}`). Its numbers check that "
@@ -597,8 +613,8 @@ class Renderer:
         lines = []
         if caption:
             lines += self._table_caption(
-                f"{oc.exp.title}: {METRIC_LABELS[metric]} {arrow(metric)}, mean [bootstrap 95% interval of the "
-                f"mean] over the shapes of each section", oc)
+                f"{oc.exp.title}: {METRIC_LABELS[metric]} {arrow(metric)}, mean [bootstrap 95% interval of "
+                f"the mean] over the shapes of each section", oc)
         lines += [f"<!-- table kind=headline source={self._src(oc, base)} metric={metric} "
                   f"methods={','.join(names)} -->",
                   "| section | " + " | ".join(names) + " | shapes | reading |",
@@ -611,14 +627,16 @@ class Renderer:
             win = clear_winner(sr, metric)
             ns = sorted({sr["methods"][n]["stats"]["all"]["shapes"] for n in names})
             lines.append(f"| {sec} | " + " | ".join(cells) + f" | {'/'.join(map(str, ns))} | "
-                         + (f"{win} better (intervals apart)" if win else "intervals overlap: not a clear difference")
+                         + (f"{win} better (intervals apart)" if win
+                            else "intervals overlap: not a clear difference")
                          + " |")
         return lines + [""]
 
     def readme_block(self, readme: Path) -> str:
         lines = [HEADLINE_BEGIN, "",
-                 f"From [docs/autodecoders.md](docs/autodecoders.md), built on {time.strftime('%Y-%m-%d')} from "
-                 f"{_git_commit()} (`make article` rebuilds both); each cell is mean [bootstrap 95% interval].", ""]
+                 f"From [docs/autodecoders.md](docs/autodecoders.md), built on {time.strftime('%Y-%m-%d')} "
+                 f"from {_git_commit()} (`make article` rebuilds both); each cell is mean [bootstrap 95% "
+                 f"interval].", ""]
         for oc in self.outcomes.values():
             if oc.ok:
                 res = oc.results
@@ -647,10 +665,11 @@ class Renderer:
         t = oc.timing
         tr = ", ".join(f"{n} {num(m['train_seconds_mean'])} s" for n, m in res["methods"].items())
         lines += [f"Training shapes: {res['fair']['train shapes']}; epochs: {res['fair']['train.epochs']}; "
-                  f"{res['fair']['train.shapes_per_batch']} shapes × {res['fair']['train.samples_per_shape']} "
-                  f"samples per step. Training time per run: {tr}."
-                  + (f" Wall time of the build that ran it: data {num(t['prep_seconds'] / 60)} min, experiment "
-                     f"(training and comparison) {num(t['experiment_seconds'] / 60)} min." if t else ""), ""]
+                  f"{res['fair']['train.shapes_per_batch']} shapes × "
+                  f"{res['fair']['train.samples_per_shape']} samples per step. Training time per run: {tr}."
+                  + (f" Wall time of the build that ran it: data {num(t['prep_seconds'] / 60)} min, "
+                     f"experiment (training and comparison) {num(t['experiment_seconds'] / 60)} min."
+                     if t else ""), ""]
         lines += self._caveats(oc)
         lines += self._methods_table(oc)
         for sec, sr in res["sections"].items():
@@ -661,8 +680,8 @@ class Renderer:
             empty = [f"{n}: {g['non_empty']} of {g['samples']} samples have a surface" for n, g in gen.items()
                      if "non_empty" in g]
             lines += self._figure(oc.report / "generation.png", f"{oc.exp.name}_generation",
-                                  f"{oc.exp.title}: per method, codes drawn from a Gaussian fitted to its training "
-                                  "codes, then an interpolation between two training shapes",
+                                  f"{oc.exp.title}: per method, codes drawn from a Gaussian fitted to its "
+                                  "training codes, then an interpolation between two training shapes",
                                   self._made_by(oc))
             if empty:
                 lines += ["Generated shapes with a surface: " + "; ".join(empty) + ".", ""]
@@ -672,15 +691,15 @@ class Renderer:
             what = "the whole field" if res["dim"] == 2 else "the SDF on the plane x = 0"
             lines += self._figure(pic, f"{oc.exp.name}_slices",
                                   f"{oc.exp.title}: {what} of the first training shape, "
-                                  f"{', '.join(names)} from left to right (blue inside, red outside, black: zero "
-                                  "level)", "; ".join(f"`{c}`" for c in cmds))
+                                  f"{', '.join(names)} from left to right (blue inside, red outside, black: "
+                                  "zero level)", "; ".join(f"`{c}`" for c in cmds))
         if note:
             lines += [f"Slices: {note}.", ""]
         if (oc.report / "curves.png").is_file():
             lines += [f"#### Training curves ({oc.exp.name})", ""]
             lines += self._figure(oc.report / "curves.png", f"{oc.exp.name}_curves",
-                                  f"{oc.exp.title}: training loss (solid: total, dashed: SDF term) and learning "
-                                  "rates per epoch of every run", self._made_by(oc))
+                                  f"{oc.exp.title}: training loss (solid: total, dashed: SDF term) and "
+                                  "learning rates per epoch of every run", self._made_by(oc))
         lines += self._summary(oc)
         return lines
 
@@ -693,8 +712,8 @@ class Renderer:
             out.append("quick mode: tiny data and two epochs, so these numbers test the machinery only")
         out += self._reduced(oc)
         if max(seeds) == 1:
-            out.append("one seed per method: the spread between training runs is not measured, so the intervals "
-                       "cover only the choice of shapes")
+            out.append("one seed per method: the spread between training runs is not measured, so the "
+                       "intervals cover only the choice of shapes")
         if ns and min(ns) < 20:
             out.append(f"{min(ns)} to {max(ns)} shapes per method and section: the intervals are wide, and a "
                        "difference inside them is not evidence")
@@ -705,18 +724,20 @@ class Renderer:
         """What made this a reduced run, as the build that ran it recorded it."""
         out = []
         if oc.timing.get("max_meshes"):
-            out.append(f"a reduced run: at most {oc.timing['max_meshes']} meshes per category (`--max-meshes`), "
-                       "fewer than the full recipe")
+            out.append(f"a reduced run: at most {oc.timing['max_meshes']} meshes per category "
+                       "(`--max-meshes`), fewer than the full recipe")
         if oc.timing.get("set"):
-            out.append(f"a reduced run: overrides `{' '.join(oc.timing['set'])}` on top of the preset (`--set`)")
+            out.append(f"a reduced run: overrides `{' '.join(oc.timing['set'])}` on top of the preset "
+                       f"(`--set`)")
         return out
 
     def _methods_table(self, oc: Outcome) -> list[str]:
         res = oc.results
         lines = self._table_caption(f"{oc.exp.title}: the methods compared", oc)
         lines += [f"<!-- table kind=methods source={self._src(oc)} -->",
-                  "| method | latent source | seeds | decoder parameters | latent parameters | training s (mean per "
-                  "seed) | inference s/shape (held-out, code + mesh) |", "|---|---|---|---|---|---|---|"]
+                  "| method | latent source | seeds | decoder parameters | latent parameters | training s "
+                  "(mean per seed) | inference s/shape (held-out, code + mesh) |",
+                  "|---|---|---|---|---|---|---|"]
         for n, m in res["methods"].items():
             lines.append(f"| {n} | {m['latent_source']} | {m['seeds']} | {m['parameters']['decoder']} | "
                          f"{m['parameters']['latent']} | {num(m['train_seconds_mean'])} | "
@@ -728,8 +749,8 @@ class Renderer:
         metrics = [*res["metrics"], "code_seconds"]
         lines = [f"#### {SECTION_NAMES.get(sec, sec)} ({oc.exp.name})", ""]
         lines += self._table_caption(
-            f"{oc.exp.title}, {SECTION_NAMES.get(sec, sec).lower()}: `{rel(sr['data'])}`, {sr['split']} split, "
-            f"{sr['input']} input; mean / median [bootstrap 95% interval of the mean]", oc)
+            f"{oc.exp.title}, {SECTION_NAMES.get(sec, sec).lower()}: `{rel(sr['data'])}`, {sr['split']} "
+            f"split, {sr['input']} input; mean / median [bootstrap 95% interval of the mean]", oc)
         lines += [f"<!-- table kind=section source={self._src(oc)} section={sec} "
                   f"columns={','.join(metrics)} -->",
                   "| method (how the code is found) | shapes | "
@@ -741,7 +762,8 @@ class Renderer:
             for k in metrics:
                 s = st.get(k)
                 cells.append("–" if not s else
-                             f"{num(s['mean'])} / {num(s['median'])} [{num(s['ci95'][0])}, {num(s['ci95'][1])}]")
+                             f"{num(s['mean'])} / {num(s['median'])} [{num(s['ci95'][0])}, "
+                             f"{num(s['ci95'][1])}]")
             failed = f" ({st['failed']} failed)" if st.get("failed") else ""
             lines.append(f"| {n} ({m['mode']}) | {st['shapes']}{failed} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -771,7 +793,8 @@ class Renderer:
         for sec, sr in res["sections"].items():
             w = clear_winner(sr, m)
             winners[sec] = w
-            (clear if w else unclear).append(f"{SECTION_NAMES.get(sec, sec).lower()}" + (f" ({w})" if w else ""))
+            (clear if w else unclear).append(f"{SECTION_NAMES.get(sec, sec).lower()}"
+                                             + (f" ({w})" if w else ""))
         lines = [f"**Reading ({oc.exp.name}, generated from the numbers above, by {METRIC_LABELS[m]}).** "]
         parts = []
         if clear:
@@ -801,20 +824,21 @@ class Renderer:
         for name, m in oc.results["methods"].items():
             rep, rec, ood = mean("representation", name), mean("reconstruction", name), mean("ood", name)
             if rep is not None and rec is not None and (rep > rec if lower else rep < rec):
-                text = (f"Surprising: {name} scores its training shapes worse ({label} {num(rep)}) than held-out "
-                        f"ones ({num(rec)}).")
+                text = (f"Surprising: {name} scores its training shapes worse ({label} {num(rep)}) than "
+                        f"held-out ones ({num(rec)}).")
                 if m["latent_source"] == "table":
                     cfg = self._method_config(oc.exp.name, name)
                     steps = f"{cfg.reconstruct.iterations} " if cfg is not None else ""
                     text += (f" Its training codes are under-fitted: each gets a gradient once per epoch "
-                             f"({oc.results['fair']['train.epochs']} times in all), while a held-out code gets "
-                             f"{steps}optimisation steps of its own.")
+                             f"({oc.results['fair']['train.epochs']} times in all), while a held-out code "
+                             f"gets {steps}optimisation steps of its own.")
                 out.append(text)
             if ood is not None and rec is not None and (ood < rec if lower else ood > rec):
-                out.append(f"Surprising: {name} scores the out-of-distribution shapes better ({label} {num(ood)}) "
-                           f"than held-out shapes of the trained classes ({num(rec)}). With "
-                           f"{secs['ood']['methods'][name]['stats']['all']['shapes']} such shapes this may say more "
-                           "about which shapes were drawn (some are easier to fit) than about generalisation.")
+                out.append(f"Surprising: {name} scores the out-of-distribution shapes better ({label} "
+                           f"{num(ood)}) than held-out shapes of the trained classes ({num(rec)}). With "
+                           f"{secs['ood']['methods'][name]['stats']['all']['shapes']} such shapes this may "
+                           "say more about which shapes were drawn (some are easier to fit) than about "
+                           "generalisation.")
         return out
 
     # inline values
@@ -866,7 +890,8 @@ class Renderer:
         cfg = self._method_config(name, method)
         if cfg is None:
             return "(not available)"
-        return num(math.sqrt(cfg.model.latent.size / (2.0 * cfg.train.code_reg * cfg.train.samples_per_shape)))
+        tc = cfg.train
+        return num(math.sqrt(cfg.model.latent.size / (2.0 * tc.code_reg * tc.samples_per_shape)))
 
     def code_norms(self, name: str) -> str:
         """A sentence on the trained codes of each method (first seed): their norms and spread, measured."""
@@ -884,28 +909,30 @@ class Renderer:
                 continue
             norms = np.linalg.norm(codes, axis=1)
             text = (f"{n}: norms {num(norms.mean())} on average ({num(norms.min())} to {num(norms.max())}), "
-                    f"spread across shapes {num(codes.std(axis=0).mean())} (standard deviation per dimension, "
-                    "averaged)")
+                    f"spread across shapes {num(codes.std(axis=0).mean())} (standard deviation per "
+                    "dimension, averaged)")
             cfg = self._method_config(name, n)
             bound = None if cfg is None or m["latent_source"] != "table" else cfg.model.latent.max_norm
             if bound is not None:
-                text += (f", all inside the norm bound of {num(bound)}, so at the end of training the bound is not "
-                         "what holds them" if norms.max() < 0.99 * bound else
+                text += (f", all inside the norm bound of {num(bound)}, so at the end of training the bound "
+                         "is not what holds them" if norms.max() < 0.99 * bound else
                          f", the largest at the norm bound of {num(bound)}, so the bound is active")
             parts.append(text)
-        return "; ".join(parts) + f". Measured on the {len(codes)} training codes of each method's first run " \
+        return "; ".join(parts) + f". Measured on the {len(codes)} training codes of each method's first " \
+            "run " \
             f"(`RUN/latent_codes.safetensors` in `{rel(oc.out / 'runs')}`)"
 
     def memory_breakeven(self, name: str, table: str, encoder: str) -> str:
-        """How many training codes weigh as much as the encoder: a sentence from the measured parameter counts."""
+        """How many training codes weigh as much as the encoder: a sentence from the measured parameter
+        counts."""
         oc = self.outcomes.get(name)
         cfg = self._method_config(name, table)
         if oc is None or not oc.ok or cfg is None or encoder not in oc.results["methods"]:
             return "The break-even point was not measured in this build"
         p = oc.results["methods"][encoder]["parameters"]["latent"]
         size = cfg.model.latent.size
-        return (f"In the {name} experiment the encoder has {p} parameters (methods table), as many as the codes of "
-                f"{p // size} shapes of length {size}")
+        return (f"In the {name} experiment the encoder has {p} parameters (methods table), as many as the "
+                f"codes of {p // size} shapes of length {size}")
 
     def bound_vs_prior(self, name: str, method: str) -> str:
         """Which keeps the table codes small, the norm bound or the prior: a sentence from the config."""
@@ -915,11 +942,12 @@ class Renderer:
         bound = cfg.model.latent.max_norm
         prior = math.sqrt(cfg.model.latent.size / (2.0 * cfg.train.code_reg * cfg.train.samples_per_shape))
         if bound is None:
-            return (f"The {name} preset has no norm bound, so there the prior alone keeps the codes near the origin, "
-                    f"and only weakly")
+            return (f"The {name} preset has no norm bound, so there the prior alone keeps the codes near the "
+                    f"origin, and only weakly")
         if bound < prior:
-            return (f"In the {name} preset the prior's typical norm ({num(prior)}) is far larger than the norm bound "
-                    f"({num(bound)}): as a prior it is weak, and on paper the bound is the tighter constraint")
+            return (f"In the {name} preset the prior's typical norm ({num(prior)}) is far larger than the "
+                    f"norm bound ({num(bound)}): as a prior it is weak, and on paper the bound is the "
+                    f"tighter constraint")
         return (f"In the {name} preset the prior's typical norm ({num(prior)}) is within the norm bound "
                 f"({num(bound)}), so the prior is the tighter constraint")
 
@@ -936,7 +964,8 @@ class Renderer:
 
 DIRECTIVE = re.compile(r"\{\{\s*([a-z_]+)((?:\s+[^\s}]+)*)\s*\}\}")
 BLOCKS = {"build", "headline", "experiment"}
-INLINE = {"config", "prior_std", "prior_norm", "bound_vs_prior", "memory_breakeven", "code_norms", "code_bytes", "preset"}
+INLINE = {"config", "prior_std", "prior_norm", "bound_vs_prior", "memory_breakeven", "code_norms",
+          "code_bytes", "preset"}
 
 
 def render(template: str, renderer: Renderer) -> str:
@@ -963,9 +992,11 @@ def _git_commit() -> str:
                               text=True, timeout=10)
         if proc.returncode != 0 or not proc.stdout.strip():
             return "a checkout"
-        dirty = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD", "--", "deepsdf_ad", "data_prep", "viz",
-                                "configs", "docs/article/autodecoders.md.in"], capture_output=True, timeout=10)
-        return f"commit {proc.stdout.strip()}" + (" with uncommitted changes" if dirty.returncode == 1 else "")
+        dirty = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD", "--", "deepsdf_ad",
+                                "data_prep", "viz", "configs", "docs/article/autodecoders.md.in"],
+                                capture_output=True, timeout=10)
+        return (f"commit {proc.stdout.strip()}"
+                + (" with uncommitted changes" if dirty.returncode == 1 else ""))
     except (OSError, subprocess.SubprocessError):
         return "a checkout"
 
@@ -974,8 +1005,8 @@ def update_readme(readme: Path, block: str) -> None:
     """Replace the marked headline block of ``readme`` (kept between :data:`HEADLINE_BEGIN` and ``_END``)."""
     text = readme.read_text()
     if HEADLINE_BEGIN not in text or HEADLINE_END not in text:
-        raise DataError(f"{readme}: no {HEADLINE_BEGIN} ... {HEADLINE_END} block; add the two marker lines where "
-                        "the headline table should go")
+        raise DataError(f"{readme}: no {HEADLINE_BEGIN} ... {HEADLINE_END} block; add the two marker lines "
+                        "where the headline table should go")
     a = text.index(HEADLINE_BEGIN)
     b = text.index(HEADLINE_END) + len(HEADLINE_END)
     formats.write_text_atomic(readme, text[:a] + block + text[b:])
@@ -983,7 +1014,8 @@ def update_readme(readme: Path, block: str) -> None:
 
 def build_article(opts: BuildOptions, template: Path = TEMPLATE) -> dict:
     """Run (or reuse) every experiment of :data:`EXPERIMENTS` and write ``opts.out/autodecoders.md`` with its
-    figures in ``opts.out/images/article``; with ``opts.readme``, also its headline block. Returns a summary."""
+    figures in ``opts.out/images/article``; with ``opts.readme``, also its headline block. Returns a
+    summary."""
     t0 = time.perf_counter()
     if not template.is_file():
         raise DataError(f"{template}: article template not found")

@@ -24,13 +24,14 @@ COSINE_FLOOR = 0.02
 
 def cosine_lr(initial: float, step: int, total: int) -> float:
     """Half a cosine from ``initial`` at step 0 down to ``initial * COSINE_FLOOR`` at step ``total``."""
-    return initial * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * step / max(total, 1))))
+    return initial * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5
+                      * (1 + math.cos(math.pi * step / max(total, 1))))
 
 
 @dataclass
 class Schedule:
-    """Learning-rate schedule over epochs: ``step`` (DeepSDF's: ``initial * factor ** (epoch // interval)``) or
-    ``cosine`` (half a cosine from ``initial`` down to 1/50 of it at the last epoch; ``interval`` and
+    """Learning-rate schedule over epochs: ``step`` (DeepSDF's: ``initial * factor ** (epoch // interval)``)
+    or ``cosine`` (half a cosine from ``initial`` down to 1/50 of it at the last epoch; ``interval`` and
     ``factor`` unused)."""
 
     initial: float = 5e-4
@@ -68,14 +69,14 @@ class TrainConfig:
     batch_split: int | str = "auto"
     """Parts each step's batch goes through the network in, their gradients added up to the whole batch's
     (DeepSDF's BatchSplit), so a batch larger than memory allows trains the same. An integer up to
-    ``shapes_per_batch`` cuts the shapes into that many parts; a larger one also cuts each shape's samples. ``auto``
-    keeps each part's widest activation within 4 MiB on the CPU (measured fastest: larger buffers miss the
-    caches, and over 32 MiB come from fresh pages whose faults cost a third of a DeepSDF-size step) and
-    within half the free memory on CUDA."""
+    ``shapes_per_batch`` cuts the shapes into that many parts; a larger one also cuts each shape's samples.
+    ``auto`` keeps each part's widest activation within 4 MiB on the CPU (measured fastest: larger buffers
+    miss the caches, and over 32 MiB come from fresh pages whose faults cost a third of a DeepSDF-size step)
+    and within half the free memory on CUDA."""
     samples_on: Literal["auto", "device", "host"] = "auto"
-    """Where the training samples live: ``device`` (drawn where the model is: no copies), ``host`` (pinned host
-    memory; each step's draw is copied over asynchronously), or ``auto``: the device unless they would take
-    more than half of a GPU's free memory."""
+    """Where the training samples live: ``device`` (drawn where the model is: no copies), ``host`` (pinned
+    host memory; each step's draw is copied over asynchronously), or ``auto``: the device unless they would
+    take more than half of a GPU's free memory."""
     clamp: float = 0.1
     """Clamping distance of the L1 loss (DeepSDF's ClampingDistance)."""
     loss: Literal["clamped_l1", "l1"] = "clamped_l1"
@@ -113,7 +114,8 @@ class ReconstructConfig:
     """Learning-rate multiplier at the drop."""
     schedule: Literal["step", "cosine"] = "step"
     """'step' (DeepSDF: ``lr`` until ``lr_drop_at``, then ``lr * lr_drop_factor``) or 'cosine' (from ``lr``
-    down to ``lr / 50`` over the iterations, half a cosine; ``lr_drop_at`` then only paces ``samples_start``)."""
+    down to ``lr / 50`` over the iterations, half a cosine; ``lr_drop_at`` then only paces
+    ``samples_start``)."""
     samples: int = 8000
     """Observations used per step."""
     code_reg: float = 1e-4
@@ -121,9 +123,10 @@ class ReconstructConfig:
     init_std: float = 0.01
     """Codes start as N(0, init_std^2) (DeepSDF) unless ``init`` says otherwise."""
     init: Literal["mean", "random", "best"] = "mean"
-    """Start from 'mean' (the mean training code), 'random' (N(0, init_std^2), DeepSDF) or 'best': whichever of
-    the mean code, the zero code and up to 62 training codes explains a probe of 256 observations best (the mean
-    code can sit in a worse basin than a near-zero start: measured in ``benchmarks/bench_reconstruct.py``)."""
+    """Start from 'mean' (the mean training code), 'random' (N(0, init_std^2), DeepSDF) or 'best': whichever
+    of the mean code, the zero code and up to 62 training codes explains a probe of 256 observations best (the
+    mean code can sit in a worse basin than a near-zero start: measured in
+    ``benchmarks/bench_reconstruct.py``)."""
     normal_offset: float = 0.01
     """Scan points are also moved +/- this far along their normals, with sdf = +/- offset."""
     free_space: int = 4
@@ -131,8 +134,9 @@ class ReconstructConfig:
     free_space_weight: float = 1.0
     """Weight of a free-space observation in the loss (a surface point's is 1)."""
     free_space_margin: float = 0.0
-    """A free-space point d in front of the surface has sdf >= min(margin, d / 2), not just >= 0: a thin spurious
-    sheet across seen free space then costs about the margin per point inside it, not its tiny depth."""
+    """A free-space point d in front of the surface has sdf >= min(margin, d / 2), not just >= 0: a thin
+    spurious sheet across seen free space then costs about the margin per point inside it, not its tiny
+    depth."""
     samples_start: int = 0
     """Observations per step at the first step, growing linearly to ``samples`` by the learning-rate drop
     (early steps only need the rough direction); 0 = ``samples`` throughout (DeepSDF)."""
@@ -148,8 +152,8 @@ class ReconstructConfig:
     """Fraction of the iterations after which the restarts are narrowed down to one per shape."""
     precision: Precision = "fp32"
     """Arithmetic of the decoder during the optimisation: fp32, bf16 / fp16 autocast (about 2x faster on a
-    CPU with native bf16), or auto (see :data:`deepsdf_ad.PRECISIONS`); ``reconstruct --precision`` sets it and the
-    meshing's together."""
+    CPU with native bf16), or auto (see :data:`deepsdf_ad.PRECISIONS`); ``reconstruct --precision`` sets it
+    and the meshing's together."""
     robust: Literal["none", "huber", "truncated"] = "none"
     """Loss of each observation's residual (the distance of the clamped prediction to its clamped interval):
     'none' (L1, DeepSDF's clamped L1), 'huber' (quadratic below ``robust_scale``) or 'truncated' (flat beyond
@@ -167,7 +171,8 @@ class MeshConfig:
     resolution: int = 256
     """Grid points per axis of the marching-cubes grid over [-1, 1]^dim."""
     batch_points: int | None = None
-    """Decoder queries per batch; null: chosen for the device (:func:`deepsdf_ad.meshing.auto_batch_points`)."""
+    """Decoder queries per batch; null: chosen for the device
+    (:func:`deepsdf_ad.meshing.auto_batch_points`)."""
 
 
 @dataclass
@@ -246,8 +251,9 @@ def read_yaml_mapping(path: str | os.PathLike, missing: str, not_mapping: str) -
 
 
 PRESETS = Path(__file__).resolve().parent / "configs"
-"""Where the presets are: the repository's ``configs/``, shipped in the package as ``deepsdf_ad/configs`` (a link
-in a checkout, a folder once installed). Model presets at the top, experiment presets in ``experiments/``."""
+"""Where the presets are: the repository's ``configs/``, shipped in the package as ``deepsdf_ad/configs`` (a
+link in a checkout, a folder once installed). Model presets at the top, experiment presets in
+``experiments/``."""
 EXPERIMENTS = "experiments"
 """The folder of :data:`PRESETS` that holds the experiment presets (``deepsdf-ad experiment``)."""
 PRESET_SUFFIX = ".yaml"
@@ -295,10 +301,11 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     data: dict = {}
     if path is not None:
         path = find_preset(path)
-        data = read_yaml_mapping(path, "config file not found", "expected a mapping of config keys at the top level")
+        data = read_yaml_mapping(path, "config file not found",
+                                 "expected a mapping of config keys at the top level")
         if not data:
-            raise ConfigError(f"{path}: config file is empty; name a preset ({', '.join(preset_names())}); a run "
-                              "would otherwise train on the built-in defaults without a word")
+            raise ConfigError(f"{path}: config file is empty; name a preset ({', '.join(preset_names())}); a "
+                              "run would otherwise train on the built-in defaults without a word")
     # resolve every key against the full default tree so errors name the real path
     full = apply_overrides(_merge(to_dict(Config()), data, ""), overrides or [])
     cfg = from_dict(Config, full)
@@ -333,15 +340,17 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}.initial' must be a positive finite learning rate, got "
                               f"{sched.initial}")
         if not (_finite(sched.factor) and sched.factor > 0):
-            raise ConfigError(f"config key '{key}.factor' must be a positive finite multiplier, got {sched.factor}")
+            raise ConfigError(f"config key '{key}.factor' must be a positive finite multiplier, got "
+                              f"{sched.factor}")
     if not (_finite(cfg.reconstruct.lr) and cfg.reconstruct.lr > 0):
         raise ConfigError(f"config key 'reconstruct.lr' must be a positive finite learning rate, got "
                           f"{cfg.reconstruct.lr}")
     if not (_finite(cfg.train.clamp) and cfg.train.clamp > 0):
-        raise ConfigError(f"config key 'train.clamp' must be positive and finite (a clamp of 0 makes every loss 0), "
-                          f"got {cfg.train.clamp}")
+        raise ConfigError(f"config key 'train.clamp' must be positive and finite (a clamp of 0 makes every "
+                          f"loss 0), got {cfg.train.clamp}")
     if not (_finite(cfg.model.decoder.dropout) and 0.0 <= cfg.model.decoder.dropout < 1.0):
-        raise ConfigError(f"config key 'model.decoder.dropout' must be in [0, 1), got {cfg.model.decoder.dropout}")
+        raise ConfigError(f"config key 'model.decoder.dropout' must be in [0, 1), got "
+                          f"{cfg.model.decoder.dropout}")
     for key, v in (("train.code_reg", cfg.train.code_reg), ("reconstruct.code_reg", cfg.reconstruct.code_reg),
                    ("reconstruct.init_std", cfg.reconstruct.init_std)):
         if not (_finite(v) and v >= 0):
@@ -349,8 +358,8 @@ def validate(cfg: Config) -> None:
     if not 0 <= cfg.train.seed <= SEED_MAX:
         raise ConfigError(f"config key 'train.seed' must be between 0 and {SEED_MAX}, got {cfg.train.seed}")
     if cfg.reconstruct.restarts < 1 or not 0.0 <= cfg.reconstruct.restart_at < 1.0:
-        raise ConfigError("config keys 'reconstruct.restarts' must be >= 1 and 'reconstruct.restart_at' in [0, 1), got "
-                          f"{cfg.reconstruct.restarts} and {cfg.reconstruct.restart_at}")
+        raise ConfigError("config keys 'reconstruct.restarts' must be >= 1 and 'reconstruct.restart_at' in "
+                          f"[0, 1), got {cfg.reconstruct.restarts} and {cfg.reconstruct.restart_at}")
     if not (math.isfinite(cfg.reconstruct.robust_scale) and cfg.reconstruct.robust_scale > 0):
         raise ConfigError(f"config key 'reconstruct.robust_scale' must be positive and finite, got "
                           f"{cfg.reconstruct.robust_scale}")
@@ -358,20 +367,23 @@ def validate(cfg: Config) -> None:
         raise ConfigError("config key 'reconstruct.patience' is for the step schedule; set it to 0 with "
                           "reconstruct.schedule: cosine")
     for key, v in (("train.epochs", cfg.train.epochs), ("train.shapes_per_batch", cfg.train.shapes_per_batch),
-                   ("train.samples_per_shape", cfg.train.samples_per_shape), ("model.latent.size", cfg.model.latent.size),
-                   ("mesh.resolution", cfg.mesh.resolution)):
+                   ("train.samples_per_shape", cfg.train.samples_per_shape),
+                   ("model.latent.size", cfg.model.latent.size), ("mesh.resolution", cfg.mesh.resolution)):
         if v < 1:
             raise ConfigError(f"config key '{key}' must be at least 1, got {v}")
     split = cfg.train.batch_split
     if split != "auto" and not (isinstance(split, int) and split >= 1):
         raise ConfigError(f"config key 'train.batch_split' must be 'auto' or an integer >= 1, got {split!r}")
     if cfg.train.checkpoint_every < 1:
-        raise ConfigError(f"config key 'train.checkpoint_every' must be at least 1, got {cfg.train.checkpoint_every}")
+        raise ConfigError(f"config key 'train.checkpoint_every' must be at least 1, got "
+                          f"{cfg.train.checkpoint_every}")
     if cfg.train.keep_checkpoints == 1 or cfg.train.keep_checkpoints < 0:
-        raise ConfigError(f"config key 'train.keep_checkpoints' must be 0 (keep all) or at least 2 (the previous "
-                          f"checkpoint is the fallback for a corrupt newest one), got {cfg.train.keep_checkpoints}")
+        raise ConfigError(f"config key 'train.keep_checkpoints' must be 0 (keep all) or at least 2 (the "
+                          f"previous checkpoint is the fallback for a corrupt newest one), got "
+                          f"{cfg.train.keep_checkpoints}")
     if not 0 <= cfg.model.decoder.fourier <= 16:
-        raise ConfigError(f"config key 'model.decoder.fourier' must be between 0 and 16, got {cfg.model.decoder.fourier}")
+        raise ConfigError(f"config key 'model.decoder.fourier' must be between 0 and 16, got "
+                          f"{cfg.model.decoder.fourier}")
     if not cfg.model.decoder.hidden:
         raise ConfigError("config key 'model.decoder.hidden' must list at least one layer width")
     n = len(cfg.model.decoder.hidden)
@@ -380,9 +392,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key 'model.decoder.latent_in' has {i}; must be between 1 and {n}")
         d_in = cfg.model.latent.size + cfg.dim * (1 + 2 * cfg.model.decoder.fourier)
         if cfg.model.decoder.hidden[i - 1] <= d_in:
-            raise ConfigError(f"config key 'model.decoder.hidden': layer {i - 1} (width {cfg.model.decoder.hidden[i - 1]}) "
-                              f"feeds the code re-injection at layer {i}, so it must be wider than code + coordinates "
-                              f"({d_in}); widen it or shrink model.latent.size")
+            raise ConfigError(f"config key 'model.decoder.hidden': layer {i - 1} (width "
+                              f"{cfg.model.decoder.hidden[i - 1]}) feeds the code re-injection at layer {i}, "
+                              f"so it must be wider than code + coordinates ({d_in}); widen it or shrink "
+                              f"model.latent.size")
     from deepsdf_ad.models.sources import LATENT_SOURCES, latent_options
 
     if cfg.model.latent.source not in LATENT_SOURCES:
@@ -407,7 +420,8 @@ def _flat(data: dict, prefix: str = "") -> dict:
 
 
 def config_differences(old: Config, new: Config, ignore: tuple[str, ...] = ()) -> list[str]:
-    """``key: OLD -> NEW`` for every key whose value differs between two configs (``ignore``: keys left out)."""
+    """``key: OLD -> NEW`` for every key whose value differs between two configs (``ignore``: keys left
+    out)."""
     a, b = _flat(to_dict(old)), _flat(to_dict(new))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
             if k not in ignore and a.get(k) != b.get(k)]

@@ -13,7 +13,7 @@ import trimesh
 
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.formats import DataError
-from tests.helpers import REPO, train_tiny_sphere_run
+from tests.helpers import REPO, cli, train_tiny_sphere_run
 
 SPHERE_R = 0.45
 
@@ -41,6 +41,8 @@ def test_import_is_light_and_has_a_version():
     pyproject = (REPO / "pyproject.toml").read_text()
     assert version == re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
     assert heavy == "[]", f"import deepsdf_ad loaded {heavy}"
+    proc = cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"deepsdf-ad {version}"
 
 
 def test_reconstruct_is_the_api_function_even_after_its_module_is_imported():

@@ -17,10 +17,12 @@ from deepsdf_ad.commands.common import (
 
 def add_parsers(sub) -> None:
     tr = sub.add_parser("train", help="train a model (resumes if RUN exists)",
-                        description="Train on DATA's train split into RUN; running it again resumes, with the "
-                                    "run's own config (only --epochs may change). One train at a time per RUN.")
+                        description="Train on DATA's train split into RUN; running it again resumes, with "
+                                    "the run's own config (only --epochs may change). One train at a time "
+                                    "per RUN.")
     tr.add_argument("--config", required=True,
-                    help="a preset's name (e.g. shapes_small) or a YAML file (e.g. configs/shapes_small.yaml)")
+                    help="a preset's name (e.g. shapes_small) or a YAML file "
+                         "(e.g. configs/shapes_small.yaml)")
     tr.add_argument("--data", required=True, metavar="DATA", help="data folder (ours or DeepSDF's)")
     tr.add_argument("--out", required=True, metavar="RUN", help="run folder")
     tr.add_argument("--epochs", type=positive_int, help="override the config's epoch count")
@@ -28,8 +30,8 @@ def add_parsers(sub) -> None:
                     help="override a config key, e.g. --set train.shapes_per_batch=16 (repeatable)")
     tr.add_argument("--split", help="split JSON to train on (default DATA/splits/train.json)")
     tr.add_argument("--max-minutes", type=positive_float, metavar="M",
-                    help="stop with a checkpoint after the first epoch that ends past M minutes of this call; "
-                         "the same command again goes on from there")
+                    help="stop with a checkpoint after the first epoch that ends past M minutes of this "
+                         "call; the same command again goes on from there")
     tr.add_argument("--seeds", type=seed, nargs="+", metavar="K",
                     help="train once per seed into RUN/seed_K (train.seed = K); compare pools them")
     tr.add_argument("--nproc", type=positive_int, default=1, metavar="N",
@@ -40,8 +42,8 @@ def add_parsers(sub) -> None:
                          "train.tensorboard=true; needs pip install 'deepsdf-ad[tensorboard]')")
     add_force(tr, "run")
     tr.add_argument("--restart", action="store_true",
-                    help="start over in a run folder whose metrics record epochs but whose checkpoints are gone "
-                         "(its metrics.jsonl is overwritten)")
+                    help="start over in a run folder whose metrics record epochs but whose checkpoints are "
+                         "gone (its metrics.jsonl is overwritten)")
     add_quiet(tr)
     add_device(tr)
     tr.set_defaults(func=run_train)
@@ -71,9 +73,9 @@ def run_train(args) -> int:
                                split_file=args.split, progress=not args.quiet, max_seconds=max_seconds,
                                restart=args.restart, force=args.force)
         else:
-            runs = [train(cfg, args.data, args.out, epochs=args.epochs, device=args.device, split_file=args.split,
-                          progress=not args.quiet, max_seconds=max_seconds, restart=args.restart,
-                          force=args.force)]
+            runs = [train(cfg, args.data, args.out, epochs=args.epochs, device=args.device,
+                          split_file=args.split, progress=not args.quiet, max_seconds=max_seconds,
+                          restart=args.restart, force=args.force)]
     finally:
         shutdown()
     if os.environ.get("RANK", "0") != "0":
@@ -84,5 +86,6 @@ def run_train(args) -> int:
         total = run.config().train.epochs
         left = f" (stopped by --max-minutes at {len(rows)} of {total}; run the same command to go on)" \
             if len(rows) < total else ""
-        print(f"train: {len(rows)} epochs, final loss {last.get('loss', float('nan')):.6f} -> {run.path}{left}")
+        print(f"train: {len(rows)} epochs, final loss {last.get('loss', float('nan')):.6f} -> "
+              f"{run.path}{left}")
     return 0
