@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepsdf_ad.config import load_config
+from deepsdf_ad.config import find_preset, load_config
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.digits import (
     DigitField,
@@ -45,7 +45,7 @@ from deepsdf_ad.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
-PRESET = ROOT / "configs" / "digits_autodecoder.yaml"
+PRESET = find_preset("digits_autodecoder")
 
 
 def original_picture(image: np.ndarray, res: int) -> np.ndarray:
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         k = 8
         order = np.random.default_rng(args.seed + 1).choice(len(ev["refs"]), size=k, replace=False)
         originals = [original_picture(images[ev["refs"][i].id], r) for i in order]
-        recons = [field_picture(evaluate_grid(model_sdf(model, ev["codes"][i], dev), r, 2), "sdf") for i in order]
+        recons = [field_picture(evaluate_grid(model_sdf(model, ev["codes"][i], dev), r, 2),
+                                "sdf") for i in order]
         new = sample_codes(model.latent.all_codes().cpu(), k, np.random.default_rng(args.seed))
         samples = [field_picture(evaluate_grid(model_sdf(model, c, dev), r, 2), "sdf") for c in new]
         formats.save_png(args.picture, picture_grid(originals + recons + samples, k))

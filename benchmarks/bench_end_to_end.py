@@ -35,13 +35,13 @@ from deepsdf_ad.data_prep.shapes import write_family
 from deepsdf_ad.runs import Run
 from deepsdf_ad.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-
-PRESETS = {"shapes_small": "configs/shapes_small.yaml", "deepsdf_chairs": "configs/deepsdf_chairs.yaml"}
+PRESETS = {"shapes_small": "shapes_small", "deepsdf_chairs": "deepsdf_chairs"}
+"""Benchmark name -> preset name (:func:`deepsdf_ad.config.find_preset`)."""
 TARGETS = {"shapes_small": 15.0, "deepsdf_chairs": 60.0}
 TRAIN_SET = {"shapes_small": [],
-             "deepsdf_chairs": ["model.decoder.dropout=0.0", "train.shapes_per_batch=8", "train.samples_per_shape=2048",
-                                "train.precision=bf16", "train.lr_decoder.initial=5e-4"]}
+             "deepsdf_chairs": ["model.decoder.dropout=0.0", "train.shapes_per_batch=8",
+                                "train.samples_per_shape=2048", "train.precision=bf16",
+                                "train.lr_decoder.initial=5e-4"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     _, cat, sid = formats.read_split(data / formats.SPLITS_DIR / formats.TEST_SPLIT)[0]
     gt = load_mesh(meshes / cat / f"{sid}.obj")
     partial = work / "partial.ply"
-    save_scan(partial, scan_mesh(gt, CameraConfig(azimuth=35.0, elevation=25.0, resolution=128)), normalization(gt))
+    save_scan(partial, scan_mesh(gt, CameraConfig(azimuth=35.0, elevation=25.0, resolution=128)),
+              normalization(gt))
     print(f"{os.cpu_count()} CPU cores; held-out shape {cat}/{sid}; resolution {args.resolution}^3")
     rows = []
     for name in args.presets:
         run = work / f"run_{name}"
-        preset = load_config(ROOT / PRESETS[name], TRAIN_SET[name])
+        preset = load_config(PRESETS[name], TRAIN_SET[name])
         if not (run / "latent_codes.safetensors").is_file():
             train(preset, data, run, device="cpu", progress=False, max_seconds=args.train_minutes * 60)
         # a reused run times the preset's code search and meshing as they are now, not as when it was trained
@@ -79,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeat):
                 out = work / f"completed_{name}_{precision}.ply"
                 t0 = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", "reconstruct", str(partial), "--run",
-                                       str(run), "--out", str(out), "--resolution", str(args.resolution), "--device",
+                proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", "reconstruct", str(partial),
+                                       "--run", str(run), "--out", str(out), "--resolution",
+                                       str(args.resolution), "--device",
                                        "cpu"] + ([] if precision == "preset" else ["--precision", precision]),
                                       capture_output=True, text=True)
                 times.append(time.perf_counter() - t0)

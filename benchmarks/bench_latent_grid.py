@@ -101,7 +101,7 @@ def fit_blends(data: Path, steps: int, batch: int, resolution: int) -> dict:
     truth = formats.load_points(ref.surface)
     out = {}
     for blend in ("interpolate", "local"):
-        cfg = load_config(ROOT / "configs" / "scenes_latent_grid.yaml", [f"model.latent.kwargs.blend={blend}"])
+        cfg = load_config("scenes_latent_grid", [f"model.latent.kwargs.blend={blend}"])
         torch.manual_seed(0)
         model = build_model(3, cfg.model.decoder, cfg.model.latent, 1)
         opt = torch.optim.Adam([{"params": model.decoder.parameters(), "lr": cfg.train.lr_decoder.initial},
@@ -110,17 +110,19 @@ def fit_blends(data: Path, steps: int, batch: int, resolution: int) -> dict:
         c0, losses = time.process_time(), []
         for _ in range(steps):
             b = samples[torch.randint(len(samples), (batch,), generator=g)][None]
-            loss = sdf_loss(model.decode(model.latent.codes({"index": torch.tensor([0])}), b[..., :3]), b[..., 3],
-                            cfg.train.clamp)
+            loss = sdf_loss(model.decode(model.latent.codes({"index": torch.tensor([0])}), b[..., :3]),
+                            b[..., 3], cfg.train.clamp)
             opt.zero_grad()
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
         cpu = (time.process_time() - c0) / steps
         model.eval()
-        out[blend] = {"final_loss": round(float(np.mean(losses[-20:])), 5), "cpu_seconds_per_step": round(cpu, 3)}
+        out[blend] = {"final_loss": round(float(np.mean(losses[-20:])), 5),
+                      "cpu_seconds_per_step": round(cpu, 3)}
         try:
-            mesh = mesh_sdf(model_sdf(model, model.latent.all_codes()[0], torch.device("cpu"), 65536), resolution)
+            mesh = mesh_sdf(model_sdf(model, model.latent.all_codes()[0], torch.device("cpu"), 65536),
+                            resolution)
         except formats.DataError as e:
             out[blend]["failed"] = str(e)
         else:
@@ -128,13 +130,15 @@ def fit_blends(data: Path, steps: int, batch: int, resolution: int) -> dict:
             m = surface_metrics(pts, normals, truth.points, truth.normals)
             out[blend].update(chamfer_x1e3=round(m["chamfer"] * 1e3, 3), fscore=round(m["fscore"], 3),
                               normal_consistency=round(m.get("normal_consistency", float("nan")), 3))
-        print(f"fit {blend} ({ref.key}, {steps} steps x {batch} samples): {json.dumps(out[blend])}", flush=True)
+        print(f"fit {blend} ({ref.key}, {steps} steps x {batch} samples): {json.dumps(out[blend])}",
+              flush=True)
     return out
 
 
 def summary(ev: dict) -> dict:
     a = ev["summary"]["all"]
-    return {k: round(a[k]["median"], 4) for k in ("chamfer_x1e3", "fscore", "normal_consistency", "code_seconds",
+    return {k: round(a[k]["median"], 4) for k in ("chamfer_x1e3", "fscore", "normal_consistency",
+                                                  "code_seconds",
                                                   "mesh_seconds") if k in a} | {"failed": a["failed"]}
 
 
@@ -160,11 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.methods:
         preset, extra = METHODS[name]
         run = work / f"run_{name}"
-        cfg = load_config(ROOT / "configs" / preset, [*args.set, *extra])
+        cfg = load_config(preset, [*args.set, *extra])
         t0 = time.perf_counter()
         train(cfg, data, run, epochs=args.epochs, device="cpu", progress=False)
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        rep = evaluate_run(run, data, EvalOptions(split="train", input="full", resolution=args.resolution, limit=3),
+        rep = evaluate_run(run, data,
+                           EvalOptions(split="train", input="full", resolution=args.resolution, limit=3),
                            device="cpu", progress=False)
         comp = evaluate_run(run, data, EvalOptions(split="test", input="scan", resolution=args.resolution),
                             device="cpu", progress=False)
@@ -179,13 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         scan = formats.DataRoot(data).scan_paths(ref)[0]
         t0, c0 = time.perf_counter(), os.times()
         proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", "reconstruct", str(scan), "--run",
-                               str(work / f"run_{grid}"), "--out", str(work / "scene_completed.ply"), "--resolution",
-                               str(args.resolution), "--device", "cpu"], capture_output=True, text=True,
+                               str(work / f"run_{grid}"), "--out", str(work / "scene_completed.ply"),
+                               "--resolution", str(args.resolution), "--device", "cpu"], capture_output=True,
+                               text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
         seconds, c1 = time.perf_counter() - t0, os.times()
         cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
-        print(f"reconstruct ({grid}) {ref.key} from one scan at {args.resolution}^3, end to end: {seconds:.1f} s wall, "
-              f"{cpu:.1f} s CPU (exit {proc.returncode}) {proc.stdout.strip()[-300:]} {proc.stderr.strip()[-300:]}")
+        print(f"reconstruct ({grid}) {ref.key} from one scan at {args.resolution}^3, end to end: "
+              f"{seconds:.1f} s wall, {cpu:.1f} s CPU (exit {proc.returncode}) {proc.stdout.strip()[-300:]} "
+              f"{proc.stderr.strip()[-300:]}")
         results["reconstruct"] = {"wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
                                   "load_average": os.getloadavg()[0]}
     formats.write_json(work / "results.json", results)

@@ -23,17 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepsdf_ad.config import load_config
+from deepsdf_ad.config import find_preset, load_config
 from deepsdf_ad.data_prep.meshes import SamplingConfig, SignedDistance, normalized_mesh, sample_query_points
 from deepsdf_ad.data_prep.shapes import chair
 from deepsdf_ad.losses import sdf_loss
 from deepsdf_ad.meshing import adaptive_grid, evaluate_grid, marching_cubes, model_sdf
 from deepsdf_ad.models import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
-
-PRESETS = {"shapes_small (8x128)": ROOT / "configs" / "shapes_small.yaml",
-           "deepsdf_chairs (8x512)": ROOT / "configs" / "deepsdf_chairs.yaml"}
+PRESETS = {"shapes_small (8x128)": find_preset("shapes_small"),
+           "deepsdf_chairs (8x512)": find_preset("deepsdf_chairs")}
 
 
 def fitted_decoder(preset: Path, steps: int, seed: int = 0):
@@ -93,11 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--resolutions", type=int, nargs="+", default=[128, 256])
     ap.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
-    ap.add_argument("--fit-steps", type=int, default=1000, help="Adam steps fitting each decoder to the chair")
+    ap.add_argument("--fit-steps", type=int, default=1000,
+                    help="Adam steps fitting each decoder to the chair")
     ap.add_argument("--skip-dense-above", type=int, default=10_000,
                     help="estimate (not run) dense meshing above this resolution")
     ap.add_argument("--quick", action="store_true", help="96^3, small preset, 100 fitting steps")
-    ap.add_argument("--run", help="measure a trained run's decoder on its training shapes instead of the presets")
+    ap.add_argument("--run",
+                    help="measure a trained run's decoder on its training shapes instead of the presets")
     ap.add_argument("--shapes", type=int, default=3, help="with --run: its first N training shapes")
     args = ap.parse_args(argv)
     if args.quick:
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     rows = []
     for name, model, code in decoders(args):
-        dense_rate = None  # measured dense queries/s of this decoder, for the estimates above --skip-dense-above
+        # measured dense queries/s of this decoder, for the estimates above --skip-dense-above
+        dense_rate = None
         for res in args.resolutions:
             fn = model_sdf(model, code, dev)
             t0 = time.perf_counter()
@@ -121,14 +122,16 @@ def main(argv: list[str] | None = None) -> int:
                 t_dense, measured = time.perf_counter() - t0, True
                 dense_rate = res**3 / t_dense
                 d1, d2 = vertex_to_surface(fine, dense), vertex_to_surface(dense, fine)
-                agree = f"{100 * min(np.mean(d1 < 1e-4), np.mean(d2 < 1e-4)):.3f}% within 1e-4, max {max(d1.max(), d2.max()):.2e}"
+                share = 100 * min(np.mean(d1 < 1e-4), np.mean(d2 < 1e-4))
+                agree = f"{share:.3f}% within 1e-4, max {max(d1.max(), d2.max()):.2e}"
             else:
                 rate = dense_rate or stats["queries"] / t_fine
                 t_dense, measured, agree = res**3 / rate, False, "n/a (dense not run)"
             rows.append((name, res, stats["dense"], stats["queries"], t_dense, t_fine, measured, agree))
-            print(f"  {res}^3: dense {stats['dense']:,} queries {t_dense:.1f} s{'' if measured else ' (estimated)'}"
-                  f" | coarse-to-fine {stats['queries']:,} queries {t_fine:.1f} s | "
-                  f"queries x{stats['dense'] / stats['queries']:.1f}, time x{t_dense / t_fine:.1f} | vertices {agree}")
+            print(f"  {res}^3: dense {stats['dense']:,} queries {t_dense:.1f} "
+                  f"s{'' if measured else ' (estimated)'} | coarse-to-fine {stats['queries']:,} queries "
+                  f"{t_fine:.1f} s | queries x{stats['dense'] / stats['queries']:.1f}, time "
+                  f"x{t_dense / t_fine:.1f} | vertices {agree}")
         # inference precision: bf16 autocast against fp32 on the points near the surface
         pts = np.random.default_rng(0).uniform(-1, 1, size=(200_000, 3)).astype(np.float32)
         f32 = model_sdf(model, code, dev)(pts)
@@ -140,13 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         t16 = time.perf_counter() - t0
         near = np.abs(f32) < 0.05
         print(f"  bf16 inference: x{t32 / t16:.2f} speed, |bf16 - fp32| near the surface: mean "
-              f"{np.abs(b16 - f32)[near].mean():.2e}, max {np.abs(b16 - f32)[near].max():.2e}; sign agreement "
-              f"{np.mean(np.sign(b16) == np.sign(f32)):.5f}")
-    print("\n| decoder | grid | dense queries | coarse-to-fine queries | ratio | dense s | coarse-to-fine s | ratio | vertices |")
+              f"{np.abs(b16 - f32)[near].mean():.2e}, max {np.abs(b16 - f32)[near].max():.2e}; sign "
+              f"agreement {np.mean(np.sign(b16) == np.sign(f32)):.5f}")
+    print("\n| decoder | grid | dense queries | coarse-to-fine queries | ratio | dense s | coarse-to-fine s "
+          "| ratio | vertices |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, res, nd, nq, td, tf, measured, agree in rows:
-        print(f"| {name} | {res}^3 | {nd:,} | {nq:,} | {nd / nq:.1f}x | {td:.1f}{'' if measured else ' (est.)'} | "
-              f"{tf:.1f} | {td / tf:.1f}x | {agree} |")
+        print(f"| {name} | {res}^3 | {nd:,} | {nq:,} | {nd / nq:.1f}x | "
+              f"{td:.1f}{'' if measured else ' (est.)'} | {tf:.1f} | {td / tf:.1f}x | {agree} |")
     return 0
 
 

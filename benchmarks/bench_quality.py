@@ -1,9 +1,10 @@
 """3D quality: the shapes_cpu presets (autodecoder and its autoencoder twin) against the obvious baselines.
 
 Prepares the shared meshes (134 of 160 pass prep; 20% of each category held out, at least 6 per category) with
-one partial scan per shape (az 30 deg, el 20 deg, ``deepsdf-ad scan``'s camera), trains both presets (or reuses
-runs), and prints per category, chamfer x10^3 (DeepSDF's convention: 30,000 points, squared distances, both
-directions summed, unit-sphere frame) mean and median, F-score@1% and normal consistency (ONet's conventions):
+one partial scan per shape (az 30 deg, el 20 deg, ``deepsdf-ad scan``'s camera), trains both presets (or
+reuses runs), and prints per category, chamfer x10^3 (DeepSDF's convention: 30,000 points, squared distances,
+both directions summed, unit-sphere frame) mean and median, F-score@1% and normal consistency (ONet's
+conventions):
 
 - representation: the training shapes, from the autodecoder's learned codes and the encoder's codes;
 - held-out (full): held-out shapes from all their SDF samples (AD optimise; AE encode; AE encode+refine);
@@ -11,23 +12,25 @@ directions summed, unit-sphere frame) mean and median, F-score@1% and normal con
   points, Open3D's screened Poisson of the scan, and the nearest training shape (the one whose surface lies
   closest to the scan points; no ground truth used).
 
-Every failure (empty or broken mesh) counts as the section's worst chamfer, F-score 0 and normal consistency 0,
-and is counted in the table. Verdicts come from a paired Wilcoxon signed-rank test on all held-out shapes
+Every failure (empty or broken mesh) counts as the section's worst chamfer, F-score 0 and normal consistency
+0, and is counted in the table. Verdicts come from a paired Wilcoxon signed-rank test on all held-out shapes
 (n >= 10); per category only the medians are shown. Then the quality-vs-training-minutes curve: representation
 and completion at the run's checkpoints (about 1/6, 1/3, 2/3 and all of the run: 5, 10, 20, 30 minutes for a
 30-minute preset), drawn to WORK/quality_curve.png; and one figure per category (scan, AD, AE, truth).
 
-    python benchmarks/bench_quality.py --work /tmp/bench_quality              # everything (about 2 hours on 2 cores)
+    python benchmarks/bench_quality.py --work /tmp/bench_quality              # everything (about 2 hours on 2
+    cores)
     python benchmarks/bench_quality.py --ad-run RUN_AD --ae-run RUN_AE --data DATA --work DIR
     python benchmarks/bench_quality.py ... --only repr scan --limit 4 --resolution 128   # a quick look
     python benchmarks/bench_quality.py ... --extra    # + an autodecoder on the 720 extra meshes, same steps
 
 With ``--extra`` the shared archive of 720 more training meshes is extracted and prepared under WORK (never in
-tests) and a third run, ``ad+``, trains the autodecoder preset on all of them plus DATA's training shapes for the
-preset's number of decoder steps (fewer epochs, so fewer updates per code): more shapes against more updates per
-shape, in the same time, on the same held-out shapes.
+tests) and a third run, ``ad+``, trains the autodecoder preset on all of them plus DATA's training shapes for
+the preset's number of decoder steps (fewer epochs, so fewer updates per code): more shapes against more
+updates per shape, in the same time, on the same held-out shapes.
 
-Results are cached per section in WORK/results/*.json, so an interrupted bench resumes (``--fresh`` redoes them).
+Results are cached per section in WORK/results/*.json, so an interrupted bench resumes (``--fresh`` redoes
+them).
 """
 
 from __future__ import annotations
@@ -74,20 +77,22 @@ def prepare(work: Path, meshes: Path) -> Path:
     """WORK/data: the shared meshes, 250,000 samples each, one scan per shape (prep is skipped when done)."""
     data = work / "data"
     if not (data / formats.MANIFEST).is_file():
-        sh("prep", "meshes", meshes, "--out", data, "--samples", 250_000, "--scans", 1, "--workers", 2, "--quiet")
+        sh("prep", "meshes", meshes, "--out", data, "--samples", 250_000, "--scans", 1, "--workers", 2,
+           "--quiet")
     return data
 
 
 def train_preset(work: Path, data: Path, name: str, out: str | None = None, *extra: str) -> Path:
     run = work / "runs" / (out or name)
-    sh("train", "--config", ROOT / "configs" / f"{name}.yaml", "--data", data, "--out", run, "--quiet", *extra)
+    sh("train", "--config", name, "--data", data, "--out", run, "--quiet", *extra)
     return run
 
 
 def extra_data(work: Path, data: Path, tarball: Path) -> Path:
-    """WORK/data_plus: DATA's shapes plus the extra training meshes of ``tarball`` (extracted to WORK/extra_meshes,
-    prepared into WORK/data_extra with nothing held out), linked, not copied. DATA's test split is kept as it is,
-    so the held-out shapes (and their scans) are the same ones the other runs are measured on."""
+    """WORK/data_plus: DATA's shapes plus the extra training meshes of ``tarball`` (extracted to
+    WORK/extra_meshes, prepared into WORK/data_extra with nothing held out), linked, not copied. DATA's test
+    split is kept as it is, so the held-out shapes (and their scans) are the same ones the other runs are
+    measured on."""
     import tarfile
 
     src = work / "extra_meshes"
@@ -128,17 +133,18 @@ def extra_data(work: Path, data: Path, tarball: Path) -> Path:
 
 
 def equal_steps_args(data: Path, plus: Path) -> list[str]:
-    """``train`` flags that give a run on ``plus`` the preset's number of decoder steps (so the same time) and the
-    same schedules relative to the run: the epochs, the code-regulariser ramp and the checkpoints scaled down by
-    the ratio of training shapes."""
+    """``train`` flags that give a run on ``plus`` the preset's number of decoder steps (so the same time) and
+    the same schedules relative to the run: the epochs, the code-regulariser ramp and the checkpoints scaled
+    down by the ratio of training shapes."""
     from deepsdf_ad.config import load_config
 
-    cfg = load_config(ROOT / "configs" / "shapes_cpu.yaml")
+    cfg = load_config("shapes_cpu")
     ratio = len(DataRoot(data).shapes("train")) / len(DataRoot(plus).shapes("train"))
     epochs = max(1, round(cfg.train.epochs * ratio))
     every = max(1, round(cfg.train.checkpoint_every * ratio))
-    return ["--epochs", str(epochs), "--set", f"train.code_reg_rampup={max(1, round(cfg.train.code_reg_rampup * ratio))}",
-            "--set", f"train.checkpoint_every={every}"]
+    return ["--epochs", str(epochs), "--set",
+            f"train.code_reg_rampup={max(1, round(cfg.train.code_reg_rampup * ratio))}", "--set",
+            f"train.checkpoint_every={every}"]
 
 
 def baseline_records(data: Path, limit: int | None) -> dict[str, list[dict]]:
@@ -182,7 +188,8 @@ def _mesh_metrics(mesh, true_pts, true_n) -> dict:
 def section_records(work: Path, runs: dict[str, Path], data: Path, section: str, resolution: int,
                     limit: int | None, fresh: bool, ae_limit: int | None = None) -> dict[str, list[dict]]:
     """{method label: per-shape records} of one section; each method's records are cached on their own in
-    WORK/results/<section>_<resolution>_<limit>_<method>.json (so methods can be run in separate processes)."""
+    WORK/results/<section>_<resolution>_<limit>_<method>.json (so methods can be run in separate
+    processes)."""
     split, inp = SPLIT_INPUT[section]
     out = {}
 
@@ -202,7 +209,8 @@ def section_records(work: Path, runs: dict[str, Path], data: Path, section: str,
         if run in runs:
             lim = ae_limit if run == "ae" and ae_limit else limit
             out[label] = cached(label, lambda run=run, mode=mode, lim=lim: evaluate_run(
-                runs[run], data, EvalOptions(split=split, input=inp, mode=mode, resolution=resolution, limit=lim),
+                runs[run], data,
+                EvalOptions(split=split, input=inp, mode=mode, resolution=resolution, limit=lim),
                 device="auto", progress=False)["shapes"], lim)
     if section == "scan":
         baselines: dict[str, list[dict]] = {}  # computed together, once, when the first one is not cached
@@ -226,14 +234,15 @@ def worst_case(records: dict[str, list[dict]]) -> dict[str, list[dict]]:
     out = {}
     for label, rows in records.items():
         out[label] = [r if "failed" not in r and math.isfinite(r.get("chamfer_x1e3", math.nan))
-                      else {**r, "failed": r.get("failed", "no chamfer"), "chamfer_x1e3": worst, "fscore": 0.0,
-                            "normal_consistency": 0.0} for r in rows]
+                      else {**r, "failed": r.get("failed", "no chamfer"), "chamfer_x1e3": worst,
+                            "fscore": 0.0, "normal_consistency": 0.0} for r in rows]
     return out
 
 
 def table(records: dict[str, list[dict]], title: str) -> list[str]:
     cats = sorted({r["category"] for rows in records.values() for r in rows})
-    lines = [f"### {title}", "", "| category | method | n | failed | chamfer x1e3 mean | median | F-score@1% | "
+    lines = [f"### {title}", "",
+             "| category | method | n | failed | chamfer x1e3 mean | median | F-score@1% | "
              "normal consistency |", "|---|---|---|---|---|---|---|---|"]
     for cat in [*cats, "all"]:
         for label, rows in records.items():
@@ -243,8 +252,9 @@ def table(records: dict[str, list[dict]], title: str) -> list[str]:
             cd = np.array([r["chamfer_x1e3"] for r in sel])
             fs = np.mean([r.get("fscore", 0.0) for r in sel])
             nc = [r["normal_consistency"] for r in sel if "normal_consistency" in r]
-            lines.append(f"| {cat} | {label} | {len(sel)} | {sum('failed' in r for r in sel)} | {cd.mean():.2f} | "
-                         f"{np.median(cd):.2f} | {fs:.3f} | {np.mean(nc) if nc else float('nan'):.3f} |")
+            lines.append(f"| {cat} | {label} | {len(sel)} | {sum('failed' in r for r in sel)} | "
+                         f"{cd.mean():.2f} | {np.median(cd):.2f} | {fs:.3f} | "
+                         f"{np.mean(nc) if nc else float('nan'):.3f} |")
     return lines + [""]
 
 
@@ -295,7 +305,8 @@ def snapshot(run: Path, entry: dict, dest: Path) -> Path:
     return dest
 
 
-def curve(work: Path, runs: dict[str, Path], data: Path, limit: int, resolution: int, fresh: bool) -> list[dict]:
+def curve(work: Path, runs: dict[str, Path], data: Path, limit: int, resolution: int,
+          fresh: bool) -> list[dict]:
     """Representation and completion medians at checkpoints near 1/6, 1/3, 2/3 and all of each run."""
     from deepsdf_ad.runs import Run
 
@@ -319,11 +330,14 @@ def curve(work: Path, runs: dict[str, Path], data: Path, limit: int, resolution:
             row = {"run": name, "epoch": entry["epoch"],
                    "minutes": float(minutes[np.searchsorted(epochs, entry["epoch"])])}
             ad = name.startswith("ad")
-            for section, mode in (("repr", None if ad else "encode"), ("scan", "optimise" if ad else "encode")):
+            for section, mode in (("repr", None if ad else "encode"),
+                                  ("scan", "optimise" if ad else "encode")):
                 split, inp = SPLIT_INPUT[section]
-                res = evaluate_run(snap, data, EvalOptions(split=split, input=inp, mode=mode, resolution=resolution,
+                res = evaluate_run(snap, data,
+                                   EvalOptions(split=split, input=inp, mode=mode, resolution=resolution,
                                                             limit=limit), device="auto", progress=False)
-                cd = [r.get("chamfer_x1e3", math.inf) if "failed" not in r else math.inf for r in res["shapes"]]
+                cd = [r.get("chamfer_x1e3",
+                            math.inf) if "failed" not in r else math.inf for r in res["shapes"]]
                 row[f"{section}_median"] = float(np.median(cd))
                 row[f"{section}_failed"] = sum("failed" in r for r in res["shapes"])
             formats.write_json(cache, row)
@@ -356,7 +370,8 @@ def draw_curve(points: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def figures(work: Path, runs: dict[str, Path], data: Path, records: dict[str, list[dict]], resolution: int) -> list[Path]:
+def figures(work: Path, runs: dict[str, Path], data: Path, records: dict[str, list[dict]],
+            resolution: int) -> list[Path]:
     """One picture per category: the scan, AD, AE and the truth, each panel labelled with its chamfer, for the
     held-out shape whose AD chamfer is the category's median."""
     from deepsdf_ad.meshing import mesh_sdf, model_sdf
@@ -388,7 +403,8 @@ def figures(work: Path, runs: dict[str, Path], data: Path, records: dict[str, li
             labels.append(f"{label} ({_cd(records, full, ref.key)})")
         panels.append(truth.surface(ref)[0])
         labels.append(f"truth {ref.key}")
-        img = render_to_array(panels, size=(280 * len(panels), 320), labels=labels, layout="row", renderer="raycast")
+        img = render_to_array(panels, size=(280 * len(panels), 320), labels=labels, layout="row",
+                              renderer="raycast")
         out = work / f"quality_{cat}.png"
         save_image(img, out)
         paths.append(out)
@@ -408,8 +424,8 @@ def _code_for(run: Path, data: Path, ref, mode: str) -> torch.Tensor:
         r = Run(run)
         cfg, model = load_trained(r, torch.device("cpu"))
         codes, _, _ = find_shape_codes(r, cfg, model, DataRoot(data), [ref],
-                                       EvalOptions(split="test", input="scan", mode=mode), torch.device("cpu"),
-                                       progress=False)
+                                       EvalOptions(split="test", input="scan", mode=mode),
+                                       torch.device("cpu"), progress=False)
         _CODES[key] = codes[0]
     return _CODES[key]
 
@@ -432,16 +448,20 @@ def main(argv: list[str] | None = None) -> int:
                     default=["repr", "full", "scan", "curve", "figures"])
     ap.add_argument("--resolution", type=int, default=256, help="marching-cubes grid of the tables")
     ap.add_argument("--limit", type=int, help="at most N shapes per category per section")
-    ap.add_argument("--ae-limit", type=int, help="at most N held-out shapes per category for the autoencoder's "
-                                                  "methods (default: --limit); paired tests use the shapes both have")
-    ap.add_argument("--repr-limit", type=int, help="at most N training shapes per category in the representation "
+    ap.add_argument("--ae-limit", type=int,
+                    help="at most N held-out shapes per category for the autoencoder's "
+                                                  "methods (default: --limit); paired tests use the shapes "
+                                                  "both have")
+    ap.add_argument("--repr-limit", type=int,
+                    help="at most N training shapes per category in the representation "
                                                     "section (default: --limit)")
     ap.add_argument("--curve-limit", type=int, default=4, help="shapes per category at each curve point")
     ap.add_argument("--curve-resolution", type=int, default=128)
     ap.add_argument("--extra", nargs="?", const=str(SHARED / "modelnet10_train_extra.tar.xz"), metavar="TAR",
-                    help="also train the autodecoder on the extra training meshes of TAR (default: the shared "
-                         "modelnet10_train_extra.tar.xz) for the same number of decoder steps, as run 'ad+', measured "
-                         "on the same held-out shapes: more shapes against more updates per shape")
+                    help="also train the autodecoder on the extra training meshes of TAR (default: the "
+                         "shared modelnet10_train_extra.tar.xz) for the same number of decoder steps, as run "
+                         "'ad+', measured on the same held-out shapes: more shapes against more updates per "
+                         "shape")
     ap.add_argument("--fresh", action="store_true", help="recompute cached sections")
     args = ap.parse_args(argv)
     work = Path(args.work)
@@ -459,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
               f"mesh resolution {args.resolution}", ""]
     for name, run in runs.items():
         epochs, minutes = run_minutes(run)
-        report.append(f"- {name}: {int(epochs[-1])} epochs in {minutes[-1]:.1f} training minutes (as measured)")
+        report.append(f"- {name}: {int(epochs[-1])} epochs in {minutes[-1]:.1f} training minutes (as "
+                      f"measured)")
     report.append("")
     scan_records = None
     for section in ("repr", "full", "scan"):
@@ -473,17 +494,20 @@ def main(argv: list[str] | None = None) -> int:
             scan_records = recs
             report += ["Paired tests (all held-out shapes):", *paired_tests(
                 recs, "AD (optimise)", ["scan alone", "Poisson", "nearest training shape", "AE (encode)"]),
-                *(paired_tests(recs, "AD+ (optimise)", ["AD (optimise)", "scan alone", "nearest training shape"])
+                *(paired_tests(recs, "AD+ (optimise)",
+                               ["AD (optimise)", "scan alone", "nearest training shape"])
                   if "ad+" in runs else []),
                 *paired_tests(recs, "AE (encode+refine)", ["AD (optimise)"]), ""]
         if section == "full":
-            report += ["Paired tests:", *paired_tests(recs, "AD (optimise)", ["AE (encode)", "AE (encode+refine)"]), ""]
+            report += ["Paired tests:",
+                       *paired_tests(recs, "AD (optimise)", ["AE (encode)", "AE (encode+refine)"]), ""]
     if "curve" in args.only:
         pts = curve(work, runs, data, args.curve_limit, args.curve_resolution, args.fresh)
         draw_curve(pts, work / "quality_curve.png")
         report += ["### quality vs training minutes (median chamfer x1e3, "
                    f"{args.curve_limit} shapes per category, {args.curve_resolution}^3)", "",
-                   "| run | epoch | minutes | representation | completion (1 scan) |", "|---|---|---|---|---|"]
+                   "| run | epoch | minutes | representation | completion (1 scan) |",
+                   "|---|---|---|---|---|"]
         report += [f"| {p['run']} | {p['epoch']} | {p['minutes']:.1f} | {p['repr_median']:.2f} | "
                    f"{p['scan_median']:.2f} |" for p in pts]
         report += ["", f"curve: {work / 'quality_curve.png'}", ""]

@@ -1,10 +1,11 @@
 """Reconstruction benchmark: our latent-optimisation schedule vs DeepSDF's, same decoder, same shapes.
 
 DeepSDF's: 800 iterations, lr 5e-3 dropped x0.1 at 400, 8,000 samples per step, code from N(0, 0.01^2).
-Ours: the ``shapes_small`` preset's ``reconstruct`` config (the run's own with ``--run``): start from the best of
-the mean, zero and training codes, half a cosine from 2e-2, 300 x 4,000. Both fit the held-out shapes' SDF
-samples (DeepSDF's evaluation protocol); quality is the chamfer distance (x1e3, DeepSDF's convention) of the final mesh (128^3) to the true mesh. Prints
-seconds and chamfer per shape and their ratios, medians over the shapes.
+Ours: the ``shapes_small`` preset's ``reconstruct`` config (the run's own with ``--run``): start from the best
+of the mean, zero and training codes, half a cosine from 2e-2, 300 x 4,000. Both fit the held-out shapes' SDF
+samples (DeepSDF's evaluation protocol); quality is the chamfer distance (x1e3, DeepSDF's convention) of the
+final mesh (128^3) to the true mesh. Prints seconds and chamfer per shape and their ratios, medians over the
+shapes.
 
     python benchmarks/bench_reconstruct.py                 # trains a small run on procedural shapes first
     python benchmarks/bench_reconstruct.py --run RUN --data DATA --meshes MESH_DIR
@@ -42,8 +43,6 @@ from deepsdf_ad.runs import (
 )
 from deepsdf_ad.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def deepsdf_schedule(rc):
     return dataclasses.replace(rc, iterations=800, lr=5e-3, lr_drop_at=0.5, lr_drop_factor=0.1, samples=8000,
@@ -53,7 +52,8 @@ def deepsdf_schedule(rc):
 
 def with_settings(rc, pairs: list[str]):
     """``rc`` with ``KEY=VALUE`` pairs applied (each value converted to the field's type)."""
-    return dataclasses.replace(rc, **{k: type(getattr(rc, k))(v) for k, v in (p.split("=", 1) for p in pairs)})
+    return dataclasses.replace(rc,
+                               **{k: type(getattr(rc, k))(v) for k, v in (p.split("=", 1) for p in pairs)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--meshes", help="folder of the original meshes (category/id.*) for the chamfer")
     ap.add_argument("--train-minutes", type=float, default=6.0)
     ap.add_argument("--shapes", type=int, default=6, help="held-out shapes reconstructed")
-    ap.add_argument("--set", action="append", default=[], help="override our reconstruct config, e.g. patience=40")
+    ap.add_argument("--set", action="append", default=[],
+                    help="override our reconstruct config, e.g. patience=40")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,KEY=VALUE",
                     help="also run this variant of our schedule (repeatable; measured in the same run)")
     ap.add_argument("--resolution", type=int, default=128)
@@ -75,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         meshes, data, run_path = work / "meshes", work / "data", work / "run"
         if not meshes.is_dir():
             write_family(meshes, per_family=12, seed=0)
-        prep_meshes(meshes, data, PrepConfig(SamplingConfig(samples=100_000), test_fraction=0.2), progress=False)
+        prep_meshes(meshes, data, PrepConfig(SamplingConfig(samples=100_000), test_fraction=0.2),
+                    progress=False)
         if not (run_path / "latent_codes.safetensors").is_file():
-            train(load_config(ROOT / "configs" / "shapes_small.yaml"), data, run_path, device="cpu", progress=False,
+            train(load_config("shapes_small"), data, run_path, device="cpu", progress=False,
                   max_seconds=args.train_minutes * 60)
     else:
         meshes, data, run_path = Path(args.meshes), Path(args.data), Path(args.run)
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(run_path)
     cfg, model = load_trained(run, dev)
     # ours: the preset's code search as it is now (a reused run keeps the config it was trained with)
-    base = cfg.reconstruct if args.run is not None else load_config(ROOT / "configs" / "shapes_small.yaml").reconstruct
+    base = cfg.reconstruct if args.run is not None else load_config("shapes_small").reconstruct
     ours = with_settings(base, args.set)
     theirs = deepsdf_schedule(cfg.reconstruct)
     schedules = [("deepsdf", theirs), ("ours", ours)]
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"chamfer x{o[1] / d[1]:.3f}", flush=True)
     med = {k: (statistics.median(r[k][0] for r in rows), statistics.median(r[k][1] for r in rows))
            for k, _ in schedules}
-    print(f"\nmedian over {len(rows)} shapes: DeepSDF {med['deepsdf'][0]:.1f} s, chamfer {med['deepsdf'][1]:.3f}")
+    print(f"\nmedian over {len(rows)} shapes: DeepSDF {med['deepsdf'][0]:.1f} s, chamfer "
+          f"{med['deepsdf'][1]:.3f}")
     for name, _ in schedules[1:]:
         print(f"  {name}: {med[name][0]:.1f} s, chamfer {med[name][1]:.3f}; time ratio "
               f"{med[name][0] / med['deepsdf'][0]:.3f} (target <= 0.25), chamfer ratio "

@@ -9,8 +9,8 @@ written in the toolkit's own layout, so the real data path is exercised):
 2. **DeepSDF's chair spec** (8x512 decoder with weight norm and dropout 0.2, 64 shapes x 16,384 samples per
    step): our training points/s in fp32 and in bf16 autocast. DeepSDF's own loop reached 6,379 points/s on a
    2-core machine like this one (fp32); target >= 13,000 points/s.
-3. **Equal loss after equal steps**: fp32 and bf16 runs of the same decoder, seed and data for ``--parity-steps``
-   steps; their final losses must agree (the relative difference is printed).
+3. **Equal loss after equal steps**: fp32 and bf16 runs of the same decoder, seed and data for
+   ``--parity-steps`` steps; their final losses must agree (the relative difference is printed).
 
     python benchmarks/bench_train.py            # all three (about 15 minutes on 2 cores)
     python benchmarks/bench_train.py --quick    # small sizes: a CI-sized check of the script itself
@@ -28,16 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepsdf_ad.config import load_config
+from deepsdf_ad.config import find_preset, load_config
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.models import build_model
 from deepsdf_ad.train import make_optimizer, plan_split, step_loss, sub_batches, train
 
-ROOT = Path(__file__).resolve().parents[1]
-
-CHAIRS = ROOT / "configs" / "deepsdf_chairs.yaml"
-SMALL = ROOT / "configs" / "shapes_small.yaml"
+CHAIRS = find_preset("deepsdf_chairs")
+SMALL = find_preset("shapes_small")
 DEEPSDF_POINTS_PER_S = 6379.0
 
 
@@ -101,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3, help="steps per measurement (the first is warm-up)")
     ap.add_argument("--small-steps", type=int, default=21,
-                    help="steps of the shapes_small overhead measurement (0.1 s each: many, for a stable median)")
+                    help="steps of the shapes_small overhead measurement (0.1 s each: many, for a stable "
+                         "median)")
     ap.add_argument("--parity-steps", type=int, default=40, help="steps of the fp32-vs-bf16 loss comparison")
-    ap.add_argument("--parts", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3], help="which parts to run")
+    ap.add_argument("--parts", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3],
+                    help="which parts to run")
     ap.add_argument("--quick", action="store_true", help="small batches: checks the script, not the machine")
     ap.add_argument("--skip-fp32-spec", action="store_true", help="skip the slow fp32 run at the chair spec")
     args = ap.parse_args(argv)
@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = ["model.latent.max_norm=1.0"]
     if args.quick:
-        spec += ["train.shapes_per_batch=8", "train.samples_per_shape=2048", "model.decoder.hidden=[128,128,128,128]",
-                 "model.decoder.latent_in=[2]", "model.latent.size=32"]
+        spec += ["train.shapes_per_batch=8", "train.samples_per_shape=2048",
+                 "model.decoder.hidden=[128,128,128,128]", "model.decoder.latent_in=[2]",
+                 "model.latent.size=32"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         small = load_config(SMALL, [])
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = []
         if 1 in args.parts:
-            print("\n1. data-path overhead: full training step vs decoder alone (points/s, median after warm-up)")
+            print("\n1. data-path overhead: full training step vs decoder alone (points/s, median after "
+                  "warm-up)")
             for label, base in (("shapes_small fp32", small), ("deepsdf_chairs bf16", chairs)):
                 cfg = load_config(SMALL if base is small else CHAIRS, (spec if base is chairs else []) + (
                     ["train.precision=bf16"] if "bf16" in label else []) + [
@@ -132,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 # one epoch = one step over exactly one batch of shapes
                 sub = sphere_root(tmp / f"data_{label.split()[0]}", cfg.train.shapes_per_batch,
                                   cfg.train.samples_per_shape + 1024)
-                # shapes_small: many short steps, alternated between the sides, so that a slow spell of a shared
-                # machine hits both; the chair spec: one run each (40 s a step)
+                # shapes_small: many short steps, alternated between the sides, so that a slow spell of a
+                # shared machine hits both; the chair spec: one run each (40 s a step)
                 rounds, steps = (3, max(2, args.small_steps // 3)) if base is small else (1, args.steps)
                 a_rates, b_rates = [], []
                 for k in range(rounds):
@@ -141,11 +143,13 @@ def main(argv: list[str] | None = None) -> int:
                     b_rates += decoder_alone(cfg, steps)[1:]
                 a, b = statistics.median(a_rates), statistics.median(b_rates)
                 rows.append((label, a, b))
-                print(f"  {label:22s} ours {a:10,.0f}   decoder alone {b:10,.0f}   ratio {a / b:.3f} (target >= 0.9)",
+                print(f"  {label:22s} ours {a:10,.0f}   decoder alone {b:10,.0f}   ratio {a / b:.3f} (target "
+                      f">= 0.9)",
                       flush=True)
 
         if 2 in args.parts:
-            print("\n2. DeepSDF chair spec (8x512, 64 shapes x 16,384 samples per step): our training points/s")
+            print("\n2. DeepSDF chair spec (8x512, 64 shapes x 16,384 samples per step): our training "
+                  "points/s")
             results = {}
             for prec in ("fp32", "bf16"):
                 if prec == "fp32" and args.skip_fp32_spec:
@@ -156,21 +160,26 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     rate = median_after_warmup(ours(cfg, data, tmp / f"spec_{prec}", args.steps))
                 results[prec] = rate
-                print(f"  {prec}: {rate:10,.0f} points/s = {rate / DEEPSDF_POINTS_PER_S:.2f}x DeepSDF's 6,379 "
-                      f"(target >= 13,000)", flush=True)
+                print(f"  {prec}: {rate:10,.0f} points/s = {rate / DEEPSDF_POINTS_PER_S:.2f}x DeepSDF's "
+                      f"6,379 (target >= 13,000)", flush=True)
 
         if 3 in args.parts:
-            print(f"\n3. equal loss after equal steps: 8x512 decoder, 8 shapes x 2,048 samples, {args.parity_steps} steps")
+            print(f"\n3. equal loss after equal steps: 8x512 decoder, 8 shapes x 2,048 samples, "
+                  f"{args.parity_steps} steps")
             losses = {}
             for prec in ("fp32", "bf16"):
                 cfg = load_config(CHAIRS, spec + [f"train.precision={prec}", "train.shapes_per_batch=8",
                                                   "train.samples_per_shape=2048", "model.decoder.dropout=0.0",
-                                                  "train.lr_decoder.initial=1e-3", "train.lr_latent.initial=1e-2"])
-                sub = sphere_root(tmp / "data_parity", 8, 4096, seed=1) if prec == "fp32" else tmp / "data_parity"
-                run = train(cfg, sub, tmp / f"parity_{prec}", epochs=args.parity_steps, device="cpu", progress=False)
+                                                  "train.lr_decoder.initial=1e-3",
+                                                  "train.lr_latent.initial=1e-2"])
+                sub = sphere_root(tmp / "data_parity", 8, 4096,
+                                  seed=1) if prec == "fp32" else tmp / "data_parity"
+                run = train(cfg, sub, tmp / f"parity_{prec}", epochs=args.parity_steps, device="cpu",
+                            progress=False)
                 m = run.metrics()
                 losses[prec] = statistics.mean(r["sdf_loss"] for r in m[-5:])
-                print(f"  {prec}: loss after {len(m)} steps {losses[prec]:.5f} (first {m[0]['sdf_loss']:.5f})", flush=True)
+                print(f"  {prec}: loss after {len(m)} steps {losses[prec]:.5f} "
+                      f"(first {m[0]['sdf_loss']:.5f})", flush=True)
             rel = abs(losses["bf16"] - losses["fp32"]) / losses["fp32"]
             print(f"  relative difference {rel:.1%}")
     return 0

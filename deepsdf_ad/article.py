@@ -99,8 +99,10 @@ EXPERIMENTS: tuple[ArticleExperiment, ...] = (
     # lands with the scenes issue: reported as "not run" until configs/experiments/scenes.yaml exists
     ArticleExperiment(
         "scenes", "Scenes of several objects (local latent grids)", "configs/experiments/scenes.yaml",
-        ("prep scenes {meshes:chair,table,sofa} --out {data} --scenes 30 --samples 200000 --scans 1 --quiet",),
-        ("prep scenes {meshes:chair,table,sofa:4} --out {data} --scenes 4 --objects 2-3 --samples 20000 --scans 1 --quiet",)),
+        ("prep scenes {meshes:chair,table,sofa} --out {data} --scenes 30 --samples 200000 --scans 1 "
+         "--quiet",),
+        ("prep scenes {meshes:chair,table,sofa:4} --out {data} --scenes 4 --objects 2-3 --samples 20000 "
+         "--scans 1 --quiet",)),
 )
 
 QUICK_SET = ["train.epochs=2", "train.checkpoint_every=1", "reconstruct.iterations=10", "reconstruct.samples=500",
@@ -110,8 +112,9 @@ methods)."""
 QUICK_COMPARE = {"limit": 1, "resolution": 32, "samples": 3, "steps": 3}
 
 METRIC_LABELS = {"chamfer_x1e3": "chamfer ×10³", "chamfer_l1": "chamfer-L1", "fscore": "F-score@1%",
-                 "normal_consistency": "normal consistency", "iou": "IoU", "near_contour_error": "near-contour error",
-                 "code_seconds": "code s/shape", "mesh_seconds": "mesh s/shape"}
+                 "normal_consistency": "normal consistency", "iou": "IoU",
+                 "near_contour_error": "near-contour error", "code_seconds": "code s/shape",
+                 "mesh_seconds": "mesh s/shape"}
 SECTION_NAMES = {"representation": "Representation (training shapes)",
                  "reconstruction": "Held-out reconstruction (full observations)",
                  "completion": "Completion from partial observations",
@@ -240,8 +243,8 @@ def _mesh_source(spec: str, opts: BuildOptions) -> Path:
     for cat in cats.split(","):
         src = opts.shared / "meshes" / cat
         if not src.is_dir():
-            raise DataError(f"{src}: shared meshes of category '{cat}' not found; pass --shared DIR (the folder "
-                            "with meshes/ and mnist/) or give the data with --data NAME=DIR")
+            raise DataError(f"{src}: shared meshes of category '{cat}' not found; pass --shared DIR (the "
+                            "folder with meshes/ and mnist/) or give the data with --data NAME=DIR")
         files = sorted(p for p in src.iterdir() if p.is_file())[:n]
         (dest / cat).mkdir(parents=True, exist_ok=True)
         for f in files:
@@ -312,12 +315,14 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
         info = formats.read_json(oc.out / RUN_INFO) if (oc.out / RUN_INFO).is_file() else {}
         oc.timing = {k: v for k, v in info.items() if k not in ("prep_commands", "data_notes", "command")}
         if "command" in info:  # as the build that ran it recorded them
-            oc.prep_commands, oc.data_notes, oc.command = info["prep_commands"], info["data_notes"], info["command"]
+            oc.prep_commands, oc.data_notes = info["prep_commands"], info["data_notes"]
+            oc.command = info["command"]
         else:
             _note_commands(oc, opts)
-            oc.data_notes.append("the commands above are reconstructed from the recipe in `deepsdf_ad/article.py` (with "
-                                 "the build's recorded `--max-meshes` and `--set`): the build that ran this experiment "
-                                 f"did not record them in `{RUN_INFO}`")
+            oc.data_notes.append("the commands above are reconstructed from the recipe in "
+                                 "`deepsdf_ad/article.py` (with the build's recorded `--max-meshes` and "
+                                 f"`--set`): the build that ran this experiment did not record them in "
+                                 f"`{RUN_INFO}`")
         _say(opts, f"{exp.name}: reusing {rel(results_path)}")
         return oc
     data = Path(opts.data[exp.name]) if exp.name in opts.data else opts.work / "data" / exp.name
@@ -333,8 +338,8 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
         if (writes_ood and exp.name in opts.ood) or (not writes_ood and exp.name in opts.data):
             continue
         if not opts.shared.is_dir():
-            raise DataError(f"{opts.shared}: shared data folder not found; pass --shared DIR or give the data of "
-                            f"'{exp.name}' with --data {exp.name}=DIR")
+            raise DataError(f"{opts.shared}: shared data folder not found; pass --shared DIR or give the "
+                            f"data of '{exp.name}' with --data {exp.name}=DIR")
         args = _expand(cmd, opts, data, ood)
         _say(opts, f"{exp.name}: deepsdf-ad {shlex.join(args)}")
         _run_cli(args, log, exp.name, opts.repo)
@@ -348,15 +353,17 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
     t_exp = time.perf_counter()
     _run_cli(args, log, exp.name, opts.repo)
     oc.status, oc.results = "run", formats.read_json(results_path)
-    oc.timing = {"prep_seconds": round(t_exp - t_prep, 1), "experiment_seconds": round(time.perf_counter() - t_exp, 1),
-                 "quick": opts.quick, "set": list(opts.overrides), "max_meshes": opts.max_meshes}
+    oc.timing = {"prep_seconds": round(t_exp - t_prep, 1),
+                 "experiment_seconds": round(time.perf_counter() - t_exp, 1), "quick": opts.quick,
+                 "set": list(opts.overrides), "max_meshes": opts.max_meshes}
     _note_commands(oc, opts, data, ood if wants_ood else None)
     formats.write_json(oc.out / RUN_INFO, {**oc.timing, "prep_commands": oc.prep_commands,
                                            "data_notes": oc.data_notes, "command": oc.command})
     return oc
 
 
-def _note_commands(oc: Outcome, opts: BuildOptions, data: Path | None = None, ood: Path | None = None) -> None:
+def _note_commands(oc: Outcome, opts: BuildOptions, data: Path | None = None,
+                   ood: Path | None = None) -> None:
     """The commands that made ``oc``'s data and results, as the article shows them."""
     res = oc.results
     opts = replace(opts, max_meshes=oc.timing.get("max_meshes", opts.max_meshes),
@@ -454,7 +461,8 @@ def slice_figures(oc: Outcome, opts: BuildOptions) -> tuple[Path | None, list[st
             continue
         pics.append(out)
         plane = "" if dim == 2 else f" --axis {axis} --at 0"
-        cmds.append(f"deepsdf-ad slice --run {rel(run)} --shape {key}{plane} --resolution 128 --out {rel(out)}")
+        cmds.append(f"deepsdf-ad slice --run {rel(run)} --shape {key}{plane} --resolution 128 --out "
+                    f"{rel(out)}")
     if not pics:
         return None, cmds, "; ".join(notes)
     return _side_by_side(pics, folder / "slices.png"), cmds, "; ".join(notes)
@@ -473,7 +481,8 @@ def paired_difference(res_a: list[dict], res_b: list[dict], metric: str, seed: i
     d = np.array([x - y for x, y in pairs])
     idx = np.random.default_rng(seed).integers(0, len(d), size=(BOOTSTRAP, len(d)))
     means = d[idx].mean(axis=1)
-    return {"mean": float(d.mean()), "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+    return {"mean": float(d.mean()),
+            "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
             "a_higher": int((d > 0).sum()), "b_higher": int((d < 0).sum()), "n": len(d)}
 
 
@@ -486,7 +495,8 @@ def verdict(section: dict, metric: str) -> str:
         return ""
     names = sorted(stats, key=lambda n: stats[n]["mean"], reverse=metric not in LOWER_IS_BETTER)
     best = names[0]
-    label = f"{METRIC_LABELS.get(metric, metric)} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)"
+    better = "lower" if metric in LOWER_IS_BETTER else "higher"
+    label = f"{METRIC_LABELS.get(metric, metric)} ({better} is better)"
     parts = []
     for other in names[1:]:
         sb, so = stats[best], stats[other]
@@ -507,7 +517,8 @@ def verdict(section: dict, metric: str) -> str:
             text = (f"{vs}: intervals overlap, but {paired}: the paired interval excludes 0, a consistent "
                     f"difference on these shapes")
         else:
-            text = f"{vs}: intervals overlap: not a clear difference" + (f" ({paired})" if pd is not None else "")
+            text = (f"{vs}: intervals overlap: not a clear difference"
+                    + (f" ({paired})" if pd is not None else ""))
         if (sb["median"] - so["median"]) * (1 if metric in LOWER_IS_BETTER else -1) > 0 and \
                 num(sb["median"]) != num(so["median"]):
             text += (f"; the medians rank them the other way ({best} {num(sb['median'])}, {other} "
@@ -571,7 +582,8 @@ class Renderer:
         from deepsdf_ad.experiment import load_experiment
 
         e = load_experiment(oc.preset)
-        methods = ", ".join(f"{k} = `{rel(v['config'])}`" + (f" with `{' '.join(v['set'])}`" if v["set"] else "")
+        methods = ", ".join(f"{k} = `{rel(v['config'])}`"
+                            + (f" with `{' '.join(v['set'])}`" if v["set"] else "")
                             for k, v in e.methods.items())
         return methods + (f"; overrides for all: `{' '.join(e.set)}`" if e.set else "")
 
@@ -584,7 +596,8 @@ class Renderer:
         o = self.opts
         cmd = "deepsdf-ad article" + (" --quick" if o.quick else "") + (" --reuse" if o.reuse else "") \
             + (f" --only {' '.join(o.only)}" if o.only else "") \
-            + (f" --max-meshes {o.max_meshes}" if o.max_meshes else "") + "".join(f" --set {x}" for x in o.overrides)
+            + (f" --max-meshes {o.max_meshes}" if o.max_meshes else "") \
+            + "".join(f" --set {x}" for x in o.overrides)
         how = {"run": "run by this build", "reused": "outputs of an earlier build reused (`--reuse`)",
                "no-preset": "no preset yet", "skipped": "not selected"}
         status = "; ".join(f"{oc.exp.name}: {how.get(oc.status, oc.status)}" for oc in self.outcomes.values())
@@ -614,8 +627,8 @@ class Renderer:
         lines = []
         if caption:
             lines += self._table_caption(
-                f"{oc.exp.title}: {METRIC_LABELS[metric]} {arrow(metric)}, mean [bootstrap 95% interval of the "
-                f"mean] over the shapes of each section", oc)
+                f"{oc.exp.title}: {METRIC_LABELS[metric]} {arrow(metric)}, mean [bootstrap 95% interval of "
+                f"the mean] over the shapes of each section", oc)
         lines += [f"<!-- table kind=headline source={self._src(oc, base)} metric={metric} "
                   f"methods={','.join(names)} -->",
                   "| section | " + " | ".join(names) + " | shapes | reading |",
@@ -628,7 +641,8 @@ class Renderer:
             win = clear_winner(sr, metric)
             ns = sorted({sr["methods"][n]["stats"]["all"]["shapes"] for n in names})
             lines.append(f"| {sec} | " + " | ".join(cells) + f" | {'/'.join(map(str, ns))} | "
-                         + (f"{win} better (intervals apart)" if win else "intervals overlap: not a clear difference")
+                         + (f"{win} better (intervals apart)" if win
+                            else "intervals overlap: not a clear difference")
                          + " |")
         return lines + [""]
 
@@ -664,10 +678,11 @@ class Renderer:
         t = oc.timing
         tr = ", ".join(f"{n} {num(m['train_seconds_mean'])} s" for n, m in res["methods"].items())
         lines += [f"Training shapes: {res['fair']['train shapes']}; epochs: {res['fair']['train.epochs']}; "
-                  f"{res['fair']['train.shapes_per_batch']} shapes × {res['fair']['train.samples_per_shape']} "
-                  f"samples per step. Training time per run: {tr}."
-                  + (f" Wall time of the build that ran it: data {num(t['prep_seconds'] / 60)} min, experiment "
-                     f"(training and comparison) {num(t['experiment_seconds'] / 60)} min." if t else ""), ""]
+                  f"{res['fair']['train.shapes_per_batch']} shapes × "
+                  f"{res['fair']['train.samples_per_shape']} samples per step. Training time per run: {tr}."
+                  + (f" Wall time of the build that ran it: data {num(t['prep_seconds'] / 60)} min, "
+                     f"experiment (training and comparison) {num(t['experiment_seconds'] / 60)} min."
+                     if t else ""), ""]
         lines += self._caveats(oc)
         lines += self._methods_table(oc)
         for sec, sr in res["sections"].items():
@@ -678,8 +693,8 @@ class Renderer:
             empty = [f"{n}: {g['non_empty']} of {g['samples']} samples have a surface" for n, g in gen.items()
                      if "non_empty" in g]
             lines += self._figure(oc.report / "generation.png", f"{oc.exp.name}_generation",
-                                  f"{oc.exp.title}: per method, codes drawn from a Gaussian fitted to its training "
-                                  "codes, then an interpolation between two training shapes",
+                                  f"{oc.exp.title}: per method, codes drawn from a Gaussian fitted to its "
+                                  "training codes, then an interpolation between two training shapes",
                                   self._made_by(oc))
             if empty:
                 lines += ["Generated shapes with a surface: " + "; ".join(empty) + ".", ""]
@@ -689,15 +704,15 @@ class Renderer:
             what = "the whole field" if res["dim"] == 2 else "the SDF on the plane x = 0"
             lines += self._figure(pic, f"{oc.exp.name}_slices",
                                   f"{oc.exp.title}: {what} of the first training shape, "
-                                  f"{', '.join(names)} from left to right (blue inside, red outside, black: zero "
-                                  "level)", "; ".join(f"`{c}`" for c in cmds))
+                                  f"{', '.join(names)} from left to right (blue inside, red outside, black: "
+                                  "zero level)", "; ".join(f"`{c}`" for c in cmds))
         if note:
             lines += [f"Slices: {note}.", ""]
         if (oc.report / "curves.png").is_file():
             lines += [f"#### Training curves ({oc.exp.name})", ""]
             lines += self._figure(oc.report / "curves.png", f"{oc.exp.name}_curves",
-                                  f"{oc.exp.title}: training loss (solid: total, dashed: SDF term) and learning "
-                                  "rates per epoch of every run", self._made_by(oc))
+                                  f"{oc.exp.title}: training loss (solid: total, dashed: SDF term) and "
+                                  "learning rates per epoch of every run", self._made_by(oc))
         lines += self._summary(oc)
         return lines
 
@@ -710,8 +725,8 @@ class Renderer:
             out.append("quick mode: tiny data and two epochs, so these numbers test the machinery only")
         out += self._reduced(oc)
         if max(seeds) == 1:
-            out.append("one seed per method: the spread between training runs is not measured, so the intervals "
-                       "cover only the choice of shapes")
+            out.append("one seed per method: the spread between training runs is not measured, so the "
+                       "intervals cover only the choice of shapes")
         if ns and min(ns) < 20:
             out.append(f"{min(ns)} to {max(ns)} shapes per method and section: the intervals are wide, and a "
                        "difference inside them is not evidence")
@@ -722,18 +737,20 @@ class Renderer:
         """What made this a reduced run, as the build that ran it recorded it."""
         out = []
         if oc.timing.get("max_meshes"):
-            out.append(f"a reduced run: at most {oc.timing['max_meshes']} meshes per category (`--max-meshes`), "
-                       "fewer than the full recipe")
+            out.append(f"a reduced run: at most {oc.timing['max_meshes']} meshes per category "
+                       "(`--max-meshes`), fewer than the full recipe")
         if oc.timing.get("set"):
-            out.append(f"a reduced run: overrides `{' '.join(oc.timing['set'])}` on top of the preset (`--set`)")
+            out.append(f"a reduced run: overrides `{' '.join(oc.timing['set'])}` on top of the preset "
+                       f"(`--set`)")
         return out
 
     def _methods_table(self, oc: Outcome) -> list[str]:
         res = oc.results
         lines = self._table_caption(f"{oc.exp.title}: the methods compared", oc)
         lines += [f"<!-- table kind=methods source={self._src(oc)} -->",
-                  "| method | latent source | seeds | decoder parameters | latent parameters | training s (mean per "
-                  "seed) | inference s/shape (held-out, code + mesh) |", "|---|---|---|---|---|---|---|"]
+                  "| method | latent source | seeds | decoder parameters | latent parameters | training s "
+                  "(mean per seed) | inference s/shape (held-out, code + mesh) |",
+                  "|---|---|---|---|---|---|---|"]
         for n, m in res["methods"].items():
             lines.append(f"| {n} | {m['latent_source']} | {m['seeds']} | {m['parameters']['decoder']} | "
                          f"{m['parameters']['latent']} | {num(m['train_seconds_mean'])} | "
@@ -745,8 +762,8 @@ class Renderer:
         metrics = [*res["metrics"], "code_seconds"]
         lines = [f"#### {SECTION_NAMES.get(sec, sec)} ({oc.exp.name})", ""]
         lines += self._table_caption(
-            f"{oc.exp.title}, {SECTION_NAMES.get(sec, sec).lower()}: `{rel(sr['data'])}`, {sr['split']} split, "
-            f"{sr['input']} input; mean / median [bootstrap 95% interval of the mean]", oc)
+            f"{oc.exp.title}, {SECTION_NAMES.get(sec, sec).lower()}: `{rel(sr['data'])}`, {sr['split']} "
+            f"split, {sr['input']} input; mean / median [bootstrap 95% interval of the mean]", oc)
         lines += [f"<!-- table kind=section source={self._src(oc)} section={sec} "
                   f"columns={','.join(metrics)} -->",
                   "| method (how the code is found) | shapes | "
@@ -758,7 +775,8 @@ class Renderer:
             for k in metrics:
                 s = st.get(k)
                 cells.append("–" if not s else
-                             f"{num(s['mean'])} / {num(s['median'])} [{num(s['ci95'][0])}, {num(s['ci95'][1])}]")
+                             f"{num(s['mean'])} / {num(s['median'])} [{num(s['ci95'][0])}, "
+                             f"{num(s['ci95'][1])}]")
             failed = f" ({st['failed']} failed)" if st.get("failed") else ""
             lines.append(f"| {n} ({m['mode']}) | {st['shapes']}{failed} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -788,7 +806,8 @@ class Renderer:
         for sec, sr in res["sections"].items():
             w = clear_winner(sr, m)
             winners[sec] = w
-            (clear if w else unclear).append(f"{SECTION_NAMES.get(sec, sec).lower()}" + (f" ({w})" if w else ""))
+            (clear if w else unclear).append(f"{SECTION_NAMES.get(sec, sec).lower()}"
+                                             + (f" ({w})" if w else ""))
         lines = [f"**Reading ({oc.exp.name}, generated from the numbers above, by {METRIC_LABELS[m]}).** "]
         parts = []
         if clear:
@@ -818,20 +837,21 @@ class Renderer:
         for name, m in oc.results["methods"].items():
             rep, rec, ood = mean("representation", name), mean("reconstruction", name), mean("ood", name)
             if rep is not None and rec is not None and (rep > rec if lower else rep < rec):
-                text = (f"Surprising: {name} scores its training shapes worse ({label} {num(rep)}) than held-out "
-                        f"ones ({num(rec)}).")
+                text = (f"Surprising: {name} scores its training shapes worse ({label} {num(rep)}) than "
+                        f"held-out ones ({num(rec)}).")
                 if m["latent_source"] == "table":
                     cfg = self._method_config(oc.exp.name, name)
                     steps = f"{cfg.reconstruct.iterations} " if cfg is not None else ""
                     text += (f" Its training codes are under-fitted: each gets a gradient once per epoch "
-                             f"({oc.results['fair']['train.epochs']} times in all), while a held-out code gets "
-                             f"{steps}optimisation steps of its own.")
+                             f"({oc.results['fair']['train.epochs']} times in all), while a held-out code "
+                             f"gets {steps}optimisation steps of its own.")
                 out.append(text)
             if ood is not None and rec is not None and (ood < rec if lower else ood > rec):
-                out.append(f"Surprising: {name} scores the out-of-distribution shapes better ({label} {num(ood)}) "
-                           f"than held-out shapes of the trained classes ({num(rec)}). With "
-                           f"{secs['ood']['methods'][name]['stats']['all']['shapes']} such shapes this may say more "
-                           "about which shapes were drawn (some are easier to fit) than about generalisation.")
+                out.append(f"Surprising: {name} scores the out-of-distribution shapes better ({label} "
+                           f"{num(ood)}) than held-out shapes of the trained classes ({num(rec)}). With "
+                           f"{secs['ood']['methods'][name]['stats']['all']['shapes']} such shapes this may "
+                           "say more about which shapes were drawn (some are easier to fit) than about "
+                           "generalisation.")
         return out
 
     # inline values
@@ -883,7 +903,8 @@ class Renderer:
         cfg = self._method_config(name, method)
         if cfg is None:
             return "(not available)"
-        return num(math.sqrt(cfg.model.latent.size / (2.0 * cfg.train.code_reg * cfg.train.samples_per_shape)))
+        tc = cfg.train
+        return num(math.sqrt(cfg.model.latent.size / (2.0 * tc.code_reg * tc.samples_per_shape)))
 
     def code_norms(self, name: str) -> str:
         """A sentence on the trained codes of each method (first seed): their norms and spread, measured."""
@@ -901,16 +922,17 @@ class Renderer:
                 continue
             norms = np.linalg.norm(codes, axis=1)
             text = (f"{n}: norms {num(norms.mean())} on average ({num(norms.min())} to {num(norms.max())}), "
-                    f"spread across shapes {num(codes.std(axis=0).mean())} (standard deviation per dimension, "
-                    "averaged)")
+                    f"spread across shapes {num(codes.std(axis=0).mean())} (standard deviation per "
+                    "dimension, averaged)")
             cfg = self._method_config(name, n)
             bound = None if cfg is None or m["latent_source"] != "table" else cfg.model.latent.max_norm
             if bound is not None:
-                text += (f", all inside the norm bound of {num(bound)}, so at the end of training the bound is not "
-                         "what holds them" if norms.max() < 0.99 * bound else
+                text += (f", all inside the norm bound of {num(bound)}, so at the end of training the bound "
+                         "is not what holds them" if norms.max() < 0.99 * bound else
                          f", the largest at the norm bound of {num(bound)}, so the bound is active")
             parts.append(text)
-        return "; ".join(parts) + f". Measured on the {len(codes)} training codes of each method's first run " \
+        return "; ".join(parts) + f". Measured on the {len(codes)} training codes of each method's first " \
+            "run " \
             f"(`RUN/latent_codes.safetensors` in `{rel(oc.out / 'runs')}`)"
 
     def memory_breakeven(self, name: str, table: str, encoder: str) -> str:
@@ -922,8 +944,8 @@ class Renderer:
             return "The break-even point was not measured in this build"
         p = oc.results["methods"][encoder]["parameters"]["latent"]
         size = cfg.model.latent.size
-        return (f"In the {name} experiment the encoder has {p} parameters (methods table), as many as the codes of "
-                f"{p // size} shapes of length {size}")
+        return (f"In the {name} experiment the encoder has {p} parameters (methods table), as many as the "
+                f"codes of {p // size} shapes of length {size}")
 
     def bound_vs_prior(self, name: str, method: str) -> str:
         """Which keeps the table codes small, the norm bound or the prior: a sentence from the config."""
@@ -933,11 +955,12 @@ class Renderer:
         bound = cfg.model.latent.max_norm
         prior = math.sqrt(cfg.model.latent.size / (2.0 * cfg.train.code_reg * cfg.train.samples_per_shape))
         if bound is None:
-            return (f"The {name} preset has no norm bound, so there the prior alone keeps the codes near the origin, "
-                    f"and only weakly")
+            return (f"The {name} preset has no norm bound, so there the prior alone keeps the codes near the "
+                    f"origin, and only weakly")
         if bound < prior:
-            return (f"In the {name} preset the prior's typical norm ({num(prior)}) is far larger than the norm bound "
-                    f"({num(bound)}): as a prior it is weak, and on paper the bound is the tighter constraint")
+            return (f"In the {name} preset the prior's typical norm ({num(prior)}) is far larger than the "
+                    f"norm bound ({num(bound)}): as a prior it is weak, and on paper the bound is the "
+                    f"tighter constraint")
         return (f"In the {name} preset the prior's typical norm ({num(prior)}) is within the norm bound "
                 f"({num(bound)}), so the prior is the tighter constraint")
 
@@ -954,7 +977,8 @@ class Renderer:
 
 DIRECTIVE = re.compile(r"\{\{\s*([a-z_]+)((?:\s+[^\s}]+)*)\s*\}\}")
 BLOCKS = {"build", "headline", "experiment"}
-INLINE = {"config", "prior_std", "prior_norm", "bound_vs_prior", "memory_breakeven", "code_norms", "code_bytes", "preset"}
+INLINE = {"config", "prior_std", "prior_norm", "bound_vs_prior", "memory_breakeven", "code_norms",
+          "code_bytes", "preset"}
 
 
 def render(template: str, renderer: Renderer) -> str:
@@ -992,8 +1016,8 @@ def update_readme(readme: Path, block: str) -> None:
     """Replace the marked headline block of ``readme`` (kept between :data:`HEADLINE_BEGIN` and ``_END``)."""
     text = readme.read_text()
     if HEADLINE_BEGIN not in text or HEADLINE_END not in text:
-        raise DataError(f"{readme}: no {HEADLINE_BEGIN} ... {HEADLINE_END} block; add the two marker lines where "
-                        "the headline table should go")
+        raise DataError(f"{readme}: no {HEADLINE_BEGIN} ... {HEADLINE_END} block; add the two marker lines "
+                        "where the headline table should go")
     a = text.index(HEADLINE_BEGIN)
     b = text.index(HEADLINE_END) + len(HEADLINE_END)
     formats.write_text_atomic(readme, text[:a] + block + text[b:])

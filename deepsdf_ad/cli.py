@@ -27,7 +27,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="deepsdf-ad", description="Neural signed-distance fields: autodecoder vs autoencoder.")
+    import deepsdf_ad
+
+    parser = Parser(prog="deepsdf-ad",
+                    description="Neural signed-distance fields: autodecoder vs autoencoder.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {deepsdf_ad.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for command in COMMANDS:

@@ -102,6 +102,9 @@ class TrainConfig:
     """Training arithmetic: fp32, bf16 (autocast) or fp16 (autocast, CUDA)."""
     seed: int = 0
     """Seed of initialisation, shuffling, sampling and dropout."""
+    tensorboard: bool = False
+    """Also write each epoch's metrics and code norms as TensorBoard event files in ``RUN/tensorboard`` (needs
+    ``pip install 'deepsdf-ad[tensorboard]'``; see :mod:`deepsdf_ad.board`)."""
 
 
 @dataclass
@@ -252,15 +255,62 @@ def read_yaml_mapping(path: str | os.PathLike, missing: str, not_mapping: str) -
     return data
 
 
+PRESETS = Path(__file__).resolve().parent / "configs"
+"""Where the presets are: the repository's ``configs/``, shipped in the package as ``deepsdf_ad/configs`` (a
+link in a checkout, a folder once installed). Model presets at the top, experiment presets in
+``experiments/``."""
+EXPERIMENTS = "experiments"
+"""The folder of :data:`PRESETS` that holds the experiment presets (``deepsdf-ad experiment``)."""
+PRESET_SUFFIX = ".yaml"
+
+
+def preset_names(folder: str = "") -> list[str]:
+    """The names of the presets in ``PRESETS/folder`` ('': model presets; :data:`EXPERIMENTS`), sorted."""
+    return sorted(p.stem for p in (PRESETS / folder).glob(f"*{PRESET_SUFFIX}") if p.is_file())
+
+
+def find_preset(name: str | os.PathLike, folder: str = "") -> Path:
+    """The YAML file of a config: ``name`` itself where that file exists, else the preset of that name in
+    ``PRESETS/folder`` ('': model presets; :data:`EXPERIMENTS`).
+
+    A name is a bare name (``shapes_small``, with or without ``.yaml``) or the preset's path in the repository
+    (``configs/shapes_cpu.yaml``, ``configs/experiments/scenes.yaml``), which then works from any folder and
+    once installed. Anything else that is not a file is a :class:`ConfigError` listing the presets.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    rel = path.parts[1:] if path.parts[:1] == ("configs",) else path.parts
+    if rel and not path.is_absolute():
+        rel_path = Path(*rel)
+        if rel_path.suffix != PRESET_SUFFIX:
+            rel_path = rel_path.with_name(rel_path.name + PRESET_SUFFIX)
+        for cand in (PRESETS / folder / rel_path, PRESETS / rel_path):
+            if cand.is_file():
+                return cand
+    kind = "experiment presets" if folder == EXPERIMENTS else "presets"
+    known = ", ".join(preset_names(folder)) or f"none ({PRESETS / folder} is empty)"
+    if len(path.parts) == 1 and path.suffix in ("", PRESET_SUFFIX):
+        raise ConfigError(f"unknown preset '{path.name}'; {kind}: {known} (or give the path of a YAML file)")
+    what = "experiment file" if folder == EXPERIMENTS else "config file"
+    raise ConfigError(f"{path}: {what} not found; {kind}: {known}")
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML preset (missing keys take defaults), apply overrides, and check everything."""
+    """Read a YAML config (missing keys take defaults), apply overrides, and check everything.
+
+    Args:
+        path: a YAML file, or a preset's name (``shapes_small``; see :func:`find_preset`); None: the defaults.
+        overrides: ``key.sub=value`` strings (``--set``).
+    """
     data: dict = {}
     if path is not None:
-        data = read_yaml_mapping(path, "config file not found; presets are in configs/",
+        path = find_preset(path)
+        data = read_yaml_mapping(path, "config file not found",
                                  "expected a mapping of config keys at the top level")
         if not data:
-            raise ConfigError(f"{path}: config file is empty; name a preset from configs/ (a run would "
-                              "otherwise train on the built-in defaults without a word)")
+            raise ConfigError(f"{path}: config file is empty; name a preset ({', '.join(preset_names())}); a "
+                              "run would otherwise train on the built-in defaults without a word")
     # resolve every key against the full default tree so errors name the real path
     full = apply_overrides(_merge(to_dict(Config()), data, ""), overrides or [])
     cfg = from_dict(Config, full)

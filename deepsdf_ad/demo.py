@@ -7,6 +7,7 @@ chamfer distance against the true shape.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +23,49 @@ from deepsdf_ad.data_prep.shapes import write_family
 from deepsdf_ad.metrics import chamfer_squared, surface_points
 from deepsdf_ad.train import train
 
-PRESET = Path(__file__).resolve().parents[1] / "configs" / "shapes_small.yaml"
-
+PRESET = "shapes_small"
+"""The preset the demo trains (a name: :func:`deepsdf_ad.config.find_preset`)."""
 
 DEMO_RESTARTS = 4
 """Starts of the demo's code search (``reconstruct --restarts``)."""
 
 
+@dataclass(frozen=True)
+class QuickDemo:
+    """``demo --quick``: the same path, sized to check an installation in seconds (not to give a good
+    shape)."""
+
+    per_family: int = 2
+    """Shapes per family (3 families): one train and one test shape each."""
+    samples: int = 4000
+    """SDF samples per shape."""
+    epochs: int = 12
+    """Training epochs (one step each)."""
+    iterations: int = 40
+    """Steps of the code search."""
+    restarts: int = 1
+    """Starts of the code search."""
+    resolution: int = 32
+    """Marching-cubes grid of the reconstruction."""
+
+
+QUICK = QuickDemo()
+
+
 def run_demo(out: str | Path, minutes: float = 3.0, device: str = "auto", per_family: int = 12,
-             samples: int = 50_000, resolution: int = 128, progress: bool = True) -> dict:
-    """Run the demo into ``out``; returns paths and the chamfer distance (x10^3, DeepSDF convention)."""
+             samples: int = 50_000, resolution: int = 128, progress: bool = True,
+             quick: bool = False) -> dict:
+    """Run the demo into ``out``; returns paths and the chamfer distance (x10^3, DeepSDF convention).
+
+    ``quick``: :data:`QUICK`'s sizes instead of ``per_family``, ``samples`` and ``resolution``, a fixed
+    number of epochs (still within ``minutes``) and a shorter code search."""
     out = Path(out)
     t0 = time.perf_counter()
+    epochs = iterations = None
+    restarts = DEMO_RESTARTS
+    if quick:
+        per_family, samples, resolution = QUICK.per_family, QUICK.samples, QUICK.resolution
+        epochs, iterations, restarts = QUICK.epochs, QUICK.iterations, QUICK.restarts
     meshes = out / "meshes"
     if not meshes.is_dir():
         write_family(meshes, per_family=per_family, seed=0)
@@ -41,7 +73,8 @@ def run_demo(out: str | Path, minutes: float = 3.0, device: str = "auto", per_fa
     prep_meshes(meshes, data, PrepConfig(SamplingConfig(samples=samples), test_fraction=0.2, seed=0),
                 progress=progress)
     cfg = load_config(PRESET)
-    run = train(cfg, data, out / "run", device=device, progress=progress, max_seconds=minutes * 60)
+    run = train(cfg, data, out / "run", epochs=epochs, device=device, progress=progress,
+                max_seconds=minutes * 60)
     epochs = len(run.metrics())
     # a held-out shape: in the test split, never trained on
     _, cat, sid = formats.read_split(data / formats.SPLITS_DIR / formats.TEST_SPLIT)[0]
@@ -54,8 +87,8 @@ def run_demo(out: str | Path, minutes: float = 3.0, device: str = "auto", per_fa
     rec = out / f"reconstructed_{sid}.ply"
     # 4 starts side by side: from one start the code search can settle in a wrong basin (a demo run of this
     # preset: chamfer 31.4e-3 from one start against 0.36-0.43e-3 from 4, over 3 seeds)
-    loaded = load_for_reconstruct(run.path, device, restarts=DEMO_RESTARTS)
-    rec_mesh, info = complete_scan(loaded, partial, resolution=resolution)
+    loaded = load_for_reconstruct(run.path, device, restarts=restarts)
+    rec_mesh, info = complete_scan(loaded, partial, resolution=resolution, iterations=iterations)
     formats.save_mesh(rec, rec_mesh)
     # scored as written: a .ply holds float32 coordinates
     rec_norm = (np.asarray(rec_mesh.vertices, np.float32).astype(np.float64) + offset) * scale

@@ -4,7 +4,7 @@ overrides for all, one run per seed) and compare them.
 An experiment preset (``configs/experiments/*.yaml``)::
 
     name: ad_vs_ae_digits
-    methods:                       # method name -> model preset (paths relative to the repository or the file)
+    methods:                       # method name -> model preset (a path relative to the file, or a preset)
       autodecoder: configs/digits_autodecoder.yaml
       autoencoder: {config: configs/digits_pointnet_ae.yaml, set: ["model.latent.kwargs={points: 64}"]}
     set: [train.epochs=20]         # overrides applied to every method (keeps them comparable)
@@ -26,10 +26,8 @@ from pathlib import Path
 import yaml
 
 from deepsdf_ad.compare import CompareOptions, Reporter, compare
-from deepsdf_ad.config import ConfigError, load_config, read_yaml_mapping
+from deepsdf_ad.config import EXPERIMENTS, ConfigError, find_preset, load_config, read_yaml_mapping
 from deepsdf_ad.data_prep.formats import DataError, write_text_atomic
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -46,20 +44,26 @@ class Experiment:
     """Options of the comparison (:class:`deepsdf_ad.compare.CompareOptions`)."""
 
 
-def _resolve(path: str, base: Path) -> Path:
+def method_preset(path: str, base: Path) -> Path:
+    """A method's model preset: a file relative to the working folder or the experiment file (or its two
+    parent folders), else a preset by name or repository path (:func:`deepsdf_ad.config.find_preset`)."""
     p = Path(path)
-    for cand in (p, base / p, base.parent / p, base.parent.parent / p, REPO / p):
+    for cand in (p, base / p, base.parent / p, base.parent.parent / p):
         if cand.is_file():
             return cand
-    raise ConfigError(f"{base}: method preset '{path}' not found (relative to the working folder, the experiment "
-                      "file or the repository)")
+    try:
+        return find_preset(p)
+    except ConfigError as e:
+        raise ConfigError(f"{base}: method preset '{path}' not found (relative to the working folder or the "
+                          f"experiment file, nor a preset: {e})") from None
 
 
 def load_experiment(path: str | os.PathLike) -> Experiment:
-    """Read and check an experiment preset; unknown keys and missing presets are one-line errors."""
-    p = Path(path)
+    """Read and check an experiment preset (a YAML file, or an experiment preset's name: see
+    :func:`deepsdf_ad.config.find_preset`); unknown keys and missing presets are one-line errors."""
+    p = find_preset(path, EXPERIMENTS)
     known = [f.name for f in fields(Experiment)]
-    data = read_yaml_mapping(p, "experiment file not found; presets are in configs/experiments/",
+    data = read_yaml_mapping(p, "experiment file not found",
                              f"expected a mapping with keys {', '.join(known)}")
     for k in data:
         if k not in known:
@@ -78,8 +82,10 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         if isinstance(v, str):
             v = {"config": v, "set": []}
         if not isinstance(v, dict) or "config" not in v or set(v) - {"config", "set"}:
-            raise ConfigError(f"{p}: method '{k}' must be a preset path or {{config: PATH, set: [KEY=VALUE ...]}}")
-        methods[str(k)] = {"config": str(_resolve(v["config"], p.parent)), "set": list(v.get("set") or [])}
+            raise ConfigError(f"{p}: method '{k}' must be a preset path or "
+                              "{config: PATH, set: [KEY=VALUE ...]}")
+        methods[str(k)] = {"config": str(method_preset(v["config"], p.parent)),
+                           "set": list(v.get("set") or [])}
     exp.methods = methods
     for m in exp.methods.values():  # fail now, not after training the first method
         load_config(m["config"], [*exp.set, *m["set"]])
@@ -87,10 +93,11 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
 
 
 def run_experiment(path: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
-                   ood: str | os.PathLike | None = None, overrides: list[str] | None = None, device: str = "auto",
-                   progress: bool = True, report: Reporter | None = None) -> dict:
+                   ood: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                   device: str = "auto", progress: bool = True, report: Reporter | None = None) -> dict:
     """Train every method of the preset at ``path`` for every seed on ``data`` into ``out/runs`` and compare
-    them into ``out/report`` (``report``: the report writer, e.g. :func:`deepsdf_ad.viz.report.write_report`). Returns the comparison results (with ``seconds`` of the whole experiment)."""
+    them into ``out/report`` (``report``: the report writer, e.g. :func:`deepsdf_ad.viz.report.write_report`).
+    Returns the comparison results (with ``seconds`` of the whole experiment)."""
     from deepsdf_ad.train import seed_run_path, train
 
     t0 = time.perf_counter()

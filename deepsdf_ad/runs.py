@@ -3,13 +3,14 @@
 ::
 
     RUN/config.yaml                      the full resolved config
-    RUN/shapes.json                      {"data": DATA, "keys": ["category/id", ...]} (row order of the code table)
+    RUN/shapes.json                      {"data": DATA, "keys": ["category/id", ...]} (code-table order)
     RUN/metrics.jsonl                    one JSON line per epoch: epoch, loss, seconds, learning rates, ...
+    RUN/tensorboard/                     TensorBoard event files of the same (train.tensorboard: true)
     RUN/checkpoints/epoch_000100.safetensors   model + optimiser state (safetensors: no pickle)
     RUN/checkpoints/epoch_000100.json    its sidecar: {"file", "epoch", "sha256"}
     RUN/latent_codes.safetensors         the learned codes ("codes": (S, L)), shape keys in its metadata
     RUN/meshes/                          meshes written by ``deepsdf-ad mesh``
-    RUN/.deepsdf-ad                      marker: made by ``deepsdf-ad train`` (see :mod:`deepsdf_ad.data_prep.folders`)
+    RUN/.deepsdf-ad                      marker: made by ``deepsdf-ad train`` (see ``data_prep/folders.py``)
     RUN/.deepsdf-ad.lock                 advisory lock of the ``train`` writing it (pid, host)
 
 Checkpoints are written to a temp file, flushed (fsync) and renamed, then their sidecar with the SHA-256;
@@ -49,6 +50,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_INDEX = "index.json"
 CODES = "latent_codes.safetensors"
+TENSORBOARD = "tensorboard"
 MESHES = "meshes"
 
 
@@ -144,7 +146,8 @@ class Run:
                 continue  # a sidecar cut by a kill: its checkpoint cannot be verified, so it does not count
         return sorted(entries.values(), key=lambda c: c["epoch"])
 
-    def save_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor], meta: dict, keep: int = 3) -> Path:
+    def save_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor], meta: dict,
+                        keep: int = 3) -> Path:
         """Write ``epoch_NNNNNN.safetensors`` (temp file, fsync, rename), then its sidecar
         ``epoch_NNNNNN.json`` with the SHA-256; drop checkpoints beyond the newest ``keep`` (0: keep all)
         and any newer than ``epoch`` (left from a future abandoned on resume)."""
@@ -215,7 +218,8 @@ class Run:
 
     def save_codes(self, codes: torch.Tensor, keys: list[str]) -> None:
         with atomic_path(self.path / CODES) as tmp:
-            save_file({"codes": codes.detach().contiguous().cpu()}, str(tmp), metadata={"keys": json.dumps(keys)})
+            save_file({"codes": codes.detach().contiguous().cpu()}, str(tmp),
+                      metadata={"keys": json.dumps(keys)})
 
     def codes(self) -> torch.Tensor:
         path = self.path / CODES

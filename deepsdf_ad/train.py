@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from deepsdf_ad.board import EpochBoard
 from deepsdf_ad.config import Config, ConfigError, config_differences
 from deepsdf_ad.data import SampleBank, to_device
 from deepsdf_ad.data_prep.folders import output_folder
@@ -123,6 +124,7 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
     tc = cfg.train
     bar = tqdm(range(loop.start, tc.epochs), desc="train", unit="epoch",
                disable=not (progress and world.main), initial=loop.start, total=tc.epochs)
+    board = EpochBoard(run.path, loop.start) if tc.tensorboard and world.main else None
     for epoch in bar:
         t0 = time.perf_counter()
         lrs = {"decoder": tc.lr_decoder.at(epoch, tc.epochs), "latent": tc.lr_latent.at(epoch, tc.epochs)}
@@ -138,6 +140,8 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
         if world.main:
             row = _metrics_row(loop, done, totals, lrs, seconds)
             run.append_metrics(row)
+            if board is not None:
+                board.log(row, loop.model)
             bar.set_postfix(loss=f"{row['loss']:.5f}")
         out_of_time = world.decide(max_seconds is not None and time.perf_counter() - t_start > max_seconds)
         if done % tc.checkpoint_every == 0 or done == tc.epochs or out_of_time:
@@ -147,6 +151,8 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
         if out_of_time:
             break
     bar.close()
+    if board is not None:
+        board.close()
     if loop.start >= tc.epochs and world.main:
         # nothing left to train: make sure the codes file belongs to the newest checkpoint (a kill between
         # writing the checkpoint and the codes file would leave older codes)

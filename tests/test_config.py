@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from deepsdf_ad.config import Config, ConfigError, load_config, save_config
-from tests.helpers import REPO
+from tests.helpers import REPO, assert_one_line_error, cli
 
 
 @pytest.mark.parametrize("name", ["deepsdf_chairs", "shapes_small"])
@@ -51,3 +51,35 @@ def test_save_is_plain_yaml_and_round_trips(tmp_path):
     assert yaml.safe_load(text)["train"]["epochs"] == 5
     assert load_config(tmp_path / "c.yaml") == cfg
     assert isinstance(cfg, Config)
+
+
+def test_presets_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    from deepsdf_ad.config import EXPERIMENTS, PRESETS, find_preset, preset_names
+
+    monkeypatch.chdir(tmp_path)  # outside the repository: configs/ is not in the working folder
+    small = PRESETS / "shapes_small.yaml"
+    assert find_preset("shapes_small") == small and find_preset("shapes_small.yaml") == small
+    assert find_preset("configs/shapes_cpu.yaml") == PRESETS / "shapes_cpu.yaml"  # the repository path
+    assert find_preset("ad_vs_ae_digits", EXPERIMENTS) == PRESETS / EXPERIMENTS / "ad_vs_ae_digits.yaml"
+    scenes = PRESETS / EXPERIMENTS / "scenes.yaml"
+    assert find_preset("configs/experiments/scenes.yaml", EXPERIMENTS) == scenes
+    assert load_config("shapes_small") == load_config(REPO / "configs" / "shapes_small.yaml")
+    assert "shapes_small" in preset_names() and "ad_vs_ae_shapes" in preset_names(EXPERIMENTS)
+    assert PRESETS.resolve() == (REPO / "configs").resolve()  # one folder: the package's link to configs/
+    own = tmp_path / "shapes_small.yaml"  # a file of that name in the working folder wins: a path is a path
+    own.write_text("train: {epochs: 3}\n")
+    assert load_config("shapes_small.yaml").train.epochs == 3
+    assert load_config("shapes_small").train.epochs == 300
+
+
+def test_unknown_preset_is_one_line_listing_the_presets(tmp_path):
+    from deepsdf_ad.config import preset_names
+
+    with pytest.raises(ConfigError, match=r"unknown preset 'shapes_smal'; presets: .*shapes_small"):
+        load_config("shapes_smal")
+    with pytest.raises(ConfigError, match=r"none\.yaml: config file not found; presets: .*shapes_small"):
+        load_config(tmp_path / "none.yaml")
+    proc = cli("train", "--config", "shapes_smal", "--data", tmp_path / "d", "--out", tmp_path / "r")
+    assert_one_line_error(proc, "unknown preset 'shapes_smal'", ", ".join(preset_names()))
+    proc = cli("experiment", "ad_vs_ae_digitz", "--data", tmp_path / "d", "--out", tmp_path / "e")
+    assert_one_line_error(proc, "unknown preset 'ad_vs_ae_digitz'; experiment presets: ad_vs_ae_digits")

@@ -1,3 +1,6 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -70,3 +73,24 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    """Files written through a temp file and a rename get 0o666 & ~umask, as a file written in place would
+    (mkstemp alone makes them 0o600)."""
+    old = os.umask(umask)
+    try:
+        assert formats._umask() == umask  # read without changing it
+        formats.write_json(tmp_path / "a.json", {"x": 1})
+        zeros = np.zeros((2, 4), np.float32)
+        formats.save_sdf_samples(tmp_path / "s.npz", zeros, zeros)
+        with formats.atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"abc")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("in place")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(plain.stat().st_mode) == mode  # the reference: what open() makes
+    for name in ("a.json", "s.npz", "b.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name

@@ -13,6 +13,9 @@ def add_parsers(sub) -> None:
                                     "reconstruct it and print the chamfer distance.")
     de.add_argument("--out", default="demo_out", help="folder for everything the demo writes")
     de.add_argument("--minutes", type=finite_float, default=3.0, help="training budget in minutes")
+    de.add_argument("--quick", action="store_true",
+                    help="the same path at a few shapes, epochs and steps: checks an installation in seconds "
+                         "(the shape it finds is rough)")
     add_device(de)
     de.set_defaults(func=run_demo)
 
@@ -20,6 +23,6 @@ def add_parsers(sub) -> None:
 def run_demo(args) -> int:
     from deepsdf_ad import demo
 
-    result = demo.run_demo(args.out, minutes=args.minutes, device=args.device)
+    result = demo.run_demo(args.out, minutes=args.minutes, device=args.device, quick=args.quick)
     print(json.dumps(result, indent=2))
     return 0

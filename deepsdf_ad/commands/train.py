@@ -17,9 +17,12 @@ from deepsdf_ad.commands.common import (
 
 def add_parsers(sub) -> None:
     tr = sub.add_parser("train", help="train a model (resumes if RUN exists)",
-                        description="Train on DATA's train split into RUN; running it again resumes, with the "
-                                    "run's own config (only --epochs may change). One train at a time per RUN.")
-    tr.add_argument("--config", required=True, help="YAML preset, e.g. configs/shapes_small.yaml")
+                        description="Train on DATA's train split into RUN; running it again resumes, with "
+                                    "the run's own config (only --epochs may change). One train at a time "
+                                    "per RUN.")
+    tr.add_argument("--config", required=True,
+                    help="a preset's name (e.g. shapes_small) or a YAML file "
+                         "(e.g. configs/shapes_small.yaml)")
     tr.add_argument("--data", required=True, metavar="DATA", help="data folder (ours or DeepSDF's)")
     tr.add_argument("--out", required=True, metavar="RUN", help="run folder")
     tr.add_argument("--epochs", type=positive_int, help="override the config's epoch count")
@@ -27,17 +30,20 @@ def add_parsers(sub) -> None:
                     help="override a config key, e.g. --set train.shapes_per_batch=16 (repeatable)")
     tr.add_argument("--split", help="split JSON to train on (default DATA/splits/train.json)")
     tr.add_argument("--max-minutes", type=positive_float, metavar="M",
-                    help="stop with a checkpoint after the first epoch that ends past M minutes of this call; "
-                         "the same command again goes on from there")
+                    help="stop with a checkpoint after the first epoch that ends past M minutes of this "
+                         "call; the same command again goes on from there")
     tr.add_argument("--seeds", type=seed, nargs="+", metavar="K",
                     help="train once per seed into RUN/seed_K (train.seed = K); compare pools them")
     tr.add_argument("--nproc", type=positive_int, default=1, metavar="N",
                     help="train with N processes on this machine (DDP: gloo on CPU, NCCL with one GPU per "
                          "process); the same as 'torchrun --nproc_per_node N -m deepsdf_ad train ...'")
+    tr.add_argument("--tensorboard", action="store_true",
+                    help="also write TensorBoard event files to RUN/tensorboard (the same as --set "
+                         "train.tensorboard=true; needs pip install 'deepsdf-ad[tensorboard]')")
     add_force(tr, "run")
     tr.add_argument("--restart", action="store_true",
-                    help="start over in a run folder whose metrics record epochs but whose checkpoints are gone "
-                         "(its metrics.jsonl is overwritten)")
+                    help="start over in a run folder whose metrics record epochs but whose checkpoints are "
+                         "gone (its metrics.jsonl is overwritten)")
     add_quiet(tr)
     add_device(tr)
     tr.set_defaults(func=run_train)
@@ -48,7 +54,12 @@ def run_train(args) -> int:
     from deepsdf_ad.train import train, train_seeds
 
     not_inputs(args.out, files=[args.config, args.split], data=[args.data])
-    cfg = load_config(args.config, args.set)  # a bad config fails here, once, before any rank starts
+    overrides = [*args.set, *(["train.tensorboard=true"] if args.tensorboard else [])]
+    cfg = load_config(args.config, overrides)  # a bad config fails here, once, before any rank starts
+    if cfg.train.tensorboard:
+        from deepsdf_ad.board import summary_writer
+
+        summary_writer()  # not installed: one line now, not after the data are loaded
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from deepsdf_ad.commands.launch import launch
 
@@ -62,9 +73,9 @@ def run_train(args) -> int:
                                split_file=args.split, progress=not args.quiet, max_seconds=max_seconds,
                                restart=args.restart, force=args.force)
         else:
-            runs = [train(cfg, args.data, args.out, epochs=args.epochs, device=args.device, split_file=args.split,
-                          progress=not args.quiet, max_seconds=max_seconds, restart=args.restart,
-                          force=args.force)]
+            runs = [train(cfg, args.data, args.out, epochs=args.epochs, device=args.device,
+                          split_file=args.split, progress=not args.quiet, max_seconds=max_seconds,
+                          restart=args.restart, force=args.force)]
     finally:
         shutdown()
     if os.environ.get("RANK", "0") != "0":
@@ -75,5 +86,6 @@ def run_train(args) -> int:
         total = run.config().train.epochs
         left = f" (stopped by --max-minutes at {len(rows)} of {total}; run the same command to go on)" \
             if len(rows) < total else ""
-        print(f"train: {len(rows)} epochs, final loss {last.get('loss', float('nan')):.6f} -> {run.path}{left}")
+        print(f"train: {len(rows)} epochs, final loss {last.get('loss', float('nan')):.6f} -> "
+              f"{run.path}{left}")
     return 0
