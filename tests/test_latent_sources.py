@@ -70,3 +70,21 @@ def test_only_latent_sources_register():
         register_latent_source("plain", nn.Linear)
     with pytest.raises(TypeError, match="abstract"):
         type("NoCodes", (LatentSource,), {})()
+
+
+def test_the_readme_example_registers_a_source_that_trains(monkeypatch, tmp_path):
+    """The toy source of the README's architecture section, run as printed there."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Architecture"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.setitem(LATENT_SOURCES, "shared", LATENT_SOURCES["table"])  # restored after the test
+    scope = {"dataclass": dataclass, "nn": nn, "torch": torch}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 (our own README)
+    assert LATENT_SOURCES["shared"].cls is scope["SharedCode"]
+    cfg = load_config(REPO / "configs" / "digits_autodecoder.yaml",
+                      [*TINY, "model.latent.source=shared", "train.clamp=1.0"])
+    run = train(cfg, make_tiny_digits(tmp_path, n=8), tmp_path / "run", epochs=1, device="cpu", progress=False)
+    codes = run.codes()
+    assert torch.count_nonzero(codes[0]) > 0 and torch.equal(codes[0], codes[-1])
