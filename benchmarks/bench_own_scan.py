@@ -10,6 +10,8 @@ same run:
 
 - canonical: the scan itself, normalisation known (its sidecar), as ``bench_quality``'s completion;
 - posed: the capture, with no frame known: cleaned and pose-searched (``deepsdf-ad reconstruct``'s default);
+  its sidecar gives the camera position in the capture's frame (a depth sensor knows it; ``--no-camera``:
+  bare points);
 - old: the capture with ``--no-pose-search``: the bounding-box estimate in the capture's own orientation.
 
 Printed per mesh: chamfer x10^3 (DeepSDF's convention: 30,000 points, squared, both directions, normalised
@@ -94,8 +96,10 @@ def chamfer_x1e3(mesh_path: Path, to_normalised: np.ndarray, true_pts: np.ndarra
 
 
 def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, run: Path, frame_up: str,
-                 resolution: int, iterations: int | None, seed: int) -> dict:
-    """The three reconstructions of one held-out shape and their chamfers (files in WORK/shapes/<key>)."""
+                 resolution: int, iterations: int | None, seed: int, with_camera: bool = True) -> dict:
+    """The three reconstructions of one held-out shape and their chamfers (files in WORK/shapes/<key>).
+    ``with_camera``: the capture's sidecar gives the camera position (moved by the pose), as a depth sensor's
+    capture knows it; without it the capture is bare points."""
     rng = np.random.default_rng([seed, index])
     folder = work / "shapes" / ref.category / ref.id
     folder.mkdir(parents=True, exist_ok=True)
@@ -111,6 +115,10 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
     pose = random_pose(frame_up, up_label, rng)
     posed = folder / "capture.ply"
     formats.save_points_ply(posed, capture(pts, camera, frame_up, rng) @ pose[:3, :3].T + pose[:3, 3])
+    posed.with_suffix(".json").unlink(missing_ok=True)
+    if with_camera and camera is not None:
+        formats.write_json(posed.with_suffix(".json"),
+                           {"camera": (pose[:3, :3] @ np.asarray(camera, float) + pose[:3, 3]).tolist()})
     back = np.linalg.inv(pose)
     common = {"resolution": resolution, "iterations": iterations, "seed": seed, "device": "auto"}
     failed = {}
@@ -125,6 +133,7 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
     found = json.loads(record.read_text()) if "posed" not in failed and record.is_file() else None
     scale = float(np.cbrt(np.linalg.det(pose[:3, :3])))
     rec = {"key": ref.key, "up": up_label, "scale": scale, "failed": failed,
+           "camera": bool(with_camera and camera is not None),
            "canonical": chamfer_x1e3(folder / "canonical_mesh.ply", np.eye(4), true_pts, true_n),
            "posed": chamfer_x1e3(folder / "posed_mesh.ply", back, true_pts, true_n),
            "old": chamfer_x1e3(folder / "old_mesh.ply", back, true_pts, true_n),
@@ -147,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, help="optimisation steps (default: the run's)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the captures and poses")
     ap.add_argument("--fresh", action="store_true", help="recompute cached shapes")
+    ap.add_argument("--no-camera", action="store_true",
+                    help="captures without their camera position (bare points; the canonical scan keeps it)")
     args = ap.parse_args(argv)
     work, root = Path(args.work), DataRoot(args.data)
     truth = Truth3D(root)
@@ -155,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'shape':32s} {'up':>3s} {'scale':>9s} {'canonical':>9s} {'posed':>8s} {'old':>8s} {'ratio':>6s}  found")
     for i, ref in enumerate(select(root.shapes("test"), args.limit)):
         cache = work / "results" / f"{ref.category}_{ref.id}.json"
-        if cache.is_file() and not args.fresh:
-            rec = json.loads(cache.read_text())
-        else:
+        rec = json.loads(cache.read_text()) if cache.is_file() and not args.fresh else None
+        if rec is not None and rec.get("camera", False) != (not args.no_camera):
+            rec = None  # cached with the other camera setting
+        if rec is None:
             rec = shape_record(work, root, truth, ref, i, Path(args.run), frame_up, args.resolution,
-                               args.iterations, args.seed)
+                               args.iterations, args.seed, with_camera=not args.no_camera)
             formats.write_json(cache, rec)
         recs.append(rec)
         print(f"{rec['key']:32s} {rec['up']:>3s} {rec['scale']:9.2e} {rec['canonical']:9.3f} {rec['posed']:8.3f} "
