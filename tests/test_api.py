@@ -147,3 +147,47 @@ def test_prep_meshes_is_the_prep_command(tmp_path):
     assert formats.read_split(tmp_path / "data" / formats.SPLITS_DIR / formats.TEST_SPLIT)
     with pytest.raises(TypeError, match="unknown option 'sample'; known: samples"):
         prep_meshes(tmp_path / "meshes", tmp_path / "data", sample=10)
+
+
+def test_the_readme_example_runs_as_printed(tmp_path, monkeypatch):
+    """The README's Python API block, executed from a folder beside ``../shared/data/meshes`` (procedural
+    chairs here), sized down (samples, workers, resolution) and with a tiny training run for its step 2."""
+    from deepsdf_ad.config import load_config
+    from deepsdf_ad.data_prep.meshes import load_mesh, normalized_mesh
+    from deepsdf_ad.data_prep.scans import CameraConfig, save_scan, scan_mesh
+    from deepsdf_ad.data_prep.shapes import write_family
+    from deepsdf_ad.train import train
+    from tests.helpers import TINY
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Python API"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    for big, small in (("samples=100_000", "samples=3000"), ("workers=2", "workers=1"),
+                       ("resolution=128", "resolution=24")):
+        assert big in block, f"the README's API example no longer has {big!r}: update this test"
+        block = block.replace(big, small)
+    meshes = tmp_path / "shared" / "data" / "meshes" / "chair"
+    meshes.mkdir(parents=True)
+    for k, path in enumerate(write_family(tmp_path / "family", families=("chair",), per_family=5), start=1):
+        path.rename(meshes / f"chair_{k:04d}.obj")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    lines = block.splitlines(keepends=True)
+    step2 = next(i for i, ln in enumerate(lines) if ln.startswith("run = load_run"))
+    scope: dict = {}
+    exec(compile("".join(lines[:step2]), "README.md", "exec"), scope)  # imports and step 1: prep
+    # step 2, tiny (a wider clamp and a larger step, as the run_path fixture, so that it meshes at all)
+    cfg = load_config("shapes_small", [*TINY, "train.clamp=1.0", "train.lr_decoder.initial=3e-3",
+                                       "train.checkpoint_every=60", "reconstruct.iterations=5",
+                                       "reconstruct.restarts=1"])
+    train(cfg, "data/modelnet", "runs/modelnet", epochs=60, device="cpu", progress=False)
+    trained = [k.split("/")[1] for k in formats.read_json("runs/modelnet/shapes.json")["keys"]]
+    rest = "".join(lines[step2:]).replace('"chair_0001"', repr(trained[0]))  # a training shape's id
+    test_id = next(f"chair_{k:04d}" for k in range(1, 6) if f"chair_{k:04d}" not in trained)
+    mesh = load_mesh(meshes / f"{test_id}.obj")  # step 4's scan of a shape training never saw
+    save_scan("partial.ply", scan_mesh(mesh, CameraConfig(resolution=48)), normalized_mesh(mesh)[1:])
+    exec(compile(rest, "README.md", "exec"), scope)
+    for name in ("completed.ply", "half.ply"):
+        out = trimesh.load(work / name, process=False)
+        assert len(out.faces) > 0, name
