@@ -48,7 +48,8 @@ STRAYS = 0.02
 """Stray points, as a share of the scan and floor points."""
 
 
-def capture(pts: np.ndarray, camera: np.ndarray | None, frame_up: str, rng: np.random.Generator) -> np.ndarray:
+def capture(pts: np.ndarray, camera: np.ndarray | None, frame_up: str,
+            rng: np.random.Generator) -> np.ndarray:
     """The scan (N, 3) (normalised frame) on a floor patch, with depth noise and strays (normalised frame)."""
     up = "xyz".index(frame_up)
     h = [a for a in range(3) if a != up]
@@ -122,7 +123,8 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
     back = np.linalg.inv(pose)
     common = {"resolution": resolution, "iterations": iterations, "seed": seed, "device": "auto"}
     failed = {}
-    for name, scan, extra in (("canonical", canon, {}), ("posed", posed, {}), ("old", posed, {"pose_search": False})):
+    for name, scan, extra in (("canonical", canon, {}), ("posed", posed, {}),
+                              ("old", posed, {"pose_search": False})):
         out = folder / f"{name}_mesh.ply"
         out.unlink(missing_ok=True)
         try:
@@ -163,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     truth = Truth3D(root)
     frame_up = Run(args.run).config().reconstruct.frame_up
     recs = []
-    print(f"{'shape':32s} {'up':>3s} {'scale':>9s} {'canonical':>9s} {'posed':>8s} {'old':>8s} {'ratio':>6s}  found")
+    print(f"{'shape':32s} {'up':>3s} {'scale':>9s} {'canonical':>9s} {'posed':>8s} {'old':>8s} "
+          f"{'ratio':>6s}  found")
     for i, ref in enumerate(select(root.shapes("test"), args.limit)):
         cache = work / "results" / f"{ref.category}_{ref.id}.json"
         rec = json.loads(cache.read_text()) if cache.is_file() and not args.fresh else None
@@ -174,17 +177,18 @@ def main(argv: list[str] | None = None) -> int:
                                args.iterations, args.seed, with_camera=not args.no_camera)
             formats.write_json(cache, rec)
         recs.append(rec)
-        print(f"{rec['key']:32s} {rec['up']:>3s} {rec['scale']:9.2e} {rec['canonical']:9.3f} {rec['posed']:8.3f} "
-              f"{rec['old']:8.3f} {rec['ratio']:6.2f}  up {rec['found_up']}, scale x{rec['found_scale_ratio']:.3f}, "
-              f"residual {rec['residual']:.4f}{' POOR' if rec['poor'] else ''}"
+        print(f"{rec['key']:32s} {rec['up']:>3s} {rec['scale']:9.2e} {rec['canonical']:9.3f} "
+              f"{rec['posed']:8.3f} {rec['old']:8.3f} {rec['ratio']:6.2f}  up {rec['found_up']}, scale "
+              f"x{rec['found_scale_ratio']:.3f}, residual "
+              f"{rec['residual']:.4f}{' POOR' if rec['poor'] else ''}"
               f"{''.join(f'; {k} failed: {v}' for k, v in rec['failed'].items())}", flush=True)
     if not recs:
         print("no held-out shape with a scan")
         return 1
     ratio = np.array([r["ratio"] for r in recs])
     old = np.array([r["old"] / r["canonical"] if r["canonical"] > 0 else math.inf for r in recs])
-    print(f"\n{len(recs)} shapes: posed / canonical chamfer median {np.median(ratio):.2f}, max {ratio.max():.2f}; "
-          f"old / canonical median {np.median(old):.2f}, max {old.max():.2f}; "
+    print(f"\n{len(recs)} shapes: posed / canonical chamfer median {np.median(ratio):.2f}, max "
+          f"{ratio.max():.2f}; old / canonical median {np.median(old):.2f}, max {old.max():.2f}; "
           f"{sum(r['poor'] for r in recs)} flagged poor")
     return 0
 

@@ -1,19 +1,19 @@
 """Data-prep benchmark: our ``prep meshes`` against the public ``mesh-to-sdf`` package, in one run.
 
-Meshes: the watertight shared ModelNet10 meshes (watertight after merging coincident vertices) plus an analytic
-icosphere (5,120 faces) and a box. Per mesh it prints the seconds each tool takes for ``--samples`` samples
-(ours: one whole ``prep meshes`` job, loading the file and writing the sample, normalisation and surface files;
-median of ``--repeats`` runs; mesh_to_sdf: ``sample_sdf_near_surface`` with its defaults, 100 scans of
-400x400 rendered by pyrender on OSMesa, one run), the ratio, and each tool's sign accuracy against ground truth
-on its own samples (all of them, and the Gaussian near-surface share), plus mesh_to_sdf's accuracy on our query
-points (same points for both tools).
+Meshes: the watertight shared ModelNet10 meshes (watertight after merging coincident vertices) plus an
+analytic icosphere (5,120 faces) and a box. Per mesh it prints the seconds each tool takes for ``--samples``
+samples (ours: one whole ``prep meshes`` job, loading the file and writing the sample, normalisation and
+surface files; median of ``--repeats`` runs; mesh_to_sdf: ``sample_sdf_near_surface`` with its defaults, 100
+scans of 400x400 rendered by pyrender on OSMesa, one run), the ratio, and each tool's sign accuracy against
+ground truth on its own samples (all of them, and the Gaussian near-surface share), plus mesh_to_sdf's
+accuracy on our query points (same points for both tools).
 
 Ground truth on a closed mesh: the generalized winding number of the closed mesh (coincident vertices merged,
 faces wound consistently), inside where |w| > 1/2 (this also counts overlapping closed parts as inside, where
-ray parity fails). It is evaluated exactly (libigl's ``winding_number``) wherever ray parity (open3d, majority of
-3 rays) and the fast winding number disagree; where two independent tests agree their answer is taken. Samples
-closer than 1e-5 to the surface (normalised frame) have no meaningful sign and are left out (the share is
-printed).
+ray parity fails). It is evaluated exactly (libigl's ``winding_number``) wherever ray parity (open3d, majority
+of 3 rays) and the fast winding number disagree; where two independent tests agree their answer is taken.
+Samples closer than 1e-5 to the surface (normalised frame) have no meaningful sign and are left out (the share
+is printed).
 
 Opened meshes: each closed mesh with a patch of faces removed (the faces nearest a random surface point, until
 ``--hole`` of the area is gone); our signs against the truth of the closed original, all samples and
@@ -21,9 +21,9 @@ near-surface samples, and whether prep accepted the mesh (its sign-quality figur
 
     PYOPENGL_PLATFORM=osmesa python benchmarks/bench_prep.py [--samples 250000] [--m2s-limit N]
 
-mesh_to_sdf is an optional extra (``pip install -e '.[bench]' && pip install --no-deps mesh-to-sdf``: its metadata
-asks for the unmaintained pyrender, which would replace pyrender-maintained); without it, or when it cannot render here,
-the script says why and prints our numbers.
+mesh_to_sdf is an optional extra (``pip install -e '.[bench]' && pip install --no-deps mesh-to-sdf``: its
+metadata asks for the unmaintained pyrender, which would replace pyrender-maintained); without it, or when it
+cannot render here, the script says why and prints our numbers.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class Truth:
         self.v = np.ascontiguousarray(m.vertices, np.float64)
         self.f = np.ascontiguousarray(m.faces, np.int64)
         self.scene = o3d.t.geometry.RaycastingScene()
-        self.scene.add_triangles(o3d.core.Tensor(self.v.astype(np.float32)), o3d.core.Tensor(self.f.astype(np.uint32)))
+        self.scene.add_triangles(o3d.core.Tensor(self.v.astype(np.float32)),
+                                 o3d.core.Tensor(self.f.astype(np.uint32)))
         self.exact_evaluations = 0
 
     def inside(self, points: np.ndarray) -> np.ndarray:
@@ -98,7 +99,8 @@ class Truth:
         return self.scene.compute_distance(o3d.core.Tensor(np.ascontiguousarray(points, np.float32))).numpy()
 
 
-def accuracy(inside_pred: np.ndarray, truth: Truth, points: np.ndarray, mask: np.ndarray | None = None) -> dict:
+def accuracy(inside_pred: np.ndarray, truth: Truth, points: np.ndarray,
+             mask: np.ndarray | None = None) -> dict:
     """Share of samples with the right sign, over samples not on the surface (and in ``mask``)."""
     keep = truth.distance(points) > ON_SURFACE
     if mask is not None:
@@ -178,7 +180,8 @@ class Result:
 
 
 def our_samples(path: Path, cfg: PrepConfig, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The query points, signed distances and near-surface mask prep writes for ``path`` (same seeded draw)."""
+    """The query points, signed distances and near-surface mask prep writes for ``path`` (same seeded
+    draw)."""
     nmesh, _, _ = normalized_mesh(load_mesh(path))
     q = sample_query_points(nmesh, cfg.sampling, shape_rng(cfg.seed, key))
     sdf, _ = SignedDistance(nmesh).signed(q)
@@ -205,12 +208,14 @@ def m2s_check() -> str | None:
 
         create_from_scans(trimesh.creation.box(), bounding_radius=1, scan_count=2, scan_resolution=32)
     except Exception as e:
-        return (f"mesh_to_sdf cannot render here with PYOPENGL_PLATFORM={os.environ.get('PYOPENGL_PLATFORM')} "
-                f"({type(e).__name__}: {str(e)[:200]})")
+        return ("mesh_to_sdf cannot render here with "
+                f"PYOPENGL_PLATFORM={os.environ.get('PYOPENGL_PLATFORM')} ({type(e).__name__}: "
+                f"{str(e)[:200]})")
     return None
 
 
-def run_m2s(mesh: trimesh.Trimesh, samples: int, seed: int) -> tuple[float, np.ndarray, np.ndarray, object, tuple]:
+def run_m2s(mesh: trimesh.Trimesh, samples: int,
+            seed: int) -> tuple[float, np.ndarray, np.ndarray, object, tuple]:
     """mesh_to_sdf's ``sample_sdf_near_surface`` with its defaults, timed; returns the seconds, its points and
     sdf in its unit-sphere frame, its surface point cloud (to sign other points) and its frame (centre, r)."""
     from mesh_to_sdf import get_surface_point_cloud
@@ -253,13 +258,15 @@ def bench_mesh(path: Path, name: str, args, tmp: Path, use_m2s: bool) -> Result:
         res.m2s = accuracy(msdf < 0, truth, m_in_ours)
         res.m2s_near = accuracy(msdf < 0, truth, m_in_ours, m_near)
         q_in_m2s = (q / scale - offset - centre) / radius
-        msdf_q = cloud.get_sdf_in_batches(q_in_m2s.astype(np.float32), use_depth_buffer=False, sample_count=11)
+        msdf_q = cloud.get_sdf_in_batches(q_in_m2s.astype(np.float32), use_depth_buffer=False,
+                                          sample_count=11)
         res.m2s_ours_pts = accuracy(msdf_q < 0, truth, q)
         res.m2s_ours_near = accuracy(msdf_q < 0, truth, q, near)
 
     # the same mesh opened on purpose; truth from the closed original, in the opened mesh's frame
     opened = open_patch(mesh, args.hole, np.random.default_rng([args.seed, len(mesh.faces)]))
-    res.open_removed = 1.0 - float(opened.area / trimesh.Trimesh(mesh.vertices, mesh.faces, process=True).area)
+    res.open_removed = 1.0 - float(opened.area
+                                   / trimesh.Trimesh(mesh.vertices, mesh.faces, process=True).area)
     opath = tmp / "opened" / f"{path.stem}_open.ply"
     opath.parent.mkdir(parents=True, exist_ok=True)
     opened.export(opath)
@@ -296,8 +303,9 @@ def print_tables(results: list[Result], args, m2s_reason: str | None) -> None:
         ratio = r.m2s_s / r.ours_s if np.isfinite(r.m2s_s) else float("nan")
         m2s_s = f"{r.m2s_s:9.1f}" if np.isfinite(r.m2s_s) else f"{'-':>9}"
         ratio_s = f"{ratio:7.1f}x" if np.isfinite(ratio) else f"{'-':>8}"
-        print(f"{r.name:<22}{r.faces:>7}{r.ours_s:9.2f}{m2s_s}{ratio_s}  {pct(r.ours) + ' / ' + pct(r.ours_near):>15}  "
-              f"{pct(r.m2s) + ' / ' + pct(r.m2s_near):>15}  {pct(r.m2s_ours_pts) + ' / ' + pct(r.m2s_ours_near):>15}"
+        print(f"{r.name:<22}{r.faces:>7}{r.ours_s:9.2f}{m2s_s}{ratio_s}  "
+              f"{pct(r.ours) + ' / ' + pct(r.ours_near):>15}  {pct(r.m2s) + ' / ' + pct(r.m2s_near):>15}  "
+              f"{pct(r.m2s_ours_pts) + ' / ' + pct(r.m2s_ours_near):>15}"
               + (f"  [{r.note}]" if r.note else ""))
     both = [r for r in results if np.isfinite(r.m2s_s)]
     if both:
@@ -305,8 +313,8 @@ def print_tables(results: list[Result], args, m2s_reason: str | None) -> None:
               f"{statistics.median(r.m2s_s / r.ours_s for r in both):.1f}x")
     if m2s_reason:
         print(f"mesh_to_sdf not run: {m2s_reason}")
-    print(f"\nopened meshes (closed mesh minus a patch of about {100 * args.hole:.0f}% of its area; truth from the "
-          f"closed original): our sign accuracy in %")
+    print(f"\nopened meshes (closed mesh minus a patch of about {100 * args.hole:.0f}% of its area; truth "
+          "from the closed original): our sign accuracy in %")
     print("(baselines on the same near-surface samples: ray parity = open3d occupancy, majority of 3 rays; "
           "raw wn = winding number of the faces as stored, without our repairs)")
     head = (f"{'mesh':<22}{'removed %':>10}{'all':>9}{'near':>9}  {'parity near':>11}  {'raw wn near':>11}  "
@@ -315,7 +323,8 @@ def print_tables(results: list[Result], args, m2s_reason: str | None) -> None:
     print("-" * len(head))
     for r in results:
         print(f"{r.name:<22}{100 * r.open_removed:10.1f}{pct(r.open_all):>9}{pct(r.open_near):>9}  "
-              f"{pct(r.open_parity_near):>11}  {pct(r.open_raw_near):>11}  {r.open_ambiguous:9.4f}  {r.open_status}")
+              f"{pct(r.open_parity_near):>11}  {pct(r.open_raw_near):>11}  {r.open_ambiguous:9.4f}  "
+              f"{r.open_status}")
     lo_closed = min(r.ours_near["acc"] for r in results)
     lo_open = min(r.open_near["acc"] for r in results)
     print(f"\nworst near-surface accuracy, ours: closed {100 * lo_closed:.2f}%, opened {100 * lo_open:.2f}% "
@@ -332,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--m2s-limit", type=int, default=None,
                     help="run mesh_to_sdf on only the first N meshes (analytic ones first); default all")
     ap.add_argument("--no-m2s", action="store_true", help="skip mesh_to_sdf")
-    ap.add_argument("--only", nargs="+", metavar="NAME", help="benchmark only meshes whose name contains one of these")
+    ap.add_argument("--only", nargs="+", metavar="NAME",
+                    help="benchmark only meshes whose name contains one of these")
     ap.add_argument("--hole", type=float, default=0.03, help="share of the area removed to open a mesh")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -361,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             results.append(r)
             print(f"  {name}: ours {r.ours_s:.2f} s ({pct(r.ours)} / {pct(r.ours_near)}), "
-                  f"mesh_to_sdf {r.m2s_s:.1f} s ({pct(r.m2s)} / {pct(r.m2s_near)}), opened {pct(r.open_all)} / "
-                  f"{pct(r.open_near)} [{time.perf_counter() - t_start:.0f} s]", flush=True)
+                  f"mesh_to_sdf {r.m2s_s:.1f} s ({pct(r.m2s)} / {pct(r.m2s_near)}), opened {pct(r.open_all)} "
+                  f"/ {pct(r.open_near)} [{time.perf_counter() - t_start:.0f} s]", flush=True)
     if not results:
         print("no mesh could be benchmarked")
         return 1

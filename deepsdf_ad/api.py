@@ -161,8 +161,8 @@ def reconstruct(points_or_path: np.ndarray | str | os.PathLike, run: LoadedRun |
 
     By default the frame is known: the points are oriented as the training shapes (``reconstruct.frame_up``
     points up) and taken to the normalised frame by ``norm``, else by the file's sidecar, else by their own
-    bounding box (:func:`deepsdf_ad.commands.reconstruction.complete_scan`). With ``pose_search`` and no normalisation
-    known, the capture is cleaned and its pose searched with the code, as the command does
+    bounding box (:func:`deepsdf_ad.commands.reconstruction.complete_scan`). With ``pose_search`` and no
+    normalisation known, the capture is cleaned and its pose searched with the code, as the command does
     (:func:`deepsdf_ad.commands.reconstruction.reconstruct_posed`).
 
     Args:

@@ -14,7 +14,8 @@ import numpy as np
 from deepsdf_ad.data_prep.formats import DataError
 
 MIN_POINTS = 16
-"""A capture with fewer (finite) points, or fewer left after cleaning, is refused: too little to fit a shape to."""
+"""A capture with fewer (finite) points, or fewer left after cleaning, is refused: too little to fit a shape
+to."""
 PLANE_TOL = 0.01
 """Points within this share of the cloud's size of a plane are its inliers (RANSAC's threshold)."""
 PLANE_TRIES = 300
@@ -47,7 +48,8 @@ REASONS = ("not finite", "floor", "crop", "outlier")
 
 @dataclass
 class Plane:
-    """The plane ``normal . x + offset = 0``; ``normal`` (3,) is a unit vector pointing to the object's side."""
+    """The plane ``normal . x + offset = 0``; ``normal`` (3,) is a unit vector pointing to the object's
+    side."""
 
     normal: np.ndarray
     offset: float
@@ -185,9 +187,9 @@ def clean_capture(points: np.ndarray, keep_floor: bool = False, crop: float | No
     """Drop what is not the object from a capture (N, 3) in any frame and units.
 
     Steps: points with NaN or infinite coordinates; the floor under the object (:func:`find_floor`; kept with
-    ``keep_floor``, though still found: its normal is the best guess of the up axis); with ``crop``, the points
-    farther than ``crop`` (input units) from the object's centre (the median of what is left); the points
-    outside the object's main cluster (:func:`main_cluster`).
+    ``keep_floor``, though still found: its normal is the best guess of the up axis); with ``crop``, the
+    points farther than ``crop`` (input units) from the object's centre (the median of what is left); the
+    points outside the object's main cluster (:func:`main_cluster`).
 
     Raises:
         DataError: fewer than :data:`MIN_POINTS` points to start with, or left after a step.
@@ -219,7 +221,8 @@ def clean_capture(points: np.ndarray, keep_floor: bool = False, crop: float | No
     if floor is not None:
         plane, inl = floor
         if not keep_floor:
-            step("floor", ~inl, "the capture is all one plane (a floor or a wall?); pass --keep-floor to keep it")
+            step("floor", ~inl,
+                 "the capture is all one plane (a floor or a wall?); pass --keep-floor to keep it")
     if crop is not None:
         centre = np.median(points[idx], axis=0)
         step("crop", np.linalg.norm(points[idx] - centre, axis=1) <= crop,

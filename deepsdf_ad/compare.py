@@ -1,6 +1,6 @@
 """``deepsdf-ad compare``: runs of several methods (each one run or a folder of ``seed_K`` runs) measured on
-the same shapes, with the same conventions; :mod:`deepsdf_ad.viz.report` turns the results into ``REPORT_DIR/report.md``
-and ``report.html``.
+the same shapes, with the same conventions; :mod:`deepsdf_ad.viz.report` turns the results into
+``REPORT_DIR/report.md`` and ``report.html``.
 
 Sections: representation (train shapes), reconstruction of held-out shapes, completion from partial views,
 out-of-distribution shapes (``--ood DATA2``), generation (codes from a Gaussian fitted to the training
@@ -46,8 +46,8 @@ class CompareOptions:
     """Generated shapes per method."""
     steps: int = 6
     """Shapes in the interpolation, both ends included."""
-    sections: list[str] = field(default_factory=lambda: ["representation", "reconstruction", "completion", "ood",
-                                                         "generation"])
+    sections: list[str] = field(default_factory=lambda: ["representation", "reconstruction", "completion",
+                                                         "ood", "generation"])
     """Sections to include (the curves are always drawn)."""
 
 
@@ -67,7 +67,8 @@ def method_runs(path: str | os.PathLike) -> list[Run]:
         return [Run(p).require()]
     subs = sorted((q for q in p.glob("seed_*") if Run(q).exists()), key=lambda q: q.name)
     if not subs:
-        raise DataError(f"{p}: neither a run folder nor a folder of seed_K runs; train it with 'deepsdf-ad train'")
+        raise DataError(f"{p}: neither a run folder nor a folder of seed_K runs; train it with "
+                        "'deepsdf-ad train'")
     return [Run(q).require() for q in subs]
 
 
@@ -76,8 +77,8 @@ def fairness_items(run: Run) -> dict[str, object]:
     cfg = run.config()
     shapes = run.shapes()
     return {"data": str(Path(shapes["data"]).resolve()), "train shapes": len(shapes["keys"]),
-            "dim": cfg.dim, "model.decoder": asdict(cfg.model.decoder), "model.latent.size": cfg.model.latent.size,
-            "train.shapes_per_batch": cfg.train.shapes_per_batch,
+            "dim": cfg.dim, "model.decoder": asdict(cfg.model.decoder),
+            "model.latent.size": cfg.model.latent.size, "train.shapes_per_batch": cfg.train.shapes_per_batch,
             "train.samples_per_shape": cfg.train.samples_per_shape, "train.epochs": cfg.train.epochs,
             "epochs trained": len(run.metrics())}
 
@@ -178,8 +179,8 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
             progress: bool = True, report: Reporter | None = None) -> dict:
     """Measure the methods ``runs`` (run folders or folders of seed runs) on ``data``.
 
-    Writes ``REPORT_DIR/results.json``; ``report`` (e.g. :func:`deepsdf_ad.viz.report.write_report`, passed in by the
-    CLI: the library does not draw) then writes the figures and ``report.md`` / ``report.html``.
+    Writes ``REPORT_DIR/results.json``; ``report`` (e.g. :func:`deepsdf_ad.viz.report.write_report`, passed in
+    by the CLI: the library does not draw) then writes the figures and ``report.md`` / ``report.html``.
     Returns the results.
     """
 
@@ -211,7 +212,8 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
         plan.append(("ood", DataRoot(ood), "test", "full"))
 
     results: dict = {"data": str(root.root), "ood": None if ood is None else str(ood), "dim": dim,
-                     "metrics": metrics, "methods": {}, "sections": {}, "fair": fairness_items(methods[names[0]][0])}
+                     "metrics": metrics, "methods": {}, "sections": {},
+                     "fair": fairness_items(methods[names[0]][0])}
     for name, rs in methods.items():
         train_s = [sum(r.get("seconds", 0.0) for r in run.metrics()) for run in rs]
         results["methods"][name] = {"runs": [str(r.path) for r in rs],
@@ -233,15 +235,16 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
                                         device=device, progress=progress, keep_codes=True))
             evaluations[sec][name] = evs
             pooled = [r for ev in evs for r in ev["shapes"]]
-            sec_res["methods"][name] = {"mode": evs[0]["mode"], "stats": table_stats(pooled, metrics + timing),
+            sec_res["methods"][name] = {"mode": evs[0]["mode"],
+                                        "stats": table_stats(pooled, metrics + timing),
                                         "shapes": per_shape(evs, metrics + timing)}
         results["sections"][sec] = sec_res
     for name in names:
         st = results["sections"].get("reconstruction", {}).get("methods", {}).get(name, {}).get("stats", {})
         a = st.get("all", {})
         results["methods"][name]["inference_seconds_per_shape"] = (
-            a["code_seconds"]["mean"] + a["mesh_seconds"]["mean"] if a.get("code_seconds") and a.get("mesh_seconds")
-            else None)
+            a["code_seconds"]["mean"] + a["mesh_seconds"]["mean"]
+            if a.get("code_seconds") and a.get("mesh_seconds") else None)
     out.mkdir(parents=True, exist_ok=True)
     loaded = {name: (rs[0], *load_trained(rs[0], dev)) for name, rs in methods.items()}
     cmp = Comparison(results, evaluations, loaded, roots, metrics, opts, out, dev)

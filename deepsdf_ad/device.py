@@ -42,8 +42,8 @@ def _native_bf16(device_type: str) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``precision`` with 'auto' resolved: bf16 on a CUDA GPU that supports it or an x86 CPU with AVX512-BF16 or
-    AMX (measured here: 2x faster than fp32 for the 8x512 decoder's step, 1.9x for the small preset's
+    """``precision`` with 'auto' resolved: bf16 on a CUDA GPU that supports it or an x86 CPU with AVX512-BF16
+    or AMX (measured here: 2x faster than fp32 for the 8x512 decoder's step, 1.9x for the small preset's
     reconstruction), else fp32 (CPUs without native bf16 emulate it, which can be slower than fp32)."""
     if precision != "auto":
         return precision

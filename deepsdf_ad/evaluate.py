@@ -94,7 +94,8 @@ def shape_rng(seed: int, key: str) -> np.random.Generator:
 
 
 class Truth3D:
-    """Surface points with normals, and (when the source mesh is known) inside tests, of a data root's shapes."""
+    """Surface points with normals, and (when the source mesh is known) inside tests, of a data root's
+    shapes."""
 
     def __init__(self, root: DataRoot):
         self.root = root
@@ -110,7 +111,8 @@ class Truth3D:
         return cloud.points, cloud.normals
 
     _cache: dict = {}
-    """(source mesh, normalisation, hash of the points) -> inside mask: methods and sections share the truth."""
+    """(source mesh, normalisation, hash of the points) -> inside mask: methods and sections share the
+    truth."""
 
     def inside(self, ref: ShapeRef, points: np.ndarray) -> np.ndarray | None:
         """Inside test of ``points`` (normalised frame) from the source mesh's winding number, or None."""
@@ -124,8 +126,8 @@ class Truth3D:
             try:
                 Truth3D._cache[key] = self._inside(src, ref, points)
             except ImportError as e:  # a learner-only install (no libigl / open3d): the rest of eval goes on
-                note(f"volumetric IoU left out: the inside test of the source meshes needs {e.name or e}, which is "
-                     "not installed")
+                note(f"volumetric IoU left out: the inside test of the source meshes needs {e.name or e}, "
+                     "which is not installed")
                 self.sources = {}
                 return None
         return Truth3D._cache[key]
@@ -143,7 +145,8 @@ class Truth3D:
 
 
 class Truth2D:
-    """Exact digit fields from the IDX files named in the manifest, else fields rebuilt from contour points."""
+    """Exact digit fields from the IDX files named in the manifest, else fields rebuilt from contour
+    points."""
 
     def __init__(self, root: DataRoot, kind: str):
         self.root, self.kind = root, kind
@@ -173,8 +176,8 @@ class Truth2D:
         if img is not None:
             return DigitField(img).values(points.astype(np.float64), self.kind)
         if self.kind == "height":
-            raise DataError(f"{ref.key}: the digit's IDX file (see {self.root.root / formats.MANIFEST}) is not "
-                            "found; a heightfield needs it as the truth")
+            raise DataError(f"{ref.key}: the digit's IDX file (see {self.root.root / formats.MANIFEST}) is "
+                            "not found; a heightfield needs it as the truth")
         return contour_sdf(*contour_with_normals(ref), points)
 
 
@@ -209,8 +212,8 @@ def half_contour(contour: np.ndarray, normals: np.ndarray, rng: np.random.Genera
 
 
 def scan_in_frame(root: DataRoot, ref: ShapeRef) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """A shape's first partial scan in the normalised frame: points (N, 3), normals facing the camera (or None)
-    and the camera position (or None)."""
+    """A shape's first partial scan in the normalised frame: points (N, 3), normals facing the camera (or
+    None) and the camera position (or None)."""
     from deepsdf_ad.data_prep.meshes import apply_normalization
     from deepsdf_ad.data_prep.scans import load_scan
 
@@ -220,13 +223,15 @@ def scan_in_frame(root: DataRoot, ref: ShapeRef) -> tuple[np.ndarray, np.ndarray
                         "'deepsdf-ad prep meshes ... --scans K' or evaluate with --input full")
     cloud, meta = load_scan(scans[0])
     if "normalization" in meta:
-        offset, scale = np.asarray(meta["normalization"]["offset"], float), float(meta["normalization"]["scale"])
+        offset, scale = (np.asarray(meta["normalization"]["offset"], float),
+                         float(meta["normalization"]["scale"]))
     elif ref.norm is not None:
         offset, scale = formats.load_normalization(ref.norm)
     else:
         raise DataError(f"{scans[0]}: normalisation unknown (no sidecar, no DATA/norm file)")
     pts = apply_normalization(cloud.points, offset, scale)
-    camera = apply_normalization(np.asarray(meta["camera"], float), offset, scale) if "camera" in meta else None
+    camera = (apply_normalization(np.asarray(meta["camera"], float), offset, scale) if "camera" in meta
+              else None)
     normals = cloud.normals
     if normals is not None and camera is not None:
         flip = np.sum(normals * (camera[None] - pts), axis=1) < 0
@@ -252,7 +257,8 @@ def full_input(ref: ShapeRef, cfg: Config, mode: str) -> tuple[Observations | No
     """SDF samples (for optimisation) and surface points (for an encoder) of a shape, as the mode needs."""
     from deepsdf_ad.inputs import load_surface
 
-    obs = observations_from_samples(np.concatenate(formats.load_sdf_samples(ref.sdf))) if mode != "encode" else None
+    obs = (observations_from_samples(np.concatenate(formats.load_sdf_samples(ref.sdf))) if mode != "encode"
+           else None)
     points = load_surface(ref, cfg.dim) if mode.startswith("encode") else None
     return obs, points
 
@@ -271,8 +277,9 @@ def select(refs: list[ShapeRef], limit: int | None) -> list[ShapeRef]:
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------
-def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: list[ShapeRef], opts: EvalOptions,
-                     device: torch.device, progress: bool = True) -> tuple[torch.Tensor, list[float], str]:
+def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: list[ShapeRef],
+                     opts: EvalOptions, device: torch.device,
+                     progress: bool = True) -> tuple[torch.Tensor, list[float], str]:
     """Codes (S, L) of ``refs`` and the seconds per shape spent finding each; also the mode used."""
     mode = check_mode(model, opts.mode, cfg.model.latent.source)
     if opts.split == "train" and opts.input == "full" and mode == "optimise" and opts.mode is None:
@@ -299,8 +306,8 @@ def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: li
                 init = mean.reshape(1, -1).repeat(len(chunk), 1)
         t0 = time.perf_counter()
         found, _ = find_codes(model, cfg, mode, obs if mode != "encode" else None,
-                              pts if mode.startswith("encode") else None, device, init=init, seed=opts.seed + s,
-                              candidates=candidates)
+                              pts if mode.startswith("encode") else None, device, init=init,
+                              seed=opts.seed + s, candidates=candidates)
         dt = (time.perf_counter() - t0) / len(chunk)
         codes.append(found.cpu())
         seconds += [dt] * len(chunk)
@@ -311,7 +318,8 @@ def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: li
 
 def measure_shape(model: SDFModel, cfg: Config, code: torch.Tensor, ref: ShapeRef, truth, resolution: int,
                   device: torch.device, seed: int = 0) -> dict:
-    """Mesh (3D) or grid (2D) of one code and its metrics against the truth; never raises for an empty shape."""
+    """Mesh (3D) or grid (2D) of one code and its metrics against the truth; never raises for an empty
+    shape."""
     from deepsdf_ad.meshing import evaluate_grid, field_kind, grid_points, mesh_sdf, model_sdf
 
     fn = model_sdf(model, code, device, cfg.mesh.batch_points)
@@ -388,7 +396,8 @@ def evaluate_run(run_path: str | os.PathLike, data: str | os.PathLike, opts: Eva
     dims = {2: "2D (digits)", 3: "3D (meshes)"}
     probe = formats.load_sdf_samples(refs[0].sdf)[0].shape[1] - 1
     if probe != cfg.dim:
-        raise DataError(f"{root.root}: holds {dims.get(probe, probe)} shapes but {run.path} is a {dims[cfg.dim]} run")
+        raise DataError(f"{root.root}: holds {dims.get(probe, probe)} shapes but {run.path} is a "
+                        f"{dims[cfg.dim]} run")
     res = opts.resolution or cfg.mesh.resolution
     truth = Truth2D(root, field_kind(cfg)) if cfg.dim == 2 else Truth3D(root)
     if cfg.dim == 3 and not truth.sources:
@@ -401,9 +410,9 @@ def evaluate_run(run_path: str | os.PathLike, data: str | os.PathLike, opts: Eva
         rec.update(measure_shape(model, cfg, code, ref, truth, res, dev, seed=opts.seed))
         records.append(rec)
     metrics = METRICS_2D if cfg.dim == 2 else METRICS_3D
-    out = {"run": str(run.path), "data": str(root.root), "split": opts.split, "input": opts.input, "mode": mode,
-           "resolution": res, "dim": cfg.dim, "latent_source": cfg.model.latent.source, "metrics": list(metrics),
-           "shapes": records, "summary": summarise(records, metrics)}
+    out = {"run": str(run.path), "data": str(root.root), "split": opts.split, "input": opts.input,
+           "mode": mode, "resolution": res, "dim": cfg.dim, "latent_source": cfg.model.latent.source,
+           "metrics": list(metrics), "shapes": records, "summary": summarise(records, metrics)}
     if keep_codes:
         out["codes"] = codes
     return out

@@ -21,8 +21,8 @@ from deepsdf_ad.data_prep.formats import DataError, ShapeRef, load_points, load_
 def load_surface(ref: ShapeRef, dim: int) -> np.ndarray:
     """Surface (3D) or contour (2D) points (M, dim) of a shape, in the normalised frame."""
     if ref.surface is None:
-        raise DataError(f"{ref.key}: no surface points (DATA/surface/{ref.key}.ply); the pointnet latent source "
-                        "needs them: re-run 'deepsdf-ad prep'")
+        raise DataError(f"{ref.key}: no surface points (DATA/surface/{ref.key}.ply); the pointnet latent "
+                        "source needs them: re-run 'deepsdf-ad prep'")
     pts = load_points_2d(ref.surface) if dim == 2 else load_points(ref.surface).points
     return np.asarray(pts, np.float32)
 
@@ -32,14 +32,16 @@ class PointInputs:
 
     Args:
         refs: the shapes; ``dim``: 2 or 3.
-        max_points: keep at most this many points per shape (the first ones; prep writes them in random order).
+        max_points: keep at most this many points per shape (the first ones; prep writes them in
+            random order).
     """
 
     def __init__(self, refs: list[ShapeRef], dim: int, max_points: int | None = None, progress: bool = True):
         self.keys = [r.key for r in refs]
         self.dim = dim
         arrays = []
-        for ref in tqdm(refs, desc="load surface points", unit="shape", disable=not progress or len(refs) < 50):
+        for ref in tqdm(refs, desc="load surface points", unit="shape",
+                        disable=not progress or len(refs) < 50):
             pts = load_surface(ref, dim)
             arrays.append(pts[:max_points] if max_points else pts)
         counts = np.array([len(a) for a in arrays], np.int64)

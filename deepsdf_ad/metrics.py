@@ -78,11 +78,12 @@ def normal_consistency(a: np.ndarray, na: np.ndarray, b: np.ndarray, nb: np.ndar
     na, nb = unit(np.asarray(na, np.float64)), unit(np.asarray(nb, np.float64))
     ia = _nearest(a, b)[1]
     ib = _nearest(b, a)[1]
-    return float(0.5 * (np.abs(np.sum(na * nb[ia], axis=1)).mean() + np.abs(np.sum(nb * na[ib], axis=1)).mean()))
+    return float(0.5 * (np.abs(np.sum(na * nb[ia], axis=1)).mean()
+                        + np.abs(np.sum(nb * na[ib], axis=1)).mean()))
 
 
-def surface_metrics(pred: np.ndarray, pred_normals: np.ndarray, true: np.ndarray, true_normals: np.ndarray | None,
-                    tau: float = FSCORE_TAU) -> dict[str, float]:
+def surface_metrics(pred: np.ndarray, pred_normals: np.ndarray, true: np.ndarray,
+                    true_normals: np.ndarray | None, tau: float = FSCORE_TAU) -> dict[str, float]:
     """Every surface metric of the module docstring for points sampled on two surfaces (normalised frame).
 
     Returns ``chamfer`` (DeepSDF, not yet x10^3), ``chamfer_l1``, ``fscore``, ``precision``, ``recall`` and
@@ -123,7 +124,8 @@ def iou(pred_inside: np.ndarray, true_inside: np.ndarray) -> float:
 def near_contour_error(pred_sdf: np.ndarray, true_sdf: np.ndarray, band: float = NEAR_CONTOUR) -> float:
     """Mean |pred - true| over the grid points with |true| < ``band``."""
     near = np.abs(true_sdf) < band
-    return float(np.abs(np.asarray(pred_sdf)[near] - np.asarray(true_sdf)[near]).mean()) if near.any() else 0.0
+    return (float(np.abs(np.asarray(pred_sdf)[near] - np.asarray(true_sdf)[near]).mean()) if near.any()
+            else 0.0)
 
 
 def psnr(pred: np.ndarray, true: np.ndarray, peak: float = 1.0) -> float:

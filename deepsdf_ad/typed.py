@@ -62,7 +62,8 @@ def _convert(tp, value, key: str):
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, allowed))}, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, allowed))}, got "
+                              f"{value!r}")
         return value
     if tp is str:
         if not isinstance(value, str):

@@ -27,8 +27,8 @@ TINY = [
 
 def cli(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m deepsdf_ad ARGS`` in a subprocess (the real entry point)."""
-    proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
     return proc
@@ -67,8 +67,8 @@ def tiny_model(num_shapes: int = 1, latent: int = 8, extra: list[str] | None = N
 
 def train_tiny_sphere_run(base: Path, epochs: int = 1, extra: tuple[str, ...] = ()) -> Path:
     """``base/run``: a 3D autodecoder run trained in-process for ``epochs`` (one batch each) on two analytic
-    spheres (data in ``base/data``); one epoch is enough to call ``reconstruct`` on, in a few seconds. ``extra``:
-    more config overrides."""
+    spheres (data in ``base/data``); one epoch is enough to call ``reconstruct`` on, in a few seconds.
+    ``extra``: more config overrides."""
     from deepsdf_ad.config import load_config
     from deepsdf_ad.data_prep import formats
     from deepsdf_ad.train import train
@@ -78,7 +78,8 @@ def train_tiny_sphere_run(base: Path, epochs: int = 1, extra: tuple[str, ...] = 
         p = rng.uniform(-1, 1, size=(2000, 3))
         s = sphere_sdf(p, r)
         samples = np.concatenate([p, s[:, None]], axis=1)
-        formats.save_sdf_samples(base / "data" / "sdf" / "ball" / f"b{k}.npz", samples[s > 0], samples[s <= 0])
+        formats.save_sdf_samples(base / "data" / "sdf" / "ball" / f"b{k}.npz", samples[s > 0],
+                                 samples[s <= 0])
     formats.write_split(base / "data" / "splits" / "train.json", {"ball": ["b0", "b1"]})
     cfg = load_config(REPO / "configs" / "shapes_small.yaml",
                       TINY + ["mesh.resolution=16", "reconstruct.iterations=3", *extra])

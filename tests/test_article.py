@@ -24,7 +24,8 @@ SECTION_CELL = re.compile(rf"^{NUMBER} / {NUMBER} \[{NUMBER}, {NUMBER}\]$")
 HEADLINE_CELL = re.compile(rf"^{NUMBER} \[{NUMBER}, {NUMBER}\]$")
 
 
-def tiny_shapes(root: Path, families: tuple[str, ...], per_family: int, test_fraction: float, scans: int) -> Path:
+def tiny_shapes(root: Path, families: tuple[str, ...], per_family: int, test_fraction: float,
+                scans: int) -> Path:
     write_family(root / "meshes", families=families, per_family=per_family, seed=len(families))
     prep_meshes(root / "meshes", root / "data", PrepConfig(SamplingConfig(samples=4000, surface_points=3000),
                                                           test_fraction=test_fraction, seed=0, scans=scans),
@@ -41,9 +42,10 @@ def article(tmp_path_factory):
     shapes_ood = tiny_shapes(root / "shapes_ood", ("chair",), 2, 0.5, scans=0)
     readme = root / "README.md"
     readme.write_text(f"# title\n\nbefore\n\n{HEADLINE_BEGIN}\nold table\n{HEADLINE_END}\n\nafter\n")
-    proc = cli("article", "--quick", "--work", root / "work", "--out", root / "docs", "--only", "digits", "shapes",
-               "--data", f"digits={digits}", "--ood", f"digits={digits_ood}", "--data", f"shapes={shapes}",
-               "--ood", f"shapes={shapes_ood}", "--readme", readme, "--device", "cpu", "--quiet", check=True)
+    proc = cli("article", "--quick", "--work", root / "work", "--out", root / "docs", "--only", "digits",
+               "shapes", "--data", f"digits={digits}", "--ood", f"digits={digits_ood}",
+               "--data", f"shapes={shapes}", "--ood", f"shapes={shapes_ood}", "--readme", readme,
+               "--device", "cpu", "--quiet", check=True)
     return {"root": root, "md": (root / "docs" / "autodecoders.md").read_text(), "readme": readme.read_text(),
             "stdout": proc.stdout}
 
@@ -111,13 +113,16 @@ def check_tables(md: str, folder: Path) -> int:
                         continue
                     m = HEADLINE_CELL.match(cell)
                     assert m, f"unparsable cell {cell!r}"
-                    assert all(same(t, v) for t, v in zip(m.groups(), (s["mean"], *s["ci95"]), strict=True)), cell
+                    assert all(same(t, v)
+                               for t, v in zip(m.groups(), (s["mean"], *s["ci95"]), strict=True)), cell
                     checked += 1
             elif attrs["kind"] == "methods":
                 m = res["methods"][row[0]]
                 assert (row[1], int(row[2]), int(row[3]), int(row[4])) == (
-                    m["latent_source"], m["seeds"], m["parameters"]["decoder"], m["parameters"]["latent"]), row
-                assert same(row[5], m["train_seconds_mean"]) and same(row[6], m["inference_seconds_per_shape"]), row
+                    m["latent_source"], m["seeds"], m["parameters"]["decoder"],
+                    m["parameters"]["latent"]), row
+                assert (same(row[5], m["train_seconds_mean"])
+                        and same(row[6], m["inference_seconds_per_shape"])), row
                 checked += 1
             else:
                 raise AssertionError(f"unknown table kind {attrs}")
@@ -149,8 +154,8 @@ def test_article_tables_come_from_the_run_files(article):
         assert (json.loads((docs / "article" / "results" / f"{name}.json").read_text())
                 == json.loads((article["root"] / "work" / name / "report" / "results.json").read_text()))
     # a number typed by hand (or stale) is caught
-    tampered = re.sub(r"(\| autodecoder \(optimise\) \| \d+ \| )(-?[0-9.]+)", lambda m: m.group(1) + "0.987654",
-                      md, count=1)
+    tampered = re.sub(r"(\| autodecoder \(optimise\) \| \d+ \| )(-?[0-9.]+)",
+                      lambda m: m.group(1) + "0.987654", md, count=1)
     assert tampered != md
     with pytest.raises(AssertionError):
         check_tables(tampered, docs)
@@ -171,7 +176,8 @@ def test_readme_headline_block_is_rewritten(article):
     assert text.startswith("# title\n\nbefore\n\n") and text.endswith("\n\nafter\n")
     block = text[text.index(HEADLINE_BEGIN):text.index(HEADLINE_END)]
     assert "old table" not in block and "docs/autodecoders.md" in block
-    assert check_tables(block, article["root"]) >= 8  # 4 sections x 2 methods of the digits experiment at least
+    # 4 sections x 2 methods of the digits experiment at least
+    assert check_tables(block, article["root"]) >= 8
 
 
 def test_committed_article_matches_its_results():

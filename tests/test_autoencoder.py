@@ -37,7 +37,8 @@ def write_tiny_idx(folder, n: int = 16, prefix: str = "t", labels=(0, 1), seed: 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     write_idx(folder / f"{prefix}-images-idx3-ubyte", np.stack([blob_image(rng) for _ in range(n)]))
-    write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.array([labels[i % len(labels)] for i in range(n)], np.uint8))
+    write_idx(folder / f"{prefix}-labels-idx1-ubyte",
+              np.array([labels[i % len(labels)] for i in range(n)], np.uint8))
 
 
 def make_tiny_digits(root, n: int = 16, labels=(0, 1), seed: int = 0):
@@ -58,7 +59,8 @@ def tiny_cfg(*extra):
 
 def test_pointnet_is_permutation_invariant():
     torch.manual_seed(0)
-    enc = build_latent_source(LatentConfig(source="pointnet", size=8, kwargs={"hidden": 16, "blocks": 3}), 3, 3)
+    enc = build_latent_source(LatentConfig(source="pointnet", size=8, kwargs={"hidden": 16, "blocks": 3}),
+                              3, 3)
     pts = torch.randn(2, 100, 3)
     perm = torch.randperm(100)
     a, b = enc.encode(pts), enc.encode(pts[:, perm])
@@ -74,7 +76,8 @@ def test_pointnet_code_never_collapses_to_a_constant():
     # a bug seen in training: every pooled feature negative; with a ReLU before the head the code was one
     # constant and the encoder got no gradient. The head is linear, so the code still follows the points.
     torch.manual_seed(0)
-    enc = build_latent_source(LatentConfig(source="pointnet", size=8, kwargs={"hidden": 16, "blocks": 2}), 3, 3)
+    enc = build_latent_source(LatentConfig(source="pointnet", size=8, kwargs={"hidden": 16, "blocks": 2}),
+                              3, 3)
     with torch.no_grad():
         enc.blocks[-1].fc_1.bias.fill_(-100.0)
     pts = torch.randn(2, 50, 3)
@@ -169,17 +172,19 @@ def test_reconstruct_modes(digits, ae_run, tmp_path):
     from deepsdf_ad.commands.reconstruction import reconstruct_file
 
     partial = next((digits / "surface").glob("*/*.ply"))
-    proc = cli("reconstruct", partial, "--run", ae_run.path, "--out", tmp_path / "e.png", "--resolution", "32",
-               "--mode", "encode", check=True)
+    proc = cli("reconstruct", partial, "--run", ae_run.path, "--out", tmp_path / "e.png",
+               "--resolution", "32", "--mode", "encode", check=True)
     assert (tmp_path / "e.png").is_file() and "mode encode" in proc.stdout
     info = reconstruct_file(ae_run.path, partial, tmp_path / "r.png", resolution=32, device="cpu",
                             mode="encode+refine", iterations=5)
     assert info["mode"] == "encode+refine" and info["final_loss"] is not None
-    assert reconstruct_file(ae_run.path, partial, tmp_path / "d.png", resolution=32, device="cpu")["mode"] == "encode"
+    assert reconstruct_file(ae_run.path, partial, tmp_path / "d.png", resolution=32,
+                            device="cpu")["mode"] == "encode"
     train(tiny_cfg(), digits, tmp_path / "ad", epochs=1, device="cpu", progress=False)
     assert reconstruct_file(tmp_path / "ad", partial, tmp_path / "o.png", resolution=32, device="cpu",
                             iterations=5)["mode"] == "optimise"
-    proc = cli("reconstruct", partial, "--run", tmp_path / "ad", "--out", tmp_path / "x.png", "--mode", "encode")
+    proc = cli("reconstruct", partial, "--run", tmp_path / "ad", "--out", tmp_path / "x.png",
+               "--mode", "encode")
     assert_one_line_error(proc, "--mode encode needs an autoencoder run")
 
 

@@ -1,4 +1,5 @@
-"""bench_quality's scoring: failures count as the worst case, verdicts only from a paired test with n >= 10."""
+"""bench_quality's scoring: failures count as the worst case, verdicts only from a paired test with
+n >= 10."""
 
 import importlib.util
 
@@ -10,7 +11,8 @@ spec.loader.exec_module(bq)
 
 
 def _rows(values, cat="chair"):
-    return [{"key": f"{cat}/{i}", "category": cat, "chamfer_x1e3": v, "fscore": 0.5, "normal_consistency": 0.8}
+    return [{"key": f"{cat}/{i}", "category": cat, "chamfer_x1e3": v, "fscore": 0.5,
+             "normal_consistency": 0.8}
             for i, v in enumerate(values)]
 
 

@@ -25,8 +25,8 @@ def chair_points(rng: np.random.Generator, n: int = 3000) -> np.ndarray:
 
 
 def scene(rng: np.random.Generator, rotation: np.ndarray, scale: float, outliers: float = 0.02):
-    """A chair, a floor patch under it (twice its footprint), stray points; turned and scaled. Returns the points
-    and the labels (0 object, 1 floor, 2 outlier)."""
+    """A chair, a floor patch under it (twice its footprint), stray points; turned and scaled. Returns the
+    points and the labels (0 object, 1 floor, 2 outlier)."""
     obj = chair_points(rng)
     floor = np.c_[rng.uniform(-0.6, 0.6, (3000, 2)), rng.normal(0, 0.002, 3000)]
     lo, hi = np.r_[obj, floor].min(axis=0), np.r_[obj, floor].max(axis=0)
@@ -88,7 +88,8 @@ def test_crop_drops_what_lies_beyond_the_radius():
     rng = np.random.default_rng(0)
     obj = chair_points(rng)
     d = rng.normal(size=(1500, 3))
-    ball = 0.3 * d / np.linalg.norm(d, axis=1, keepdims=True) + [1.5, 0.0, 0.5]  # a second object, half as big
+    # a second object, half as big
+    ball = 0.3 * d / np.linalg.norm(d, axis=1, keepdims=True) + [1.5, 0.0, 0.5]
     pts = np.concatenate([obj, ball])
     assert clean_capture(pts).counts()["outlier"] == 0  # too big a group to be strays: it stays ...
     out = clean_capture(pts, crop=1.0)  # ... unless cropped

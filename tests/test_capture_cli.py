@@ -38,8 +38,9 @@ def train_box_run(base):
         formats.save_sdf_samples(base / "data" / "sdf" / "box" / f"b{k}.npz", samples[s > 0], samples[s <= 0])
     formats.write_split(base / "data" / "splits" / "train.json", {"box": ["b0", "b1"]})
     cfg = load_config(REPO / "configs" / "shapes_small.yaml",
-                      TINY + ["model.decoder.hidden=[64,64,64,64]", "train.checkpoint_every=400", "mesh.resolution=32",
-                              "train.samples_per_shape=1024", "reconstruct.iterations=150", "reconstruct.frame_up=y",
+                      TINY + ["model.decoder.hidden=[64,64,64,64]", "train.checkpoint_every=400",
+                              "mesh.resolution=32", "train.samples_per_shape=1024",
+                              "reconstruct.iterations=150", "reconstruct.frame_up=y",
                               "reconstruct.precision=fp32"])
     train(cfg, base / "data", base / "run", epochs=400, device="cpu", progress=False)
     return base / "run"
@@ -92,9 +93,9 @@ def test_scan_in_any_frame_comes_back_in_its_own_frame(box_run, tmp_path):
     proc = cli("reconstruct", capture, "--run", box_run, "--out", out, check=True)
     assert "warning" not in proc.stderr, proc.stderr
     assert "searched (up floor" in proc.stdout
-    # the mesh is in the input's frame: back into the normalised one by the true pose, it is near the canonical
-    # result (measured: chamfer 3.0e-3 vs 0.6e-3; the scale is found 3% small, as the run's shapes allow), far
-    # from the bounding-box estimate's in the capture's own orientation (57e-3)
+    # the mesh is in the input's frame: back into the normalised one by the true pose, it is near the
+    # canonical result (measured: chamfer 3.0e-3 vs 0.6e-3; the scale is found 3% small, as the run's shapes
+    # allow), far from the bounding-box estimate's in the capture's own orientation (57e-3)
     back = (_mesh_points(out) - pose[:3, 3]) @ pose[:3, :3] / 1000.0**2
     posed = chamfer_squared(back, truth)
     old = tmp_path / "old_mesh.ply"
@@ -106,26 +107,29 @@ def test_scan_in_any_frame_comes_back_in_its_own_frame(box_run, tmp_path):
     assert record["deepsdf-ad"] == "reconstruct" and record["transform"]["up"] == "floor"
     found = np.asarray(record["transform"]["matrix"])
     assert record["transform"]["scale"] == pytest.approx(1e-3, rel=0.06)
-    turn = found[:3, :3] @ pose[:3, :3] / (record["transform"]["scale"] * 1000.0)  # identity, up to the box's turns
+    # identity, up to the box's turns
+    turn = found[:3, :3] @ pose[:3, :3] / (record["transform"]["scale"] * 1000.0)
     assert np.abs(np.abs(turn) - np.eye(3)).max() < math.radians(3)
     assert record["fit"]["median_abs_sdf"] < POOR_FIT and not record["fit"]["poor"]
     dropped = record["points"]["dropped"]
     assert dropped["floor"] >= 0.95 * len(floor) and dropped["outlier"] > 0
     assert record["points"]["dropped_indices"] == "capture_mesh.dropped.npy"  # over 1,000: beside it
     rows = np.load(out.with_suffix(".dropped.npy"), allow_pickle=False)
-    assert len(rows) == sum(dropped.values()) and set(rows[:, 1]) <= set(range(len(record["points"]["reasons"])))
+    assert (len(rows) == sum(dropped.values())
+            and set(rows[:, 1]) <= set(range(len(record["points"]["reasons"]))))
     floor_rows = rows[rows[:, 1] == record["points"]["reasons"].index("floor"), 0]
     is_floor = (floor_rows >= len(pts)) & (floor_rows < len(pts) + len(floor))
     assert is_floor.sum() >= 0.99 * len(floor)
     low = floor_rows[floor_rows < len(pts)]  # box points the floor took: only those within its band
     assert (pts[low, 1] < -half[1] + 0.05).all()
     # the flags: the up axis given, the floor kept, a crop wide enough to keep everything
-    proc = cli("reconstruct", capture, "--run", box_run, "--out", out, "--up", "y", "--keep-floor", "--crop", "5000",
-               check=True)
+    proc = cli("reconstruct", capture, "--run", box_run, "--out", out, "--up", "y", "--keep-floor",
+               "--crop", "5000", check=True)
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["transform"]["up"] == "y" and record["floor"]["removed"] is False
     assert record["points"]["dropped"]["floor"] == 0 and record["points"]["dropped"]["crop"] == 0
-    assert isinstance(record["points"]["dropped_indices"], dict) and not out.with_suffix(".dropped.npy").exists()
+    assert (isinstance(record["points"]["dropped_indices"], dict)
+            and not out.with_suffix(".dropped.npy").exists())
     # a poor fit (the points of another kind of object: a ball, for a run of boxes) warns once
     d = rng.normal(size=(2000, 3))
     ball = 500.0 * d / np.linalg.norm(d, axis=1, keepdims=True) * (1 + 0.3 * np.sin(7 * d[:, :1]))
@@ -139,21 +143,25 @@ def test_scan_in_any_frame_comes_back_in_its_own_frame(box_run, tmp_path):
 def test_capture_flags_and_bad_captures_fail_in_one_line(box_run, tmp_path):
     rng = np.random.default_rng(0)
     for bad in ("0", "-1", "nan", "big"):
-        proc = cli("reconstruct", tmp_path / "x.ply", "--run", box_run, "--out", tmp_path / "o.ply", "--crop", bad)
+        proc = cli("reconstruct", tmp_path / "x.ply", "--run", box_run, "--out", tmp_path / "o.ply",
+                   "--crop", bad)
         assert proc.returncode == 2 and "--crop" in proc.stderr
     proc = cli("reconstruct", tmp_path / "x.ply", "--run", box_run, "--out", tmp_path / "o.ply", "--up", "w")
     assert proc.returncode == 2 and "--up" in proc.stderr
     floor = np.c_[rng.uniform(-1, 1, (500, 2)), np.zeros(500)]
     formats.save_points_ply(tmp_path / "floor.ply", floor)
-    assert_one_line_error(cli("reconstruct", tmp_path / "floor.ply", "--run", box_run, "--out", tmp_path / "f.ply"),
+    assert_one_line_error(cli("reconstruct", tmp_path / "floor.ply", "--run", box_run, "--out",
+                              tmp_path / "f.ply"),
                           "floor.ply", "all one plane", "--keep-floor")
     formats.save_points_ply(tmp_path / "three.ply", rng.normal(size=(3, 3)))
-    assert_one_line_error(cli("reconstruct", tmp_path / "three.ply", "--run", box_run, "--out", tmp_path / "t.ply"),
+    assert_one_line_error(cli("reconstruct", tmp_path / "three.ply", "--run", box_run, "--out",
+                              tmp_path / "t.ply"),
                           "three.ply", "at least")
     # a user's file where the record would go is never replaced
     pts, _ = _view(HALVES[0], 800, rng)
     formats.save_points_ply(tmp_path / "s.ply", pts * 10)
     (tmp_path / "m.json").write_text('{"mine": 1}')
-    assert_one_line_error(cli("reconstruct", tmp_path / "s.ply", "--run", box_run, "--out", tmp_path / "m.ply"),
+    assert_one_line_error(cli("reconstruct", tmp_path / "s.ply", "--run", box_run, "--out",
+                              tmp_path / "m.ply"),
                           "m.json", "not a reconstruction record")
     assert json.loads((tmp_path / "m.json").read_text()) == {"mine": 1}

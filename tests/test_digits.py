@@ -255,7 +255,8 @@ def test_download_checks_md5_and_keeps_good_files(tmp_path, http_dir):
     images = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
     write_idx(served / "f-images-idx3-ubyte.gz", images)
     write_idx(served / "f-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3], np.uint8))
-    files = {n: hashlib.md5((served / n).read_bytes()).hexdigest() for n in sorted(p.name for p in served.iterdir())}
+    files = {n: hashlib.md5((served / n).read_bytes()).hexdigest()
+             for n in sorted(p.name for p in served.iterdir())}
     dest = tmp_path / "idx"
     paths = download_mnist(dest, base_urls=(url,), files=files, progress=False)
     assert [p.name for p in paths] == list(files)

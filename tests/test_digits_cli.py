@@ -48,10 +48,11 @@ def digits(tmp_path_factory) -> dict[str, Path]:
     write_idx(idx / "syn-images-idx3-ubyte.gz", images)
     write_idx(idx / "syn-labels-idx1-ubyte", labels)
     data, run = base / "data", base / "run"
-    proc = cli("prep", "digits", idx, "--out", data, "--samples", "1024", "--test-fraction", "0.25", "--quiet",
-               check=True)
+    proc = cli("prep", "digits", idx, "--out", data, "--samples", "1024", "--test-fraction", "0.25",
+               "--quiet", check=True)
     assert "24 of 24 digits ok" in proc.stdout
-    cli("train", "--config", PRESET, "--data", data, "--out", run, "--epochs", "4", "--quiet", *SETS, check=True)
+    cli("train", "--config", PRESET, "--data", data, "--out", run, "--epochs", "4", "--quiet", *SETS,
+        check=True)
     return {"base": base, "idx": idx, "data": data, "run": run, "images": images}
 
 
@@ -102,8 +103,8 @@ def test_mesh_sample_interpolate_reconstruct(digits, tmp_path):
 
 def test_heightfield_digits(digits, tmp_path):
     data = tmp_path / "height"
-    cli("prep", "digits", digits["idx"], "--out", data, "--field", "height", "--samples", "512", "--limit", "6",
-        "--quiet", check=True)
+    cli("prep", "digits", digits["idx"], "--out", data, "--field", "height", "--samples", "512",
+        "--limit", "6", "--quiet", check=True)
     solids = sorted((data / "heightfield").rglob("*.ply"))
     assert len(solids) == 6
     import trimesh
@@ -113,8 +114,8 @@ def test_heightfield_digits(digits, tmp_path):
     # heightfield targets are intensities: the distance loss would be wrong, and the CLI says so
     proc = cli("train", "--config", PRESET, "--data", data, "--out", tmp_path / "r", "--epochs", "1", *SETS)
     assert_one_line_error(proc, "train.loss=l1")
-    cli("train", "--config", PRESET, "--data", data, "--out", tmp_path / "r", "--epochs", "2", "--quiet", *SETS,
-        "--set", "train.loss=l1", check=True)
+    cli("train", "--config", PRESET, "--data", data, "--out", tmp_path / "r", "--epochs", "2", "--quiet",
+        *SETS, "--set", "train.loss=l1", check=True)
     cli("mesh", "--run", tmp_path / "r", "--shape", solids[0].stem, "--out", tmp_path / "h.png", check=True)
 
 

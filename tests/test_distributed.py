@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from tests.helpers import REPO, assert_one_line_error, cli
 from tests.test_autoencoder import make_tiny_digits
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
+                                or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
 
 PRESET = REPO / "configs" / "digits_autodecoder.yaml"
@@ -22,7 +23,8 @@ PRESET = REPO / "configs" / "digits_autodecoder.yaml"
 TINY_DDP = ["model.decoder.hidden=[32,32,32,32]", "model.decoder.latent_in=[2]", "model.decoder.dropout=0.0",
             "model.decoder.weight_norm=true", "model.latent.size=8", "model.latent.max_norm=1.0",
             "model.latent.init_std=2.0", "train.shapes_per_batch=5", "train.samples_per_shape=256",
-            "train.checkpoint_every=2", "train.code_reg_rampup=2", "train.precision=fp32"]  # fp32: compared to 1e-5
+            # fp32: compared to 1e-5
+            "train.checkpoint_every=2", "train.code_reg_rampup=2", "train.precision=fp32"]
 AE = ["model.latent.source=pointnet", "model.latent.max_norm=null",
       "model.latent.kwargs={hidden: 16, blocks: 2, points: 64, noise: 0.01, partial: 0.5}"]
 # measured: 2 ranks vs 1 differ by < 1e-7 relative in the loss and < 1e-6 in any weight after 4 epochs
@@ -43,9 +45,9 @@ def train_cli(data, out, epochs: int, *extra: str, nproc: int = 1, torchrun: boo
     if torchrun:
         import subprocess
 
-        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                               str(nproc), "-m", "deepsdf_ad", *map(str, args)], capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc_per_node", str(nproc), "-m", "deepsdf_ad", *map(str, args)],
+                              capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
     return cli(*args, *(["--nproc", str(nproc)] if nproc > 1 else []), check=True, timeout=300)
@@ -64,7 +66,8 @@ def assert_same_model(a, b, epoch: int, codes: bool = True) -> None:
         torch.testing.assert_close(x[k], y[k], atol=WEIGHT_ATOL, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
     if codes:
             torch.testing.assert_close(load_file(str(a / "latent_codes.safetensors"))["codes"],
-                                   load_file(str(b / "latent_codes.safetensors"))["codes"], atol=WEIGHT_ATOL, rtol=0)
+                                   load_file(str(b / "latent_codes.safetensors"))["codes"], atol=WEIGHT_ATOL,
+                                   rtol=0)
 
 
 def test_two_ranks_train_the_same_autodecoder_as_one(digits, tmp_path):
@@ -94,8 +97,8 @@ def test_two_ranks_under_torchrun_train_the_same_encoder_as_one(digits, tmp_path
 
 
 def test_nproc_errors_are_one_line(digits, tmp_path):
-    proc = cli("train", "--config", PRESET, "--data", tmp_path / "nothing", "--out", tmp_path / "run", "--nproc", "2",
-               "--quiet", "--device", "cpu")
+    proc = cli("train", "--config", PRESET, "--data", tmp_path / "nothing", "--out", tmp_path / "run",
+               "--nproc", "2", "--quiet", "--device", "cpu")
     assert_one_line_error(proc, "nothing")
     proc = cli("train", "--config", PRESET, "--data", digits, "--out", tmp_path / "run", "--nproc", "0")
     assert_one_line_error(proc, "--nproc")

@@ -1,5 +1,6 @@
 """The README and the pages in docs/: every relative link and image resolves (files and #anchors), the README
-stays a short front page, and no page points readers at issue numbers or acceptance reports. Pure Python, < 1 s."""
+stays a short front page, and no page points readers at issue numbers or acceptance reports. Pure Python,
+< 1 s."""
 
 import re
 from pathlib import Path
@@ -63,7 +64,8 @@ def test_every_relative_link_resolves():
 
 def test_readme_is_short_and_links_every_docs_page():
     text = (REPO / "README.md").read_text()
-    assert text.count("\n") <= README_MAX_LINES, f"README.md has {text.count(chr(10))} lines (max {README_MAX_LINES})"
+    assert text.count("\n") <= README_MAX_LINES, (f"README.md has {text.count(chr(10))} lines "
+                                                  f"(max {README_MAX_LINES})")
     for page in PAGES[1:]:
         assert f"(docs/{page.name})" in text, f"README.md does not link docs/{page.name}"
 

@@ -1,14 +1,15 @@
-"""The 3D autoencoder must not collapse: trained briefly on real chairs, sofas and tables, its codes must differ
-between shapes more than they share, and the shapes they decode to must vary at least half as much as the
-autodecoder's do with the same decoder, data and steps.
+"""The 3D autoencoder must not collapse: trained briefly on real chairs, sofas and tables, its codes must
+differ between shapes more than they share, and the shapes they decode to must vary at least half as much as
+the autodecoder's do with the same decoder, data and steps.
 
-What was seen: the shapes_pointnet_ae preset (8 shapes x 2,048 samples per step, raw coordinates) decoded every
-chair and table of the shared meshes to one blob. On the 107 shared training shapes its codes' spread across
-shapes was 7% of their common part after 10 epochs, and after 50 epochs its decoded sdf varied across shapes 4x
-less than the autodecoder's. The shapes_cpu_ae recipe (4 shapes x 1,024 samples, a positional encoding, cosine
-rates) at epoch 100 of the same data: codes spread 6.1x their common part, decoded spread 0.73 of the
-autodecoder's. At this test's scale (18 shapes, 100 epochs) the old recipe's codes spread 0.52x their common
-part (this test fails on it), the new one's 1.39x; decoded spreads 0.71 and 0.67 of the autodecoder's.
+What was seen: the shapes_pointnet_ae preset (8 shapes x 2,048 samples per step, raw coordinates) decoded
+every chair and table of the shared meshes to one blob. On the 107 shared training shapes its codes' spread
+across shapes was 7% of their common part after 10 epochs, and after 50 epochs its decoded sdf varied across
+shapes 4x less than the autodecoder's. The shapes_cpu_ae recipe (4 shapes x 1,024 samples, a positional
+encoding, cosine rates) at epoch 100 of the same data: codes spread 6.1x their common part, decoded spread
+0.73 of the autodecoder's. At this test's scale (18 shapes, 100 epochs) the old recipe's codes spread 0.52x
+their common part (this test fails on it), the new one's 1.39x; decoded spreads 0.71 and 0.67 of the
+autodecoder's.
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ def real_shapes(tmp_path_factory):
 
 
 def decoded_spread(run) -> tuple[float, float]:
-    """(mean over 4,096 points of the std across training shapes of the decoded sdf, clamped to 0.1; the std of
-    the codes across shapes over the norm of their mean)."""
+    """(mean over 4,096 points of the std across training shapes of the decoded sdf, clamped to 0.1; the std
+    of the codes across shapes over the norm of their mean)."""
     _, model = load_trained(Run(run), torch.device("cpu"))
     codes = model.latent.all_codes().float()
     x = (torch.rand(1, 4096, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 0.8
     with torch.no_grad():
         sdf = model.decode(codes, x.expand(len(codes), -1, -1)).clamp(-0.1, 0.1)
-    return float(sdf.std(dim=0).mean()), float(codes.std(dim=0).norm() / codes.mean(dim=0).norm().clamp_min(1e-9))
+    return (float(sdf.std(dim=0).mean()),
+            float(codes.std(dim=0).norm() / codes.mean(dim=0).norm().clamp_min(1e-9)))
 
 
 def test_autoencoder_shapes_differ_as_much_as_the_autodecoders(real_shapes, tmp_path):

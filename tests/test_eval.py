@@ -54,7 +54,8 @@ def test_shifted_spheres_have_the_analytic_chamfer():
     l1, _ = integrate.quad(lambda u: 0.5 * abs(np.sqrt(r * r + d * d - 2 * r * d * u) - r), -1, 1)
     assert chamfer_l1(a, b) == pytest.approx(l1, rel=0.03)
     # concentric spheres: every distance is the radius difference
-    assert chamfer_l1(fibonacci_sphere(20000, 1.0), fibonacci_sphere(20000, 0.9)) == pytest.approx(0.1, rel=0.02)
+    assert (chamfer_l1(fibonacci_sphere(20000, 1.0), fibonacci_sphere(20000, 0.9))
+            == pytest.approx(0.1, rel=0.02))
 
 
 def test_fscore_precision_recall_by_hand():
@@ -67,7 +68,8 @@ def test_fscore_precision_recall_by_hand():
 
 def test_normal_consistency_orthogonal_is_zero():
     p = np.random.default_rng(1).normal(size=(50, 3))
-    assert normal_consistency(p, np.tile([1.0, 0, 0], (50, 1)), p, np.tile([0, 1.0, 0], (50, 1))) == pytest.approx(0)
+    assert normal_consistency(p, np.tile([1.0, 0, 0], (50, 1)),
+                              p, np.tile([0, 1.0, 0], (50, 1))) == pytest.approx(0)
 
 
 def test_volumetric_iou_of_shifted_cubes():
@@ -142,9 +144,10 @@ def test_eval_full_and_scan(digits, runs, tmp_path):
 def test_compare_refuses_unfair_runs(digits, runs, tmp_path):
     ad, _ = runs
     longer = train(_cfg(), digits, tmp_path / "longer", epochs=3, device="cpu", progress=False)
-    wider = train(_cfg("model.decoder.hidden=[16,16,16,16]"), digits, tmp_path / "wider", epochs=2, device="cpu",
-                  progress=False)
-    with pytest.raises(DataError, match=r"runs are not comparable: train.epochs differs \(ad: 2, longer: 3\)"):
+    wider = train(_cfg("model.decoder.hidden=[16,16,16,16]"), digits, tmp_path / "wider", epochs=2,
+                  device="cpu", progress=False)
+    with pytest.raises(DataError,
+                       match=r"runs are not comparable: train.epochs differs \(ad: 2, longer: 3\)"):
         check_fair({"ad": method_runs(ad.path), "longer": method_runs(longer.path)})
     proc = cli("compare", ad.path, wider.path, "--data", digits, "--out", tmp_path / "rep")
     assert_one_line_error(proc, "runs are not comparable", "model.decoder differs", "hidden=[32,32,32,32]",

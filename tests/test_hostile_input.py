@@ -118,7 +118,8 @@ def _valid_files(folder: Path) -> dict[str, tuple[Path, object]]:
     rng = np.random.default_rng(0)
     out = {}
     pts = rng.normal(size=(60, 3))
-    formats.save_points_ply(folder / "cloud.ply", pts, pts / np.linalg.norm(pts, axis=1, keepdims=True), ("camera 1 2 3",))
+    formats.save_points_ply(folder / "cloud.ply", pts, pts / np.linalg.norm(pts, axis=1, keepdims=True),
+                            ("camera 1 2 3",))
     out["cloud.ply"] = formats.load_points
     np.save(folder / "cloud.npy", pts)
     out["cloud.npy"] = formats.load_points
@@ -292,9 +293,11 @@ def test_reconstruct_of_hostile_scans(tiny_run, tmp_path, capfd, pts, sidecar):
     path.with_suffix(".json").unlink(missing_ok=True)
     if sidecar:
         path.with_suffix(".json").write_text(json.dumps({"camera": [2.0, 0.0, 0.0],
-                                                        "normalization": {"offset": [0, 0, 0], "scale": 1.0}}))
+                                                        "normalization": {"offset": [0, 0, 0],
+                                                                          "scale": 1.0}}))
     try:
-        info = reconstruct_file(tiny_run, path, tmp_path / "out.ply", resolution=8, iterations=2, device="cpu")
+        info = reconstruct_file(tiny_run, path, tmp_path / "out.ply", resolution=8, iterations=2,
+                                device="cpu")
     except DataError as e:
         assert "\n" not in str(e), str(e)
     else:
@@ -313,7 +316,8 @@ def test_ten_million_points_load_fast_and_reconstruct_thins_them(tiny_run, tmp_p
     write_points(path, pts)
     t0 = time.perf_counter()
     try:
-        info = reconstruct_file(tiny_run, path, tmp_path / "out.ply", resolution=8, iterations=2, device="cpu")
+        info = reconstruct_file(tiny_run, path, tmp_path / "out.ply", resolution=8, iterations=2,
+                                device="cpu")
         assert info["points"] == n - 10_000
     except DataError as e:  # a one-epoch model may have no surface on an 8^3 grid; the point is getting there
         assert "no zero crossing" in str(e)
@@ -333,7 +337,8 @@ def test_ten_million_points_load_fast_and_reconstruct_thins_them(tiny_run, tmp_p
 def test_cli_cases_end_in_one_line(tiny_run, tmp_path):
     garbage = tmp_path / "garbage.off"
     garbage.write_bytes(bytes(range(256)) * 4)
-    assert_one_line_error(cli("scan", garbage, "--out", tmp_path / "s.ply"), "garbage.off", "cannot parse mesh")
+    assert_one_line_error(cli("scan", garbage, "--out", tmp_path / "s.ply"), "garbage.off",
+                          "cannot parse mesh")
 
     far = tmp_path / "far.xyz"
     far.write_text("1e30 0 0\n0 1 0\n0 0 1\n")
@@ -349,7 +354,8 @@ def test_cli_cases_end_in_one_line(tiny_run, tmp_path):
     src.mkdir(parents=True)
     write_off(src / "nan.off", np.full((3, 3), np.nan), np.array([[0, 1, 2]]))
     write_off(src / "huge.off", np.array([[0, 0, 0], [1e30, 0, 0], [0, 1e30, 0]]), np.array([[0, 1, 2]]))
-    proc = cli("prep", "meshes", tmp_path / "meshes", "--out", tmp_path / "data", "--samples", "500", "--quiet")
+    proc = cli("prep", "meshes", tmp_path / "meshes", "--out", tmp_path / "data", "--samples", "500",
+               "--quiet")
     assert_one_line_error(proc, "no mesh could be prepared")
     assert "NaN or infinite" in proc.stdout and "too large" in proc.stdout
 

@@ -28,7 +28,8 @@ def grid_model(blend: str = "interpolate", cells: int = 2, size: int = 4, hidden
     torch.manual_seed(0)
     kw = f"{{cells: {cells}, blend: {blend}}}" if source == "grid" else \
         f"{{cells: {cells}, hidden: 16, blocks: 2, points: 64}}"
-    cfg = load_config(None, [f"model.decoder.hidden=[{hidden},{hidden},{hidden}]", "model.decoder.latent_in=[2]",
+    cfg = load_config(None,
+                      [f"model.decoder.hidden=[{hidden},{hidden},{hidden}]", "model.decoder.latent_in=[2]",
                              "model.decoder.dropout=0.0", f"model.latent.size={size}",
                              f"model.latent.source={source}", f"model.latent.kwargs={kw}", *(extra or [])])
     return cfg, build_model(3, cfg.model.decoder, cfg.model.latent, shapes)
@@ -254,8 +255,8 @@ def test_the_mesher_skips_empty_cells(fitted_spheres):
 @pytest.mark.parametrize("pool", ["max", "mean"])
 def test_grid_encoder_is_permutation_invariant(pool):
     cfg, model = grid_model(source="pointnet_grid", cells=4, size=8,
-                            extra=[f"model.latent.kwargs={{cells: 4, hidden: 16, blocks: 3, pool: {pool}, conv: 1, "
-                                   "mask_margin: 0}"])
+                            extra=[f"model.latent.kwargs={{cells: 4, hidden: 16, blocks: 3, pool: {pool}, "
+                                   "conv: 1, mask_margin: 0}"])
     pts = sphere_surface(512, np.random.default_rng(0)).astype(np.float32)
     pts = torch.from_numpy(pts[pts[:, 0] < 0])[None]  # the left sphere
     perm = pts[:, torch.randperm(pts.shape[1], generator=torch.Generator().manual_seed(1))]
@@ -304,11 +305,12 @@ def test_cli_prep_train_reconstruct_eval(prepped, tmp_path, source):
         _, cat, sid = formats.read_split(data / "splits" / "test.json")[0]
         scan = data / "scans" / cat / f"{sid}_0.ply"
         out = base / "completed.ply"
-        proc = cli("reconstruct", scan, "--run", run, "--out", out, "--resolution", "32", "--iterations", "20",
-                   check=True)
+        proc = cli("reconstruct", scan, "--run", run, "--out", out, "--resolution", "32",
+                   "--iterations", "20", check=True)
         assert "reconstruct:" in proc.stdout and len(trimesh.load(out, process=False).faces) > 0
     ev = base / "eval.json"
-    cli("eval", "--run", run, "--data", data, "--input", "scan", "--out", ev, "--resolution", "24", check=True)
+    cli("eval", "--run", run, "--data", data, "--input", "scan", "--out", ev, "--resolution", "24",
+        check=True)
     res = json.loads(ev.read_text())
     assert res["latent_source"] == source and res["summary"]["all"]["shapes"] >= 1
     assert (run / "latent_codes.safetensors").is_file()
@@ -321,7 +323,8 @@ def test_cli_bad_grid_option_is_one_line(tmp_path):
 
 
 def test_presets_load_and_are_comparable():
-    cfgs = {n: load_config(REPO / "configs" / f"scenes_{n}.yaml") for n in ("global", "latent_grid", "pointnet_grid")}
+    cfgs = {n: load_config(REPO / "configs" / f"scenes_{n}.yaml")
+            for n in ("global", "latent_grid", "pointnet_grid")}
     assert cfgs["latent_grid"].model.latent.source == "grid"
     assert cfgs["pointnet_grid"].model.latent.source == "pointnet_grid"
     assert cfgs["global"].model.latent.source == "table"
@@ -329,4 +332,5 @@ def test_presets_load_and_are_comparable():
         assert c.model.decoder == cfgs["global"].model.decoder
         assert c.model.latent.size == cfgs["global"].model.latent.size
         assert (c.train.epochs, c.train.shapes_per_batch, c.train.samples_per_shape) == (
-            cfgs["global"].train.epochs, cfgs["global"].train.shapes_per_batch, cfgs["global"].train.samples_per_shape)
+            cfgs["global"].train.epochs, cfgs["global"].train.shapes_per_batch,
+            cfgs["global"].train.samples_per_shape)

@@ -59,7 +59,8 @@ def test_a_registered_source_builds_checks_its_options_and_trains(shared_source,
         load_config(None, ["model.latent.source=shared", "model.latent.kwargs={scale: -1.0}"])
     with pytest.raises(ConfigError, match="unknown shared option 'size'"):
         load_config(None, ["model.latent.source=shared", "model.latent.kwargs={size: 3}"])
-    run = train(cfg, make_tiny_digits(tmp_path, n=8), tmp_path / "run", epochs=1, device="cpu", progress=False)
+    run = train(cfg, make_tiny_digits(tmp_path, n=8), tmp_path / "run", epochs=1, device="cpu",
+                progress=False)
     codes = run.codes()
     assert codes.shape == (6, cfg.model.latent.size)  # 6 training shapes of 8, all one code
     assert torch.count_nonzero(codes[0]) > 0 and torch.equal(codes[0], codes[-1])  # it learned, and is shared

@@ -18,7 +18,8 @@ def test_marching_cubes_sphere_area_and_orientation():
     r = 0.6
     mesh = mesh_sdf(lambda p: sphere_sdf(p, r), 96)
     assert abs(mesh.area - 4 * np.pi * r**2) / (4 * np.pi * r**2) < 0.01
-    assert abs(mesh.volume - 4 / 3 * np.pi * r**3) / (4 / 3 * np.pi * r**3) < 0.02  # positive: outward normals
+    # positive: outward normals
+    assert abs(mesh.volume - 4 / 3 * np.pi * r**3) / (4 / 3 * np.pi * r**3) < 0.02
     d = np.linalg.norm(mesh.vertices, axis=1)
     assert np.abs(d - r).max() < 2.0 / 95 * 0.1
 
@@ -65,7 +66,8 @@ def _assert_same_mesh(fn, resolution):
 def _two_shapes(p: np.ndarray) -> np.ndarray:
     from tests.helpers import box_sdf
 
-    return np.minimum(sphere_sdf(p, 0.35, (0.3, 0.1, 0.0)), box_sdf(p - np.array([-0.4, 0.0, 0.1]), (0.2, 0.3, 0.15)))
+    return np.minimum(sphere_sdf(p, 0.35, (0.3, 0.1, 0.0)),
+                      box_sdf(p - np.array([-0.4, 0.0, 0.1]), (0.2, 0.3, 0.15)))
 
 
 @pytest.mark.parametrize("resolution", [65, 96, 128])

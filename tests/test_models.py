@@ -121,7 +121,8 @@ def test_fourier_shared_code_path_equals_repeated_code():
     torch.manual_seed(0)
     dec = Decoder(32, 3, DecoderConfig(hidden=(256,) * 4, latent_in=(2,), dropout=0.0, fourier=4))
     z, x = torch.randn(3, 32), torch.rand(3, 20, 3) * 2 - 1
-    torch.testing.assert_close(dec(z[:, None], x), dec(z[:, None].expand(-1, 20, -1), x), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(dec(z[:, None], x), dec(z[:, None].expand(-1, 20, -1), x), atol=1e-6,
+                               rtol=1e-5)
 
 
 def test_fourier_decoder_fits_finer_detail_in_equal_steps():

@@ -49,8 +49,9 @@ def _cloud(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pcd_header(n: int, data: str, fields: str, size: str, kind: str, count: str) -> str:
-    return (f"# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS {fields}\nSIZE {size}\nTYPE {kind}\n"
-            f"COUNT {count}\nWIDTH {n}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\nDATA {data}\n")
+    return (f"# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS {fields}\nSIZE {size}\n"
+            f"TYPE {kind}\nCOUNT {count}\nWIDTH {n}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\n"
+            f"POINTS {n}\nDATA {data}\n")
 
 
 def write_pcd_ascii(path: Path, p: np.ndarray, nrm: np.ndarray) -> None:
@@ -99,7 +100,8 @@ def test_pcd_as_open3d_writes_it(tmp_path, kind):
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p))
     cloud.normals = o3d.utility.Vector3dVector(nrm)
     path = tmp_path / f"{kind}.pcd"
-    o3d.io.write_point_cloud(str(path), cloud, write_ascii=kind == "ascii", compressed=kind == "binary_compressed")
+    o3d.io.write_point_cloud(str(path), cloud, write_ascii=kind == "ascii",
+                             compressed=kind == "binary_compressed")
     assert f"DATA {kind}" in path.read_bytes()[:1000].decode("ascii", "replace")
     got = formats.load_points(path)
     np.testing.assert_allclose(got.points, p, atol=1e-6)
@@ -108,7 +110,8 @@ def test_pcd_as_open3d_writes_it(tmp_path, kind):
 
 def test_compressed_pcd_without_open3d_says_what_to_do(tmp_path, monkeypatch):
     path = tmp_path / "c.pcd"
-    path.write_bytes(_pcd_header(3, "binary_compressed", "x y z", "4 4 4", "F F F", "1 1 1").encode() + b"\0" * 8)
+    path.write_bytes(_pcd_header(3, "binary_compressed", "x y z", "4 4 4", "F F F", "1 1 1").encode()
+                     + b"\0" * 8)
     monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d fails
     with pytest.raises(DataError, match="binary_compressed PCD needs open3d"):
         formats.load_points(path)
@@ -119,17 +122,22 @@ BAD_PCD = {
                   "no FIELDS line"),
     "sizes": ("FIELDS x y z\nSIZE 4 4\nTYPE F F F\nWIDTH 1\nHEIGHT 1\nPOINTS 1\nDATA ascii\n1 2 3\n",
               "as many entries"),
-    "no z": ("FIELDS x y\nSIZE 4 4\nTYPE F F\nWIDTH 1\nHEIGHT 1\nPOINTS 1\nDATA ascii\n1 2\n", "needs the fields x y z"),
-    "type": ("FIELDS x y z\nSIZE 3 4 4\nTYPE F F F\nWIDTH 1\nHEIGHT 1\nPOINTS 1\nDATA ascii\n1 2 3\n", "TYPE F SIZE 3"),
+    "no z": ("FIELDS x y\nSIZE 4 4\nTYPE F F\nWIDTH 1\nHEIGHT 1\nPOINTS 1\nDATA ascii\n1 2\n",
+             "needs the fields x y z"),
+    "type": ("FIELDS x y z\nSIZE 3 4 4\nTYPE F F F\nWIDTH 1\nHEIGHT 1\nPOINTS 1\nDATA ascii\n1 2 3\n",
+             "TYPE F SIZE 3"),
     "count": ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH two\nHEIGHT 1\nPOINTS 1\nDATA ascii\n1 2 3\n",
               "must be integers"),
     "points": ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 2\nHEIGHT 1\nPOINTS 3\nDATA ascii\n1 2 3\n",
                "not WIDTH x HEIGHT"),
-    "data": ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 1\nHEIGHT 1\nPOINTS 1\nDATA lzma\n", "DATA must be"),
-    "no data line": ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 1\nHEIGHT 1\n", "ends before its DATA line"),
+    "data": ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 1\nHEIGHT 1\nPOINTS 1\nDATA lzma\n",
+             "DATA must be"),
+    "no data line": ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 1\nHEIGHT 1\n",
+                     "ends before its DATA line"),
     "rows": ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 2\nHEIGHT 1\nPOINTS 2\nDATA ascii\n1 2 3\n",
              "announces 2 points"),
-    "truncated": ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 2\nHEIGHT 1\nPOINTS 2\nDATA binary\n" + "\0" * 12,
+    "truncated": ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 2\nHEIGHT 1\nPOINTS 2\nDATA binary\n"
+                  + "\0" * 12,
                   "truncated"),
     "huge": ("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 30000000\nHEIGHT 1\nPOINTS 30000000\nDATA binary\n",
              "more than the limit"),
@@ -183,7 +191,8 @@ def test_back_projection_is_the_pinhole_convention():
     depth[22, 40] = 1500  # a pixel right of the principal point (row cy): x > 0, y = 0, z = 1.5 m
     depth[30, 31] = 2000  # below it: y > 0 (y down)
     pts = points_from_depth(depth, CAMERA)
-    np.testing.assert_allclose(pts, [[(40 - 31.5) * 1.5 / 60, 0.0, 1.5], [(31 - 31.5) * 2.0 / 60, 8 * 2.0 / 62, 2.0]])
+    np.testing.assert_allclose(pts, [[(40 - 31.5) * 1.5 / 60, 0.0, 1.5],
+                                     [(31 - 31.5) * 2.0 / 60, 8 * 2.0 / 62, 2.0]])
 
 
 def test_back_projection_matches_open3d():
@@ -229,8 +238,8 @@ def test_reconstruct_from_depth_is_the_reconstruction_of_its_point_cloud(tiny_ru
     np.save(cloud, points_from_depth(formats.load_depth_png(depth_png), CAMERA))
     cloud.with_suffix(".json").write_text(json.dumps({"camera": [0, 0, 0]}))
     a, b = tmp_path / "from_depth.ply", tmp_path / "from_cloud.ply"
-    cli("reconstruct", "--depth", depth_png, "--intrinsics", INTRINSICS, "--depth-scale", "1000", "--run", tiny_run,
-        "--out", a, "--seed", "3", check=True)
+    cli("reconstruct", "--depth", depth_png, "--intrinsics", INTRINSICS, "--depth-scale", "1000", "--run",
+        tiny_run, "--out", a, "--seed", "3", check=True)
     cli("reconstruct", cloud, "--run", tiny_run, "--out", b, "--seed", "3", "--quiet", check=True)
     ma, mb = (trimesh.load(p, process=False) for p in (a, b))
     assert len(ma.vertices) > 0
@@ -303,8 +312,10 @@ def test_progress_bars_only_when_asked_and_on_a_terminal(tiny_run, tmp_path, mon
     for name in ("", "b0-"):
         assert (tmp_path / f"{name}False.ply").read_bytes() == (tmp_path / f"{name}True.ply").read_bytes()
     # the commands' flag; a pipe is no terminal: no bar there either way
-    proc = cli("mesh", "--run", tiny_run, "--shape", "b0", "--out", tmp_path / "quiet.ply", "--quiet", check=True)
-    assert proc.stderr == "" and (tmp_path / "quiet.ply").read_bytes() == (tmp_path / "b0-True.ply").read_bytes()
+    proc = cli("mesh", "--run", tiny_run, "--shape", "b0", "--out", tmp_path / "quiet.ply", "--quiet",
+               check=True)
+    assert (proc.stderr == ""
+            and (tmp_path / "quiet.ply").read_bytes() == (tmp_path / "b0-True.ply").read_bytes())
 
 
 def test_dense_grid_in_slabs_is_the_grid_in_one_go():

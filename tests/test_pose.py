@@ -21,16 +21,18 @@ def _box(x: torch.Tensor, centre, half) -> torch.Tensor:
 
 
 class LShapes(torch.nn.Module):
-    """Codes z (2,) set the arms' lengths of an L of two boxes of different heights, with a knob on one arm; the
-    decoder seam of :mod:`deepsdf_ad.pose` (decode, code_penalty, observed_mask, latent_size)."""
+    """Codes z (2,) set the arms' lengths of an L of two boxes of different heights, with a knob on one arm;
+    the decoder seam of :mod:`deepsdf_ad.pose` (decode, code_penalty, observed_mask, latent_size)."""
 
     latent_size = 2
 
     def decode(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         z = z.to(x.dtype)[:, None, :]
         one = torch.ones_like(z[..., 0])
-        a = _box(x, x.new_tensor([0.05, -0.3, -0.1]), torch.stack([0.45 + 0.1 * z[..., 0], 0.12 * one, 0.15 * one], -1))
-        b = _box(x, x.new_tensor([-0.28, 0.1, 0.05]), torch.stack([0.12 * one, 0.28 + 0.1 * z[..., 1], 0.3 * one], -1))
+        a = _box(x, x.new_tensor([0.05, -0.3, -0.1]),
+                 torch.stack([0.45 + 0.1 * z[..., 0], 0.12 * one, 0.15 * one], -1))
+        b = _box(x, x.new_tensor([-0.28, 0.1, 0.05]),
+                 torch.stack([0.12 * one, 0.28 + 0.1 * z[..., 1], 0.3 * one], -1))
         knob = _box(x, x.new_tensor([0.35, -0.3, 0.12]), x.new_tensor([0.08, 0.08, 0.08]))
         return torch.minimum(torch.minimum(a, b), knob)
 

@@ -1,6 +1,7 @@
-"""``deepsdf-ad prep meshes`` end to end (issue 3): the data layout and its signs, resume after an interruption,
-corrupt inputs among good ones, ``--strict``, ``--scans``, ``--workers``, the DeepSDF layout round trip and
-training on it, and a few real (mostly open) ModelNet meshes when the shared data is present."""
+"""``deepsdf-ad prep meshes`` end to end (issue 3): the data layout and its signs, resume after an
+interruption, corrupt inputs among good ones, ``--strict``, ``--scans``, ``--workers``, the DeepSDF layout
+round trip and training on it, and a few real (mostly open) ModelNet meshes when the shared data is
+present."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def write_meshes(src: Path) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
         m.apply_scale(SCALE)
         m.apply_translation(SHIFT)
         if k == 2:
-            m.unmerge_vertices()  # each face with its own vertices, as in many ModelNet files: still watertight
+            # each face with its own vertices, as in many ModelNet files: still watertight
+            m.unmerge_vertices()
         (src / "box").mkdir(parents=True, exist_ok=True)
         m.export(src / "box" / f"box_{k}.off")
         truth[f"box/box_{k}"] = lambda p, h=half: box_sdf((p - SHIFT) / SCALE, h) * SCALE
@@ -221,7 +223,8 @@ def folder_with_bad_files(tmp_path) -> Path:
 def test_corrupt_files_among_good_ones(folder_with_bad_files, tmp_path):
     data = tmp_path / "data"
     # --strict: any failure is an error, one line on stderr
-    assert_one_line_error(prep(folder_with_bad_files, data, "--strict", check=False), "3 meshes failed", "--strict")
+    assert_one_line_error(prep(folder_with_bad_files, data, "--strict", check=False), "3 meshes failed",
+                          "--strict")
     # without it the run succeeds; the good meshes written by the strict run are skipped
     proc = prep(folder_with_bad_files, data, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -265,7 +268,8 @@ def test_deepsdf_layout_round_trip_and_training_on_it(prepared, tmp_path):
         assert rb.sdf == dest / "SdfSamples" / "ModelNetish" / ra.category / f"{ra.id}.npz"
         for x, y in zip(formats.load_sdf_samples(ra.sdf), formats.load_sdf_samples(rb.sdf), strict=True):
             np.testing.assert_array_equal(x, y)
-        for x, y in zip(formats.load_normalization(ra.norm), formats.load_normalization(rb.norm), strict=True):
+        for x, y in zip(formats.load_normalization(ra.norm), formats.load_normalization(rb.norm),
+                        strict=True):
             np.testing.assert_array_equal(x, y)
         assert rb.surface is not None
     # DeepSDF's split JSON as DeepSDF writes it: {dataset: {class: [ids]}}
@@ -293,7 +297,8 @@ def _small_shared_meshes(n: int) -> list[Path]:
     return picks[:n]
 
 
-@pytest.mark.skipif(not SHARED_MESHES.is_dir(), reason=f"shared ModelNet10 meshes not found at {SHARED_MESHES}")
+@pytest.mark.skipif(not SHARED_MESHES.is_dir(),
+                    reason=f"shared ModelNet10 meshes not found at {SHARED_MESHES}")
 def test_real_modelnet_meshes(tmp_path):
     src = tmp_path / "meshes"
     picks = _small_shared_meshes(3)

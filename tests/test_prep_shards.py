@@ -30,7 +30,8 @@ SAMPLES = "3000"
 def all_files(data: Path) -> dict[str, str]:
     """SHA-256 of every file of a data folder except the manifest and the shard manifests."""
     return {str(p.relative_to(data)): formats.file_sha256(p) for p in sorted(data.rglob("*"))
-            if p.is_file() and p.name != formats.MANIFEST and formats.SHARDS_DIR not in p.relative_to(data).parts}
+            if p.is_file() and p.name != formats.MANIFEST
+            and formats.SHARDS_DIR not in p.relative_to(data).parts}
 
 
 def manifest_without_timings(data: Path, drop: tuple[str, ...] = ("seconds", "cpu_seconds")) -> dict:
@@ -85,7 +86,8 @@ def test_two_concurrent_shards_and_merge_equal_one_run(meshes, unsharded, tmp_pa
         assert "prep merge" in out
     assert "shard 0/2: 3 of 3 meshes ok" in outs[0][0] and "shard 1/2: 2 of 2 meshes ok" in outs[1][0]
     assert not (data / formats.MANIFEST).exists() and not (data / formats.SPLITS_DIR).exists()
-    assert sorted(p.name for p in (data / formats.SHARDS_DIR).iterdir()) == ["shard-0-of-2.json", "shard-1-of-2.json"]
+    assert (sorted(p.name for p in (data / formats.SHARDS_DIR).iterdir())
+            == ["shard-0-of-2.json", "shard-1-of-2.json"])
 
     proc = cli("prep", "merge", data, "--quiet", check=True)
     assert "prep merge: 5 of 5 meshes ok, 0 failed" in proc.stdout
@@ -194,7 +196,8 @@ def test_killed_then_rerun_digits_with_other_parameters_never_mix(tmp_path, monk
     images, labels = synthetic_digits(6)
     write_idx(idx / "syn-images-idx3-ubyte", images)
     write_idx(idx / "syn-labels-idx1-ubyte", labels)
-    a, b = DigitSamplingConfig(samples=256, contour_points=50), DigitSamplingConfig(samples=300, contour_points=50)
+    a, b = (DigitSamplingConfig(samples=256, contour_points=50),
+            DigitSamplingConfig(samples=300, contour_points=50))
     ref = tmp_path / "ref"
     prep_digits(idx, ref, a, progress=False)
     data = tmp_path / "data"
@@ -218,4 +221,5 @@ def test_killed_then_rerun_digits_with_other_parameters_never_mix(tmp_path, monk
     m = prep_digits(idx, data, a, progress=False)  # back to A: everything is redone, nothing mixed
     assert m["summary"]["skipped_unchanged"] == 0
     assert all_files(data) == all_files(ref)
-    assert np.array_equal(*(formats.load_sdf_samples(d / "sdf" / "0" / "syn-00000.npz")[0] for d in (data, ref)))
+    assert np.array_equal(*(formats.load_sdf_samples(d / "sdf" / "0" / "syn-00000.npz")[0]
+                            for d in (data, ref)))

@@ -26,7 +26,8 @@ def _points(gen: torch.Generator, radius: float, n: int) -> torch.Tensor:
 def spheres():
     """A tiny decoder with one code per sphere radius, trained until it knows all three."""
     cfg, model = tiny_model(len(RADII), latent=4, extra=["reconstruct.samples=1000", "reconstruct.lr=2e-2",
-                                                          "reconstruct.init=random", "reconstruct.code_reg=0"])
+                                                          "reconstruct.init=random",
+                                                          "reconstruct.code_reg=0"])
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(400):
@@ -58,7 +59,8 @@ def test_fitted_code_reproduces_the_shape(spheres):
         pred = model.decode(code, x)[0].numpy()
     truth = obs.lo[:2000]
     near = np.abs(truth) < 0.05
-    assert (np.sign(pred[near & (np.abs(truth) > 0.01)]) == np.sign(truth[near & (np.abs(truth) > 0.01)])).mean() > 0.95
+    assert (np.sign(pred[near & (np.abs(truth) > 0.01)])
+            == np.sign(truth[near & (np.abs(truth) > 0.01)])).mean() > 0.95
 
 
 def test_plateau_schedule_stops_early_at_the_same_loss(spheres):
@@ -103,7 +105,8 @@ def test_best_start_is_the_candidate_that_explains_the_observations(spheres):
     table = model.latent.all_codes().detach()
     candidates = torch.cat([table[[0, 2]], 5 * torch.ones(1, table.shape[1]), table[[1]]])
     rc = dataclasses.replace(cfg.reconstruct, init="best", iterations=0)
-    codes, losses = optimise_codes(model, [obs, obs], rc, 0.1, torch.device("cpu"), seed=0, candidates=candidates)
+    codes, losses = optimise_codes(model, [obs, obs], rc, 0.1, torch.device("cpu"), seed=0,
+                                   candidates=candidates)
     assert losses == []
     torch.testing.assert_close(codes, table[[1, 1]])
     # without candidates (an autoencoder run, say) it starts as configured: random, not a table row
@@ -155,12 +158,14 @@ def test_restarts_go_on_from_the_start_with_the_lowest_loss(spheres):
     best start's: lower than the given (bad) start's alone, and each shape keeps a start of its own group."""
     cfg, model, obs = spheres
     table = model.latent.all_codes().detach()
-    rc = dataclasses.replace(cfg.reconstruct, init="random", lr=0.0, iterations=12, restart_at=0.5, init_std=0.5)
+    rc = dataclasses.replace(cfg.reconstruct, init="random", lr=0.0, iterations=12, restart_at=0.5,
+                             init_std=0.5)
     start = table[[0]]  # the smallest sphere's code, for observations of the middle one
     # the starts: the given one, then perturbed copies (the same seeded draw as optimise_codes makes)
     noise = torch.randn(4, model.latent_size, generator=torch.Generator().manual_seed(0)) * rc.init_std
     starts = start + noise * (torch.arange(4) != 0).unsqueeze(1)
-    alone = [optimise_codes(model, [obs], rc, 0.1, torch.device("cpu"), init=s[None], seed=0)[1][-1] for s in starts]
+    alone = [optimise_codes(model, [obs], rc, 0.1, torch.device("cpu"), init=s[None], seed=0)[1][-1]
+             for s in starts]
     rc4 = dataclasses.replace(rc, restarts=4)
     codes, losses = optimise_codes(model, [obs], rc4, 0.1, torch.device("cpu"), init=start, seed=0)
     best = int(np.argmin(alone))
@@ -169,11 +174,12 @@ def test_restarts_go_on_from_the_start_with_the_lowest_loss(spheres):
     assert losses[-1] == pytest.approx(alone[best], rel=0.05)
     # two shapes: one batch of 2 x 4 starts, narrowed to 2 codes; a shape that starts at its own code keeps it
     table = model.latent.all_codes().detach()
-    codes, _ = optimise_codes(model, [obs, obs], rc4, 0.1, torch.device("cpu"), init=torch.cat([start, table[[1]]]),
-                              seed=0)
+    codes, _ = optimise_codes(model, [obs, obs], rc4, 0.1, torch.device("cpu"),
+                              init=torch.cat([start, table[[1]]]), seed=0)
     assert codes.shape == (2, model.latent_size)
     torch.testing.assert_close(codes[1], table[1])
-    # with init: best, the starts are the best probe candidates, and without steps the best of them is returned
+    # with init: best, the starts are the best probe candidates, and without steps the best of
+    # them is returned
     rcb = dataclasses.replace(rc4, init="best", iterations=0)
     candidates = torch.cat([table[[0, 2]], 5 * torch.ones(1, table.shape[1]), table[[1]]])
     codes, _ = optimise_codes(model, [obs], rcb, 0.1, torch.device("cpu"), seed=0, candidates=candidates)

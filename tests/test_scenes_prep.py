@@ -1,6 +1,6 @@
-"""``deepsdf-ad prep scenes`` (issue 8, data side): composition never overlaps and rests on the floor, signs on
-composed scenes match analytic truth, determinism by seed, held-out scenes hold held-out meshes, the data layout
-through the real CLI (and ``train`` on it), resume, and one-line errors."""
+"""``deepsdf-ad prep scenes`` (issue 8, data side): composition never overlaps and rests on the floor, signs
+on composed scenes match analytic truth, determinism by seed, held-out scenes hold held-out meshes, the data
+layout through the real CLI (and ``train`` on it), resume, and one-line errors."""
 
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def polygon_distance(a: np.ndarray, b: np.ndarray) -> float:
             or any(segments_cross(*e, *f) for e in ea for f in eb)):
         return 0.0
     # apart: the closest pair of points involves a vertex of one and an edge of the other
-    return min([segment_distance(p, *e) for p in a for e in eb] + [segment_distance(p, *e) for p in b for e in ea])
+    return min([segment_distance(p, *e) for p in a for e in eb]
+               + [segment_distance(p, *e) for p in b for e in ea])
 
 
 # ---- footprints and placement, without meshes --------------------------------------------------
@@ -113,7 +114,8 @@ def test_composition_never_overlaps_and_stays_in_the_room(seed, room, gap, lo, e
         for q in placed[i + 1:]:
             assert polygon_distance(fp, q.footprint()) >= gap_units - 1e-9
         # the transform puts the normalised box's bottom on the floor and its corners on the footprint
-        box = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]) * 0.5 * np.asarray(p.source.extent)
+        box = (np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
+               * 0.5 * np.asarray(p.source.extent))
         moved = box @ p.transform()[:3, :3].T + p.transform()[:3, 3]
         assert np.isclose(moved[:, 2].min(), FLOOR_Z) and moved[:, 2].max() <= 0.9 + 1e-9
         assert min(np.linalg.norm(fp - c, axis=1).min() for c in moved[:, :2]) < 1e-9
@@ -177,16 +179,18 @@ def test_placed_meshes_rest_on_the_floor_apart(src):
 
 
 def test_signs_on_a_composed_scene_of_boxes_match_the_truth(tmp_path):
-    """Boxes normalised, scaled, turned and placed: every sample's sign and distance against the analytic union."""
+    """Boxes normalised, scaled, turned and placed: every sample's sign and distance against the analytic
+    union."""
     write_boxes(tmp_path / "src")
-    m = prep_scenes(tmp_path / "src", tmp_path / "data", tiny_cfg(scenes=2, objects=(3, 3), test_fraction=0.0),
-                    progress=False)
+    m = prep_scenes(tmp_path / "src", tmp_path / "data",
+                    tiny_cfg(scenes=2, objects=(3, 3), test_fraction=0.0), progress=False)
     for rec in m["meshes"]:
         pos, neg = formats.load_sdf_samples(tmp_path / "data" / "sdf" / "scene" / f"{rec['id']}.npz")
         s = np.concatenate([pos, neg])
         truth = np.full(len(s), np.inf)
         for o in rec["objects"]:
-            c, h, yaw = np.asarray(o["obb"]["center"]), np.asarray(o["obb"]["half_extents"]), np.radians(o["obb"]["yaw_deg"])
+            c, h, yaw = (np.asarray(o["obb"]["center"]), np.asarray(o["obb"]["half_extents"]),
+                         np.radians(o["obb"]["yaw_deg"]))
             rot = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
             truth = np.minimum(truth, box_sdf((s[:, :3] - c) @ rot, h))
         # the union's exact sdf equals min over boxes outside; inside (one box) it is that box's sdf
@@ -221,7 +225,8 @@ def test_cli_writes_the_scene_layout(prepared):
         offset, scale = formats.load_normalization(ref.norm)
         assert np.all(offset == 0) and scale == 1.0
         mesh = trimesh.load(data / "scene_meshes" / f"{ref.id}.ply", force="mesh")
-        assert np.isclose(mesh.vertices[:, 2].min(), FLOOR_Z, atol=1e-6) and np.abs(mesh.vertices).max() <= 1.0
+        assert (np.isclose(mesh.vertices[:, 2].min(), FLOOR_Z, atol=1e-6)
+                and np.abs(mesh.vertices).max() <= 1.0)
         info = formats.load_scene_info(data / "scene_meshes" / f"{ref.id}.json")
         assert 2 <= len(info["objects"]) <= 3 and info["frame"]["up"] == "+z"
         assert all(Path(o["file"]).is_file() and len(o["bbox"]) == 2 for o in info["objects"])
@@ -238,7 +243,8 @@ def test_cli_writes_the_scene_layout(prepared):
 
 def test_held_out_scenes_are_made_of_held_out_meshes(prepared):
     m = prepared["manifest"]
-    objs = {s: {o["file"] for r in m["meshes"] if r["split"] == s for o in r["objects"]} for s in ("train", "test")}
+    objs = {s: {o["file"] for r in m["meshes"] if r["split"] == s for o in r["objects"]}
+            for s in ("train", "test")}
     assert objs["train"] and objs["test"] and not objs["train"] & objs["test"]
     split_of = {(c, i): s for s in ("train", "test") for c, ids in m["source_split"][s].items() for i in ids}
     for r in m["meshes"]:
@@ -251,10 +257,11 @@ def test_rerun_skips_and_redoes_only_what_changed(prepared, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(prepared["data"], data)
     src = prepared["manifest"]["source"]
-    before = {p: formats.file_sha256(p) for p in data.rglob("*") if p.is_file() and p.name != formats.MANIFEST}
+    before = {p: formats.file_sha256(p)
+              for p in data.rglob("*") if p.is_file() and p.name != formats.MANIFEST}
     (data / "sdf" / "scene" / "train_0001.npz").unlink()
-    proc = prep(Path(src), data, "--scenes", "4", "--objects", "2-3", "--scans", "2", "--test-fraction", "0.25",
-                "--room-size", "3")
+    proc = prep(Path(src), data, "--scenes", "4", "--objects", "2-3", "--scans", "2",
+                "--test-fraction", "0.25", "--room-size", "3")
     assert "(3 unchanged, skipped)" in proc.stdout
     after = {p: formats.file_sha256(p) for p in data.rglob("*") if p.is_file() and p.name != formats.MANIFEST}
     assert after == before  # the redone scene came out byte-identical: the seed fixes everything
@@ -279,21 +286,23 @@ def test_more_scenes_keep_the_old_ones_fewer_delete_the_dropped(prepared, tmp_pa
 
 
 def test_same_seed_same_bytes_other_seed_other_scenes(src, prepared, tmp_path):
-    prep(src, tmp_path / "again", "--scenes", "4", "--objects", "2-3", "--scans", "2", "--test-fraction", "0.25",
-         "--room-size", "3")
+    prep(src, tmp_path / "again", "--scenes", "4", "--objects", "2-3", "--scans", "2",
+         "--test-fraction", "0.25", "--room-size", "3")
     for p in (prepared["data"] / "sdf" / "scene").iterdir():
         assert formats.file_sha256(tmp_path / "again" / "sdf" / "scene" / p.name) == formats.file_sha256(p)
-    other = prep_scenes(src, tmp_path / "other", tiny_cfg(scenes=1, objects=(2, 3), test_fraction=0.0, room_size=3.0,
+    other = prep_scenes(src, tmp_path / "other",
+                        tiny_cfg(scenes=1, objects=(2, 3), test_fraction=0.0, room_size=3.0,
                                                           seed=1), progress=False)
     first = {r["id"]: r for r in prepared["manifest"]["meshes"]}["train_0000"]
-    assert [o["transform"] for o in other["meshes"][0]["objects"]] != [o["transform"] for o in first["objects"]]
+    assert ([o["transform"] for o in other["meshes"][0]["objects"]]
+            != [o["transform"] for o in first["objects"]])
 
 
 def test_train_runs_on_scene_data_unchanged(prepared, tmp_path):
     from tests.helpers import REPO
 
-    proc = cli("train", "--config", REPO / "configs" / "shapes_small.yaml", "--data", prepared["data"], "--out",
-               tmp_path / "run", "--epochs", "1", "--quiet", "--device", "cpu", *SETS, check=True)
+    proc = cli("train", "--config", REPO / "configs" / "shapes_small.yaml", "--data", prepared["data"],
+               "--out", tmp_path / "run", "--epochs", "1", "--quiet", "--device", "cpu", *SETS, check=True)
     assert "train: 1 epochs" in proc.stdout
     shapes = json.loads((tmp_path / "run" / "shapes.json").read_text())
     assert "scene/train_0000" in json.dumps(shapes)
@@ -313,11 +322,14 @@ def test_one_line_errors(src, prepared, tmp_path):
                           "fewer than --objects maximum 5")
     data = tmp_path / "d2"
     shutil.copytree(prepared["data"], data)  # its screening of the meshes is reused: only the room changes
-    assert_one_line_error(prep(src, data, "--scenes", "2", "--objects", "4", "--room-size", "0.5", check=False),
+    assert_one_line_error(prep(src, data, "--scenes", "2", "--objects", "4", "--room-size", "0.5",
+                               check=False),
                           "cannot place 4 objects", "--room-size")
-    kept = json.loads((data / formats.MANIFEST).read_text())  # the screening and the earlier scenes survive the error
+    # the screening and the earlier scenes survive the error
+    kept = json.loads((data / formats.MANIFEST).read_text())
     assert len(kept["sources"]) == 15 and kept["meshes"] == prepared["manifest"]["meshes"]
-    assert_one_line_error(prep(src, tmp_path / "d3", "--scenes", "2", "--objects", "5-2", check=False), "--objects")
+    assert_one_line_error(prep(src, tmp_path / "d3", "--scenes", "2", "--objects", "5-2", check=False),
+                          "--objects")
     for bad in ("x", "0-3", "1-2-3", "3-"):
         with pytest.raises(Exception, match="range like 2-5|1 <= MIN <= MAX"):
             _objects_range(bad)

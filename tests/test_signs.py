@@ -18,7 +18,8 @@ from deepsdf_ad.data_prep.meshes import (
 from tests.helpers import box_sdf, sphere_sdf
 
 HALF = (0.4, 0.3, 0.2)
-TARGET = 0.995  # share of near-surface samples with the right sign (docs/benchmarks.md: 99.5% on closed and opened meshes)
+# share of near-surface samples with the right sign (docs/benchmarks.md: 99.5% on closed and opened meshes)
+TARGET = 0.995
 
 
 def box_mesh() -> trimesh.Trimesh:
@@ -152,7 +153,8 @@ def test_sample_distribution_proportions():
     d = np.abs(SignedDistance(mesh).unsigned(q[:n_near]))
     half = n_near - n_near // 2
     ratio = np.median(d[:half]) / np.median(d[half:])
-    assert abs(ratio - np.sqrt(10)) < 0.4  # variances 0.005 and 0.0005: standard deviations differ by sqrt(10)
+    # variances 0.005 and 0.0005: standard deviations differ by sqrt(10)
+    assert abs(ratio - np.sqrt(10)) < 0.4
     cfg2 = SamplingConfig(samples=10_000, variances=(0.01, 0.001), uniform_fraction=0.5)
     assert near_surface_count(cfg2) == 5000
 

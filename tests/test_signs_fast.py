@@ -69,8 +69,8 @@ def test_fast_sign_equals_winding_number_sign(name):
 
 
 def test_closest_face_side_is_known_off_edges_only():
-    """``closest``: exact distance, and the side of the (oriented) closest face: -1 inside, +1 outside, 0 where
-    the closest point is on an edge or corner (the side of one face says nothing there)."""
+    """``closest``: exact distance, and the side of the (oriented) closest face: -1 inside, +1 outside, 0
+    where the closest point is on an edge or corner (the side of one face says nothing there)."""
     box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
     box.faces = box.faces[:, ::-1]  # inward-wound input: the sign mesh is turned outward, the side follows it
     sd = SignedDistance(box)

@@ -23,9 +23,10 @@ from tests.helpers import REPO
 from tests.test_autoencoder import make_tiny_digits
 
 PRESET = REPO / "configs" / "digits_autodecoder.yaml"
-TINY_FAULTS = ["model.decoder.hidden=[32,32,32,32]", "model.decoder.latent_in=[2]", "model.decoder.dropout=0.1",
-               "model.latent.size=8", "train.shapes_per_batch=3", "train.samples_per_shape=512",
-               "train.checkpoint_every=3", "train.keep_checkpoints=2", "train.code_reg_rampup=4"]
+TINY_FAULTS = ["model.decoder.hidden=[32,32,32,32]", "model.decoder.latent_in=[2]",
+               "model.decoder.dropout=0.1", "model.latent.size=8", "train.shapes_per_batch=3",
+               "train.samples_per_shape=512", "train.checkpoint_every=3", "train.keep_checkpoints=2",
+               "train.code_reg_rampup=4"]
 
 
 KILLS = 2  # each restart costs a process start (seconds); two kills at random moments suffice
@@ -38,8 +39,8 @@ def digits(tmp_path_factory):
 
 def train_cmd(data, out, epochs: int) -> list[str]:
     sets = [a for kv in TINY_FAULTS for a in ("--set", kv)]
-    return [sys.executable, "-m", "deepsdf_ad", "train", "--config", str(PRESET), "--data", str(data), "--out",
-            str(out), "--epochs", str(epochs), "--quiet", "--device", "cpu", *sets]
+    return [sys.executable, "-m", "deepsdf_ad", "train", "--config", str(PRESET), "--data", str(data),
+            "--out", str(out), "--epochs", str(epochs), "--quiet", "--device", "cpu", *sets]
 
 
 def final_state(out, epoch: int) -> dict[str, torch.Tensor]:
@@ -61,7 +62,8 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(digi
                                 stderr=subprocess.PIPE, text=True)
         if kills < KILLS:
             # wait for a checkpoint newer than the last one seen, then kill -9 at a random moment after it
-            while proc.poll() is None and max((c["epoch"] for c in Run(killed).checkpoints()), default=0) <= seen:
+            while (proc.poll() is None
+                   and max((c["epoch"] for c in Run(killed).checkpoints()), default=0) <= seen):
                 time.sleep(0.005)
             time.sleep(rng.uniform(0.0, 0.15))
         if proc.poll() is None and kills < KILLS:
@@ -110,7 +112,8 @@ def lose_sidecar(path):
     path.with_suffix(".json").unlink()  # killed between the checkpoint's rename and its sidecar
 
 
-@pytest.mark.parametrize("damage, needle", [(corrupt_truncate, "checksum mismatch"), (corrupt_flip, "checksum mismatch"),
+@pytest.mark.parametrize("damage, needle",
+                         [(corrupt_truncate, "checksum mismatch"), (corrupt_flip, "checksum mismatch"),
                                             (corrupt_sidecar, "no readable checksum sidecar"),
                                             (lose_sidecar, "no readable checksum sidecar")])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(digits, tmp_path, capsys, damage, needle):
@@ -171,13 +174,15 @@ def test_cosine_learning_rates_follow_half_a_cosine_and_survive_a_resume(digits,
     cfg = load_config(PRESET, sets)
     train(cfg, digits, tmp_path / "run", device="cpu", progress=False)
     first = Run(tmp_path / "run").metrics()
-    for f in (tmp_path / "run" / "checkpoints").glob("epoch_000006.*"):  # as if killed before epoch 6's checkpoint
+    # as if killed before epoch 6's checkpoint
+    for f in (tmp_path / "run" / "checkpoints").glob("epoch_000006.*"):
         f.unlink()
     train(cfg, digits, tmp_path / "run", device="cpu", progress=False)  # resumes at epoch 3
     rows = Run(tmp_path / "run").metrics()
     assert len(rows) == 6 and [r["lr_decoder"] for r in rows] == [r["lr_decoder"] for r in first]
     for e, r in enumerate(rows):
-        for key, initial in (("lr_decoder", cfg.train.lr_decoder.initial), ("lr_latent", cfg.train.lr_latent.initial)):
+        for key, initial in (("lr_decoder", cfg.train.lr_decoder.initial),
+                             ("lr_latent", cfg.train.lr_latent.initial)):
             want = initial * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * e / 6)))
             assert r[key] == pytest.approx(want, rel=1e-9)
     assert rows[-1]["lr_decoder"] < 0.1 * rows[0]["lr_decoder"]
@@ -187,19 +192,20 @@ def test_cosine_learning_rates_follow_half_a_cosine_and_survive_a_resume(digits,
 
 @pytest.mark.parametrize("source", ["table", "pointnet"])
 def test_a_step_split_into_parts_trains_the_same_model(digits, tmp_path, source):
-    """``train.batch_split``: the parts' gradients add up to the whole batch's, so the weights, codes (or encoder)
-    and losses match the unsplit run (no dropout, fp32). Batches of 3 shapes (the last of 2) in 2 and 3 parts of
-    shapes, and in 6 (each shape's samples halved too)."""
+    """``train.batch_split``: the parts' gradients add up to the whole batch's, so the weights, codes (or
+    encoder) and losses match the unsplit run (no dropout, fp32). Batches of 3 shapes (the last of 2) in 2 and
+    3 parts of shapes, and in 6 (each shape's samples halved too)."""
     sets = TINY_FAULTS + ["model.decoder.dropout=0.0", "train.precision=fp32", "train.epochs=3"]
     if source == "pointnet":
         sets += ["model.latent.source=pointnet", "model.latent.max_norm=null",
                  "model.latent.kwargs={hidden: 16, blocks: 2, points: 64, noise: 0.01, partial: 0.5}"]
-    whole = train(load_config(PRESET, sets + ["train.batch_split=1"]), digits, tmp_path / "whole", device="cpu",
-                  progress=False)
+    whole = train(load_config(PRESET, sets + ["train.batch_split=1"]), digits, tmp_path / "whole",
+                  device="cpu", progress=False)
     for parts in (2, 3, 6):
-        split = train(load_config(PRESET, sets + [f"train.batch_split={parts}"]), digits, tmp_path / f"split{parts}",
-                      device="cpu", progress=False)
-        assert [r["loss"] for r in split.metrics()] == pytest.approx([r["loss"] for r in whole.metrics()], rel=1e-5)
+        split = train(load_config(PRESET, sets + [f"train.batch_split={parts}"]), digits,
+                      tmp_path / f"split{parts}", device="cpu", progress=False)
+        assert ([r["loss"] for r in split.metrics()]
+                == pytest.approx([r["loss"] for r in whole.metrics()], rel=1e-5))
         a, b = final_state(whole.path, 3), final_state(split.path, 3)
         for k in a:
             torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=lambda m, k=k: f"{k}: {m}")

@@ -53,7 +53,8 @@ def test_pickle_checkpoint_is_refused_and_never_run(run, tmp_path):
     shutil.copytree(run, bad_run)
     sidecars = sorted((bad_run / CHECKPOINTS).glob("epoch_*.json"))
     assert sidecars
-    for side in sidecars:  # each checkpoint's sidecar holds its checksum: update it so the file is really opened
+    # each checkpoint's sidecar holds its checksum: update it so the file is really opened
+    for side in sidecars:
         entry = json.loads(side.read_text())
         shutil.copy(evil, bad_run / CHECKPOINTS / entry["file"])
         entry["sha256"] = formats.file_sha256(evil)
@@ -96,7 +97,8 @@ def test_pickle_npz_and_npy_are_refused_and_never_run(run, tmp_path):
 
     partial = tmp_path / "p.xyz"
     partial.write_text("".join(f"{x} {y} {z}\n" for x, y, z in np.random.default_rng(0).normal(size=(50, 3))))
-    assert_one_line_error(cli("reconstruct", partial, "--run", run, "--norm", evil_npz, "--out", tmp_path / "o.ply"),
+    assert_one_line_error(cli("reconstruct", partial, "--run", run, "--norm", evil_npz, "--out",
+                              tmp_path / "o.ply"),
                           "norm.npz", "pickled objects, which are refused")
     assert_one_line_error(cli("reconstruct", evil_npy, "--run", run, "--out", tmp_path / "o.ply"),
                           "points.npy", "pickled")

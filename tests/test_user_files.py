@@ -128,8 +128,10 @@ def test_an_empty_config_file_is_refused(tmp_path):
 
 def test_flags_out_of_range_and_suffixes_that_do_not_match(tmp_path):
     mesh = _box(tmp_path / "m.ply")
-    assert_one_line_error(cli("scan", mesh, "--out", tmp_path / "p.ply", "--seed", "-1"), "--seed", "between 0")
-    assert_one_line_error(cli("train", "--config", "c.yaml", "--data", "d", "--out", "r", "--seeds", "0", "4294967296"),
+    assert_one_line_error(cli("scan", mesh, "--out", tmp_path / "p.ply", "--seed", "-1"),
+                          "--seed", "between 0")
+    assert_one_line_error(cli("train", "--config", "c.yaml", "--data", "d", "--out", "r", "--seeds", "0",
+                              "4294967296"),
                           "--seeds", "between 0")
     proc = cli("scan", mesh, "--out", tmp_path / "x.off")
     assert_one_line_error(proc, "x.off", "must end in .ply")
@@ -178,7 +180,8 @@ def _copy_run(run: Path, to: Path) -> Path:
 def _tiny_sets(*extra: str) -> list[str]:
     from tests.helpers import TINY
 
-    return [a for kv in [*TINY, "mesh.resolution=16", "reconstruct.iterations=3", *extra] for a in ("--set", kv)]
+    return [a for kv in [*TINY, "mesh.resolution=16", "reconstruct.iterations=3", *extra]
+            for a in ("--set", kv)]
 
 
 def test_resume_with_another_config_is_refused_with_the_differences(tiny_run, tmp_path):
@@ -186,9 +189,11 @@ def test_resume_with_another_config_is_refused_with_the_differences(tiny_run, tm
 
     run = _copy_run(tiny_run, tmp_path / "run")
     before = (run / "metrics.jsonl").read_text()
-    proc = cli("train", "--config", REPO / "configs" / "shapes_small.yaml", "--data", tiny_run.parent / "data",
-               "--out", run, "--quiet", "--device", "cpu", *_tiny_sets("train.clamp=0.2", "train.seed=3"))
-    assert_one_line_error(proc, "started with another config", "train.clamp: 0.1 -> 0.2", "train.seed: 0 -> 3")
+    proc = cli("train", "--config", REPO / "configs" / "shapes_small.yaml", "--data",
+               tiny_run.parent / "data", "--out", run, "--quiet", "--device", "cpu",
+               *_tiny_sets("train.clamp=0.2", "train.seed=3"))
+    assert_one_line_error(proc, "started with another config", "train.clamp: 0.1 -> 0.2",
+                          "train.seed: 0 -> 3")
     assert (run / "metrics.jsonl").read_text() == before
 
 
@@ -198,12 +203,13 @@ def test_a_resume_that_ignores_the_configs_epochs_says_so(tiny_run, tmp_path, ca
     from tests.helpers import REPO, TINY
 
     run = _copy_run(tiny_run, tmp_path / "run")  # trained with --epochs 1; the preset says 300
-    cfg = load_config(REPO / "configs" / "shapes_small.yaml", TINY + ["mesh.resolution=16", "reconstruct.iterations=3"])
+    cfg = load_config(REPO / "configs" / "shapes_small.yaml",
+                      TINY + ["mesh.resolution=16", "reconstruct.iterations=3"])
     capsys.readouterr()
     train(cfg, tiny_run.parent / "data", run, device="cpu", progress=False)
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"deepsdf-ad: note: {run}: resumes with its own train.epochs (1), not 300; pass --epochs N to "
-                   "change it"], err
+    assert err == [f"deepsdf-ad: note: {run}: resumes with its own train.epochs (1), not 300; pass --epochs "
+                   "N to change it"], err
 
 
 def test_a_run_whose_checkpoints_were_deleted_needs_restart(tiny_run, tmp_path):
@@ -243,7 +249,8 @@ def test_train_and_prep_refuse_a_folder_that_is_not_ours(tmp_path):
 
     run = tmp_path / "mine"
     before = _users_folder(run, "config.yaml", "shapes.json", "checkpoints/.tmp-notes.txt")
-    proc = cli("train", "--config", REPO / "configs" / "shapes_small.yaml", "--data", tmp_path / "data", "--out", run)
+    proc = cli("train", "--config", REPO / "configs" / "shapes_small.yaml", "--data", tmp_path / "data",
+               "--out", run)
     assert_one_line_error(proc, str(run), "not made by deepsdf-ad train", "--force")
     data = tmp_path / "project"
     before_data = _users_folder(data, "manifest.json", "splits/train.json", "sdf/.tmp-draft.txt")
@@ -251,7 +258,8 @@ def test_train_and_prep_refuse_a_folder_that_is_not_ours(tmp_path):
     assert_one_line_error(proc, str(data), "not made by deepsdf-ad prep")
     for folder, files in ((run, before), (data, before_data)):
         assert {n: (folder / n).read_text() for n in files} == files
-        assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(n for n in files if "/" not in n)
+        assert (sorted(p.name for p in folder.iterdir() if p.is_file())
+                == sorted(n for n in files if "/" not in n))
 
 
 def test_ownership_marker_legacy_folders_and_force(tmp_path):
@@ -380,7 +388,8 @@ def test_sigterm_to_prep_ends_its_workers(tmp_path):
 
     write_family(tmp_path / "meshes", per_family=2, seed=0)
     proc = subprocess.Popen([sys.executable, "-m", "deepsdf_ad", "prep", "meshes", str(tmp_path / "meshes"),
-                             "--out", str(tmp_path / "data"), "--workers", "2", "--samples", "400000", "--quiet"],
+                             "--out", str(tmp_path / "data"), "--workers", "2", "--samples", "400000",
+                             "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
@@ -438,13 +447,14 @@ def test_reconstruct_says_when_the_scan_is_not_explained(tiny_run, tmp_path, cap
     scan = _cloud(tmp_path / "far.ply")
     header = ("ply\nformat binary_little_endian 1.0\nelement vertex 300\n"
               "property float x\nproperty float y\nproperty float z\nend_header\n")
-    scan.write_bytes(header.encode() + (0.97 * d / np.linalg.norm(d, axis=1, keepdims=True)).astype("<f4").tobytes())
+    scan.write_bytes(header.encode()
+                     + (0.97 * d / np.linalg.norm(d, axis=1, keepdims=True)).astype("<f4").tobytes())
     scan.with_suffix(".json").write_text(json.dumps({"normalization": {"offset": [0, 0, 0], "scale": 1.0}}))
     with contextlib.suppress(DataError):  # the code found may not even give a surface
         reconstruct_file(tiny_run, scan, tmp_path / "out.ply", device="cpu")
     err = capfd.readouterr().err
-    assert re.search(r"deepsdf-ad: warning: \S*far\.ply: after the optimisation \d+% of the observed points are "
-                     r"still predicted at the clamp \(\|sdf\| >= 0\.1\)", err), err
+    assert re.search(r"deepsdf-ad: warning: \S*far\.ply: after the optimisation \d+% of the observed points "
+                     r"are still predicted at the clamp \(\|sdf\| >= 0\.1\)", err), err
 
 
 # ---- a full disk, a read-only place, a file where a folder should be ------------------------------------

@@ -36,8 +36,8 @@ def sphere_file(tmp_path_factory) -> Path:
 def test_screenshot_of_a_sphere(sphere_file, tmp_path, renderer, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     out = tmp_path / "sphere.png"
-    assert main(["view", str(sphere_file), "--screenshot", str(out), "--size", "160x120", "--renderer", renderer,
-                 "--azimuth", "45", "--elevation", "10"]) == 0
+    assert main(["view", str(sphere_file), "--screenshot", str(out), "--size", "160x120", "--renderer",
+                 renderer, "--azimuth", "45", "--elevation", "10"]) == 0
     img = np.asarray(Image.open(out).convert("RGB"))
     assert img.shape == (120, 160, 3)
     fg = _foreground(img)
@@ -147,11 +147,12 @@ def tiny_run(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("vizrun")
     write_family(root / "src", families=("bottle",), per_family=3, seed=1)
-    prep_meshes(root / "src", root / "data", PrepConfig(SamplingConfig(samples=3000), test_fraction=0.34, seed=0),
-                progress=False)
+    prep_meshes(root / "src", root / "data",
+                PrepConfig(SamplingConfig(samples=3000), test_fraction=0.34, seed=0), progress=False)
     cfg = load_config(Path(__file__).parents[1] / "configs" / "shapes_small.yaml",
-                      ["model.decoder.hidden=[32,32,32,32,32,32]", "model.latent.size=8", "train.shapes_per_batch=2",
-                       "train.samples_per_shape=512", "train.checkpoint_every=3", "mesh.resolution=32"])
+                      ["model.decoder.hidden=[32,32,32,32,32,32]", "model.latent.size=8",
+                       "train.shapes_per_batch=2", "train.samples_per_shape=512", "train.checkpoint_every=3",
+                       "mesh.resolution=32"])
     train(cfg, root / "data", root / "run", epochs=3, device="cpu", progress=False)
     return root / "run"
 
@@ -159,13 +160,14 @@ def tiny_run(tmp_path_factory) -> Path:
 def test_slice_and_plot_commands_on_a_run(tiny_run, tmp_path, capsys):
     keys = json.loads((tiny_run / "shapes.json").read_text())["keys"]
     out = tmp_path / "slice.png"
-    assert main(["slice", "--run", str(tiny_run), "--shape", keys[0], "--axis", "y", "--at", "0.1", "--out", str(out),
-                 "--resolution", "32", "--device", "cpu"]) == 0
+    assert main(["slice", "--run", str(tiny_run), "--shape", keys[0], "--axis", "y", "--at", "0.1", "--out",
+                 str(out), "--resolution", "32", "--device", "cpu"]) == 0
     assert Image.open(out).size[0] > 100
     other = tmp_path / "other"  # a second run: only its metrics matter to plot
     other.mkdir()
     (other / "metrics.jsonl").write_text("".join(
-        json.dumps({"epoch": e, "loss": 1.0 / e, "sdf_loss": 0.9 / e, "lr_decoder": 1e-3, "lr_latent": 2e-3}) + "\n"
+        json.dumps({"epoch": e, "loss": 1.0 / e, "sdf_loss": 0.9 / e, "lr_decoder": 1e-3,
+                    "lr_latent": 2e-3}) + "\n"
         for e in range(1, 6)))
     plot = tmp_path / "curves.png"
     assert main(["plot", str(tiny_run), str(other), "--out", str(plot)]) == 0
@@ -178,8 +180,8 @@ def test_view_a_run_shape(tiny_run, tmp_path, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     keys = json.loads((tiny_run / "shapes.json").read_text())["keys"]
     out = tmp_path / "shape.png"
-    rc = main(["view", "--run", str(tiny_run), "--shape", keys[0], "--screenshot", str(out), "--size", "96x80",
-               "--renderer", "raycast", "--device", "cpu"])
+    rc = main(["view", "--run", str(tiny_run), "--shape", keys[0], "--screenshot", str(out),
+               "--size", "96x80", "--renderer", "raycast", "--device", "cpu"])
     if rc == 2:  # three epochs may leave no zero crossing: that must be the one-line error, not a crash
         return
     assert rc == 0 and Image.open(out).size == (96, 80)

@@ -45,7 +45,8 @@ def plot_runs(run_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
 
     out = Path(out)
     if out.suffix.lower() not in FIGURE_SUFFIXES:
-        raise DataError(f"{out}: unsupported picture type '{out.suffix}'; use one of {' '.join(FIGURE_SUFFIXES)}")
+        raise DataError(f"{out}: unsupported picture type '{out.suffix}'; use one of "
+                        f"{' '.join(FIGURE_SUFFIXES)}")
     if not run_paths:
         raise DataError("no runs to plot; pass RUN [RUN ...]")
     paths = [Path(p) for p in run_paths]

@@ -74,8 +74,9 @@ def render_raycast(items: Sequence[Item], cam: Camera, point_size: float = 3.0) 
                                 o3d.core.Tensor(it.faces.astype(np.uint32)))
         # open3d's fov_deg is the horizontal one
         fov_x = 2 * np.rad2deg(np.arctan(np.tan(np.deg2rad(cam.fov) / 2) * w / h))
-        rays = scene.create_rays_pinhole(fov_deg=float(fov_x), center=cam.center.tolist(), eye=cam.eye.tolist(),
-                                         up=cam.up.tolist(), width_px=w, height_px=h).numpy()
+        rays = scene.create_rays_pinhole(fov_deg=float(fov_x), center=cam.center.tolist(),
+                                         eye=cam.eye.tolist(), up=cam.up.tolist(), width_px=w,
+                                         height_px=h).numpy()
         rays = np.ascontiguousarray(rays[::-1, ::-1]).reshape(-1, 6)  # its image is upside down to ours
         ans = scene.cast_rays(o3d.core.Tensor(rays))
         t = ans["t_hit"].numpy().reshape(-1)
@@ -202,7 +203,8 @@ def render_pyrender(items: Sequence[Item], cam: Camera, point_size: float = 3.0)
         if it.is_mesh:
             tm = trimesh.Trimesh(it.vertices, it.faces, process=False)
             rgba = np.c_[it.colors ** GAMMA, np.ones(len(it.colors))].astype(np.float32)
-            mat = pyrender.MetallicRoughnessMaterial(doubleSided=True, metallicFactor=0.0, roughnessFactor=1.0,
+            mat = pyrender.MetallicRoughnessMaterial(doubleSided=True, metallicFactor=0.0,
+                                                     roughnessFactor=1.0,
                                                      baseColorFactor=[1.0, 1.0, 1.0, 1.0])
             prim = pyrender.Primitive(positions=tm.vertices.astype(np.float32),
                                       normals=tm.vertex_normals.astype(np.float32), color_0=rgba,
@@ -236,7 +238,8 @@ BACKENDS: dict[str, Callable[..., np.ndarray]] = {
 _BROKEN: set[str] = set()
 
 
-def render_items(items: Sequence[Item], cam: Camera, renderer: str = "auto", point_size: float = 3.0) -> np.ndarray:
+def render_items(items: Sequence[Item], cam: Camera, renderer: str = "auto",
+                 point_size: float = 3.0) -> np.ndarray:
     """One image (H, W, 3) uint8 of ``items`` through ``cam``; ``auto`` falls back down ``AUTO_ORDER``."""
     if renderer not in RENDERERS:
         raise DataError(f"unknown renderer '{renderer}'; use one of {', '.join(RENDERERS)}")
@@ -249,7 +252,8 @@ def render_items(items: Sequence[Item], cam: Camera, renderer: str = "auto", poi
             return BACKENDS[name](items, cam, point_size)
         except Exception as e:  # a renderer that cannot start here (no OSMesa, no Vulkan, ...)
             if renderer != "auto":
-                raise DataError(f"renderer {name} failed: {type(e).__name__}: {e}; try --renderer raycast") from None
+                raise DataError(f"renderer {name} failed: {type(e).__name__}: {e}; "
+                                "try --renderer raycast") from None
             _BROKEN.add(name)
             errors.append(f"{name}: {type(e).__name__}: {e}")
             warn(f"renderer {name} failed ({type(e).__name__}: {str(e)[:120]}); "
@@ -279,7 +283,8 @@ def _draw_colorbar(draw, box: tuple[int, int, int, int], vmax: float, font, titl
     top, bottom = y0 + th + 10, y1 - th
     bar_x0, bar_x1 = x0 + 6, x0 + 6 + max(8, (x1 - x0) // 5)
     n = max(bottom - top, 2)
-    cols = np.round(colormap(np.linspace(1.0, 0.0, n), 1.0) * 255).astype(int)  # the full map, even for vmax 0
+    # the full map, even for vmax 0
+    cols = np.round(colormap(np.linspace(1.0, 0.0, n), 1.0) * 255).astype(int)
     for k in range(n):
         draw.line([(bar_x0, top + k), (bar_x1, top + k)], fill=tuple(cols[k]))
     draw.rectangle([bar_x0, top, bar_x1, top + n - 1], outline=(60, 60, 60))
@@ -291,7 +296,8 @@ def _draw_colorbar(draw, box: tuple[int, int, int, int], vmax: float, font, titl
 
 
 def _default_colors(items: list[Item], keep: list[bool]) -> list[Item]:
-    return [it if k else replace(it, colors=np.broadcast_to(PALETTE[i % len(PALETTE)], it.vertices.shape).copy())
+    return [it if k else replace(it,
+                                 colors=np.broadcast_to(PALETTE[i % len(PALETTE)], it.vertices.shape).copy())
             for i, (it, k) in enumerate(zip(items, keep, strict=True))]
 
 
@@ -375,7 +381,8 @@ def render_to_array(inputs: Sequence, size: tuple[int, int] = (800, 600), azimut
     font_px = max(10, min(22, height // 28))
     font = _font(font_px)
     bar_w = max(70, width // 9) if colorbar else 0
-    rows, cols = (1, 1) if layout == "overlay" else ((1, len(items)) if layout == "row" else grid_shape(len(items)))
+    rows, cols = ((1, 1) if layout == "overlay"
+                  else ((1, len(items)) if layout == "row" else grid_shape(len(items))))
     show_labels = any(names) and layout != "overlay"
     label_h = font_px + 8 if show_labels else 0
     cell_w, cell_h = (width - bar_w) // cols, height // rows
@@ -407,7 +414,8 @@ def save_image(array: np.ndarray, out: str | os.PathLike) -> Path:
 
     out = Path(out)
     if out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise DataError(f"{out}: unsupported image type '{out.suffix}'; use one of {' '.join(IMAGE_SUFFIXES)}")
+        raise DataError(f"{out}: unsupported image type '{out.suffix}'; use one of "
+                        f"{' '.join(IMAGE_SUFFIXES)}")
     with atomic_path(out) as tmp:
         Image.fromarray(np.asarray(array, np.uint8)).save(tmp, format="JPEG" if out.suffix.lower() != ".png"
                                                           else "PNG", optimize=True)
@@ -418,7 +426,8 @@ def render_meshes(inputs: Sequence, out_png: str | os.PathLike, **kwargs) -> Pat
     """:func:`render_to_array` written to ``out_png`` (atomically). Returns the path."""
     out = Path(out_png)
     if out.suffix.lower() not in IMAGE_SUFFIXES:  # fail before the (slow) render
-        raise DataError(f"{out}: unsupported image type '{out.suffix}'; use one of {' '.join(IMAGE_SUFFIXES)}")
+        raise DataError(f"{out}: unsupported image type '{out.suffix}'; use one of "
+                        f"{' '.join(IMAGE_SUFFIXES)}")
     return save_image(render_to_array(inputs, **kwargs), out)
 
 

@@ -2,10 +2,10 @@
 :func:`deepsdf_ad.compare.compare` (passed to it as ``report=write_report``).
 
 Figures: for each section, ground truth beside each method for its first shapes (2D: the field with its
-contour, :func:`deepsdf_ad.meshing.field_picture`; 3D: :func:`deepsdf_ad.viz.render.render_to_array`, truth as its
-surface points); generation (samples from each method's Gaussian of training codes and an interpolation);
-training curves (:func:`deepsdf_ad.viz.plots.plot_runs`). ``report.html`` embeds the figures (base64), so it stands
-alone; ``report.md`` links them beside it.
+contour, :func:`deepsdf_ad.meshing.field_picture`; 3D: :func:`deepsdf_ad.viz.render.render_to_array`, truth as
+its surface points); generation (samples from each method's Gaussian of training codes and an interpolation);
+training curves (:func:`deepsdf_ad.viz.plots.plot_runs`). ``report.html`` embeds the figures (base64), so it
+stands alone; ``report.md`` links them beside it.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def _stack_rows(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.concatenate(padded)[:-gap]
 
 
-def section_figure(section: dict, loaded: dict, data_root: DataRoot, resolution: int | None, device) -> np.ndarray:
+def section_figure(section: dict, loaded: dict, data_root: DataRoot, resolution: int | None,
+                   device) -> np.ndarray:
     """Ground truth beside each method for the first shapes of a section: one row per shape."""
     first = next(iter(section["methods"].values()))[0]
     keys = [r["key"] for r in first["shapes"]][:FIGURE_SHAPES]
@@ -127,7 +128,8 @@ def generation_figure(loaded: dict, opts: CompareOptions, device) -> tuple[np.nd
             labels = [f"sample {k}" for k in range(opts.samples)] + [f"t={t:.2f}" for t in
                                                                       np.linspace(0, 1, opts.steps)]
             row = _label(render_to_array(ok, size=(160 * len(ok), 170), labels=labels), name)
-            info[name] = {"samples": opts.samples, "non_empty": int(sum(m is not None for m in meshes[:opts.samples]))}
+            info[name] = {"samples": opts.samples,
+                          "non_empty": int(sum(m is not None for m in meshes[:opts.samples]))}
         rows.append(row)
     return _stack_rows(rows), info
 
@@ -209,11 +211,13 @@ def write_report(cmp: Comparison) -> dict[str, Path]:
     timing = ["code_seconds", "mesh_seconds"]
     figures: dict[str, Path] = {}
     md = [f"# Autodecoder vs autoencoder: {', '.join(names)}", "",
-          f"Data: `{res['data']}`" + (f"; out-of-distribution data: `{res['ood']}`" if res["ood"] else "") + ".",
+          f"Data: `{res['data']}`"
+          + (f"; out-of-distribution data: `{res['ood']}`" if res["ood"] else "") + ".",
           "Each cell: mean / median [bootstrap 95% interval of the mean, 1,000 resamples]; seeds pooled. "
-          "Conventions (`deepsdf_ad/metrics.py`): DeepSDF chamfer x1e3 (30,000 points, squared, both directions "
-          "summed, unit-sphere frame); chamfer-L1, F-score at 1% and normal consistency in ONet's unit cube; "
-          "IoU of the inside; 2D: IoU and mean |sdf error| where |true sdf| < 0.1 on the grid.", ""]
+          "Conventions (`deepsdf_ad/metrics.py`): DeepSDF chamfer x1e3 (30,000 points, squared, both "
+          "directions summed, unit-sphere frame); chamfer-L1, F-score at 1% and normal consistency in ONet's "
+          "unit cube; IoU of the inside; 2D: IoU and mean |sdf error| where |true sdf| < 0.1 on the grid.",
+          ""]
     md += ["## Methods", "", "| method | latent source | seeds | decoder parameters | latent parameters | "
            "training seconds (mean per seed) | inference seconds per shape (code + mesh, held-out) |",
            "|---|---|---|---|---|---|---|"]
@@ -226,8 +230,8 @@ def write_report(cmp: Comparison) -> dict[str, Path]:
     md.append("")
     for sec, sec_res in res["sections"].items():
         fig = out / f"{sec}.png"
-        save_image(section_figure({"methods": cmp.evaluations[sec]}, cmp.loaded, cmp.roots[sec], opts.resolution,
-                                  cmp.device), fig)
+        save_image(section_figure({"methods": cmp.evaluations[sec]}, cmp.loaded, cmp.roots[sec],
+                                  opts.resolution, cmp.device), fig)
         figures[fig.name] = fig
         rows = [(f"{n} ({sec_res['methods'][n]['mode']})", sec_res["methods"][n]["stats"]) for n in names]
         md += [f"## {SECTION_TITLES[sec]}", "", f"`{sec_res['data']}`, {sec_res['split']} split, "
@@ -241,7 +245,8 @@ def write_report(cmp: Comparison) -> dict[str, Path]:
         save_image(img, fig)
         figures[fig.name] = fig
         res["generation"] = info
-        md += ["## Generation", "", f"Per method: {opts.samples} codes drawn from a Gaussian fitted to its training "
+        md += ["## Generation", "",
+               f"Per method: {opts.samples} codes drawn from a Gaussian fitted to its training "
                f"codes, then {opts.steps} codes on the line between its first two training shapes.", "",
                f"![{fig.name}]({fig.name})", ""]
     curves = plot_runs([p for m in res["methods"].values() for p in m["runs"]], out / "curves.png")

@@ -77,7 +77,8 @@ def load_item(path: str | os.PathLike, label: str | None = None) -> Item:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.suffix.lower() not in INPUT_SUFFIXES:
-        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use one of {' '.join(INPUT_SUFFIXES)}")
+        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use one of "
+                        f"{' '.join(INPUT_SUFFIXES)}")
     vertices, faces = load_geometry(path)
     try:
         return _item(vertices, faces, label or path.stem)
@@ -189,7 +190,8 @@ def color_by_distance(items: list[Item], reference, vmax: float | None = None) -
     dists = [distances_to(ref, it.vertices) for it in items]
     if vmax is None:
         vmax = float(max(d.max() for d in dists))
-    return [replace(it, colors=colormap(d, vmax), distances=d) for it, d in zip(items, dists, strict=True)], float(vmax)
+    return [replace(it, colors=colormap(d, vmax), distances=d)
+            for it, d in zip(items, dists, strict=True)], float(vmax)
 
 
 # ---- camera ----------------------------------------------------------------------------------

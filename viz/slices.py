@@ -58,8 +58,9 @@ def plane_points(axis: str, at: float, resolution: int, dim: int = 3, extent: fl
 
 
 def slice_image(sdf_fn: Callable[[np.ndarray], np.ndarray], axis: str = "z", at: float = 0.0,
-                out: str | os.PathLike | None = None, dim: int = 3, resolution: int = 256, extent: float = 1.0,
-                title: str | None = None, vmax: float | None = None, size: tuple[int, int] = (640, 560)) -> Slice:
+                out: str | os.PathLike | None = None, dim: int = 3, resolution: int = 256,
+                extent: float = 1.0, title: str | None = None, vmax: float | None = None,
+                size: tuple[int, int] = (640, 560)) -> Slice:
     """Evaluate ``sdf_fn`` on a plane and draw it (when ``out`` is given).
 
     Args:
@@ -103,7 +104,8 @@ def _draw(s: Slice, out: Path, title: str, vmax: float | None, size: tuple[int, 
     from matplotlib.figure import Figure
 
     if out.suffix.lower() not in FIGURE_SUFFIXES:
-        raise DataError(f"{out}: unsupported picture type '{out.suffix}'; use one of {' '.join(FIGURE_SUFFIXES)}")
+        raise DataError(f"{out}: unsupported picture type '{out.suffix}'; use one of "
+                        f"{' '.join(FIGURE_SUFFIXES)}")
     vmax = float(vmax or np.abs(s.values).max() or 1.0)
     dpi = 100
     fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
@@ -138,8 +140,8 @@ def sphere_sdf(radius: float = 0.5, center=(0.0, 0.0, 0.0)) -> Callable[[np.ndar
     return fn
 
 
-def slice_run(run_path: str | os.PathLike, shape: str, out: str | os.PathLike, axis: str = "z", at: float = 0.0,
-              resolution: int = 256, device: str = "auto") -> Slice:
+def slice_run(run_path: str | os.PathLike, shape: str, out: str | os.PathLike, axis: str = "z",
+              at: float = 0.0, resolution: int = 256, device: str = "auto") -> Slice:
     """``deepsdf-ad slice``: the SDF of a training shape of a run on a plane (the whole field for 2D runs)."""
     from deepsdf_ad.device import resolve_device
     from deepsdf_ad.meshing import model_sdf

@@ -60,7 +60,8 @@ def display_problem(timeout: float = DISPLAY_TIMEOUT) -> str | None:
     if not (wayland or x11):
         return "no display for the open3d viewer (DISPLAY is not set)"
     if wayland:
-        path = wayland if wayland.startswith("/") else os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), wayland)
+        path = (wayland if wayland.startswith("/")
+                else os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), wayland))
         if os.path.exists(path):
             return None
         if not x11:
@@ -93,8 +94,8 @@ def display_problem(timeout: float = DISPLAY_TIMEOUT) -> str | None:
                 reasons.append("not an X server" if status else "connection closed without an answer")
         except OSError as e:
             reasons.append(e.strerror or type(e).__name__)
-    return (f"DISPLAY={x11}: the display does not answer ({reasons[-1] if reasons else 'no way to reach it'}, "
-            f"gave up after {timeout:g} s)")
+    return (f"DISPLAY={x11}: the display does not answer "
+            f"({reasons[-1] if reasons else 'no way to reach it'}, gave up after {timeout:g} s)")
 
 
 def arrange(items: Sequence[Item], layout: str, azimuth: float = 30.0, elevation: float = 20.0,
@@ -154,7 +155,7 @@ def view(files: Sequence[str] = (), run: str | None = None, shapes: Sequence[str
         return info
     from deepsdf_ad.viz.render import render_meshes
 
-    out = render_meshes(items, screenshot, size=size, azimuth=azimuth, elevation=elevation, up=up, layout=layout,
-                        vmax=vmax, renderer=renderer)
+    out = render_meshes(items, screenshot, size=size, azimuth=azimuth, elevation=elevation, up=up,
+                        layout=layout, vmax=vmax, renderer=renderer)
     info["screenshot"] = str(Path(out))
     return info

@@ -158,12 +158,14 @@ def workers(requested: int) -> int:
 
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl")
-"""What ``mesh``, ``reconstruct`` and ``scan`` can write; each file is written in the format its suffix says."""
+"""What ``mesh``, ``reconstruct`` and ``scan`` can write; each file is written in the format its suffix
+says."""
 
 
 def suffix(path: str | None, allowed: tuple[str, ...], flag: str = "--out") -> None:
     if path is not None and Path(path).suffix.lower() not in allowed:
-        raise UserError(f"{path}: {flag} must end in {', '.join(allowed)} (the format written follows the suffix)")
+        raise UserError(f"{path}: {flag} must end in {', '.join(allowed)} (the format written follows the "
+                        "suffix)")
 
 
 def not_inputs(out, files=(), folders=(), runs=(), data=(), **kwargs) -> None:
@@ -199,21 +201,23 @@ def add_meshing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("adaptive", "dense"), default="adaptive",
                    help="marching-cubes grid evaluated coarse-to-fine (default) or densely (the reference)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="decoder arithmetic (bf16/fp16: autocast, faster, error in docs/benchmarks.md; auto: bf16 where the "
-                        "processor has it natively, else fp32): the meshing queries, and for reconstruct also the "
-                        "code optimisation (default: fp32; for reconstruct the run's reconstruct.precision)")
+                   help="decoder arithmetic (bf16/fp16: autocast, faster, error in docs/benchmarks.md; auto: "
+                        "bf16 where the processor has it natively, else fp32): the meshing queries, and for "
+                        "reconstruct also the code optimisation (default: fp32; for reconstruct the run's "
+                        "reconstruct.precision)")
 
 
 def add_shard(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", type=shard, metavar="I/N",
-                   help="process only shard I of N (I = 0..N-1; shapes sorted by category/id, dealt round-robin); "
-                        "shards may run at once into the same DATA; then 'deepsdf-ad prep merge DATA'")
+                   help="process only shard I of N (I = 0..N-1; shapes sorted by category/id, dealt "
+                        "round-robin); shards may run at once into the same DATA; then "
+                        "'deepsdf-ad prep merge DATA'")
 
 
 def add_force(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--force", action="store_true",
-                   help=f"write into --out even if it is a non-empty folder that is not a {kind} folder of ours "
-                        "(files of ours may replace files there)")
+                   help=f"write into --out even if it is a non-empty folder that is not a {kind} folder of "
+                        "ours (files of ours may replace files there)")
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

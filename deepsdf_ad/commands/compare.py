@@ -23,16 +23,18 @@ def add_parsers(sub) -> None:
 
 def _add_compare(sub) -> None:
     co = sub.add_parser("compare", help="measure several runs on the same shapes; write a report",
-                        description="Evaluate each RUN (a run folder or a folder of seed_K runs, pooled) on DATA: "
-                                    "representation, held-out reconstruction, completion from partial views, "
-                                    "out-of-distribution (--ood), generation, training curves; write "
+                        description="Evaluate each RUN (a run folder or a folder of seed_K runs, pooled) on "
+                                    "DATA: representation, held-out reconstruction, completion from partial "
+                                    "views, out-of-distribution (--ood), generation, training curves; write "
                                     "REPORT_DIR/report.md and report.html. Refuses runs that differ in data, "
                                     "decoder, code length, samples per step or epochs.")
     co.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or folders of seed_K runs)")
     co.add_argument("--data", required=True, metavar="DATA", help="the data folder the runs were trained on")
     co.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for the report")
-    co.add_argument("--ood", metavar="DATA2", help="data folder of out-of-distribution shapes (its test split)")
-    co.add_argument("--limit", type=positive_int, metavar="N", help="at most N shapes per category per section")
+    co.add_argument("--ood", metavar="DATA2",
+                    help="data folder of out-of-distribution shapes (its test split)")
+    co.add_argument("--limit", type=positive_int, metavar="N",
+                    help="at most N shapes per category per section")
     add_resolution(co)
     add_quiet(co)
     add_device(co)
@@ -41,9 +43,9 @@ def _add_compare(sub) -> None:
 
 def _add_experiment(sub) -> None:
     ex = sub.add_parser("experiment", help="train every method of an experiment preset, then compare them",
-                        description="Train each method of EXP.yaml (configs/experiments/) on DATA, one run per "
-                                    "seed, into DIR/runs, and write the comparison to DIR/report. Running it "
-                                    "again resumes.")
+                        description="Train each method of EXP.yaml (configs/experiments/) on DATA, one run "
+                                    "per seed, into DIR/runs, and write the comparison to DIR/report. "
+                                    "Running it again resumes.")
     ex.add_argument("experiment", metavar="EXP.yaml",
                     help="experiment preset, e.g. configs/experiments/ad_vs_ae_digits.yaml")
     ex.add_argument("--data", required=True, metavar="DATA", help="data folder")
@@ -60,17 +62,19 @@ def _add_article(sub) -> None:
     ar = sub.add_parser("article", help="rerun the experiment presets and regenerate docs/autodecoders.md",
                         description="Prepare the data and run every experiment preset the article reports "
                                     "(deepsdf_ad/article.py: EXPERIMENTS) into WORK, then fill docs/article/"
-                                    "autodecoders.md.in with their tables and figures: OUT/autodecoders.md and "
-                                    "OUT/images/article/. --quick: CI-sized data and training (a minute or two).")
+                                    "autodecoders.md.in with their tables and figures: OUT/autodecoders.md "
+                                    "and OUT/images/article/. --quick: CI-sized data and training (a minute "
+                                    "or two).")
     ar.add_argument("--quick", action="store_true", help="CI-sized run: numbers check the machinery only")
-    ar.add_argument("--out", metavar="DIR", help="folder of the article (default: docs; with --quick: WORK/docs)")
+    ar.add_argument("--out", metavar="DIR",
+                    help="folder of the article (default: docs; with --quick: WORK/docs)")
     ar.add_argument("--work", metavar="DIR", help="folder for data, runs and reports (default: article_out; "
                                                    "with --quick: article_quick)")
-    ar.add_argument("--shared", metavar="DIR", help="the shared data (meshes/, mnist/; default: ../shared/data "
-                                                    "beside the repository)")
-    ar.add_argument("--repo", metavar="DIR", help="the repository's root folder, whose presets, template and code "
-                                                  "the build uses (default: the current folder or the nearest "
-                                                  "one above it that is a checkout)")
+    ar.add_argument("--shared", metavar="DIR", help="the shared data (meshes/, mnist/; default: "
+                                                    "../shared/data beside the repository)")
+    ar.add_argument("--repo", metavar="DIR", help="the repository's root folder, whose presets, template and "
+                                                  "code the build uses (default: the current folder or the "
+                                                  "nearest one above it that is a checkout)")
     ar.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
                     help="use this data folder for experiment NAME instead of preparing it (repeatable)")
     ar.add_argument("--ood", action="append", default=[], metavar="NAME=DIR",
@@ -81,9 +85,11 @@ def _add_article(sub) -> None:
                     help="extra config override for every method of the experiments run (a reduced run; the "
                          "article shows it in the commands)")
     ar.add_argument("--max-meshes", type=positive_int, metavar="N",
-                    help="at most N meshes per category in the mesh experiments (a reduced run; the article says so)")
-    ar.add_argument("--reuse", action="store_true", help="reuse experiments whose WORK/NAME/report/results.json "
-                                                         "exists (no prep, no training): re-render the article")
+                    help="at most N meshes per category in the mesh experiments (a reduced run; the article "
+                         "says so)")
+    ar.add_argument("--reuse", action="store_true", help="reuse experiments whose "
+                                                         "WORK/NAME/report/results.json exists (no prep, no "
+                                                         "training): re-render the article")
     ar.add_argument("--readme", metavar="README.md", help="also rewrite the headline block of this README")
     add_quiet(ar, help="print only the summary line")
     add_device(ar)
@@ -105,7 +111,8 @@ def _print_report(results: dict, report_dir) -> None:
     if rec:
         for name, m in rec["methods"].items():
             st = m["stats"]["all"]
-            parts = [f"{k} {st[k]['mean']:.4g}" for k in ("chamfer_x1e3", "fscore", "iou", "near_contour_error")
+            parts = [f"{k} {st[k]['mean']:.4g}"
+                     for k in ("chamfer_x1e3", "fscore", "iou", "near_contour_error")
                      if st.get(k)]
             print(f"  held-out {name} ({m['mode']}): " + ", ".join(parts))
     print(f"report -> {Path(report_dir) / 'report.md'} and report.html ({results['seconds']} s)")
@@ -116,8 +123,8 @@ def run_compare(args) -> int:
     from deepsdf_ad.viz.report import write_report
 
     not_inputs(args.out, runs=args.runs, data=[args.data, args.ood])
-    results = compare(args.runs, args.data, args.out, ood=args.ood, opts=_compare_options(args), device=args.device,
-                      progress=not args.quiet, report=write_report)
+    results = compare(args.runs, args.data, args.out, ood=args.ood, opts=_compare_options(args),
+                      device=args.device, progress=not args.quiet, report=write_report)
     _print_report(results, args.out)
     return 0
 
@@ -127,8 +134,9 @@ def run_experiment(args) -> int:
     from deepsdf_ad.viz.report import write_report
 
     not_inputs(args.out, files=[args.experiment], data=[args.data, args.ood])
-    results = experiment.run_experiment(args.experiment, args.data, args.out, ood=args.ood, overrides=args.set,
-                                        device=args.device, progress=not args.quiet, report=write_report)
+    results = experiment.run_experiment(args.experiment, args.data, args.out, ood=args.ood,
+                                        overrides=args.set, device=args.device, progress=not args.quiet,
+                                        report=write_report)
     _print_report(results, Path(args.out) / "report")
     print(f"experiment: {results['experiment_seconds']} s -> {args.out}")
     return 0
@@ -139,9 +147,10 @@ def run_article(args) -> int:
     from deepsdf_ad.article import BuildOptions, build_article
 
     work = Path(args.work or ("article_quick" if args.quick else "article_out"))
-    opts = BuildOptions(quick=args.quick, work=work, out=Path(args.out or (work / "docs" if args.quick else "docs")),
-                        data=data, ood=ood, only=args.only, overrides=args.set, max_meshes=args.max_meshes,
-                        reuse=args.reuse, device=args.device, readme=args.readme, progress=not args.quiet,
+    opts = BuildOptions(quick=args.quick, work=work,
+                        out=Path(args.out or (work / "docs" if args.quick else "docs")), data=data, ood=ood,
+                        only=args.only, overrides=args.set, max_meshes=args.max_meshes, reuse=args.reuse,
+                        device=args.device, readme=args.readme, progress=not args.quiet,
                         repo=Path(args.repo) if args.repo else None)
     if args.shared:
         opts.shared = Path(args.shared)

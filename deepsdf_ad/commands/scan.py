@@ -12,9 +12,9 @@ def add_parsers(sub) -> None:
     from deepsdf_ad.data_prep.params import CameraConfig
 
     sc = sub.add_parser("scan", help="virtual depth scan of a mesh -> partial point cloud",
-                        description="A pinhole depth camera (ray cast, no OpenGL) views MESH; writes the visible "
-                                    "points with normals in the mesh's frame, the camera in the header and a "
-                                    "sidecar .json.")
+                        description="A pinhole depth camera (ray cast, no OpenGL) views MESH; writes the "
+                                    "visible points with normals in the mesh's frame, the camera in the "
+                                    "header and a sidecar .json.")
     sc.add_argument("mesh", metavar="MESH", help="mesh file")
     sc.add_argument("--out", required=True, metavar="PARTIAL.ply", help="output point cloud")
     sc.add_argument("--azimuth", type=finite_float, default=field_default(CameraConfig, "azimuth"),
@@ -43,8 +43,8 @@ def run_scan(args) -> int:
     not_inputs(args.out, files=[args.mesh], out_sidecar=True)
     suffix(args.out, (".ply",))  # a point cloud with normals and the camera in its header: PLY only
     mesh = load_mesh(args.mesh)
-    cam = CameraConfig(azimuth=args.azimuth, elevation=args.elevation, resolution=args.resolution, fov=args.fov,
-                       distance=args.distance, noise=args.noise, up=args.up)
+    cam = CameraConfig(azimuth=args.azimuth, elevation=args.elevation, resolution=args.resolution,
+                       fov=args.fov, distance=args.distance, noise=args.noise, up=args.up)
     scan = scan_mesh(mesh, cam, np.random.default_rng(args.seed))
     save_scan(args.out, scan, normalization(mesh))
     print(f"scan: {len(scan.points)} points seen from {np.round(scan.camera, 4).tolist()} -> {args.out}")

@@ -36,7 +36,8 @@ class LatentConfig:
     kwargs: dict = field(default_factory=dict)
     """Extra arguments of the source, checked against its options dataclass: for 'pointnet' the fields of
     :class:`~deepsdf_ad.models.pointnet.PointNetConfig`; for 'grid' and 'pointnet_grid' those of
-    :class:`~deepsdf_ad.models.grid.GridConfig` and :class:`~deepsdf_ad.models.pointnet_grid.PointNetGridConfig`."""
+    :class:`~deepsdf_ad.models.grid.GridConfig` and
+    :class:`~deepsdf_ad.models.pointnet_grid.PointNetGridConfig`."""
 
 
 class SourceOptions:
@@ -53,7 +54,8 @@ def parse_options(cls: type[SourceOptions], kwargs: dict, source: str) -> Source
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in kwargs if k not in names]
     if unknown:
-        raise ValueError(f"unknown {source} option '{unknown[0]}' in model.latent.kwargs; known: {', '.join(names)}")
+        raise ValueError(f"unknown {source} option '{unknown[0]}' in model.latent.kwargs; known: "
+                         f"{', '.join(names)}")
     try:
         opts = from_dict(cls, kwargs, "model.latent.kwargs")
     except ConfigError as e:
@@ -91,8 +93,8 @@ class LatentSource(nn.Module, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def codes(self, batch: dict) -> torch.Tensor:
-        """The codes (B, L) of a batch: ``batch['index']`` (B,) long, and ``batch['points']`` (B, N, dim) for a
-        source with ``input_points``."""
+        """The codes (B, L) of a batch: ``batch['index']`` (B,) long, and ``batch['points']`` (B, N, dim) for
+        a source with ``input_points``."""
 
     @abc.abstractmethod
     def all_codes(self) -> torch.Tensor:
@@ -112,7 +114,8 @@ class LatentSource(nn.Module, metaclass=abc.ABCMeta):
         return self.size
 
     def decode_points(self, decoder: nn.Module, codes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """sdf (B, N) at ``points`` (B, N, dim) from ``codes`` (B, L): one code per shape, shared by its points."""
+        """sdf (B, N) at ``points`` (B, N, dim) from ``codes`` (B, L): one code per shape, shared by its
+        points."""
         return decoder(codes[:, None, :], points)
 
     def penalty(self, codes: torch.Tensor) -> torch.Tensor:

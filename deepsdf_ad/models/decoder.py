@@ -15,18 +15,18 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``F.dropout``, with a faster mask on the CPU (where it is rounded to a multiple of 2^-15).
 
     On the CPU, torch's dropout mask comes from ``bernoulli_``, one random double per element: measured at
-    DeepSDF's spec (8 x 512, dropout 0.2 after every layer), it took 39% of a bf16 training step. Here 15 random
-    bits per element come from half as many 32-bit integers, compared to the threshold: the same Bernoulli(1 - p)
-    keep mask, drawn from the same global generator (so seeded runs stay reproducible). Other devices draw their
-    masks fast already and use ``F.dropout``.
+    DeepSDF's spec (8 x 512, dropout 0.2 after every layer), it took 39% of a bf16 training step. Here 15
+    random bits per element come from half as many 32-bit integers, compared to the threshold: the same
+    Bernoulli(1 - p) keep mask, drawn from the same global generator (so seeded runs stay reproducible). Other
+    devices draw their masks fast already and use ``F.dropout``.
     """
     if not training or p == 0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p=p, training=True)
     n = x.numel()
-    # int32 random_() fills [0, 2^31): each value holds two 15-bit uniform halves (the sign bit of the low one is
-    # random too, and masked off)
+    # int32 random_() fills [0, 2^31): each value holds two 15-bit uniform halves (the sign bit of the low one
+    # is random too, and masked off)
     bits = torch.empty((n + 1) // 2, dtype=torch.int32).random_().view(torch.int16)[:n].view(x.shape)
     keep = bits.bitwise_and_(0x7FFF) >= round(p * 32768)
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
@@ -89,8 +89,8 @@ class Decoder(nn.Module):
         self.share_code = min(cfg.hidden, default=0) >= 256
 
     def forward(self, z: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
-        """Args: ``z`` (..., latent_size), ``xyz`` (..., dim), same leading shape; or ``z`` (..., 1, latent_size)
-        shared by the N points of ``xyz`` (..., N, dim). Returns sdf (...).
+        """Args: ``z`` (..., latent_size), ``xyz`` (..., dim), same leading shape; or ``z`` (..., 1,
+        latent_size) shared by the N points of ``xyz`` (..., N, dim). Returns sdf (...).
 
         A shared code on wide layers (``share_code``): the layers that read the code (the first and the
         ``latent_in`` ones) take its part of their product once per code instead of once per point; at
@@ -106,8 +106,10 @@ class Decoder(nn.Module):
             reads_code = i == 0 or i in self.cfg.latent_in
             if shared and reads_code:
                 w = lin.weight  # computed once (weight norm)
-                k = w.shape[1] - self.latent_size - self.coord_size  # width of the previous layer's part (0 at the first)
-                y = F.linear(xyz, w[:, k + self.latent_size:]) + F.linear(z, w[:, k:k + self.latent_size], lin.bias)
+                # width of the previous layer's part (0 at the first)
+                k = w.shape[1] - self.latent_size - self.coord_size
+                y = (F.linear(xyz, w[:, k + self.latent_size:])
+                     + F.linear(z, w[:, k:k + self.latent_size], lin.bias))
                 x = y if i == 0 else F.linear(x, w[:, :k]) + y
             else:
                 if i in self.cfg.latent_in:

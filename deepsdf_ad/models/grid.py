@@ -1,5 +1,5 @@
-"""Local latent grids: a grid of codes per shape or scene, one shared decoder (Deep Local Shapes, Chabra et al.
-2020), and the encoder that pools PointNet features into the same grid (Convolutional Occupancy Networks,
+"""Local latent grids: a grid of codes per shape or scene, one shared decoder (Deep Local Shapes, Chabra et
+al. 2020), and the encoder that pools PointNet features into the same grid (Convolutional Occupancy Networks,
 Peng et al. 2020).
 
 The grid covers ``[-bounds, bounds]^dim`` with ``cells`` cells per axis; codes sit on the cells' corners
@@ -66,7 +66,8 @@ class GridGeometry:
         self.n = cells + 1
         self.vertices = self.n**dim
         self.h = 2.0 * self.bounds / cells
-        self.offsets = torch.tensor(list(itertools.product((0, 1), repeat=dim)), dtype=torch.long)  # (2^dim, dim)
+        # (2^dim, dim)
+        self.offsets = torch.tensor(list(itertools.product((0, 1), repeat=dim)), dtype=torch.long)
         self.strides = torch.tensor([self.n ** (dim - 1 - d) for d in range(dim)], dtype=torch.long)
 
     def cell_of(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +100,8 @@ class GridGeometry:
         coords = torch.stack([(idx // s) % self.n for s in self.strides.to(idx.device)], dim=-1)
         return coords.to(torch.float32) * self.h - self.bounds
 
-    def cell_mask(self, points: torch.Tensor, margin: float, counts: torch.Tensor | None = None) -> torch.Tensor:
+    def cell_mask(self, points: torch.Tensor, margin: float,
+                  counts: torch.Tensor | None = None) -> torch.Tensor:
         """Cells within ``margin`` (per axis) of any of ``points`` (B, M, dim): bool (B, cells^dim).
 
         Points outside the bounds mark nothing. ``counts`` (B,): only the first ``counts[b]`` points of set b.
@@ -155,13 +157,15 @@ class GridDecoding(LatentSource):
         return codes.reshape(codes.shape[0], self.geometry.vertices, self.size)
 
     def decode_points(self, decoder: nn.Module, codes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """sdf (B, N) at ``points`` (B, N, dim) from grids ``codes`` (B, code_length) and the shared decoder."""
+        """sdf (B, N) at ``points`` (B, N, dim) from grids ``codes`` (B, code_length) and the shared
+        decoder."""
         g = self.geometry
         grid = self.grid(codes)
         b, n = points.shape[:2]
         idx, w, t = g.corners(points)  # (B, N, K), (B, N, K), (B, N, dim)
         k = idx.shape[-1]
-        z = torch.gather(grid, 1, idx.reshape(b, n * k, 1).expand(-1, -1, self.size)).reshape(b, n, k, self.size)
+        z = torch.gather(grid, 1, idx.reshape(b, n * k, 1).expand(-1, -1, self.size)).reshape(
+            b, n, k, self.size)
         w = w.to(z.dtype)
         if self.options.blend == "interpolate":
             return decoder((w[..., None] * z).sum(-2), 2.0 * t - 1.0)

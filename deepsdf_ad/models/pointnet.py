@@ -33,7 +33,8 @@ class PointNetConfig(SourceOptions):
         if self.hidden < 1 or self.blocks < 1 or self.points < 1:
             raise ValueError("model.latent.kwargs: hidden, blocks and points must be at least 1")
         if self.noise < 0 or not 0 <= self.partial <= 1 or not 0 < self.partial_keep <= 1:
-            raise ValueError("model.latent.kwargs: need noise >= 0, 0 <= partial <= 1 and 0 < partial_keep <= 1")
+            raise ValueError("model.latent.kwargs: need noise >= 0, 0 <= partial <= 1 and "
+                             "0 < partial_keep <= 1")
 
 
 class ResnetBlockFC(nn.Module):
@@ -54,8 +55,8 @@ class ResnetBlockFC(nn.Module):
 
 class PointEncoderSource(LatentSource):
     """What every encoder source shares: its options give the input points and their training augmentation;
-    ``codes(batch)`` encodes ``batch['points']``; ``all_codes()`` returns the encodings of the training shapes,
-    stored in the buffer ``train_codes`` by the training loop at every checkpoint."""
+    ``codes(batch)`` encodes ``batch['points']``; ``all_codes()`` returns the encodings of the training
+    shapes, stored in the buffer ``train_codes`` by the training loop at every checkpoint."""
 
     optimised_at_test_time = False
     per_shape_parameters = False

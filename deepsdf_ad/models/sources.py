@@ -34,7 +34,8 @@ LATENT_SOURCES: dict[str, SourceEntry] = {
 }
 
 
-def register_latent_source(name: str, cls: type[LatentSource], options: type[SourceOptions] | None = None) -> None:
+def register_latent_source(name: str, cls: type[LatentSource],
+                           options: type[SourceOptions] | None = None) -> None:
     """Make ``model.latent.source: name`` build ``cls`` (options: its ``model.latent.kwargs`` dataclass)."""
     if not (isinstance(cls, type) and issubclass(cls, LatentSource)):
         raise TypeError(f"latent source '{name}': {cls!r} is not a LatentSource subclass")
