@@ -86,6 +86,7 @@ def test_the_readme_example_registers_a_source_that_trains(monkeypatch, tmp_path
     assert LATENT_SOURCES["shared"].cls is scope["SharedCode"]
     cfg = load_config(REPO / "configs" / "digits_autodecoder.yaml",
                       [*TINY, "model.latent.source=shared", "train.clamp=1.0"])
-    run = train(cfg, make_tiny_digits(tmp_path, n=8), tmp_path / "run", epochs=1, device="cpu", progress=False)
+    run = train(cfg, make_tiny_digits(tmp_path, n=8), tmp_path / "run", epochs=1, device="cpu",
+                progress=False)
     codes = run.codes()
     assert torch.count_nonzero(codes[0]) > 0 and torch.equal(codes[0], codes[-1])
