@@ -130,6 +130,13 @@ class PoseStarts:
         scale = log_scale(params).exp()[:, None]
         return similarity(params, x, self.up), lo * scale, hi * scale
 
+    def unit(self, params: torch.Tensor) -> torch.Tensor:
+        """(B, 1) the normalised length of one base unit under ``params`` (B, 5): residuals are divided by it,
+        so that they are measured in the capture's own (base) units. Measured in the normalised frame they
+        shrink with the scale, and the search drifted to small scales where a code could explain the
+        shrunken points as well (``bench_own_scan``: found scales 0.4-0.7 of the truth)."""
+        return log_scale(params).exp()[:, None]
+
 
 @dataclass
 class Frame:
@@ -220,6 +227,8 @@ def coarse_search(model, bases: list[np.ndarray], candidates: torch.Tensor, cfg:
     zero = torch.zeros(x.shape[:2], device=device)
     some = search_codes(candidates).to(device)
     loss = candidate_losses(model, x, zero, zero, some, cfg)  # (F * G, C)
+    # in base units, as the refinement measures them (PoseStarts.unit): else the smallest scale always wins
+    loss = loss / grid[:, 1].exp().repeat(len(probe)).to(loss.device)[:, None]
     best, _ = loss.min(dim=1)
     order = torch.argsort(best).cpu().numpy()
     picked: list[tuple[int, int]] = []  # (frame, yaw step)
@@ -232,6 +241,7 @@ def coarse_search(model, bases: list[np.ndarray], candidates: torch.Tensor, cfg:
         picked.append((f, step))
         # the best code for this pose among all the candidates
         full = candidate_losses(model, x[row:row + 1], zero[:1], zero[:1], candidates.to(device), cfg)[0]
+        full = full / math.exp(float(grid[g, 1]))
         out.append((f, grid[g].numpy().copy(), int(torch.argmin(full)), float(full.min())))
         if len(out) == KEEP:
             break

@@ -360,6 +360,8 @@ def _code_step(model: SDFModel, batch: _CodeBatch, n: int, gen: torch.Generator,
     miss = robust_residual(torch.relu(lo_b - pred) + torch.relu(pred - hi_b), cfg)
     if batch.wt is not None:
         miss = miss * torch.stack([v[i] for v, i in zip(batch.wt, idx, strict=True)])
+    if batch.pose_opt is not None:
+        miss = miss / batch.pose.unit(batch.pose_opt.param)  # in the capture's units: see PoseStarts.unit
     per = miss.mean(dim=1)
     if cfg.code_reg > 0:
         per = per + cfg.code_reg * model.code_penalty(z)
