@@ -437,7 +437,7 @@ def _cd(records: dict, label: str, key: str) -> str:
     return "-"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/bench_quality", help="folder for data, runs and results")
     ap.add_argument("--meshes", default=str(SHARED / "meshes"), help="the shared meshes (category/id.off)")
@@ -449,12 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resolution", type=int, default=256, help="marching-cubes grid of the tables")
     ap.add_argument("--limit", type=int, help="at most N shapes per category per section")
     ap.add_argument("--ae-limit", type=int,
-                    help="at most N held-out shapes per category for the autoencoder's "
-                                                  "methods (default: --limit); paired tests use the shapes "
-                                                  "both have")
+                    help="at most N held-out shapes per category for the autoencoder's methods (default: "
+                         "--limit); paired tests use the shapes both have")
     ap.add_argument("--repr-limit", type=int,
-                    help="at most N training shapes per category in the representation "
-                                                    "section (default: --limit)")
+                    help="at most N training shapes per category in the representation section "
+                         "(default: --limit)")
     ap.add_argument("--curve-limit", type=int, default=4, help="shapes per category at each curve point")
     ap.add_argument("--curve-resolution", type=int, default=128)
     ap.add_argument("--extra", nargs="?", const=str(SHARED / "modelnet10_train_extra.tar.xz"), metavar="TAR",
@@ -463,7 +462,11 @@ def main(argv: list[str] | None = None) -> int:
                          "'ad+', measured on the same held-out shapes: more shapes against more updates per "
                          "shape")
     ap.add_argument("--fresh", action="store_true", help="recompute cached sections")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     work = Path(args.work)
     if args.data is None and not Path(args.meshes).is_dir():
         print(f"skipped: {args.meshes} not found (the shared data is not beside this checkout)")

@@ -95,7 +95,7 @@ def median_after_warmup(rates: list[float]) -> float:
     return statistics.median(rates[1:] if len(rates) > 1 else rates)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3, help="steps per measurement (the first is warm-up)")
     ap.add_argument("--small-steps", type=int, default=21,
@@ -106,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="which parts to run")
     ap.add_argument("--quick", action="store_true", help="small batches: checks the script, not the machine")
     ap.add_argument("--skip-fp32-spec", action="store_true", help="skip the slow fp32 run at the chair spec")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
     print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}")
 

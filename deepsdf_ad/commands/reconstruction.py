@@ -282,6 +282,9 @@ def reconstruct_posed(run: Run, cfg: Config, model: SDFModel, partial: str | os.
     except DataError as e:
         raise DataError(f"{partial}: {e}") from None
     camera = np.asarray(meta["camera"], float) if "camera" in meta else None
+    if camera is None:
+        note(f"{partial}: no camera position known; the scale of a partial view is found less reliably "
+             "without the free space along its rays (give it as PARTIAL.json {\"camera\": [x, y, z]})")
     posed = fit_capture(model, cfg, cleaned, normals, camera, device, start_candidates(run), up=up, seed=seed,
                         iterations=iterations)
     fit = posed.fit
