@@ -191,3 +191,18 @@ def test_the_readme_example_runs_as_printed(tmp_path, monkeypatch):
     for name in ("completed.ply", "half.ply"):
         out = trimesh.load(work / name, process=False)
         assert len(out.faces) > 0, name
+
+
+def test_sample_and_interpolate_write_the_meshes_of_a_3d_run(run_path, tmp_path):
+    proc = cli("sample", "--run", run_path, "--n", "3", "--out", tmp_path / "s", "--resolution", "24",
+               "--device", "cpu", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    written = sorted((tmp_path / "s").glob("samples_*.ply"))
+    codes = formats.read_json(tmp_path / "s" / "codes.json")["codes"]
+    assert len(codes) == 3 and len(written) + proc.stderr.count("samples ") == 3  # each one a mesh or a note
+    proc = cli("interpolate", "--run", run_path, "--a", "b0", "--b", "b1", "--steps", "3", "--out",
+               tmp_path / "i", "--resolution", "24", "--device", "cpu", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    radii = [np.median(np.linalg.norm(trimesh.load(tmp_path / "i" / f"interpolation_{k:03d}.ply",
+                                                   process=False).vertices, axis=1)) for k in range(3)]
+    assert radii[0] < radii[1] < radii[2] and abs(radii[0] - 0.4) < 0.1 and abs(radii[2] - 0.6) < 0.1, radii
