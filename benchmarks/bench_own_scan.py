@@ -145,7 +145,36 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
            "poor": bool(found["fit"]["poor"]) if found else True,
            "dropped": found["points"]["dropped"] if found else {}}
     rec["ratio"] = rec["posed"] / rec["canonical"] if rec["canonical"] > 0 else math.inf
+    rec["pose"] = pose.tolist()
     return rec
+
+
+def figure(work: Path, recs: list[dict], truth: Truth3D, refs: list, frame_up: str, out: Path) -> Path:
+    """The capture, the old bounding-box path's mesh, the pose search's and the known frame's, and the truth,
+    all taken back to the true normalised frame, for the shape whose posed / canonical ratio is the median."""
+    from deepsdf_ad.viz.render import render_to_array, save_image
+
+    pick = sorted(recs, key=lambda r: r["ratio"])[(len(recs) - 1) // 2]
+    ref = next(r for r in refs if r.key == pick["key"])
+    folder = work / "shapes" / ref.category / ref.id
+    back = np.linalg.inv(np.asarray(pick["pose"]))
+
+    def in_frame(path: Path, m: np.ndarray):
+        geo = trimesh.load(path, process=False)
+        v = np.asarray(geo.vertices) @ m[:3, :3].T + m[:3, 3]
+        return trimesh.Trimesh(v, geo.faces, process=False) if hasattr(geo, "faces") else v
+
+    cap = in_frame(folder / "capture.ply", back)
+    cap = cap[np.linalg.norm(cap, axis=1) < 1.2]  # drawn near the object only (the floor and strays go on)
+    panels = [cap, in_frame(folder / "old_mesh.ply", back), in_frame(folder / "posed_mesh.ply", back),
+              in_frame(folder / "canonical_mesh.ply", np.eye(4)),
+              truth.surface(ref)[0]]
+    labels = ["capture (near the object)", f"bounding box: {pick['old']:.1f}",
+              f"pose search: {pick['posed']:.1f}", f"known frame: {pick['canonical']:.1f}",
+              f"truth {ref.key}"]
+    img = render_to_array(panels, size=(240 * len(panels), 280), labels=labels, layout="row",
+                          renderer="raycast", up=frame_up)
+    return save_image(img, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="recompute cached shapes")
     ap.add_argument("--no-camera", action="store_true",
                     help="captures without their camera position (bare points; the canonical scan keeps it)")
+    ap.add_argument("--figure", metavar="PNG",
+                    help="also draw the median shape: capture, old path, pose search, known frame, truth "
+                         "(chamfer x10^3 in the labels)")
     args = ap.parse_args(argv)
     work, root = Path(args.work), DataRoot(args.data)
     truth = Truth3D(root)
@@ -176,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
             rec = shape_record(work, root, truth, ref, i, Path(args.run), frame_up, args.resolution,
                                args.iterations, args.seed, with_camera=not args.no_camera)
             formats.write_json(cache, rec)
+        if "pose" not in rec:  # cached by an older bench: the pose is the first draw of the shape's stream
+            up_label = UP_CHOICES[i % len(UP_CHOICES)]
+            rec["pose"] = random_pose(frame_up, up_label, np.random.default_rng([args.seed, i])).tolist()
         recs.append(rec)
         print(f"{rec['key']:32s} {rec['up']:>3s} {rec['scale']:9.2e} {rec['canonical']:9.3f} "
               f"{rec['posed']:8.3f} {rec['old']:8.3f} {rec['ratio']:6.2f}  up {rec['found_up']}, scale "
@@ -190,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(recs)} shapes: posed / canonical chamfer median {np.median(ratio):.2f}, max "
           f"{ratio.max():.2f}; old / canonical median {np.median(old):.2f}, max {old.max():.2f}; "
           f"{sum(r['poor'] for r in recs)} flagged poor")
+    if args.figure:
+        print(f"figure: {figure(work, recs, truth, root.shapes('test'), frame_up, Path(args.figure))}")
     return 0
 
 
