@@ -22,7 +22,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +29,8 @@ import torch
 
 from deepsdf_ad.config import find_preset, load_config
 from deepsdf_ad.data_prep import formats
-from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.models import build_model
-from deepsdf_ad.train import make_optimizer, plan_split, step_loss, sub_batches, train
+from deepsdf_ad.train import make_optimizer, timed_steps, train
 
 CHAIRS = find_preset("deepsdf_chairs")
 SMALL = find_preset("shapes_small")
@@ -75,20 +73,8 @@ def decoder_alone(cfg, steps: int, seed: int = 0) -> list[float]:
     dev = torch.device("cpu")
     samples = torch.cat([torch.rand(b, n, cfg.dim) * 2 - 1, torch.rand(b, n, 1) * 0.2 - 0.1], dim=-1)
     batch = {"index": torch.arange(b), "samples": samples}
-    model.train()
-    rates = []
-    split = plan_split(cfg, dev)
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        # the training loop's own step (in the same parts), on a batch that is already in memory
-        opt.zero_grad(set_to_none=True)
-        for part, share in sub_batches(batch, *split):
-            loss, _, _ = step_loss(model, part, loss_clamp(cfg), tc.code_reg, tc.precision, dev)
-            (loss * share).backward()
-        opt.step()
-        float(loss.detach())
-        rates.append(b * n / (time.perf_counter() - t0))
-    return rates
+    # the training loop's own step (in the same parts), on a batch that is already in memory
+    return timed_steps(model, opt, cfg, batch, dev, steps)
 
 
 def median_after_warmup(rates: list[float]) -> float:

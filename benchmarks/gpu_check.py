@@ -49,11 +49,10 @@ from safetensors.torch import load_file  # noqa: E402
 
 from deepsdf_ad.config import load_config  # noqa: E402
 from deepsdf_ad.data_prep import formats  # noqa: E402
-from deepsdf_ad.losses import loss_clamp  # noqa: E402
 from deepsdf_ad.meshing import evaluate_grid, mesh_sdf, model_sdf  # noqa: E402
 from deepsdf_ad.models import build_model  # noqa: E402
 from deepsdf_ad.runs import Run, load_trained  # noqa: E402
-from deepsdf_ad.train import make_optimizer, plan_split, step_loss, sub_batches, train  # noqa: E402
+from deepsdf_ad.train import make_optimizer, timed_steps, train  # noqa: E402
 
 CHAIRS = ROOT / "configs" / "deepsdf_chairs.yaml"
 MARKER = "gpu_check.json"
@@ -166,19 +165,8 @@ def decoder_alone(cfg, dev: torch.device, steps: int) -> dict:
     samples = torch.rand(b, n, cfg.dim + 1, device=dev, generator=g) * 2 - 1
     samples[..., -1] *= 0.1
     batch = {"index": torch.arange(b, device=dev), "samples": samples}
-    split = plan_split(cfg, dev)
-    model.train()
     reset_peak(dev)
-    rates = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        for part, share in sub_batches(batch, *split):
-            loss, _, _ = step_loss(model, part, loss_clamp(cfg), tc.code_reg, tc.precision, dev)
-            (loss * share).backward()
-        opt.step()
-        float(loss.detach())  # waits for the device
-        rates.append(b * n / (time.perf_counter() - t0))
+    rates = timed_steps(model, opt, cfg, batch, dev, steps)
     return {"points_per_s": round(statistics.median(rates[2:] if len(rates) > 3 else rates)), "steps": steps,
             "peak_gb": peak_gb(dev)}
 

@@ -338,6 +338,28 @@ def plan_split(cfg: Config, dev: torch.device, ranks: int = 1) -> tuple[int, int
     return math.ceil(shapes / ranks), math.ceil(samples / max(budget, 1))
 
 
+def timed_steps(model: SDFModel, opt: torch.optim.Optimizer, cfg: Config, batch: dict, dev: torch.device,
+                steps: int) -> list[float]:
+    """Points/s of each of ``steps`` optimiser steps on ``batch`` (already on ``dev``), taken as the training
+    loop takes them (its parts, its loss, Adam), without sampling or bookkeeping: the decoder-alone figure of
+    the benchmarks."""
+    tc = cfg.train
+    split = plan_split(cfg, dev)
+    n = batch["samples"].shape[0] * batch["samples"].shape[1]
+    model.train()
+    rates = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        for part, share in sub_batches(batch, *split):
+            loss, _, _ = step_loss(model, part, loss_clamp(cfg), tc.code_reg, tc.precision, dev)
+            (loss * share).backward()
+        opt.step()
+        float(loss.detach())  # waits for the device
+        rates.append(n / (time.perf_counter() - t0))
+    return rates
+
+
 def sub_batches(batch: dict, shape_parts: int, sample_parts: int = 1) -> list[tuple[dict, float]]:
     """``batch`` cut into consecutive pieces of shapes (at most one per shape), each of them into pieces of
     samples; each piece with its share of the batch's samples. The shares, as weights of the pieces' losses,
