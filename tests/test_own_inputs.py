@@ -249,6 +249,49 @@ def test_reconstruct_from_depth_is_the_reconstruction_of_its_point_cloud(tiny_ru
     assert 0.3 < float(np.median(ma.vertices[:, 2])) < 1.3
 
 
+def render_mesh_depth(mesh: trimesh.Trimesh, cam: DepthCamera = CAMERA, size: tuple[int, int] = (64, 48)
+                      ) -> np.ndarray:
+    """A 16-bit depth image (millimetres) of ``mesh`` (metres, camera frame) by one ray per pixel (Open3D's
+    ray casting, as ``deepsdf-ad scan`` casts them)."""
+    o3d = pytest.importorskip("open3d")
+    w, h = size
+    v, u = np.mgrid[0:h, 0:w]
+    dirs = np.stack([(u.ravel() - cam.cx) / cam.fx, (v.ravel() - cam.cy) / cam.fy, np.ones(w * h)], axis=1)
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, np.float32)),
+                        o3d.core.Tensor(np.asarray(mesh.faces, np.uint32)))
+    rays = np.concatenate([np.zeros_like(dirs), dirs], axis=1).astype(np.float32)
+    t = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()  # along dirs, whose z is 1: t is the depth
+    depth = np.where(np.isfinite(t), t, 0.0)
+    return np.round(depth * cam.depth_scale).astype(np.uint16).reshape(h, w)
+
+
+def test_reconstruct_from_the_depth_image_of_a_shared_mesh_is_that_of_its_point_cloud(tiny_run, tmp_path):
+    from deepsdf_ad.data_prep.meshes import load_mesh, normalized_mesh
+    from tests.helpers import SHARED_DATA
+
+    chairs = sorted((SHARED_DATA / "meshes" / "chair").glob("*.off"))
+    if not chairs:
+        pytest.skip(f"{SHARED_DATA}/meshes/chair: the shared meshes are not here")
+    mesh = normalized_mesh(load_mesh(chairs[0]))[0]  # unit sphere -> 0.4 m across, 1 m in front
+    mesh = trimesh.Trimesh(mesh.vertices * 0.4 + [0.0, 0.0, 1.0], mesh.faces, process=False)
+    depth = render_mesh_depth(mesh)
+    assert (depth > 0).sum() > 200, "the chair covers too few pixels"
+    depth_png = tmp_path / "depth.png"
+    formats.save_depth_png(depth_png, depth)
+    cloud = tmp_path / "cloud.npy"
+    np.save(cloud, points_from_depth(formats.load_depth_png(depth_png), CAMERA))
+    cloud.with_suffix(".json").write_text(json.dumps({"camera": [0, 0, 0]}))
+    a, b = tmp_path / "from_depth.ply", tmp_path / "from_cloud.ply"
+    for src, out in ((["--depth", depth_png, "--intrinsics", INTRINSICS], a), ([cloud], b)):
+        cli("reconstruct", *src, "--run", tiny_run, "--out", out, "--seed", "3", "--quiet",
+            "--no-pose-search", check=True)
+    ma, mb = (trimesh.load(p, process=False) for p in (a, b))
+    assert len(ma.vertices) > 0
+    np.testing.assert_array_equal(ma.vertices, mb.vertices)
+    np.testing.assert_array_equal(ma.faces, mb.faces)
+
+
 def test_bad_depth_inputs_and_flags_are_one_line(tiny_run, tmp_path):
     good = tmp_path / "depth.png"
     formats.save_depth_png(good, render_ball())
