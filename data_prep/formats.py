@@ -1019,6 +1019,11 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(f, np.asarray(array), allow_pickle=False)
 
 
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """One array of a ``.npy``, never unpickled (object arrays are refused by name)."""
+    return _load_npy(Path(path))
+
+
 def load_geometry(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """The vertices (N, 3) float64 and triangles (F, 3) (None for a point cloud) of a mesh or point-cloud file
     that trimesh reads (.ply .obj .off .stl; a file holding a scene: its geometries concatenated).

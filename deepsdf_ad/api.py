@@ -18,7 +18,6 @@ first use, so ``import deepsdf_ad`` alone stays light.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import tempfile
 from dataclasses import dataclass, fields
@@ -29,7 +28,7 @@ import torch
 import trimesh
 
 from deepsdf_ad.config import Config
-from deepsdf_ad.data_prep import log
+from deepsdf_ad.data_prep import formats, log
 from deepsdf_ad.data_prep.formats import DataError, PointCloud, clean_points, load_normalization
 from deepsdf_ad.data_prep.params import CameraConfig, PrepConfig, SamplingConfig
 from deepsdf_ad.device import resolve_device
@@ -216,12 +215,13 @@ def reconstruct(points_or_path: np.ndarray | str | os.PathLike, run: LoadedRun |
         info = reconstruct_posed(folder, cfg, run.model, name, cloud, meta, out, resolution, iterations,
                                  run.device, seed, method, up=up, keep_floor=keep_floor, crop=crop,
                                  progress=progress)
-        record = json.loads(Path(info["record"]).read_text())
+        record = formats.read_json(info["record"])
         dropped = record["points"]["dropped_indices"]
         if isinstance(dropped, str):  # many: (K, 2) rows of index and reason number, in a file beside
-            record["points"]["dropped_indices"] = np.load(Path(tmp) / dropped, allow_pickle=False)
+            record["points"]["dropped_indices"] = formats.load_npy(Path(tmp) / dropped)
         info["record"] = record
-        mesh = trimesh.load(out, process=False, force="mesh")
+        vertices, faces = formats.load_geometry(out)
+        mesh = trimesh.Trimesh(vertices, faces, process=False)
     mesh.metadata["deepsdf_ad"] = {k: v for k, v in info.items() if k != "out"}
     return mesh
 
