@@ -283,9 +283,10 @@ def test_reconstruct_from_the_depth_image_of_a_shared_mesh_is_that_of_its_point_
     np.save(cloud, points_from_depth(formats.load_depth_png(depth_png), CAMERA))
     cloud.with_suffix(".json").write_text(json.dumps({"camera": [0, 0, 0]}))
     a, b = tmp_path / "from_depth.ply", tmp_path / "from_cloud.ply"
-    for src, out in ((["--depth", depth_png, "--intrinsics", INTRINSICS], a), ([cloud], b)):
-        cli("reconstruct", *src, "--run", tiny_run, "--out", out, "--seed", "3", "--quiet",
-            "--no-pose-search", check=True)
+    from deepsdf_ad.commands.reconstruction import reconstruct_scan  # what the command runs, in-process
+
+    reconstruct_scan(tiny_run, depth_png, a, device="cpu", seed=3, pose_search=False, depth_camera=CAMERA)
+    reconstruct_scan(tiny_run, cloud, b, device="cpu", seed=3, pose_search=False)
     ma, mb = (trimesh.load(p, process=False) for p in (a, b))
     assert len(ma.vertices) > 0
     np.testing.assert_array_equal(ma.vertices, mb.vertices)
