@@ -72,6 +72,14 @@ def capture(pts: np.ndarray, camera: np.ndarray | None, frame_up: str,
     return np.concatenate([both, stray])
 
 
+def shape_pose(frame_up: str, index: int, seed: int) -> tuple[str, np.ndarray, np.random.Generator]:
+    """The up axis and pose of held-out shape ``index`` (the first draw of its random stream), and the stream,
+    which goes on to make its capture."""
+    rng = np.random.default_rng([seed, index])
+    up_label = UP_CHOICES[index % len(UP_CHOICES)]
+    return up_label, random_pose(frame_up, up_label, rng), rng
+
+
 def random_pose(frame_up: str, up_label: str, rng: np.random.Generator) -> np.ndarray:
     """Normalised -> input (4, 4): a turn about the frame's up axis, its up axis sent to ``up_label``, a scale
     10^U(-3, 3) and a shift of up to 10 object sizes."""
@@ -101,7 +109,6 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
     """The three reconstructions of one held-out shape and their chamfers (files in WORK/shapes/<key>).
     ``with_camera``: the capture's sidecar gives the camera position (moved by the pose), as a depth sensor's
     capture knows it; without it the capture is bare points."""
-    rng = np.random.default_rng([seed, index])
     folder = work / "shapes" / ref.category / ref.id
     folder.mkdir(parents=True, exist_ok=True)
     pts, normals, camera = scan_in_frame(root, ref)
@@ -112,8 +119,7 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
     if camera is not None:
         meta["camera"] = np.asarray(camera, float).tolist()
     formats.write_json(canon.with_suffix(".json"), meta)
-    up_label = UP_CHOICES[index % len(UP_CHOICES)]
-    pose = random_pose(frame_up, up_label, rng)
+    up_label, pose, rng = shape_pose(frame_up, index, seed)
     posed = folder / "capture.ply"
     formats.save_points_ply(posed, capture(pts, camera, frame_up, rng) @ pose[:3, :3].T + pose[:3, 3])
     posed.with_suffix(".json").unlink(missing_ok=True)
@@ -209,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                                args.iterations, args.seed, with_camera=not args.no_camera)
             formats.write_json(cache, rec)
         if "pose" not in rec:  # cached by an older bench: the pose is the first draw of the shape's stream
-            up_label = UP_CHOICES[i % len(UP_CHOICES)]
-            rec["pose"] = random_pose(frame_up, up_label, np.random.default_rng([args.seed, i])).tolist()
+            rec["pose"] = shape_pose(frame_up, i, args.seed)[1].tolist()
         recs.append(rec)
         print(f"{rec['key']:32s} {rec['up']:>3s} {rec['scale']:9.2e} {rec['canonical']:9.3f} "
               f"{rec['posed']:8.3f} {rec['old']:8.3f} {rec['ratio']:6.2f}  up {rec['found_up']}, scale "

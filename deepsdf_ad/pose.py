@@ -101,6 +101,15 @@ def log_scale(params: torch.Tensor) -> torch.Tensor:
     return params[:, 1].clamp(math.log(SCALE_RANGE[0]), math.log(SCALE_RANGE[1]))
 
 
+def base_unit(params: torch.Tensor) -> torch.Tensor:
+    """(B, 1) the normalised length of one base unit under params (B, 5). The search divides its residuals by
+    it (coarse scores and refinement alike), so that they are measured in the capture's own (base) units:
+    measured in the normalised frame they shrink with the scale, and the search drifted to small scales where
+    a code could explain the shrunken points as well (``bench_own_scan``: found scales 0.4-0.7 of the
+    truth)."""
+    return log_scale(params).exp()[:, None]
+
+
 def similarity(params: torch.Tensor, x: torch.Tensor, up: int) -> torch.Tensor:
     """``exp(log s) R_up(yaw) x + t`` for params (B, 5) = (yaw, log s, t) and points x (B, N, 3);
     differentiable."""
@@ -131,11 +140,8 @@ class PoseStarts:
         return similarity(params, x, self.up), lo * scale, hi * scale
 
     def unit(self, params: torch.Tensor) -> torch.Tensor:
-        """(B, 1) the normalised length of one base unit under ``params`` (B, 5): residuals are divided by it,
-        so that they are measured in the capture's own (base) units. Measured in the normalised frame they
-        shrink with the scale, and the search drifted to small scales where a code could explain the
-        shrunken points as well (``bench_own_scan``: found scales 0.4-0.7 of the truth)."""
-        return log_scale(params).exp()[:, None]
+        """(B, 1) :func:`base_unit` of ``params`` (B, 5), by which the refinement divides its residuals."""
+        return base_unit(params)
 
 
 @dataclass
@@ -226,9 +232,8 @@ def coarse_search(model, bases: list[np.ndarray], candidates: torch.Tensor, cfg:
     x = torch.cat([similarity(grid, p[None].expand(len(grid), -1, -1), up) for p in probe]).to(device)
     zero = torch.zeros(x.shape[:2], device=device)
     some = search_codes(candidates).to(device)
-    loss = candidate_losses(model, x, zero, zero, some, cfg)  # (F * G, C)
-    # in base units, as the refinement measures them (PoseStarts.unit): else the smallest scale always wins
-    loss = loss / grid[:, 1].exp().repeat(len(probe)).to(loss.device)[:, None]
+    units = base_unit(grid).repeat(len(probe), 1).to(device)  # (F * G, 1): row f * G + g is grid[g]'s
+    loss = candidate_losses(model, x, zero, zero, some, cfg) / units  # (F * G, C), in base units
     best, _ = loss.min(dim=1)
     order = torch.argsort(best).cpu().numpy()
     picked: list[tuple[int, int]] = []  # (frame, yaw step)
@@ -241,7 +246,7 @@ def coarse_search(model, bases: list[np.ndarray], candidates: torch.Tensor, cfg:
         picked.append((f, step))
         # the best code for this pose among all the candidates
         full = candidate_losses(model, x[row:row + 1], zero[:1], zero[:1], candidates.to(device), cfg)[0]
-        full = full / math.exp(float(grid[g, 1]))
+        full = full / units[row]
         out.append((f, grid[g].numpy().copy(), int(torch.argmin(full)), float(full.min())))
         if len(out) == KEEP:
             break
