@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 import trimesh
 
 from deepsdf_ad.config import Config
-from deepsdf_ad.data_prep import formats, log
+from deepsdf_ad.data_prep import log
 from deepsdf_ad.data_prep.formats import DataError, PointCloud, clean_points, load_normalization
 from deepsdf_ad.data_prep.params import CameraConfig, PrepConfig, SamplingConfig
 from deepsdf_ad.device import resolve_device
@@ -37,6 +36,8 @@ from deepsdf_ad.runs import Run, load_trained
 
 ARRAY_NAME = "points"
 """How messages name an array given to :func:`reconstruct` (a file is named by its path)."""
+POSED_MESH = "mesh.ply"
+"""The mesh's name in the record of a :func:`reconstruct` with a pose search (nothing is written)."""
 
 
 @dataclass
@@ -162,7 +163,7 @@ def reconstruct(points_or_path: np.ndarray | str | os.PathLike, run: LoadedRun |
     points up) and taken to the normalised frame by ``norm``, else by the file's sidecar, else by their own
     bounding box (:func:`deepsdf_ad.commands.reconstruction.complete_scan`). With ``pose_search`` and no
     normalisation known, the capture is cleaned and its pose searched with the code, as the command does
-    (:func:`deepsdf_ad.commands.reconstruction.reconstruct_posed`).
+    (:func:`deepsdf_ad.commands.reconstruction.complete_capture`).
 
     Args:
         points_or_path: points (N, 3), or a point file (.ply .pcd .xyz .txt .npy .npz .obj .off .stl) with its
@@ -182,7 +183,12 @@ def reconstruct(points_or_path: np.ndarray | str | os.PathLike, run: LoadedRun |
         The mesh; ``mesh.metadata["deepsdf_ad"]`` holds what the command reports (points, observations, mode,
         final loss, normalisation; with a pose search also ``record``: the transform and the fit).
     """
-    from deepsdf_ad.commands.reconstruction import complete_scan, reconstruct_posed
+    from deepsdf_ad.commands.reconstruction import (
+        complete_capture,
+        complete_scan,
+        dropped_indices,
+        posed_report,
+    )
     from deepsdf_ad.pose import no_pose_search
     from deepsdf_ad.reconstruct import check_mode
 
@@ -209,19 +215,12 @@ def reconstruct(points_or_path: np.ndarray | str | os.PathLike, run: LoadedRun |
                                    progress=progress, scan=(cloud, meta))
         mesh.metadata["deepsdf_ad"] = info
         return mesh
-    # the pose search writes its record beside the mesh, as the command does: read both back
-    with tempfile.TemporaryDirectory(prefix="deepsdf-ad-api-") as tmp:
-        out = Path(tmp) / "mesh.ply"
-        info = reconstruct_posed(folder, cfg, run.model, name, cloud, meta, out, resolution, iterations,
-                                 run.device, seed, method, up=up, keep_floor=keep_floor, crop=crop,
-                                 progress=progress)
-        record = formats.read_json(info["record"])
-        dropped = record["points"]["dropped_indices"]
-        if isinstance(dropped, str):  # many: (K, 2) rows of index and reason number, in a file beside
-            record["points"]["dropped_indices"] = formats.load_npy(Path(tmp) / dropped)
-        info["record"] = record
-        vertices, faces = formats.load_geometry(out)
-        mesh = trimesh.Trimesh(vertices, faces, process=False)
+    # the record and the report the command writes beside its mesh, named as if the mesh were mesh.ply
+    pc = complete_capture(folder, cfg, run.model, name, cloud, meta, resolution, iterations, run.device, seed,
+                          method, up=up, keep_floor=keep_floor, crop=crop, progress=progress)
+    record, info = posed_report(name, Path(POSED_MESH), cfg, pc, dropped_indices(pc.cleaned), keep_floor)
+    info["record"] = record
+    mesh = pc.mesh
     mesh.metadata["deepsdf_ad"] = {k: v for k, v in info.items() if k != "out"}
     return mesh
 

@@ -8,6 +8,7 @@ the ``OUT.json`` record. The notes and warnings name the input file; every file 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -228,16 +229,25 @@ def _check_record_free(record: Path, dropped: Path) -> None:
                         "--out")
 
 
-def _write_dropped(cleaned: Cleaned, dropped_path: Path) -> object:
-    """The record's ``dropped_indices``: inline per reason, or (more than :data:`INLINE_INDICES`) the name of
-    ``dropped_path``, written as (K, 2) rows of index and reason number in
+def dropped_indices(cleaned: Cleaned) -> object:
+    """The record's ``dropped_indices`` of ``cleaned``: inline per reason, or (more than
+    :data:`INLINE_INDICES`) an array of (K, 2) rows of index and reason number in
     :data:`deepsdf_ad.capture.REASONS`."""
     rows = [(int(i), k) for k, r in enumerate(REASONS) for i in cleaned.dropped.get(r, ())]
     if len(rows) > INLINE_INDICES:
-        formats.save_npy(dropped_path, np.asarray(rows, np.int64).reshape(-1, 2))
+        return np.asarray(rows, np.int64).reshape(-1, 2)
+    return {r: cleaned.dropped.get(r, np.zeros(0, int)).astype(int).tolist() for r in REASONS}
+
+
+def _write_dropped(cleaned: Cleaned, dropped_path: Path) -> object:
+    """:func:`dropped_indices` as the record holds them: inline, or the name of ``dropped_path``, where the
+    array is written."""
+    indices = dropped_indices(cleaned)
+    if isinstance(indices, np.ndarray):
+        formats.save_npy(dropped_path, indices)
         return dropped_path.name
     dropped_path.unlink(missing_ok=True)  # an earlier reconstruction's (checked before): it no longer applies
-    return {r: cleaned.dropped.get(r, np.zeros(0, int)).astype(int).tolist() for r in REASONS}
+    return indices
 
 
 def _pose_record(partial, out: Path, cfg: Config, posed: CaptureFit, cleaned: Cleaned, read: int, used: int,
@@ -263,19 +273,25 @@ def _pose_record(partial, out: Path, cfg: Config, posed: CaptureFit, cleaned: Cl
     }
 
 
-def reconstruct_posed(run: Run, cfg: Config, model: SDFModel, partial: str | os.PathLike, cloud, meta: dict,
-                      out: str | os.PathLike, resolution: int | None, iterations: int | None,
-                      device, seed: int, method: str, up: str | None = None,
-                      keep_floor: bool = False, crop: float | None = None, progress: bool = False) -> dict:
-    """The unknown-frame path of :func:`reconstruct_scan`: clean the capture, find its pose with the code
-    (:func:`deepsdf_ad.pose.fit_capture`), mesh in the input's frame, and record at ``out`` with suffix .json
-    (:data:`RECORD_KEY`) the transform (4 x 4 input -> normalised frame, scale, yaw, up axis), the fit's
-    residual at the kept points and the points dropped (counts by reason; indices inline, or in
-    ``OUT.dropped.npy`` as (K, 2) rows of index and reason number in the record's ``reasons``). A poor fit
-    (:data:`deepsdf_ad.pose.POOR_FIT`) gives one warning."""
-    out = Path(out)
-    record, dropped_path = out.with_suffix(".json"), out.with_suffix(".dropped.npy")
-    _check_record_free(record, dropped_path)
+@dataclass
+class PosedCapture:
+    """A capture in an unknown frame, completed: the ``mesh`` in the input's frame, the pose and shape found
+    (``posed``), the ``cleaned`` capture, and how many points were ``read`` and ``used`` (after thinning)."""
+
+    mesh: trimesh.Trimesh
+    posed: CaptureFit
+    cleaned: Cleaned
+    read: int
+    used: int
+
+
+def complete_capture(run: Run, cfg: Config, model: SDFModel, partial: str | os.PathLike, cloud, meta: dict,
+                     resolution: int | None, iterations: int | None, device, seed: int, method: str,
+                     up: str | None = None, keep_floor: bool = False, crop: float | None = None,
+                     progress: bool = False) -> PosedCapture:
+    """The unknown-frame path without writing: clean the capture, find its pose with the code
+    (:func:`deepsdf_ad.pose.fit_capture`) and mesh it in the input's frame. A poor fit
+    (:data:`deepsdf_ad.pose.POOR_FIT`) gives one warning; a capture without a camera, a note."""
     pts, normals = thin_file_points(partial, cloud.points, cloud.normals, seed)
     try:
         cleaned = clean_capture(pts, keep_floor=keep_floor, crop=crop, rng=np.random.default_rng(seed))
@@ -295,16 +311,41 @@ def reconstruct_posed(run: Run, cfg: Config, model: SDFModel, partial: str | os.
              "object's normalisation is known")
     mesh = mesh_sdf(posed.sdf, resolution or cfg.mesh.resolution, method=method, progress=progress)
     mesh = trimesh.Trimesh(fit.to_input(mesh.vertices), mesh.faces, process=False)
-    formats.save_mesh(out, mesh)
-    indices = _write_dropped(cleaned, dropped_path)
-    formats.write_json(record, _pose_record(partial, out, cfg, posed, cleaned, int(len(cloud.points)),
-                                            int(len(pts)), indices, keep_floor))
-    return {"out": str(out), "points": int(len(cloud.points)), "observations": int(len(cleaned.points)),
+    return PosedCapture(mesh, posed, cleaned, int(len(cloud.points)), int(len(pts)))
+
+
+def posed_report(partial, out: Path, cfg: Config, pc: PosedCapture, indices: object, keep_floor: bool
+                 ) -> tuple[dict, dict]:
+    """(the ``OUT.json`` record, what ``reconstruct`` reports) of ``pc`` written at ``out``; ``indices``: the
+    record's ``dropped_indices``."""
+    fit, record = pc.posed.fit, out.with_suffix(".json")
+    info = {"out": str(out), "points": pc.read, "observations": int(len(pc.cleaned.points)),
             "mode": "optimise", "final_loss": fit.losses[-1] if fit.losses else None,
             "normalization": f"searched (up {fit.frame.label}, yaw {fit.yaw:.1f} deg, scale {fit.scale:.4g}; "
                              f"record {record.name})",
-            "vertices": int(len(mesh.vertices)), "residual": posed.residual, "poor_fit": posed.poor,
-            "record": str(record), "dropped": cleaned.counts()}
+            "vertices": int(len(pc.mesh.vertices)), "residual": pc.posed.residual, "poor_fit": pc.posed.poor,
+            "record": str(record), "dropped": pc.cleaned.counts()}
+    return _pose_record(partial, out, cfg, pc.posed, pc.cleaned, pc.read, pc.used, indices, keep_floor), info
+
+
+def reconstruct_posed(run: Run, cfg: Config, model: SDFModel, partial: str | os.PathLike, cloud, meta: dict,
+                      out: str | os.PathLike, resolution: int | None, iterations: int | None,
+                      device, seed: int, method: str, up: str | None = None,
+                      keep_floor: bool = False, crop: float | None = None, progress: bool = False) -> dict:
+    """The unknown-frame path of :func:`reconstruct_scan`: :func:`complete_capture`, the mesh written at
+    ``out``, and at ``out`` with suffix .json (:data:`RECORD_KEY`) the record: the transform (4 x 4 input ->
+    normalised frame, scale, yaw, up axis), the fit's residual at the kept points and the points dropped
+    (counts by reason; indices inline, or in ``OUT.dropped.npy`` as (K, 2) rows of index and reason number in
+    the record's ``reasons``)."""
+    out = Path(out)
+    record, dropped_path = out.with_suffix(".json"), out.with_suffix(".dropped.npy")
+    _check_record_free(record, dropped_path)
+    pc = complete_capture(run, cfg, model, partial, cloud, meta, resolution, iterations, device, seed, method,
+                          up=up, keep_floor=keep_floor, crop=crop, progress=progress)
+    formats.save_mesh(out, pc.mesh)
+    rec, info = posed_report(partial, out, cfg, pc, _write_dropped(pc.cleaned, dropped_path), keep_floor)
+    formats.write_json(record, rec)
+    return info
 
 
 def reconstruct_scan(run_path: str | os.PathLike, partial: str | os.PathLike, out: str | os.PathLike,
