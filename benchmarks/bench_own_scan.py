@@ -104,11 +104,23 @@ def chamfer_x1e3(mesh_path: Path, to_normalised: np.ndarray, true_pts: np.ndarra
     return 1e3 * surface_metrics(pts, normals, true_pts, true_n)["chamfer"]
 
 
+def pose_error(found: np.ndarray, pose: np.ndarray) -> tuple[float, float, float]:
+    """How far the found input -> normalised matrix (4, 4) is from inverting the true normalised -> input
+    ``pose`` (4, 4): the turn left (degrees), the scale left (found / true) and the shift left (normalised
+    units)."""
+    a = found @ pose
+    s = float(np.cbrt(np.linalg.det(a[:3, :3])))
+    c = (np.trace(a[:3, :3] / s) - 1) / 2
+    return math.degrees(math.acos(float(np.clip(c, -1, 1)))), s, float(np.linalg.norm(a[:3, 3]))
+
+
 def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, run: Path, frame_up: str,
-                 resolution: int, iterations: int | None, seed: int, with_camera: bool = True) -> dict:
+                 resolution: int, iterations: int | None, seed: int, with_camera: bool = True,
+                 reuse_baselines: bool = False) -> dict:
     """The three reconstructions of one held-out shape and their chamfers (files in WORK/shapes/<key>).
     ``with_camera``: the capture's sidecar gives the camera position (moved by the pose), as a depth sensor's
-    capture knows it; without it the capture is bare points."""
+    capture knows it; without it the capture is bare points. ``reuse_baselines``: the canonical and old
+    meshes an earlier bench left in WORK are kept (they do not depend on the pose search)."""
     folder = work / "shapes" / ref.category / ref.id
     folder.mkdir(parents=True, exist_ok=True)
     pts, normals, camera = scan_in_frame(root, ref)
@@ -132,6 +144,8 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
     for name, scan, extra in (("canonical", canon, {}), ("posed", posed, {}),
                               ("old", posed, {"pose_search": False})):
         out = folder / f"{name}_mesh.ply"
+        if reuse_baselines and name != "posed" and out.is_file():
+            continue
         out.unlink(missing_ok=True)
         try:
             reconstruct_scan(run, scan, out, **common, **extra)
@@ -152,6 +166,9 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
            "dropped": found["points"]["dropped"] if found else {}}
     rec["ratio"] = rec["posed"] / rec["canonical"] if rec["canonical"] > 0 else math.inf
     rec["pose"] = pose.tolist()
+    if found:
+        turn, _, shift = pose_error(np.asarray(found["transform"]["matrix"]), pose)
+        rec.update(turn_error_deg=turn, shift_error=shift)
     return rec
 
 
@@ -183,6 +200,12 @@ def figure(work: Path, recs: list[dict], truth: Truth3D, refs: list, frame_up: s
     return save_image(img, out)
 
 
+def _errors(rec: dict) -> str:
+    if "turn_error_deg" not in rec:
+        return ""
+    return f"; turn off {rec['turn_error_deg']:.0f} deg, shift off {rec['shift_error']:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="a prepared data root with scans (prep meshes --scans 1)")
@@ -193,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, help="optimisation steps (default: the run's)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the captures and poses")
     ap.add_argument("--fresh", action="store_true", help="recompute cached shapes")
+    ap.add_argument("--reuse-baselines", action="store_true",
+                    help="keep the canonical and old meshes an earlier bench left in WORK (to compare "
+                         "variants of the pose search on the same baselines)")
     ap.add_argument("--no-camera", action="store_true",
                     help="captures without their camera position (bare points; the canonical scan keeps it)")
     ap.add_argument("--figure", metavar="PNG",
@@ -212,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             rec = None  # cached with the other camera setting
         if rec is None:
             rec = shape_record(work, root, truth, ref, i, Path(args.run), frame_up, args.resolution,
-                               args.iterations, args.seed, with_camera=not args.no_camera)
+                               args.iterations, args.seed, with_camera=not args.no_camera,
+                               reuse_baselines=args.reuse_baselines)
             formats.write_json(cache, rec)
         if "pose" not in rec:  # cached by an older bench: the pose is the first draw of the shape's stream
             rec["pose"] = shape_pose(frame_up, i, args.seed)[1].tolist()
@@ -220,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{rec['key']:32s} {rec['up']:>3s} {rec['scale']:9.2e} {rec['canonical']:9.3f} "
               f"{rec['posed']:8.3f} {rec['old']:8.3f} {rec['ratio']:6.2f}  up {rec['found_up']}, scale "
               f"x{rec['found_scale_ratio']:.3f}, residual "
-              f"{rec['residual']:.4f}{' POOR' if rec['poor'] else ''}"
+              f"{rec['residual']:.4f}{' POOR' if rec['poor'] else ''}{_errors(rec)}"
               f"{''.join(f'; {k} failed: {v}' for k, v in rec['failed'].items())}", flush=True)
     if not recs:
         print("no held-out shape with a scan")

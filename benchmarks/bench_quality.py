@@ -65,6 +65,8 @@ METHODS = {  # section -> [(label, run, mode)]
 }
 SECTION_TITLES = {"repr": "representation (training shapes)", "full": "held-out, from all SDF samples",
                   "scan": "held-out completion from one scan"}
+NEAREST_PLUS = "nearest training shape, + extra"
+"""The nearest-shape baseline over the ``ad+`` run's training shapes."""
 SPLIT_INPUT = {"repr": ("train", "full"), "full": ("test", "full"), "scan": ("test", "scan")}
 
 
@@ -74,11 +76,10 @@ def sh(*args: str) -> None:
 
 
 def prepare(work: Path, meshes: Path) -> Path:
-    """WORK/data: the shared meshes, 250,000 samples each, one scan per shape (prep is skipped when done)."""
+    """WORK/data: the shared meshes, 250,000 samples each, one scan per shape (prep reuses what an earlier,
+    possibly killed, run finished: its manifest is written while it works, so it is always run)."""
     data = work / "data"
-    if not (data / formats.MANIFEST).is_file():
-        sh("prep", "meshes", meshes, "--out", data, "--samples", 250_000, "--scans", 1, "--workers", 2,
-           "--quiet")
+    sh("prep", "meshes", meshes, "--out", data, "--samples", 250_000, "--scans", 1, "--workers", 2, "--quiet")
     return data
 
 
@@ -102,12 +103,13 @@ def extra_data(work: Path, data: Path, tarball: Path) -> Path:
             tar.extractall(tmp, filter="data")
         tmp.rename(src)
     extra = work / "data_extra"
-    if not (extra / formats.MANIFEST).is_file():
-        sh("prep", "meshes", src, "--out", extra, "--samples", 250_000, "--test-fraction", 0, "--workers", 2,
-           "--quiet")
     plus = work / "data_plus"
     if (plus / formats.MANIFEST).is_file():
         return plus
+    # always run: prep rewrites its manifest while it works and reuses what a killed run finished, so a
+    # manifest alone does not mean the folder is complete
+    sh("prep", "meshes", src, "--out", extra, "--samples", 250_000, "--test-fraction", 0, "--workers", 2,
+       "--quiet")
     base, more = DataRoot(data), DataRoot(extra)
     for sub in (formats.SDF_DIR, formats.SURFACE_DIR, formats.NORM_DIR, formats.SCANS_DIR):
         for root in (base.root, more.root):
@@ -145,6 +147,24 @@ def equal_steps_args(data: Path, plus: Path) -> list[str]:
     return ["--epochs", str(epochs), "--set",
             f"train.code_reg_rampup={max(1, round(cfg.train.code_reg_rampup * ratio))}", "--set",
             f"train.checkpoint_every={every}"]
+
+
+def nearest_plus_records(data: Path, plus: Path, limit: int | None) -> list[dict]:
+    """The nearest-training-shape baseline over ``plus``'s training shapes (DATA's and the extra ones): the
+    baseline the ``ad+`` run, trained on them, has to beat."""
+    root, more = DataRoot(data), DataRoot(plus)
+    truth, truth_plus = Truth3D(root), Truth3D(more)
+    train_refs = more.shapes("train")
+    train_surf = [truth_plus.surface(r)[0] for r in train_refs]
+    out = []
+    for ref in select(root.shapes("test"), limit):
+        true_pts, true_n = truth.surface(ref)
+        k, _ = nearest_shape(scan_in_frame(root, ref)[0], train_surf)
+        near_pts, near_n = truth_plus.surface(train_refs[k])
+        m = surface_metrics(near_pts, near_n, true_pts, true_n)
+        out.append({"key": ref.key, "category": ref.category, "id": ref.id, **_pick(m),
+                    "nearest": train_refs[k].key})
+    return out
 
 
 def baseline_records(data: Path, limit: int | None) -> dict[str, list[dict]]:
@@ -186,10 +206,12 @@ def _mesh_metrics(mesh, true_pts, true_n) -> dict:
 
 
 def section_records(work: Path, runs: dict[str, Path], data: Path, section: str, resolution: int,
-                    limit: int | None, fresh: bool, ae_limit: int | None = None) -> dict[str, list[dict]]:
+                    limit: int | None, fresh: bool, ae_limit: int | None = None,
+                    plus: Path | None = None) -> dict[str, list[dict]]:
     """{method label: per-shape records} of one section; each method's records are cached on their own in
     WORK/results/<section>_<resolution>_<limit>_<method>.json (so methods can be run in separate
-    processes)."""
+    processes). ``plus``: the ``ad+`` run's data (the completion section then also has the nearest shape
+    among its training shapes)."""
     split, inp = SPLIT_INPUT[section]
     out = {}
 
@@ -222,6 +244,8 @@ def section_records(work: Path, runs: dict[str, Path], data: Path, section: str,
 
         for label in ("scan alone", "Poisson", "nearest training shape"):
             out[label] = cached(label, lambda label=label: baseline(label))
+        if plus is not None:
+            out[NEAREST_PLUS] = cached(NEAREST_PLUS, lambda: nearest_plus_records(data, plus, limit))
     return out
 
 
@@ -475,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"ad": Path(args.ad_run) if args.ad_run else train_preset(work, data, "shapes_cpu")}
     if args.ae_run != "none":
         runs["ae"] = Path(args.ae_run) if args.ae_run else train_preset(work, data, "shapes_cpu_ae")
+    plus = None
     if args.extra:
         plus = extra_data(work, data, Path(args.extra))
         runs["ad+"] = train_preset(work, plus, "shapes_cpu", "shapes_cpu_plus", *equal_steps_args(data, plus))
@@ -491,14 +516,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         limit = args.repr_limit if section == "repr" and args.repr_limit else args.limit
         recs = worst_case(section_records(work, runs, data, section, args.resolution, limit, args.fresh,
-                                          args.ae_limit))
+                                          args.ae_limit, plus))
         report += table(recs, SECTION_TITLES[section])
         if section == "scan":
             scan_records = recs
+            more = [NEAREST_PLUS] if NEAREST_PLUS in recs else []
             report += ["Paired tests (all held-out shapes):", *paired_tests(
-                recs, "AD (optimise)", ["scan alone", "Poisson", "nearest training shape", "AE (encode)"]),
+                recs, "AD (optimise)",
+                ["scan alone", "Poisson", "nearest training shape", *more, "AE (encode)"]),
                 *(paired_tests(recs, "AD+ (optimise)",
-                               ["AD (optimise)", "scan alone", "nearest training shape"])
+                               ["AD (optimise)", "scan alone", "nearest training shape", NEAREST_PLUS])
                   if "ad+" in runs else []),
                 *paired_tests(recs, "AE (encode+refine)", ["AD (optimise)"]), ""]
         if section == "full":

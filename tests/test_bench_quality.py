@@ -33,3 +33,17 @@ def test_verdicts_need_ten_pairs():
     many = {"A": _rows([0.5 * i for i in range(12)]), "B": _rows([0.5 * i + 1 + 0.1 * i for i in range(12)])}
     line = bq.paired_tests(many, "A", ["B"])[0]
     assert "n = 12" in line and "lower on 12" in line and "A lower (p < 0.05)" in line
+
+
+def test_the_nearest_shape_over_the_extra_training_set(tmp_path):
+    """The ad+ run's nearest-shape baseline searches its own training shapes: over the same shapes it is the
+    plain baseline, shape for shape."""
+    from tests.test_article import tiny_shapes
+
+    data = tiny_shapes(tmp_path, ("table", "chair"), 3, 0.34, scans=1)
+    plain = bq.baseline_records(data, None)["nearest training shape"]
+    plus = bq.nearest_plus_records(data, data, None)
+    assert len(plus) == len(plain) >= 2
+    for a, b in zip(plus, plain, strict=True):
+        assert a["key"] == b["key"] and a["nearest"] == b["nearest"]
+        assert abs(a["chamfer_x1e3"] - b["chamfer_x1e3"]) < 1e-9
