@@ -17,7 +17,9 @@ Directives (each ``{{ ... }}``; block directives stand alone on their line):
 ``{{ headline }}``                    the headline tables (also written to README's marked block)
 ``{{ experiment NAME }}``             the measured section of one experiment (or why it was not run)
 ``{{ config NAME METHOD KEY }}``      a value of a method's resolved config, e.g. ``train.code_reg``
+``{{ shape_samples NAME }}``          K, the SDF samples per shape in the experiment's data
 ``{{ prior_std NAME METHOD }}``       the Gaussian prior's standard deviation implied by the code regulariser
+                                      with K samples per shape
 ``{{ prior_norm NAME METHOD }}``      the typical norm of a code drawn from that prior
 ``{{ bound_vs_prior NAME METHOD }}``  whether the norm bound or the prior keeps table codes small
 ``{{ memory_breakeven NAME TABLE ENC }}`` training codes that weigh as much as the encoder (measured counts)
@@ -895,19 +897,44 @@ class Renderer:
             return f"{len(v)}×{v[0]}" if v and all(x == v[0] for x in v) else ", ".join(map(str, v))
         return str(v)
 
-    def prior_std(self, name: str, method: str) -> str:
+    def _shape_samples(self, name: str) -> int | None:
+        """K, the SDF samples per shape in the experiment's data: from the data's manifest when it is there,
+        else from the ``--samples`` of the prep command the build runs (None: neither says)."""
+        oc = self.outcomes.get(name)
+        if oc is None:
+            raise DataError(f"{self.template}: unknown experiment '{name}'")
+        data = (oc.results or {}).get("data")
+        if data and (Path(data) / "manifest.json").is_file():
+            params = formats.read_json(Path(data) / "manifest.json").get("params", {})
+            k = params.get("sampling", {}).get("samples", params.get("samples"))
+            if k:
+                return int(k)
+        cmds = oc.exp.quick_data if self.opts.quick else oc.exp.data
+        found = re.search(r"--samples (\d+)", cmds[0]) if cmds else None
+        return int(found.group(1)) if found else None
+
+    def _prior(self, name: str, method: str) -> tuple[float, float] | None:
+        """(sigma, typical norm sigma * sqrt(L)) of the Gaussian prior the code regulariser is, for K samples
+        per shape: 1 / (2 sigma^2) = lambda K."""
         cfg = self._method_config(name, method)
-        if cfg is None:
-            return "(not available)"
-        return num(1.0 / math.sqrt(2.0 * cfg.train.code_reg * cfg.train.samples_per_shape))
+        k = self._shape_samples(name)
+        if cfg is None or k is None:
+            return None
+        sigma = 1.0 / math.sqrt(2.0 * cfg.train.code_reg * k)
+        return sigma, sigma * math.sqrt(cfg.model.latent.size)
+
+    def shape_samples(self, name: str) -> str:
+        k = self._shape_samples(name)
+        return "(not available)" if k is None else f"{k:,}"
+
+    def prior_std(self, name: str, method: str) -> str:
+        prior = self._prior(name, method)
+        return "(not available)" if prior is None else num(prior[0])
 
     def prior_norm(self, name: str, method: str) -> str:
         """Typical norm of a code drawn from that prior: sigma * sqrt(L)."""
-        cfg = self._method_config(name, method)
-        if cfg is None:
-            return "(not available)"
-        tc = cfg.train
-        return num(math.sqrt(cfg.model.latent.size / (2.0 * tc.code_reg * tc.samples_per_shape)))
+        prior = self._prior(name, method)
+        return "(not available)" if prior is None else num(prior[1])
 
     def code_norms(self, name: str) -> str:
         """A sentence on the trained codes of each method (first seed): their norms and spread, measured."""
@@ -956,15 +983,21 @@ class Renderer:
         if cfg is None:
             return "(not available)"
         bound = cfg.model.latent.max_norm
-        prior = math.sqrt(cfg.model.latent.size / (2.0 * cfg.train.code_reg * cfg.train.samples_per_shape))
+        both = self._prior(name, method)
+        if both is None:
+            return "(not available)"
+        prior = both[1]
         if bound is None:
             return (f"The {name} preset has no norm bound, so there the prior alone keeps the codes near the "
                     f"origin, and only weakly")
-        if bound < prior:
+        if prior > 2 * bound:
             return (f"In the {name} preset the prior's typical norm ({num(prior)}) is far larger than the "
-                    f"norm bound ({num(bound)}): as a prior it is weak, and on paper the bound is the "
-                    f"tighter constraint")
-        return (f"In the {name} preset the prior's typical norm ({num(prior)}) is within the norm bound "
+                    f"norm bound ({num(bound)}): as a prior it is weak, and the bound is the tighter "
+                    f"constraint")
+        if prior >= 0.5 * bound:
+            return (f"In the {name} preset the prior's typical norm ({num(prior)}) is about the norm bound "
+                    f"({num(bound)}): the two constrain the codes about equally")
+        return (f"In the {name} preset the prior's typical norm ({num(prior)}) is well within the norm bound "
                 f"({num(bound)}), so the prior is the tighter constraint")
 
     def code_bytes(self, name: str, method: str) -> str:
@@ -980,8 +1013,8 @@ class Renderer:
 
 DIRECTIVE = re.compile(r"\{\{\s*([a-z_]+)((?:\s+[^\s}]+)*)\s*\}\}")
 BLOCKS = {"build", "headline", "experiment"}
-INLINE = {"config", "prior_std", "prior_norm", "bound_vs_prior", "memory_breakeven", "code_norms",
-          "code_bytes", "preset"}
+INLINE = {"config", "shape_samples", "prior_std", "prior_norm", "bound_vs_prior", "memory_breakeven",
+          "code_norms", "code_bytes", "preset"}
 
 
 def render(template: str, renderer: Renderer) -> str:
