@@ -484,9 +484,33 @@ def paired_difference(res_a: list[dict], res_b: list[dict], metric: str, seed: i
     d = np.array([x - y for x, y in pairs])
     idx = np.random.default_rng(seed).integers(0, len(d), size=(BOOTSTRAP, len(d)))
     means = d[idx].mean(axis=1)
+    p = None
+    if len(d) >= MIN_VERDICT_N and np.any(d != 0):
+        from scipy.stats import wilcoxon
+
+        p = float(wilcoxon(d).pvalue)
     return {"mean": float(d.mean()),
             "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
-            "a_higher": int((d > 0).sum()), "b_higher": int((d < 0).sum()), "n": len(d)}
+            "a_higher": int((d > 0).sum()), "b_higher": int((d < 0).sum()), "n": len(d), "p": p}
+
+
+MIN_VERDICT_N = 10
+"""A difference is called clear only from a paired Wilcoxon signed-rank test over at least this many shapes
+(p < :data:`ALPHA`); with fewer, the article gives the numbers and no verdict."""
+ALPHA = 0.05
+
+
+def paired_verdict(pd: dict | None, a_better: bool) -> str | None:
+    """'clear' when the paired test ``pd`` (:func:`paired_difference`) has n >= :data:`MIN_VERDICT_N`, p <
+    :data:`ALPHA` and its mean on ``a``'s better side (``a_better``: the mean difference says a is better);
+    'few' when it has fewer pairs (or none); 'unclear' otherwise."""
+    if pd is None or pd["n"] < MIN_VERDICT_N or pd.get("p") is None:
+        return "few"
+    return "clear" if pd["p"] < ALPHA and a_better else "unclear"
+
+
+def _test_text(pd: dict) -> str:
+    return f"Wilcoxon signed-rank, paired by shape, n = {pd['n']}, p = {pd['p']:.2g}"
 
 
 def verdict(section: dict, metric: str) -> str:
@@ -512,16 +536,17 @@ def verdict(section: dict, metric: str) -> str:
             wins = pd["a_higher"] if metric not in LOWER_IS_BETTER else pd["b_higher"]
             paired = (f"paired by shape, {best} − {other} = {num(pd['mean'])} [{num(pd['ci95'][0])}, "
                       f"{num(pd['ci95'][1])}], {best} better on {wins} of {pd['n']}")
-        if not overlap:
-            text = f"{vs}: intervals do not overlap, a clear difference"
-            if pd is not None:
-                text += f" ({paired})"
-        elif pd is not None and excl:
-            text = (f"{vs}: intervals overlap, but {paired}: the paired interval excludes 0, a consistent "
-                    f"difference on these shapes")
+        kind = paired_verdict(pd, pd is not None and (pd["mean"] < 0) == (metric in LOWER_IS_BETTER))
+        if kind == "clear":
+            text = f"{vs}: a clear difference ({_test_text(pd)}; {paired})"
+        elif kind == "unclear":
+            text = f"{vs}: not a clear difference ({_test_text(pd)}; {paired})"
         else:
-            text = (f"{vs}: intervals overlap: not a clear difference"
-                    + (f" ({paired})" if pd is not None else ""))
+            n = 0 if pd is None else pd["n"]
+            text = (f"{vs}: {n} paired shapes, fewer than {MIN_VERDICT_N}: no verdict"
+                    + ("" if overlap else " (the intervals do not overlap)")
+                    + (f" ({paired}{', the paired interval excludes 0' if excl else ''})"
+                       if pd is not None else ""))
         if (sb["median"] - so["median"]) * (1 if metric in LOWER_IS_BETTER else -1) > 0 and \
                 num(sb["median"]) != num(so["median"]):
             text += (f"; the medians rank them the other way ({best} {num(sb['median'])}, {other} "
@@ -531,13 +556,18 @@ def verdict(section: dict, metric: str) -> str:
 
 
 def clear_winner(section: dict, metric: str) -> str | None:
-    """The method whose interval of ``metric`` lies wholly on the better side of every other's, if any."""
-    st = {n: m["stats"]["all"].get(metric) for n, m in section["methods"].items()}
-    st = {n: s for n, s in st.items() if s}
-    for n, s in st.items():
-        others = [o for k, o in st.items() if k != n]
-        if others and all((s["ci95"][1] < o["ci95"][0]) if metric in LOWER_IS_BETTER else
-                          (s["ci95"][0] > o["ci95"][1]) for o in others):
+    """The method clearly better in ``metric`` than every other (:func:`paired_verdict`: a paired Wilcoxon
+    test over at least :data:`MIN_VERDICT_N` shapes, p < :data:`ALPHA`), if any."""
+    methods = section["methods"]
+    names = [n for n, m in methods.items() if m["stats"]["all"].get(metric)]
+    for n in names:
+        others = [o for o in names if o != n]
+        ok = bool(others)
+        for o in others:
+            pd = paired_difference(methods[n].get("shapes", []), methods[o].get("shapes", []), metric)
+            ok = ok and paired_verdict(
+                pd, pd is not None and (pd["mean"] < 0) == (metric in LOWER_IS_BETTER)) == "clear"
+        if ok:
             return n
     return None
 
@@ -644,8 +674,8 @@ class Renderer:
             win = clear_winner(sr, metric)
             ns = sorted({sr["methods"][n]["stats"]["all"]["shapes"] for n in names})
             lines.append(f"| {sec} | " + " | ".join(cells) + f" | {'/'.join(map(str, ns))} | "
-                         + (f"{win} better (intervals apart)" if win
-                            else "intervals overlap: not a clear difference")
+                         + (f"{win} better (paired Wilcoxon, p < {ALPHA})" if win
+                            else f"not a clear difference (or fewer than {MIN_VERDICT_N} paired shapes)")
                          + " |")
         return lines + [""]
 
@@ -816,9 +846,11 @@ class Renderer:
         lines = [f"**Reading ({oc.exp.name}, generated from the numbers above, by {METRIC_LABELS[m]}).** "]
         parts = []
         if clear:
-            parts.append("Clear differences (intervals apart): " + "; ".join(clear) + ".")
+            parts.append(f"Clear differences (paired Wilcoxon signed-rank tests over at least "
+                         f"{MIN_VERDICT_N} shapes, p < {ALPHA}): " + "; ".join(clear) + ".")
         if unclear:
-            parts.append("Not clear (intervals overlap): " + "; ".join(unclear) + ".")
+            parts.append(f"Not clear (no significant paired test, or fewer than {MIN_VERDICT_N} shapes): "
+                         + "; ".join(unclear) + ".")
         distinct = {w for w in winners.values() if w}
         if len(distinct) > 1:
             parts.append("The ranking flips between sections: " + ", ".join(

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deepsdf_ad.article import HEADLINE_BEGIN, HEADLINE_END, BuildOptions, build_article
@@ -215,3 +216,42 @@ def test_the_checkout_is_found_from_the_current_folder_or_given(tmp_path, monkey
     with pytest.raises(DataError, match="not a deepsdf-ad checkout"):
         find_repo(tmp_path)
     assert not (tmp_path / "docs").exists() and not (tmp_path / "work").exists()
+
+
+def _section(a_values, b_values, metric="chamfer_x1e3"):
+    def method(values):
+        v = np.asarray(values, float)
+        return {"stats": {"all": {metric: {"mean": float(v.mean()), "median": float(np.median(v)),
+                                           "ci95": [float(v.min()), float(v.max())]}, "shapes": len(v)}},
+                "shapes": [{"key": f"s{i}", "seed": 0, metric: float(x)} for i, x in enumerate(v)]}
+
+    return {"methods": {"a": method(a_values), "b": method(b_values)}}
+
+
+def test_clear_only_from_a_paired_test_over_ten_shapes():
+    from deepsdf_ad.article import clear_winner, verdict
+
+    rng = np.random.default_rng(0)
+    b = rng.uniform(5, 10, 12)
+    many = _section(b - 2.0 - rng.uniform(0, 0.5, 12), b)  # a lower on every one of 12 shapes
+    text = verdict(many, "chamfer_x1e3")
+    assert "a clear difference (Wilcoxon signed-rank, paired by shape, n = 12" in text
+    assert clear_winner(many, "chamfer_x1e3") == "a"
+    few = _section(b[:5] - 50.0, b[:5])  # intervals far apart, but 5 shapes
+    text = verdict(few, "chamfer_x1e3")
+    assert "clear difference" not in text and "no verdict" in text
+    assert clear_winner(few, "chamfer_x1e3") is None
+    mixed = _section(b + rng.normal(0, 1, 12), b)
+    text = verdict(mixed, "chamfer_x1e3")
+    assert "not a clear difference (Wilcoxon signed-rank, paired by shape, n = 12" in text
+
+
+def test_no_clear_verdict_on_fewer_than_ten_shapes_in_the_build(article):
+    # the quick build measures 1-3 shapes per section: every "clear" is a negation or comes with its test
+    md = article["md"]
+    for m in re.finditer(r"[^.|]*\bclear\b[^.|]*", md):
+        sentence = m.group(0)
+        if re.search(r"\bnot (a )?clear\b|Not clear|no verdict|called \*clear\*|\"clear\"", sentence):
+            continue
+        found = re.search(r"n = (\d+)", sentence)
+        assert "Wilcoxon" in sentence and found and int(found.group(1)) >= 10, sentence
