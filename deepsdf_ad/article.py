@@ -816,7 +816,8 @@ class Renderer:
             lines.append(f"| {n} ({m['mode']}) | {st['shapes']}{failed} | " + " | ".join(cells) + " |")
         lines.append("")
         sentences = [f"{n}: {m['stats']['all']['failed']} of {m['stats']['all']['shapes']} shapes failed (no "
-                     "surface or no code); their metrics are missing, so the means cover only the others."
+                     "surface or no code); each counts in the means at the section's worst value (0 for "
+                     "IoU and F-score)."
                      for n, m in sr["methods"].items() if m["stats"]["all"].get("failed")]
         sentences += [v for v in (verdict(sr, k) for k in res["metrics"]) if v]
         times = {n: m["stats"]["all"].get("code_seconds") for n, m in sr["methods"].items()}

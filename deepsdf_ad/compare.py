@@ -27,7 +27,7 @@ from tqdm import tqdm
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.device import resolve_device
-from deepsdf_ad.evaluate import EvalOptions, evaluate_run
+from deepsdf_ad.evaluate import LOWER_IS_BETTER, EvalOptions, evaluate_run
 from deepsdf_ad.runs import Run, load_trained
 
 RESULTS_JSON = "results.json"
@@ -125,6 +125,24 @@ def metric_stats(records: list[dict], metric: str) -> dict | None:
         return None
     lo, hi = bootstrap_interval(v)
     return {"mean": float(v.mean()), "median": float(np.median(v)), "ci95": [lo, hi], "n": int(len(v))}
+
+
+def score_failures(evaluations: dict[str, list[dict]], metrics: list[str]) -> dict[str, list[dict]]:
+    """One section's evaluations ({method: [evaluation per run]}) with every failed shape (``failed`` in its
+    record) scored as the worst case, so that it counts in every mean instead of dropping out: a
+    lower-is-better metric gets the section's worst finite value (over all methods and runs), a
+    higher-is-better one 0. The ``failed`` mark stays, so the tables can count the failures."""
+    worst = {}
+    for m in metrics:
+        vals = [r[m] for evs in evaluations.values() for ev in evs for r in ev["shapes"]
+                if "failed" not in r and r.get(m) is not None and math.isfinite(r[m])]
+        worst[m] = (max(vals) if vals else None) if m in LOWER_IS_BETTER else 0.0
+    out = {}
+    for name, evs in evaluations.items():
+        out[name] = [{**ev, "shapes": [r if "failed" not in r else
+                                       {**r, **{m: worst[m] for m in metrics if worst[m] is not None}}
+                                       for r in ev["shapes"]]} for ev in evs]
+    return out
 
 
 def table_stats(records: list[dict], metrics: list[str]) -> dict:
@@ -234,6 +252,8 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
                                                     limit=opts.limit),
                                         device=device, progress=progress, keep_codes=True))
             evaluations[sec][name] = evs
+        scored = score_failures(evaluations[sec], metrics)
+        for name, evs in scored.items():
             pooled = [r for ev in evs for r in ev["shapes"]]
             sec_res["methods"][name] = {"mode": evs[0]["mode"],
                                         "stats": table_stats(pooled, metrics + timing),

@@ -1,0 +1,16 @@
+"""compare's scoring of failed shapes: they count in every mean, at the section's worst value."""
+
+from deepsdf_ad.compare import score_failures, table_stats
+
+
+def test_failures_count_at_the_sections_worst():
+    ok = {"key": "a", "category": "c", "chamfer_x1e3": 2.0, "iou": 0.8}
+    bad = {"key": "b", "category": "c", "failed": "empty mesh", "iou": 0.0}
+    other = {"key": "a", "category": "c", "chamfer_x1e3": 7.0, "iou": 0.5}
+    evs = {"m1": [{"mode": "optimise", "shapes": [ok, bad]}], "m2": [{"mode": "encode", "shapes": [other]}]}
+    scored = score_failures(evs, ["chamfer_x1e3", "iou"])
+    row = scored["m1"][0]["shapes"][1]
+    assert row["chamfer_x1e3"] == 7.0 and row["iou"] == 0.0 and row["failed"] == "empty mesh"
+    st = table_stats(scored["m1"][0]["shapes"], ["chamfer_x1e3", "iou"])["all"]
+    assert st["failed"] == 1 and st["chamfer_x1e3"]["n"] == 2 and st["chamfer_x1e3"]["mean"] == 4.5
+    assert evs["m1"][0]["shapes"][1].get("chamfer_x1e3") is None  # the input is not changed
