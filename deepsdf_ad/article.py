@@ -16,6 +16,7 @@ Directives (each ``{{ ... }}``; block directives stand alone on their line):
 ``{{ build }}``                       how and when the article was built (and a warning in quick mode)
 ``{{ headline }}``                    the headline tables (also written to README's marked block)
 ``{{ experiment NAME }}``             the measured section of one experiment (or why it was not run)
+``{{ diagram }}``                     the figure of the two methods, drawn by code
 ``{{ config NAME METHOD KEY }}``      a value of a method's resolved config, e.g. ``train.code_reg``
 ``{{ shape_samples NAME }}``          K, the SDF samples per shape in the experiment's data
 ``{{ prior_std NAME METHOD }}``       the Gaussian prior's standard deviation implied by the code regulariser
@@ -624,6 +625,18 @@ class Renderer:
         return f"`{oc.command}` (preset `{rel(oc.preset)}`)"
 
     # -- directives
+    def diagram(self) -> list[str]:
+        """The figure of the two methods, drawn by code (:mod:`deepsdf_ad.viz.diagram`)."""
+        import tempfile
+
+        from deepsdf_ad.viz.diagram import draw_methods_diagram
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = draw_methods_diagram(Path(tmp) / "methods.png")
+            caption = ("the two ways of getting a code: a table of codes found by optimisation (left), an "
+                       "encoder (right); the decoder is the same")
+            return self._figure(src, "methods_diagram", caption, "`deepsdf_ad/viz/diagram.py`")
+
     def build(self) -> list[str]:
         ran = [oc for oc in self.outcomes.values() if oc.ok]
         o = self.opts
@@ -1045,7 +1058,7 @@ class Renderer:
 
 
 DIRECTIVE = re.compile(r"\{\{\s*([a-z_]+)((?:\s+[^\s}]+)*)\s*\}\}")
-BLOCKS = {"build", "headline", "experiment"}
+BLOCKS = {"build", "headline", "experiment", "diagram"}
 INLINE = {"config", "shape_samples", "prior_std", "prior_norm", "bound_vs_prior", "memory_breakeven",
           "code_norms", "code_bytes", "preset"}
 

@@ -142,7 +142,9 @@ def test_article_figures_exist(article):
     assert {p.name for p in (docs / "images" / "article").iterdir()} == {Path(x).name for x in links}
     # every figure is labelled with the command that made it
     for caption in re.findall(r"^\*Figure \d+:.*$", article["md"], flags=re.M):
-        assert "deepsdf-ad experiment" in caption or "deepsdf-ad slice" in caption, caption
+        assert ("deepsdf-ad experiment" in caption or "deepsdf-ad slice" in caption
+                or "deepsdf_ad/viz/diagram.py" in caption), caption
+    assert any("methods_diagram" in link for link in links)  # the diagram of the two methods
 
 
 def test_article_tables_come_from_the_run_files(article):
