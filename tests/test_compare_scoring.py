@@ -1,4 +1,4 @@
-"""compare's scoring of failed shapes: they count in every mean, at the section's worst value."""
+"""compare: failed shapes count at the section's worst value; figures show every category in turn."""
 
 from deepsdf_ad.compare import score_failures, table_stats
 
@@ -14,3 +14,11 @@ def test_failures_count_at_the_sections_worst():
     st = table_stats(scored["m1"][0]["shapes"], ["chamfer_x1e3", "iou"])["all"]
     assert st["failed"] == 1 and st["chamfer_x1e3"]["n"] == 2 and st["chamfer_x1e3"]["mean"] == 4.5
     assert evs["m1"][0]["shapes"][1].get("chamfer_x1e3") is None  # the input is not changed
+
+
+def test_figures_show_every_category_in_turn():
+    from deepsdf_ad.viz.report import figure_keys
+
+    keys = [f"0/{i}" for i in range(5)] + [f"1/{i}" for i in range(5)] + ["2/0"]
+    assert figure_keys(keys, 4) == ["0/0", "1/0", "2/0", "0/1"]
+    assert figure_keys(keys[:2], 4) == ["0/0", "0/1"]

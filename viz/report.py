@@ -61,11 +61,26 @@ def _stack_rows(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.concatenate(padded)[:-gap]
 
 
+def figure_keys(keys: list[str], n: int) -> list[str]:
+    """``n`` of the shape keys ('category/id'), taken in turn from each category (in order of first
+    appearance), so a figure shows every category it can (every digit label, not the first label's shapes)."""
+    by_cat: dict[str, list[str]] = {}
+    for k in keys:
+        by_cat.setdefault(k.split("/", 1)[0], []).append(k)
+    out: list[str] = []
+    depth = 0
+    while len(out) < min(n, len(keys)):
+        out += [ks[depth] for ks in by_cat.values() if depth < len(ks)][:n - len(out)]
+        depth += 1
+    return out
+
+
 def section_figure(section: dict, loaded: dict, data_root: DataRoot, resolution: int | None,
                    device) -> np.ndarray:
-    """Ground truth beside each method for the first shapes of a section: one row per shape."""
+    """Ground truth beside each method for a few shapes of a section, one per category in turn: one row per
+    shape."""
     first = next(iter(section["methods"].values()))[0]
-    keys = [r["key"] for r in first["shapes"]][:FIGURE_SHAPES]
+    keys = figure_keys([r["key"] for r in first["shapes"]], FIGURE_SHAPES)
     names = list(section["methods"])
     dim = first["dim"]
     rows = []
