@@ -843,8 +843,10 @@ class Renderer:
         fig = oc.report / f"{sec}.png"
         if fig.is_file():
             lines += self._figure(fig, f"{oc.exp.name}_{sec}",
-                                  f"{oc.exp.title}: {SECTION_FIGURE_TEXT.get(sec, sec)}; ground truth, then "
-                                  f"{', '.join(sr['methods'])} (first seed)", self._made_by(oc))
+                                  f"{oc.exp.title}: {SECTION_FIGURE_TEXT.get(sec, sec)}; ground truth, "
+                                  + ("the observed scan, " if sr.get("input") == "scan" else "")
+                                  + f"then {', '.join(sr['methods'])} (first seed), each panel with its own "
+                                  "chamfer x10^3 (3D) or IoU (2D)", self._made_by(oc))
         return lines
 
     def _summary(self, oc: Outcome) -> list[str]:

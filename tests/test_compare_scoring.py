@@ -22,3 +22,11 @@ def test_figures_show_every_category_in_turn():
     keys = [f"0/{i}" for i in range(5)] + [f"1/{i}" for i in range(5)] + ["2/0"]
     assert figure_keys(keys, 4) == ["0/0", "1/0", "2/0", "0/1"]
     assert figure_keys(keys[:2], 4) == ["0/0", "0/1"]
+
+
+def test_panels_carry_their_own_number():
+    from deepsdf_ad.viz.report import panel_label
+
+    assert panel_label("autodecoder", {"chamfer_x1e3": 12.345}) == "autodecoder: CD 12.3"
+    assert panel_label("autoencoder", {"iou": 0.5}) == "autoencoder: IoU 0.50"
+    assert panel_label("x", {"failed": "empty"}) == "x"

@@ -61,6 +61,15 @@ def _stack_rows(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.concatenate(padded)[:-gap]
 
 
+def panel_label(name: str, record: dict) -> str:
+    """A figure panel's label: the method and the shape's own number (chamfer x10^3 in 3D, IoU in 2D)."""
+    if record.get("chamfer_x1e3") is not None:
+        return f"{name}: CD {record['chamfer_x1e3']:.3g}"
+    if record.get("iou") is not None:
+        return f"{name}: IoU {record['iou']:.2f}"
+    return name
+
+
 def figure_keys(keys: list[str], n: int) -> list[str]:
     """``n`` of the shape keys ('category/id'), taken in turn from each category (in order of first
     appearance), so a figure shows every category it can (every digit label, not the first label's shapes)."""
@@ -81,6 +90,7 @@ def section_figure(section: dict, loaded: dict, data_root: DataRoot, resolution:
     shape."""
     first = next(iter(section["methods"].values()))[0]
     keys = figure_keys([r["key"] for r in first["shapes"]], FIGURE_SHAPES)
+    scan = section.get("input") == "scan"
     names = list(section["methods"])
     dim = first["dim"]
     rows = []
@@ -99,7 +109,8 @@ def section_figure(section: dict, loaded: dict, data_root: DataRoot, resolution:
                 ev = section["methods"][name][0]
                 i = [r["key"] for r in ev["shapes"]].index(key)
                 _, cfg, model = loaded[name]
-                cells.append(_label(_decode_picture(model, cfg, ev["codes"][i], res, device), name))
+                cells.append(_label(_decode_picture(model, cfg, ev["codes"][i], res, device),
+                                    panel_label(name, ev["shapes"][i])))
             from deepsdf_ad.meshing import picture_grid
 
             rows.append(picture_grid(cells, len(cells)))
@@ -107,13 +118,18 @@ def section_figure(section: dict, loaded: dict, data_root: DataRoot, resolution:
             from deepsdf_ad.viz.render import render_to_array
 
             inputs, labels = [formats.load_points(ref.surface).points], ["truth"]
+            if scan:  # what the methods were given
+                from deepsdf_ad.evaluate import scan_in_frame
+
+                inputs.append(scan_in_frame(data_root, ref)[0])
+                labels.append("observed scan")
             for name in names:
                 ev = section["methods"][name][0]
                 i = [r["key"] for r in ev["shapes"]].index(key)
                 _, cfg, model = loaded[name]
                 mesh = _decode_mesh(model, cfg, ev["codes"][i], resolution or cfg.mesh.resolution, device)
                 inputs.append(mesh if mesh is not None else _EMPTY)
-                labels.append(name if mesh is not None else f"{name} (empty)")
+                labels.append(panel_label(name, ev["shapes"][i]) if mesh is not None else f"{name} (empty)")
             rows.append(render_to_array(inputs, size=(220 * len(inputs), 220), labels=labels, point_size=2.0))
     return _stack_rows(rows)
 
@@ -245,15 +261,17 @@ def write_report(cmp: Comparison) -> dict[str, Path]:
     md.append("")
     for sec, sec_res in res["sections"].items():
         fig = out / f"{sec}.png"
-        save_image(section_figure({"methods": cmp.evaluations[sec]}, cmp.loaded, cmp.roots[sec],
-                                  opts.resolution, cmp.device), fig)
+        save_image(section_figure({"methods": cmp.evaluations[sec], "input": sec_res["input"]}, cmp.loaded,
+                                  cmp.roots[sec], opts.resolution, cmp.device), fig)
         figures[fig.name] = fig
         rows = [(f"{n} ({sec_res['methods'][n]['mode']})", sec_res["methods"][n]["stats"]) for n in names]
         md += [f"## {SECTION_TITLES[sec]}", "", f"`{sec_res['data']}`, {sec_res['split']} split, "
                f"{sec_res['input']} input.", ""]
         md += stats_table(rows, metrics) + [""]
         md += ["Seconds per shape:", ""] + stats_table(rows, timing) + [""]
-        md += [f"![{fig.name}]({fig.name})", "", "Ground truth, then each method (first seed).", ""]
+        md += [f"![{fig.name}]({fig.name})", "",
+               "Ground truth, " + ("the observed scan, " if sec_res["input"] == "scan" else "")
+               + "then each method (first seed), each panel with its own chamfer x10^3 (3D) or IoU (2D).", ""]
     if "generation" in opts.sections:
         img, info = generation_figure(cmp.loaded, opts, cmp.device)
         fig = out / "generation.png"
