@@ -844,7 +844,7 @@ class Renderer:
         if fig.is_file():
             lines += self._figure(fig, f"{oc.exp.name}_{sec}",
                                   f"{oc.exp.title}: {SECTION_FIGURE_TEXT.get(sec, sec)}; ground truth, "
-                                  + ("the observed scan, " if sr.get("input") == "scan" else "")
+                                  + ("the observed input, " if sr.get("input") == "scan" else "")
                                   + f"then {', '.join(sr['methods'])} (first seed), each panel with its own "
                                   "chamfer x10^3 (3D) or IoU (2D)", self._made_by(oc))
         return lines

@@ -30,3 +30,14 @@ def test_panels_carry_their_own_number():
     assert panel_label("autodecoder", {"chamfer_x1e3": 12.345}) == "autodecoder: CD 12.3"
     assert panel_label("autoencoder", {"iou": 0.5}) == "autoencoder: IoU 0.50"
     assert panel_label("x", {"failed": "empty"}) == "x"
+
+
+def test_observed_points_are_drawn_where_they_lie():
+    import numpy as np
+
+    from deepsdf_ad.viz.report import points_picture
+
+    img = points_picture(np.array([[-1.0, 1.0], [1.0, -1.0], [0.0, 0.0]]), 21)
+    assert img.shape == (21, 21, 3) and img.dtype == np.uint8
+    assert img[0, 0, 0] < 100 and img[20, 20, 0] < 100 and img[10, 10, 0] < 100  # (-1, 1), (1, -1), centre
+    assert img[0, 20, 0] == 255 and img[20, 0, 0] == 255  # nothing at the other corners

@@ -61,6 +61,26 @@ def _stack_rows(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.concatenate(padded)[:-gap]
 
 
+def observed_points(data_root: DataRoot, ref, cfg) -> np.ndarray:
+    """The points a completion section gave the methods for ``ref`` (the scan in 3D, the half contour in 2D),
+    as :func:`deepsdf_ad.evaluate.scan_input` drew them (same per-shape seed)."""
+    from deepsdf_ad.evaluate import EvalOptions, scan_input, shape_rng
+
+    return scan_input(data_root, ref, cfg, shape_rng(EvalOptions().seed, ref.key))[1]
+
+
+def points_picture(points: np.ndarray, size: int) -> np.ndarray:
+    """RGB uint8 (size, size, 3): 2D points over [-1, 1]^2 (x right, y up) as dark dots on white."""
+    img = np.full((size, size, 3), 255, np.uint8)
+    p = np.asarray(points, float)[:, :2]
+    col = np.clip(np.round((p[:, 0] + 1) / 2 * (size - 1)).astype(int), 0, size - 1)
+    row = np.clip(np.round((1 - (p[:, 1] + 1) / 2) * (size - 1)).astype(int), 0, size - 1)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            img[np.clip(row + dr, 0, size - 1), np.clip(col + dc, 0, size - 1)] = (30, 30, 30)
+    return img
+
+
 def panel_label(name: str, record: dict) -> str:
     """A figure panel's label: the method and the shape's own number (chamfer x10^3 in 3D, IoU in 2D)."""
     if record.get("chamfer_x1e3") is not None:
@@ -105,6 +125,9 @@ def section_figure(section: dict, loaded: dict, data_root: DataRoot, resolution:
             res = resolution or cfg0.mesh.resolution
             truth = Truth2D(data_root, field_kind(cfg0)).field(ref, grid_points(res, 2)).reshape(res, res)
             cells = [_label(field_picture(truth, field_kind(cfg0)), "truth")]
+            if scan:  # what the methods were given: the half contour, drawn as evaluate drew it
+                cells.append(_label(points_picture(observed_points(data_root, ref, cfg0), 2 * res),
+                                    "observed"))
             for name in names:
                 ev = section["methods"][name][0]
                 i = [r["key"] for r in ev["shapes"]].index(key)
@@ -119,9 +142,7 @@ def section_figure(section: dict, loaded: dict, data_root: DataRoot, resolution:
 
             inputs, labels = [formats.load_points(ref.surface).points], ["truth"]
             if scan:  # what the methods were given
-                from deepsdf_ad.evaluate import scan_in_frame
-
-                inputs.append(scan_in_frame(data_root, ref)[0])
+                inputs.append(observed_points(data_root, ref, loaded[names[0]][1]))
                 labels.append("observed scan")
             for name in names:
                 ev = section["methods"][name][0]
@@ -270,7 +291,7 @@ def write_report(cmp: Comparison) -> dict[str, Path]:
         md += stats_table(rows, metrics) + [""]
         md += ["Seconds per shape:", ""] + stats_table(rows, timing) + [""]
         md += [f"![{fig.name}]({fig.name})", "",
-               "Ground truth, " + ("the observed scan, " if sec_res["input"] == "scan" else "")
+               "Ground truth, " + ("the observed input, " if sec_res["input"] == "scan" else "")
                + "then each method (first seed), each panel with its own chamfer x10^3 (3D) or IoU (2D).", ""]
     if "generation" in opts.sections:
         img, info = generation_figure(cmp.loaded, opts, cmp.device)
