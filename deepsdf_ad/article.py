@@ -444,29 +444,47 @@ def _side_by_side(paths: list[Path], dst: Path) -> Path:
     return dst
 
 
+SLICE_VMAX = 0.25
+"""The slices' shared colour range, ±this (the fields' pictures saturate there too)."""
+
+
 def slice_figures(oc: Outcome, opts: BuildOptions) -> tuple[Path | None, list[str], str]:
-    """Slices of the first training shape through each method's first run, side by side. Returns the picture
-    (in the work folder), the equivalent commands, and a note when a method could not be sliced."""
-    from deepsdf_ad.viz.slices import slice_run
+    """Slices of the first training shape: its ground truth, then each method's first run, side by side, on
+    one colour scale (±:data:`SLICE_VMAX`). Returns the picture (in the work folder), the equivalent
+    commands, and a note when a panel could not be drawn."""
+    from deepsdf_ad.viz.slices import slice_image, slice_run, truth_sdf
 
     pics, cmds, notes = [], [], []
     folder = oc.out / "slices"
     folder.mkdir(parents=True, exist_ok=True)
     dim = oc.results["dim"]
     axis = "x"
+    first = Path(next(iter(oc.results["methods"].values()))["runs"][0])
+    try:
+        key = formats.read_json(first / "shapes.json")["keys"][0]
+        out = folder / "truth.png"
+        slice_image(truth_sdf(oc.results["data"], key, dim), axis, 0.0, out, dim=dim, resolution=128,
+                    title=f"ground truth ({key})", vmax=SLICE_VMAX)
+        pics.append(out)
+        plane = "" if dim == 2 else f" --axis {axis} --at 0"
+        cmds.append(f"deepsdf-ad slice --run {rel(first)} --shape {key}{plane} --truth "
+                    f"{rel(oc.results['data'])} --vmax {SLICE_VMAX:g} --resolution 128 --out {rel(out)}")
+    except (DataError, KeyError, IndexError, ValueError, OSError) as e:
+        notes.append(f"ground truth: not sliced ({str(e).splitlines()[0]})")
     for name, m in oc.results["methods"].items():
         run = Path(m["runs"][0])
         try:
             key = formats.read_json(run / "shapes.json")["keys"][0]
             out = folder / f"{name}.png"
-            slice_run(run, key, out, axis=axis, at=0.0, resolution=128, device=opts.device)
+            slice_run(run, key, out, axis=axis, at=0.0, resolution=128, device=opts.device, vmax=SLICE_VMAX,
+                      title=name)
         except (DataError, KeyError, IndexError, ValueError, RuntimeError) as e:
             notes.append(f"{name}: not sliced ({str(e).splitlines()[0]})")
             continue
         pics.append(out)
         plane = "" if dim == 2 else f" --axis {axis} --at 0"
-        cmds.append(f"deepsdf-ad slice --run {rel(run)} --shape {key}{plane} --resolution 128 --out "
-                    f"{rel(out)}")
+        cmds.append(f"deepsdf-ad slice --run {rel(run)} --shape {key}{plane} --vmax {SLICE_VMAX:g} "
+                    f"--resolution 128 --out {rel(out)}")
     if not pics:
         return None, cmds, "; ".join(notes)
     return _side_by_side(pics, folder / "slices.png"), cmds, "; ".join(notes)
@@ -751,9 +769,10 @@ class Renderer:
         if pic is not None:
             what = "the whole field" if res["dim"] == 2 else "the SDF on the plane x = 0"
             lines += self._figure(pic, f"{oc.exp.name}_slices",
-                                  f"{oc.exp.title}: {what} of the first training shape, "
-                                  f"{', '.join(names)} from left to right (blue inside, red outside, black: "
-                                  "zero level)", "; ".join(f"`{c}`" for c in cmds))
+                                  f"{oc.exp.title}: {what} of the first training shape, ground truth, then "
+                                  f"{', '.join(names)} from left to right, on one colour scale "
+                                  f"(±{num(SLICE_VMAX)}; blue inside, red outside, black: zero level)",
+                                  "; ".join(f"`{c}`" for c in cmds))
         if note:
             lines += [f"Slices: {note}.", ""]
         if (oc.report / "curves.png").is_file():

@@ -176,6 +176,22 @@ def test_slice_and_plot_commands_on_a_run(tiny_run, tmp_path, capsys):
     assert "plot: 2 run(s)" in capsys.readouterr().out
 
 
+def test_slice_of_the_truth_on_a_shared_scale(tiny_run, tmp_path, capsys):
+    """--truth DATA slices the shape's ground truth: negative inside the bottle near the axis, positive at the
+    corners; --vmax sets the colour range."""
+    from deepsdf_ad.viz.slices import truth_sdf
+
+    keys = json.loads((tiny_run / "shapes.json").read_text())["keys"]
+    data = tiny_run.parent / "data"
+    fn = truth_sdf(data, keys[0], 3)
+    v = fn(np.array([[0.0, 0.0, 0.0], [0.95, 0.95, 0.95]], np.float32))
+    assert v[0] < 0 < v[1]
+    out = tmp_path / "truth.png"
+    assert main(["slice", "--run", str(tiny_run), "--shape", keys[0], "--axis", "x", "--truth", str(data),
+                 "--vmax", "0.25", "--out", str(out), "--resolution", "32"]) == 0
+    assert Image.open(out).size[0] > 100 and "slice: sdf in [-" in capsys.readouterr().out
+
+
 def test_view_a_run_shape(tiny_run, tmp_path, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     keys = json.loads((tiny_run / "shapes.json").read_text())["keys"]

@@ -140,9 +140,36 @@ def sphere_sdf(radius: float = 0.5, center=(0.0, 0.0, 0.0)) -> Callable[[np.ndar
     return fn
 
 
+def truth_sdf(data_root: str | os.PathLike, shape: str, dim: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The ground truth's SDF of ``shape`` ('category/id') of a data root, as a function of points (M, dim):
+    in 2D the digit's own field; in 3D the distance to its 30,000 surface points, negative inside (the inside
+    test of its source mesh; unsigned when the mesh is not at hand)."""
+    from scipy.spatial import cKDTree
+
+    from deepsdf_ad.data_prep.formats import DataRoot
+    from deepsdf_ad.evaluate import Truth2D, Truth3D
+
+    root = DataRoot(data_root)
+    ref = root.shape(*shape.split("/", 1))
+    if dim == 2:
+        truth2 = Truth2D(root, "sdf")
+        return lambda pts: truth2.field(ref, np.asarray(pts, np.float32))
+    truth = Truth3D(root)
+    tree = cKDTree(truth.surface(ref)[0])
+
+    def fn(pts: np.ndarray) -> np.ndarray:
+        dist = tree.query(np.asarray(pts, np.float64))[0]
+        inside = truth.inside(ref, pts)
+        return dist if inside is None else np.where(inside, -dist, dist)
+
+    return fn
+
+
 def slice_run(run_path: str | os.PathLike, shape: str, out: str | os.PathLike, axis: str = "z",
-              at: float = 0.0, resolution: int = 256, device: str = "auto") -> Slice:
-    """``deepsdf-ad slice``: the SDF of a training shape of a run on a plane (the whole field for 2D runs)."""
+              at: float = 0.0, resolution: int = 256, device: str = "auto", vmax: float | None = None,
+              title: str | None = None) -> Slice:
+    """``deepsdf-ad slice``: the SDF of a training shape of a run on a plane (the whole field for 2D runs);
+    ``vmax``: the colour range (default: the slice's own largest |sdf|), ``title``: the picture's title."""
     from deepsdf_ad.device import resolve_device
     from deepsdf_ad.meshing import model_sdf
     from deepsdf_ad.runs import Run, load_trained
@@ -153,5 +180,6 @@ def slice_run(run_path: str | os.PathLike, shape: str, out: str | os.PathLike, a
     code = model.latent.all_codes()[run.shape_index(shape)]
     fn = model_sdf(model, code, dev, cfg.mesh.batch_points)
     name = shape.split("/", 1)[-1]
-    title = f"{name}: SDF" if cfg.dim == 2 else f"{name}: SDF on {axis} = {at:g}"
-    return slice_image(fn, axis, at, out, dim=cfg.dim, resolution=resolution, title=title)
+    if title is None:
+        title = f"{name}: SDF" if cfg.dim == 2 else f"{name}: SDF on {axis} = {at:g}"
+    return slice_image(fn, axis, at, out, dim=cfg.dim, resolution=resolution, title=title, vmax=vmax)

@@ -3,7 +3,14 @@
 
 from __future__ import annotations
 
-from deepsdf_ad.commands.common import add_device, add_resolution, finite_float, image_size, not_inputs
+from deepsdf_ad.commands.common import (
+    add_device,
+    add_resolution,
+    finite_float,
+    image_size,
+    not_inputs,
+    positive_float,
+)
 
 
 def add_parsers(sub) -> None:
@@ -55,6 +62,12 @@ def _add_slice(sub) -> None:
     sl.add_argument("--at", type=finite_float, default=0.0,
                     help="position of the plane along AXIS, in [-1, 1]")
     sl.add_argument("--out", required=True, metavar="OUT.png", help="picture to write (.png .pdf .svg)")
+    sl.add_argument("--vmax", type=positive_float, default=None,
+                    help="colour range +/-VMAX, to compare slices on one scale (default: the slice's largest "
+                         "|sdf|)")
+    sl.add_argument("--truth", metavar="DATA",
+                    help="slice the shape's ground truth in the data root DATA instead of the run's decoder "
+                         "(the run gives the dimension and the shape's name)")
     add_resolution(sl, default=256, help="samples per side (default 256)")
     add_device(sl)
     sl.set_defaults(func=run_slice)
@@ -82,8 +95,18 @@ def run_slice(args) -> int:
     from deepsdf_ad.viz.slices import slice_run
 
     not_inputs(args.out, runs=[args.run])
-    s = slice_run(args.run, args.shape, args.out, axis=args.axis, at=args.at, resolution=args.resolution,
-                  device=args.device)
+    if args.truth is not None:
+        from deepsdf_ad.runs import Run
+        from deepsdf_ad.viz.slices import slice_image, truth_sdf
+
+        run = Run(args.run)
+        key = run.shapes()["keys"][run.shape_index(args.shape)]
+        dim = run.config().dim
+        s = slice_image(truth_sdf(args.truth, key, dim), args.axis, args.at, args.out, dim=dim,
+                        resolution=args.resolution, title=f"ground truth ({key})", vmax=args.vmax)
+    else:
+        s = slice_run(args.run, args.shape, args.out, axis=args.axis, at=args.at, resolution=args.resolution,
+                      device=args.device, vmax=args.vmax)
     print(f"slice: sdf in [{s.values.min():.4f}, {s.values.max():.4f}] on "
           f"{s.axis_names[0]}-{s.axis_names[1]} -> {s.path}")
     return 0
