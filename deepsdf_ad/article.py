@@ -775,6 +775,12 @@ class Renderer:
                                   "; ".join(f"`{c}`" for c in cmds))
         if note:
             lines += [f"Slices: {note}.", ""]
+        if (oc.report / "code_optimisation.png").is_file():
+            lines += [f"#### Test-time code optimisation ({oc.exp.name})", ""]
+            lines += self._figure(oc.report / "code_optimisation.png", f"{oc.exp.name}_code_optimisation",
+                                  f"{oc.exp.title}: the loss per step while the codes of each section are "
+                                  "found by optimisation (mean over its shapes, first seed; the encoder's "
+                                  "codes need no steps)", self._made_by(oc))
         if (oc.report / "curves.png").is_file():
             lines += [f"#### Training curves ({oc.exp.name})", ""]
             lines += self._figure(oc.report / "curves.png", f"{oc.exp.name}_curves",

@@ -263,6 +263,14 @@ def full_input(ref: ShapeRef, cfg: Config, mode: str) -> tuple[Observations | No
     return obs, points
 
 
+def mean_curve(curves: list[list[float]]) -> list[float]:
+    """The mean of loss curves over their common length (a batch that stopped early cuts the others)."""
+    if not curves:
+        return []
+    n = min(len(c) for c in curves)
+    return [float(v) for v in np.mean([c[:n] for c in curves], axis=0)] if n else []
+
+
 def select(refs: list[ShapeRef], limit: int | None) -> list[ShapeRef]:
     """The first ``limit`` shapes of each category, in split order."""
     if limit is None:
@@ -279,8 +287,11 @@ def select(refs: list[ShapeRef], limit: int | None) -> list[ShapeRef]:
 # ---- evaluation ----------------------------------------------------------------------------------------
 def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: list[ShapeRef],
                      opts: EvalOptions, device: torch.device,
-                     progress: bool = True) -> tuple[torch.Tensor, list[float], str]:
-    """Codes (S, L) of ``refs`` and the seconds per shape spent finding each; also the mode used."""
+                     progress: bool = True, curves: list | None = None
+                     ) -> tuple[torch.Tensor, list[float], str]:
+    """Codes (S, L) of ``refs`` and the seconds per shape spent finding each; also the mode used.
+    ``curves``: a list that receives, per batch of shapes optimised together, the loss per iteration (the
+    mean over the batch; nothing for a table lookup or a plain encoding)."""
     mode = check_mode(model, opts.mode, cfg.model.latent.source)
     if opts.split == "train" and opts.input == "full" and mode == "optimise" and opts.mode is None:
         keys = run.shapes()["keys"]
@@ -305,9 +316,11 @@ def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: li
             if cfg.reconstruct.init == "mean" and mean is not None:
                 init = mean.reshape(1, -1).repeat(len(chunk), 1)
         t0 = time.perf_counter()
-        found, _ = find_codes(model, cfg, mode, obs if mode != "encode" else None,
-                              pts if mode.startswith("encode") else None, device, init=init,
-                              seed=opts.seed + s, candidates=candidates)
+        found, losses = find_codes(model, cfg, mode, obs if mode != "encode" else None,
+                                   pts if mode.startswith("encode") else None, device, init=init,
+                                   seed=opts.seed + s, candidates=candidates)
+        if curves is not None and losses:
+            curves.append([float(x) for x in losses])
         dt = (time.perf_counter() - t0) / len(chunk)
         codes.append(found.cpu())
         seconds += [dt] * len(chunk)
@@ -402,7 +415,8 @@ def evaluate_run(run_path: str | os.PathLike, data: str | os.PathLike, opts: Eva
     truth = Truth2D(root, field_kind(cfg)) if cfg.dim == 2 else Truth3D(root)
     if cfg.dim == 3 and not truth.sources:
         note(f"{root.root}: no source meshes in the manifest; volumetric IoU is left out")
-    codes, code_seconds, mode = find_shape_codes(run, cfg, model, root, refs, opts, dev, progress)
+    curves: list[list[float]] = []
+    codes, code_seconds, mode = find_shape_codes(run, cfg, model, root, refs, opts, dev, progress, curves)
     records = []
     for ref, code, cs in tqdm(list(zip(refs, codes, code_seconds, strict=True)), desc="mesh + metrics",
                               unit="shape", disable=not progress):
@@ -412,7 +426,8 @@ def evaluate_run(run_path: str | os.PathLike, data: str | os.PathLike, opts: Eva
     metrics = METRICS_2D if cfg.dim == 2 else METRICS_3D
     out = {"run": str(run.path), "data": str(root.root), "split": opts.split, "input": opts.input,
            "mode": mode, "resolution": res, "dim": cfg.dim, "latent_source": cfg.model.latent.source,
-           "metrics": list(metrics), "shapes": records, "summary": summarise(records, metrics)}
+           "metrics": list(metrics), "shapes": records, "summary": summarise(records, metrics),
+           "code_loss": mean_curve(curves)}
     if keep_codes:
         out["codes"] = codes
     return out

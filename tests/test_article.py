@@ -145,6 +145,7 @@ def test_article_figures_exist(article):
         assert ("deepsdf-ad experiment" in caption or "deepsdf-ad slice" in caption
                 or "deepsdf_ad/viz/diagram.py" in caption), caption
     assert any("methods_diagram" in link for link in links)  # the diagram of the two methods
+    assert any("code_optimisation" in link for link in links)  # the test-time optimisation's loss
 
 
 def test_article_tables_come_from_the_run_files(article):

@@ -41,3 +41,10 @@ def test_observed_points_are_drawn_where_they_lie():
     assert img.shape == (21, 21, 3) and img.dtype == np.uint8
     assert img[0, 0, 0] < 100 and img[20, 20, 0] < 100 and img[10, 10, 0] < 100  # (-1, 1), (1, -1), centre
     assert img[0, 20, 0] == 255 and img[20, 0, 0] == 255  # nothing at the other corners
+
+
+def test_code_loss_curves_average_over_their_common_length():
+    from deepsdf_ad.evaluate import mean_curve
+
+    assert mean_curve([]) == []
+    assert mean_curve([[4.0, 2.0, 1.0], [2.0, 0.0]]) == [3.0, 1.0]

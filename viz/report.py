@@ -81,6 +81,38 @@ def points_picture(points: np.ndarray, size: int) -> np.ndarray:
     return img
 
 
+CODE_LOSS_PNG = "code_optimisation.png"
+
+
+def code_loss_figure(evaluations: dict, out: Path) -> Path | None:
+    """Loss per step of the test-time code optimisation ({section: {method: [evaluation per run]}}, the
+    first run's ``code_loss``), one panel per section with a curve; None when no method optimised."""
+    panels = {sec: {name: evs[0].get("code_loss") for name, evs in methods.items() if evs[0].get("code_loss")}
+              for sec, methods in evaluations.items()}
+    panels = {sec: c for sec, c in panels.items() if c}
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (sec, cs) in zip(axes[0], panels.items(), strict=True):
+        for name, c in cs.items():
+            ax.plot(np.arange(1, len(c) + 1), c, label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("optimisation step")
+        ax.set_ylabel("loss (mean over shapes)")
+        ax.set_title(SECTION_TITLES.get(sec, sec), fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with formats.atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return out
+
+
 def panel_label(name: str, record: dict) -> str:
     """A figure panel's label: the method and the shape's own number (chamfer x10^3 in 3D, IoU in 2D)."""
     if record.get("chamfer_x1e3") is not None:
@@ -302,6 +334,13 @@ def write_report(cmp: Comparison) -> dict[str, Path]:
         md += ["## Generation", "",
                f"Per method: {opts.samples} codes drawn from a Gaussian fitted to its training "
                f"codes, then {opts.steps} codes on the line between its first two training shapes.", "",
+               f"![{fig.name}]({fig.name})", ""]
+    fig = code_loss_figure(cmp.evaluations, out / CODE_LOSS_PNG)
+    if fig is not None:
+        figures[fig.name] = fig
+        md += ["## Test-time code optimisation", "",
+               "The loss per step while codes are found (mean over the shapes, first seed), per section and "
+               "method that optimises (a table lookup and a plain encoding have none).", "",
                f"![{fig.name}]({fig.name})", ""]
     curves = plot_runs([p for m in res["methods"].values() for p in m["runs"]], out / "curves.png")
     figures[curves.name] = curves
