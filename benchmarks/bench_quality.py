@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from deepsdf_ad.baselines import nearest_shape, poisson_mesh
+from deepsdf_ad.compare import score_failed
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.formats import DataRoot
 from deepsdf_ad.evaluate import EvalOptions, Truth3D, evaluate_run, scan_in_frame, select
@@ -149,18 +150,19 @@ def equal_steps_args(data: Path, plus: Path) -> list[str]:
             f"train.checkpoint_every={every}"]
 
 
-def nearest_plus_records(data: Path, plus: Path, limit: int | None) -> list[dict]:
-    """The nearest-training-shape baseline over ``plus``'s training shapes (DATA's and the extra ones): the
-    baseline the ``ad+`` run, trained on them, has to beat."""
-    root, more = DataRoot(data), DataRoot(plus)
-    truth, truth_plus = Truth3D(root), Truth3D(more)
-    train_refs = more.shapes("train")
-    train_surf = [truth_plus.surface(r)[0] for r in train_refs]
+def nearest_records(data: Path, train_data: Path, limit: int | None) -> list[dict]:
+    """The nearest-training-shape baseline on DATA's held-out scans: for each, the training shape of
+    ``train_data`` (DATA itself, or the ``ad+`` run's data with the extra shapes) whose surface lies closest
+    to the scan points (no ground truth used), returned as it is and measured against the truth."""
+    root, train_root = DataRoot(data), DataRoot(train_data)
+    truth, train_truth = Truth3D(root), Truth3D(train_root)
+    train_refs = train_root.shapes("train")
+    train_surf = [train_truth.surface(r)[0] for r in train_refs]
     out = []
     for ref in select(root.shapes("test"), limit):
         true_pts, true_n = truth.surface(ref)
         k, _ = nearest_shape(scan_in_frame(root, ref)[0], train_surf)
-        near_pts, near_n = truth_plus.surface(train_refs[k])
+        near_pts, near_n = train_truth.surface(train_refs[k])
         m = surface_metrics(near_pts, near_n, true_pts, true_n)
         out.append({"key": ref.key, "category": ref.category, "id": ref.id, **_pick(m),
                     "nearest": train_refs[k].key})
@@ -171,9 +173,8 @@ def baseline_records(data: Path, limit: int | None) -> dict[str, list[dict]]:
     """Per-shape metrics of the three baselines on the held-out scans."""
     root = DataRoot(data)
     truth = Truth3D(root)
-    train_refs = root.shapes("train")
-    train_surf = [truth.surface(r)[0] for r in train_refs]
-    out: dict[str, list[dict]] = {"scan alone": [], "Poisson": [], "nearest training shape": []}
+    out: dict[str, list[dict]] = {"scan alone": [], "Poisson": [],
+                                  "nearest training shape": nearest_records(data, data, limit)}
     for ref in select(root.shapes("test"), limit):
         true_pts, true_n = truth.surface(ref)
         pts, normals, _ = scan_in_frame(root, ref)
@@ -184,10 +185,6 @@ def baseline_records(data: Path, limit: int | None) -> dict[str, list[dict]]:
         # Poisson of the scan, with the scan's normals oriented to the camera
         mesh = poisson_mesh(pts, normals)
         out["Poisson"].append({**base, **_mesh_metrics(mesh, true_pts, true_n)})
-        k, _ = nearest_shape(pts, train_surf)
-        near_pts, near_n = truth.surface(train_refs[k])
-        m = surface_metrics(near_pts, near_n, true_pts, true_n)
-        out["nearest training shape"].append({**base, **_pick(m), "nearest": train_refs[k].key})
     return out
 
 
@@ -245,22 +242,18 @@ def section_records(work: Path, runs: dict[str, Path], data: Path, section: str,
         for label in ("scan alone", "Poisson", "nearest training shape"):
             out[label] = cached(label, lambda label=label: baseline(label))
         if plus is not None:
-            out[NEAREST_PLUS] = cached(NEAREST_PLUS, lambda: nearest_plus_records(data, plus, limit))
+            out[NEAREST_PLUS] = cached(NEAREST_PLUS, lambda: nearest_records(data, plus, limit))
     return out
 
 
 def worst_case(records: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """Failures scored as the section's worst chamfer (over every method and shape), F-score 0, normal
-    consistency 0; the ``failed`` flag stays so the table can count them."""
-    finite = [r["chamfer_x1e3"] for rows in records.values() for r in rows
-              if "failed" not in r and math.isfinite(r.get("chamfer_x1e3", math.nan))]
-    worst = max(finite) if finite else math.inf
-    out = {}
-    for label, rows in records.items():
-        out[label] = [r if "failed" not in r and math.isfinite(r.get("chamfer_x1e3", math.nan))
-                      else {**r, "failed": r.get("failed", "no chamfer"), "chamfer_x1e3": worst,
-                            "fscore": 0.0, "normal_consistency": 0.0} for r in rows]
-    return out
+    """Failures (and records without a finite chamfer) scored as the section's worst chamfer (over every
+    method and shape), F-score 0, normal consistency 0 (:func:`deepsdf_ad.compare.score_failed`); the
+    ``failed`` flag stays so the table can count them."""
+    marked = {label: [r if math.isfinite(r.get("chamfer_x1e3", math.nan))
+                      else {**r, "failed": r.get("failed", "no chamfer")} for r in rows]
+              for label, rows in records.items()}
+    return score_failed(marked, ["chamfer_x1e3", "fscore", "normal_consistency"])
 
 
 def table(records: dict[str, list[dict]], title: str) -> list[str]:

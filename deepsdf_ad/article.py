@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -452,39 +453,37 @@ def slice_figures(oc: Outcome, opts: BuildOptions) -> tuple[Path | None, list[st
     """Slices of the first training shape: its ground truth, then each method's first run, side by side, on
     one colour scale (±:data:`SLICE_VMAX`). Returns the picture (in the work folder), the equivalent
     commands, and a note when a panel could not be drawn."""
-    from deepsdf_ad.viz.slices import slice_image, slice_run, truth_sdf
+    from deepsdf_ad.viz.slices import slice_run, slice_truth
 
     pics, cmds, notes = [], [], []
     folder = oc.out / "slices"
     folder.mkdir(parents=True, exist_ok=True)
-    dim = oc.results["dim"]
     axis = "x"
+    plane = "" if oc.results["dim"] == 2 else f" --axis {axis} --at 0"
     first = Path(next(iter(oc.results["methods"].values()))["runs"][0])
-    try:
-        key = formats.read_json(first / "shapes.json")["keys"][0]
-        out = folder / "truth.png"
-        slice_image(truth_sdf(oc.results["data"], key, dim), axis, 0.0, out, dim=dim, resolution=128,
-                    title=f"ground truth ({key})", vmax=SLICE_VMAX)
-        pics.append(out)
-        plane = "" if dim == 2 else f" --axis {axis} --at 0"
-        cmds.append(f"deepsdf-ad slice --run {rel(first)} --shape {key}{plane} --truth "
-                    f"{rel(oc.results['data'])} --vmax {SLICE_VMAX:g} --resolution 128 --out {rel(out)}")
-    except (DataError, KeyError, IndexError, ValueError, OSError) as e:
-        notes.append(f"ground truth: not sliced ({str(e).splitlines()[0]})")
-    for name, m in oc.results["methods"].items():
-        run = Path(m["runs"][0])
+    data = oc.results["data"]
+
+    def panel(name: str, run: Path, out: Path, extra: str, draw, errors: tuple) -> None:
+        """One slice of the run's first training shape by ``draw(key)``; its command, or a note."""
         try:
             key = formats.read_json(run / "shapes.json")["keys"][0]
-            out = folder / f"{name}.png"
-            slice_run(run, key, out, axis=axis, at=0.0, resolution=128, device=opts.device, vmax=SLICE_VMAX,
-                      title=name)
-        except (DataError, KeyError, IndexError, ValueError, RuntimeError) as e:
+            draw(key)
+        except errors as e:
             notes.append(f"{name}: not sliced ({str(e).splitlines()[0]})")
-            continue
+            return
         pics.append(out)
-        plane = "" if dim == 2 else f" --axis {axis} --at 0"
-        cmds.append(f"deepsdf-ad slice --run {rel(run)} --shape {key}{plane} --vmax {SLICE_VMAX:g} "
+        cmds.append(f"deepsdf-ad slice --run {rel(run)} --shape {key}{plane}{extra} --vmax {SLICE_VMAX:g} "
                     f"--resolution 128 --out {rel(out)}")
+
+    same = {"axis": axis, "at": 0.0, "resolution": 128, "vmax": SLICE_VMAX}
+    truth = folder / "truth.png"
+    panel("ground truth", first, truth, f" --truth {rel(data)}",
+          partial(slice_truth, first, data_root=data, out=truth, **same),
+          (DataError, KeyError, IndexError, ValueError, OSError))
+    for name, m in oc.results["methods"].items():
+        run, out = Path(m["runs"][0]), folder / f"{name}.png"
+        draw = partial(slice_run, run, out=out, device=opts.device, title=name, **same)
+        panel(name, run, out, "", draw, (DataError, KeyError, IndexError, ValueError, RuntimeError))
     if not pics:
         return None, cmds, "; ".join(notes)
     return _side_by_side(pics, folder / "slices.png"), cmds, "; ".join(notes)
@@ -977,8 +976,8 @@ class Renderer:
         if oc is None:
             raise DataError(f"{self.template}: unknown experiment '{name}'")
         data = (oc.results or {}).get("data")
-        if data and (Path(data) / "manifest.json").is_file():
-            params = formats.read_json(Path(data) / "manifest.json").get("params", {})
+        if data and Path(data).is_dir():
+            params = formats.DataRoot(data).manifest().get("params", {})
             k = params.get("sampling", {}).get("samples", params.get("samples"))
             if k:
                 return int(k)

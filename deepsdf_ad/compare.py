@@ -127,22 +127,26 @@ def metric_stats(records: list[dict], metric: str) -> dict | None:
     return {"mean": float(v.mean()), "median": float(np.median(v)), "ci95": [lo, hi], "n": int(len(v))}
 
 
-def score_failures(evaluations: dict[str, list[dict]], metrics: list[str]) -> dict[str, list[dict]]:
-    """One section's evaluations ({method: [evaluation per run]}) with every failed shape (``failed`` in its
-    record) scored as the worst case, so that it counts in every mean instead of dropping out: a
-    lower-is-better metric gets the section's worst finite value (over all methods and runs), a
-    higher-is-better one 0. The ``failed`` mark stays, so the tables can count the failures."""
+def score_failed(groups: dict[str, list[dict]], metrics: list[str]) -> dict[str, list[dict]]:
+    """Per-shape records ({group: [record]}, one section) with every failed one (``failed`` in it) scored as
+    the worst case, so that it counts in every mean instead of dropping out: a lower-is-better metric gets the
+    worst finite value over all groups (inf when there is none), a higher-is-better one 0. The ``failed``
+    mark stays, so the tables can count the failures. The records given are not changed."""
     worst = {}
     for m in metrics:
-        vals = [r[m] for evs in evaluations.values() for ev in evs for r in ev["shapes"]
+        vals = [r[m] for rows in groups.values() for r in rows
                 if "failed" not in r and r.get(m) is not None and math.isfinite(r[m])]
-        worst[m] = (max(vals) if vals else None) if m in LOWER_IS_BETTER else 0.0
-    out = {}
-    for name, evs in evaluations.items():
-        out[name] = [{**ev, "shapes": [r if "failed" not in r else
-                                       {**r, **{m: worst[m] for m in metrics if worst[m] is not None}}
-                                       for r in ev["shapes"]]} for ev in evs]
-    return out
+        worst[m] = (max(vals) if vals else math.inf) if m in LOWER_IS_BETTER else 0.0
+    return {g: [r if "failed" not in r else {**r, **worst} for r in rows] for g, rows in groups.items()}
+
+
+def score_failures(evaluations: dict[str, list[dict]], metrics: list[str]) -> dict[str, list[dict]]:
+    """One section's evaluations ({method: [evaluation per run]}) with their failed shapes scored by
+    :func:`score_failed` over all methods and runs together."""
+    groups = {(name, k): ev["shapes"] for name, evs in evaluations.items() for k, ev in enumerate(evs)}
+    scored = score_failed(groups, metrics)
+    return {name: [{**ev, "shapes": scored[(name, k)]} for k, ev in enumerate(evs)]
+            for name, evs in evaluations.items()}
 
 
 def table_stats(records: list[dict], metrics: list[str]) -> dict:

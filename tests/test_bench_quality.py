@@ -36,14 +36,27 @@ def test_verdicts_need_ten_pairs():
 
 
 def test_the_nearest_shape_over_the_extra_training_set(tmp_path):
-    """The ad+ run's nearest-shape baseline searches its own training shapes: over the same shapes it is the
-    plain baseline, shape for shape."""
+    """The ad+ run's nearest-shape baseline searches the training shapes of the data it is given: when those
+    hold the held-out shapes themselves, each scan finds its own shape (chamfer 0); over DATA's training
+    shapes it finds another one, as the plain baseline does."""
+    from deepsdf_ad.data_prep import formats
+    from deepsdf_ad.data_prep.formats import DataRoot
     from tests.test_article import tiny_shapes
 
     data = tiny_shapes(tmp_path, ("table", "chair"), 3, 0.34, scans=1)
+    plus = tmp_path / "plus"  # DATA's files, with every shape (held-out ones too) in the training split
+    for sub in (formats.SDF_DIR, formats.SURFACE_DIR, formats.NORM_DIR, formats.SCANS_DIR):
+        plus.mkdir(exist_ok=True)
+        (plus / sub).symlink_to((data / sub).resolve())
+    every: dict[str, list[str]] = {}
+    for ref in DataRoot(data).shapes("train") + DataRoot(data).shapes("test"):
+        every.setdefault(ref.category, []).append(ref.id)
+    formats.write_split(plus / formats.SPLITS_DIR / "train.json", every)
+    formats.write_json(plus / formats.MANIFEST, DataRoot(data).manifest())
+
+    own = bq.nearest_records(data, plus, None)
     plain = bq.baseline_records(data, None)["nearest training shape"]
-    plus = bq.nearest_plus_records(data, data, None)
-    assert len(plus) == len(plain) >= 2
-    for a, b in zip(plus, plain, strict=True):
-        assert a["key"] == b["key"] and a["nearest"] == b["nearest"]
-        assert abs(a["chamfer_x1e3"] - b["chamfer_x1e3"]) < 1e-9
+    assert len(own) == len(plain) >= 2
+    for a, b in zip(own, plain, strict=True):
+        assert a["key"] == b["key"] == a["nearest"] != b["nearest"]
+        assert a["chamfer_x1e3"] < 1e-9 < b["chamfer_x1e3"]

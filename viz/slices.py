@@ -183,3 +183,17 @@ def slice_run(run_path: str | os.PathLike, shape: str, out: str | os.PathLike, a
     if title is None:
         title = f"{name}: SDF" if cfg.dim == 2 else f"{name}: SDF on {axis} = {at:g}"
     return slice_image(fn, axis, at, out, dim=cfg.dim, resolution=resolution, title=title, vmax=vmax)
+
+
+def slice_truth(run_path: str | os.PathLike, shape: str, data_root: str | os.PathLike,
+                out: str | os.PathLike, axis: str = "z", at: float = 0.0, resolution: int = 256,
+                vmax: float | None = None) -> Slice:
+    """``deepsdf-ad slice --truth DATA``: the same plane as :func:`slice_run`, of the shape's ground truth in
+    ``data_root`` (:func:`truth_sdf`); the run gives the dimension and the shape's full name."""
+    from deepsdf_ad.runs import Run
+
+    run = Run(run_path)
+    key = run.shapes()["keys"][run.shape_index(shape)]
+    dim = run.config().dim
+    return slice_image(truth_sdf(data_root, key, dim), axis, at, out, dim=dim, resolution=resolution,
+                       title=f"ground truth ({key})", vmax=vmax)

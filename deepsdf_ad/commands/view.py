@@ -92,18 +92,12 @@ def run_view(args) -> int:
 
 
 def run_slice(args) -> int:
-    from deepsdf_ad.viz.slices import slice_run
+    from deepsdf_ad.viz.slices import slice_run, slice_truth
 
     not_inputs(args.out, runs=[args.run])
     if args.truth is not None:
-        from deepsdf_ad.runs import Run
-        from deepsdf_ad.viz.slices import slice_image, truth_sdf
-
-        run = Run(args.run)
-        key = run.shapes()["keys"][run.shape_index(args.shape)]
-        dim = run.config().dim
-        s = slice_image(truth_sdf(args.truth, key, dim), args.axis, args.at, args.out, dim=dim,
-                        resolution=args.resolution, title=f"ground truth ({key})", vmax=args.vmax)
+        s = slice_truth(args.run, args.shape, args.truth, args.out, axis=args.axis, at=args.at,
+                        resolution=args.resolution, vmax=args.vmax)
     else:
         s = slice_run(args.run, args.shape, args.out, axis=args.axis, at=args.at, resolution=args.resolution,
                       device=args.device, vmax=args.vmax)
