@@ -17,6 +17,11 @@ Directives (each ``{{ ... }}``; block directives stand alone on their line):
 ``{{ headline }}``                    the headline tables (also written to README's marked block)
 ``{{ experiment NAME }}``             the measured section of one experiment (or why it was not run)
 ``{{ diagram }}``                     the figure of the two methods, drawn by code
+``{{ budget NAME }}``                 what each method was given, beside DeepSDF's published setup
+``{{ published NAME }}``              DeepSDF's and ONet's published numbers beside this build's
+``{{ code_projection NAME }}``        each method's training codes on two principal axes, one scale
+``{{ conclusion }}``                  per experiment and section: the paired test's winner, by how much,
+                                      at what cost
 ``{{ config NAME METHOD KEY }}``      a value of a method's resolved config, e.g. ``train.code_reg``
 ``{{ shape_samples NAME }}``          K, the SDF samples per shape in the experiment's data
 ``{{ prior_std NAME METHOD }}``       the Gaussian prior's standard deviation implied by the code regulariser
@@ -1076,6 +1081,170 @@ class Renderer:
         cfg = self._method_config(name, method)
         return "(not available)" if cfg is None else str(4 * cfg.model.latent.size)
 
+    def _measured(self, name: str) -> Outcome | None:
+        oc = self.outcomes.get(name)
+        if oc is None:
+            raise DataError(f"{self.template}: unknown experiment '{name}'; known: "
+                            f"{', '.join(self.outcomes)}")
+        return oc if oc.ok else None
+
+    def budget(self, name: str) -> list[str]:
+        """What each method of an experiment was given (shapes, parameters, updates per code, test-time steps,
+        mesh resolution), beside DeepSDF's published chair setup (``configs/deepsdf_chairs.yaml``)."""
+        from deepsdf_ad.experiment import load_experiment
+        from deepsdf_ad.models import build_model
+        from deepsdf_ad.published import DEEPSDF_BUDGET
+
+        oc = self._measured(name)
+        if oc is None:
+            return [f"(The {name} experiment was not measured in this build, so its budget is not shown.)",
+                    ""]
+        res = oc.results
+        fair = res["fair"]
+        comp = load_experiment(oc.preset or self.opts.repo / oc.exp.preset).compare
+        rows = []
+        for n, m in res["methods"].items():
+            cfg = self._method_config(name, n)
+            table = m["latent_source"] == "table"
+            mode = "optimise" if table else "encode"
+            steps = (f"{cfg.reconstruct.iterations} × {cfg.reconstruct.samples:,}" if mode == "optimise"
+                     else "0 (one encoder pass)")
+            res_mesh = comp.get("resolution") or cfg.mesh.resolution
+            rows.append([n, str(fair["train shapes"]), f"{m['parameters']['decoder']:,}",
+                         f"{m['parameters']['latent']:,}", str(cfg.model.latent.size), str(cfg.train.epochs),
+                         str(cfg.train.epochs) if table else "– (computed)",
+                         f"{cfg.train.shapes_per_batch} × {cfg.train.samples_per_shape:,}",
+                         f"{num(m['train_seconds_mean'] / 60)} min, 2 CPU cores", steps, f"{res_mesh}³"])
+        ds = DEEPSDF_BUDGET
+        cfg = self._load_repo_config(ds["preset"])
+        dec = build_model(3, cfg.model.decoder, cfg.model.latent, 0).decoder
+        rows.append([f"DeepSDF, published ({ds['source']})", ds["shapes"],
+                     f"{sum(p.numel() for p in dec.parameters()):,}", f"{cfg.model.latent.size} per shape",
+                     str(cfg.model.latent.size), str(cfg.train.epochs), str(cfg.train.epochs),
+                     f"{cfg.train.shapes_per_batch} × {cfg.train.samples_per_shape:,}", ds["time"],
+                     ds["test_steps"], f"{ds['mesh_resolution']}³"])
+        self.tables += 1
+        head = ["method", "training shapes", "decoder parameters", "code-source parameters", "code length",
+                "epochs", "updates per code", "samples per step", "training time",
+                "test-time steps × samples",
+                "mesh resolution"]
+        return ([f"*Table {self.tables}: what each method of the {name} experiment was given, beside "
+                 f"DeepSDF's published setup (its row from `{ds['preset']}`, which reproduces the release's "
+                 f"`specs.json`).* Source: `{rel(oc.report / 'results.json')}` and the method presets.", "",
+                 f"<!-- table kind=budget source={self._src(oc)} -->",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                + ["| " + " | ".join(r) + " |" for r in rows] + [""])
+
+    def conclusion(self) -> list[str]:
+        """The conclusion's measured part, per experiment and section: which method the paired test favours
+        (or that it favours none), by how much (the ratio of the medians of the primary metric), and what
+        finding a code cost each method; generated, so it says no more than the tables."""
+        out = []
+        for oc in self.outcomes.values():
+            if not oc.ok:
+                continue
+            res = oc.results
+            metric = primary_metric(res["dim"])
+            lower = metric in LOWER_IS_BETTER
+            items = []
+            for sec, sr in res["sections"].items():
+                stats = {n: m["stats"]["all"].get(metric) for n, m in sr["methods"].items()}
+                stats = {n: st for n, st in stats.items() if st}
+                if len(stats) < 2:
+                    continue
+                win = clear_winner(sr, metric)
+                meds = ", ".join(f"{n} {num(st['median'])}" for n, st in stats.items())
+                n_shapes = "/".join(sorted({str(sr["methods"][n]["stats"]["all"]["shapes"]) for n in stats}))
+                if win:
+                    rest = [n for n in stats if n != win]
+                    w = stats[win]["median"]
+                    by = ", ".join(f"{num(stats[o]['median'] / w if lower else w / stats[o]['median'])}× "
+                                   f"against {o}" for o in rest if w and stats[o]["median"])
+                    items.append(f"{SECTION_NAMES.get(sec, sec).lower()}: **{win}** (paired Wilcoxon over "
+                                 f"{n_shapes} shapes, p < {ALPHA}; medians {meds}; "
+                                 f"{'lower' if lower else 'higher'} by {by or '–'} at the median)")
+                else:
+                    items.append(f"{SECTION_NAMES.get(sec, sec).lower()}: no method clearly better (medians "
+                                 f"{meds}; {n_shapes} shapes)")
+            cost = ", ".join(f"{n} {num(m.get('inference_seconds_per_shape'))} s"
+                             for n, m in res["methods"].items())
+            found = "; ".join(items) if items else "no section has this metric for two methods"
+            out += [f"- **{oc.exp.title}**, {METRIC_LABELS[metric]} {arrow(metric)}: {found}. Finding a code "
+                    f"took per shape: {cost}.", ""]
+        return out or ["No experiment was measured in this build, so there is nothing to conclude from.", ""]
+
+    def _load_repo_config(self, path: str):
+        from deepsdf_ad.config import load_config
+
+        return load_config(self.opts.repo / path if self.opts.repo else path, [])
+
+    def published(self, name: str) -> list[str]:
+        """Published numbers of DeepSDF and Occupancy Networks beside this build's, same metric, statistic
+        and convention (:mod:`deepsdf_ad.published`), with the ratio."""
+        from deepsdf_ad.published import PAPERS, UNITS, comparison_rows
+
+        oc = self._measured(name)
+        if oc is None:
+            return [f"(The {name} experiment was not measured in this build, so there is nothing to set "
+                    "beside the published numbers.)", ""]
+        names = list(oc.results["methods"])
+        self.tables += 1
+        lines = [f"*Table {self.tables}: published numbers (as printed in the papers) beside the {name} "
+                 "experiment's, converted to the papers' units; ratio = this toolkit's / the paper's. The "
+                 "data differ (ShapeNet there, ModelNet10 here) and so do the budgets (table above).* "
+                 f"Source: `{rel(oc.report / 'results.json')}` and `deepsdf_ad/published.py`.", "",
+                 f"<!-- table kind=published source={self._src(oc)} -->",
+                 "| paper | where | task | data | metric | statistic | published | "
+                 + " | ".join(f"{n} (ratio)" for n in names) + " |",
+                 "|" + "---|" * (7 + len(names))]
+        for row in comparison_rows(oc.results["sections"], names):
+            p = row["published"]
+            cells = ["–" if row["ours"][n] is None else
+                     f"{num(row['ours'][n])} ({num(row['ratio'][n])}×, n = {row['shapes'][n]})"
+                     for n in names]
+            lines.append(f"| {PAPERS[p.paper]} | {p.where} | {p.task} | {p.data} | {UNITS[p.metric]} | "
+                         f"{p.statistic} | {num(p.value)} | " + " | ".join(cells) + " |")
+        return lines + [""]
+
+    def code_projection(self, name: str) -> list[str]:
+        """The figure of each method's training codes on their first two principal axes, on one scale, with
+        the spread across shapes over the common part printed on each panel (:mod:`deepsdf_ad.codes`)."""
+        import tempfile
+
+        import torch
+
+        from deepsdf_ad.codes import project_2d, spread_ratio, training_codes
+        from deepsdf_ad.runs import Run
+        from deepsdf_ad.viz.codes import draw_code_projection
+
+        oc = self._measured(name)
+        if oc is None:
+            return [f"(The {name} experiment was not measured in this build, so its codes are not drawn.)",
+                    ""]
+        root = formats.DataRoot(oc.results["data"])
+        panels, notes = [], []
+        for n, m in oc.results["methods"].items():
+            try:
+                codes, keys = training_codes(Run(m["runs"][0]), root, torch.device("cpu"))
+            except (DataError, OSError, KeyError) as e:
+                notes.append(f"{n}: codes not available ({e})")
+                continue
+            proj, share = project_2d(codes)
+            ratio = spread_ratio(codes)
+            panels.append((f"{n} ({m['latent_source']})", proj, [k.split("/", 1)[0] for k in keys],
+                           f"{len(codes)} training codes\nspread / common part = {num(ratio)}\n"
+                           f"2 axes hold {num(100 * share)}% of the variance"))
+            notes.append(f"{n}: spread across shapes {num(ratio)}× the norm of the mean code")
+        if not panels:
+            return ["(No method's codes could be read: " + "; ".join(notes) + ".)", ""]
+        with tempfile.TemporaryDirectory() as tmp:
+            src = draw_code_projection(panels, Path(tmp) / "codes.png")
+            caption = (f"the training shapes' codes of each method of the {name} experiment (first seed) on "
+                       "their first two principal axes, in units of the codes' RMS norm, so codes that all "
+                       "sit near one common code collapse to a dot at the centre; " + "; ".join(notes))
+            return self._figure(src, f"{name}_code_projection", caption,
+                                f"`deepsdf_ad/viz/codes.py` from the runs of {self._made_by(oc)}")
+
     def preset(self, name: str) -> str:
         oc = self.outcomes.get(name)
         if oc is None:
@@ -1084,7 +1253,8 @@ class Renderer:
 
 
 DIRECTIVE = re.compile(r"\{\{\s*([a-z_]+)((?:\s+[^\s}]+)*)\s*\}\}")
-BLOCKS = {"build", "headline", "experiment", "diagram"}
+BLOCKS = {"build", "headline", "experiment", "diagram", "budget", "published", "code_projection",
+          "conclusion"}
 INLINE = {"config", "shape_samples", "prior_std", "prior_norm", "bound_vs_prior", "memory_breakeven",
           "code_norms", "code_bytes", "preset"}
 

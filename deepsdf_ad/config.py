@@ -125,6 +125,10 @@ class ReconstructConfig:
     """Observations used per step."""
     code_reg: float = 1e-4
     """Weight of ||z||^2 during optimisation."""
+    refine_prior: float = 0.0
+    """``encode+refine``: weight of ||z - z_enc||^2, a prior centred on the encoder's code z_enc (added to
+    ``code_reg``'s, which is centred on 0), so the refinement leaves the encoding only as far as the
+    observations ask; 0 = none (the refinement goes wherever the observations pull)."""
     init_std: float = 0.01
     """Codes start as N(0, init_std^2) (DeepSDF) unless ``init`` says otherwise."""
     init: Literal["mean", "random", "best"] = "mean"

@@ -233,6 +233,8 @@ class _CodeBatch:
     mask: torch.Tensor | None
     pose: object = None
     pose_opt: CodeAdam | None = None
+    anchor: torch.Tensor | None = None
+    """Per row, the code the ``refine_prior`` term pulls toward (S, L); None: no such term."""
 
     def keep(self, rows: torch.Tensor) -> None:
         """Go on with the rows ``rows`` only (their Adam state too)."""
@@ -242,6 +244,7 @@ class _CodeBatch:
         self.pts, self.lo, self.hi = ([vs[i] for i in rows.tolist()] for vs in (self.pts, self.lo, self.hi))
         self.wt = None if self.wt is None else [self.wt[i] for i in rows.tolist()]
         self.mask = None if self.mask is None else self.mask[rows]
+        self.anchor = None if self.anchor is None else self.anchor[rows]
         if self.pose_opt is not None:
             po = self.pose_opt
             self.pose.kept = rows.cpu()
@@ -266,8 +269,11 @@ def _observation_tensors(obs: list[Observations], clamp: float, device: torch.de
 
 def _start_batch(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
                  device: torch.device, init: torch.Tensor | None, gen: torch.Generator,
-                 candidates: torch.Tensor | None, pose, r: int) -> _CodeBatch:
+                 candidates: torch.Tensor | None, pose, r: int, anchor: torch.Tensor | None = None
+                 ) -> _CodeBatch:
     """The codes an optimisation starts from, ``r`` rows per observation set (see :func:`optimise_codes`)."""
+    if anchor is not None:
+        anchor = anchor.detach().to(device).reshape(len(anchor), -1).repeat_interleave(r, dim=0)
     if init is None:
         init = torch.randn(len(obs), model.latent_size, generator=gen) * cfg.init_std
     code = init.detach().clone().to(device).reshape(len(obs), -1)
@@ -298,7 +304,7 @@ def _start_batch(model: SDFModel, obs: list[Observations], cfg: ReconstructConfi
     pose_opt = None
     if pose is not None:
         pose_opt = CodeAdam(pose.params.detach().clone().to(device).requires_grad_(True), lr=pose.lr)
-    return _CodeBatch(code, CodeAdam(code, lr=cfg.lr), pts, lo, hi, wt, mask, pose, pose_opt)
+    return _CodeBatch(code, CodeAdam(code, lr=cfg.lr), pts, lo, hi, wt, mask, pose, pose_opt, anchor)
 
 
 @dataclass
@@ -365,6 +371,8 @@ def _code_step(model: SDFModel, batch: _CodeBatch, n: int, gen: torch.Generator,
     per = miss.mean(dim=1)
     if cfg.code_reg > 0:
         per = per + cfg.code_reg * model.code_penalty(z)
+    if batch.anchor is not None:
+        per = per + cfg.refine_prior * (z - batch.anchor).square().reshape(len(z), -1).sum(dim=1)
     loss = per.sum()
     batch.opt.zero_grad()
     if batch.pose_opt is not None:
@@ -395,7 +403,7 @@ def _frozen(model: SDFModel):
 def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
                    device: torch.device, init: torch.Tensor | None = None, seed: int = 0,
                    iterations: int | None = None, candidates: torch.Tensor | None = None, pose=None,
-                   progress: bool = False
+                   progress: bool = False, anchor: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, list[float]]:
     """Find codes (B, L) for B observation sets at once (one batched decoder call per step).
 
@@ -413,13 +421,17 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     ``pose.starts`` sets per shape (one per pose hypothesis, each in its own frame, best first) and ``init`` a
     code for each; they are narrowed down to one per shape as restarts are, and ``pose.params`` ends as the
     kept hypotheses' refined parameters (B, 5).
+
+    ``anchor`` (B, L): each code also pays ``cfg.refine_prior`` times its squared distance to its anchor (the
+    encoder's code, in ``encode+refine``).
     """
     gen = torch.Generator().manual_seed(seed)
     iterations = cfg.iterations if iterations is None else iterations
     # starts per set; the batch holds set 0's, then set 1's, ...
     r = cfg.restarts if pose is None else pose.starts
     b = len(obs) if pose is None else len(obs) // r
-    batch = _start_batch(model, obs, cfg, clamp, device, init, gen, candidates, pose, r)
+    anchor = anchor if cfg.refine_prior > 0 else None
+    batch = _start_batch(model, obs, cfg, clamp, device, init, gen, candidates, pose, r, anchor)
     narrow_at = int(cfg.restart_at * iterations) if r > 1 else -1
     recent = []  # per-code losses of the last steps before narrowing down
     k = min(cfg.samples, min(len(p) for p in batch.pts))
@@ -527,9 +539,10 @@ def find_codes(model: SDFModel, cfg: Config, mode: str, obs: list[Observations] 
         codes = encode_codes(model, points, device, seed)
         if mode == "encode":
             return codes, []
-        init, candidates = codes, None  # refine the encoding, wherever it landed
+        init, candidates = codes, None  # refine the encoding (toward the data, held by refine_prior)
     return optimise_codes(model, obs, cfg.reconstruct, loss_clamp(cfg), device, init=init, seed=seed,
-                          iterations=iterations, candidates=candidates, progress=progress)
+                          iterations=iterations, candidates=candidates, progress=progress,
+                          anchor=init if mode == "encode+refine" else None)
 
 
 def estimate_normalization(points: np.ndarray) -> tuple[np.ndarray, float]:

@@ -125,6 +125,31 @@ def check_tables(md: str, folder: Path) -> int:
                 assert (same(row[5], m["train_seconds_mean"])
                         and same(row[6], m["inference_seconds_per_shape"])), row
                 checked += 1
+            elif attrs["kind"] == "budget":
+                m = res["methods"].get(row[0])
+                if m is None:  # the published setup's row (DeepSDF): from its preset, not this run
+                    assert row[0].startswith("DeepSDF") and int(row[2].replace(",", "")) > 10**6, row
+                    continue
+                assert (int(row[1]), int(row[2].replace(",", "")), int(row[3].replace(",", ""))) == (
+                    res["fair"]["train shapes"], m["parameters"]["decoder"], m["parameters"]["latent"]), row
+                assert same(row[8].split()[0], m["train_seconds_mean"] / 60), row
+                checked += 1
+            elif attrs["kind"] == "published":
+                from deepsdf_ad.published import PUBLISHED, comparison_rows
+
+                names = list(res["methods"])
+                want = comparison_rows(res["sections"], names)
+                k = [i for i, p in enumerate(PUBLISHED) if (p.where, p.statistic) == (row[1], row[5])
+                     and same(row[6], p.value)]
+                assert k, f"no published number {row[1]} {row[5]} {row[6]}"
+                w = next(want[i] for i in k if want[i]["published"].data == row[3])
+                for n, cell in zip(names, row[7:], strict=True):
+                    if cell == "–":
+                        assert w["ours"][n] is None, (row, n)
+                        continue
+                    value, ratio = re.match(rf"^{NUMBER} \({NUMBER}×", cell).groups()
+                    assert same(value, w["ours"][n]) and same(ratio, w["ratio"][n]), (cell, w)
+                    checked += 1
             else:
                 raise AssertionError(f"unknown table kind {attrs}")
     return checked
@@ -258,3 +283,52 @@ def test_no_clear_verdict_on_fewer_than_ten_shapes_in_the_build(article):
             continue
         found = re.search(r"n = (\d+)", sentence)
         assert "Wilcoxon" in sentence and found and int(found.group(1)) >= 10, sentence
+
+
+def test_the_article_sets_its_numbers_beside_the_published_ones(article):
+    # the quick build's shapes experiment: a budget table and the published numbers beside its own, each
+    # traced to its results.json by check_tables (above); the codes drawn; a generated conclusion
+    md = article["md"]
+    assert "kind=budget source=article/results/shapes.json" in md
+    assert "kind=published source=article/results/shapes.json" in md
+    assert "| DeepSDF, published" in md and "Park et al., DeepSDF, CVPR 2019" in md
+    assert "shapes_code_projection.png" in md and "spread across shapes" in md
+    conclusion = md[md.index("## 6. Conclusion"):md.index("## 7. Reproducing")]
+    assert "MNIST digits (2D fields)" in conclusion and "Finding a code took per shape" in conclusion
+
+
+def test_published_numbers_are_in_metrics_this_toolkit_measures():
+    from deepsdf_ad.published import PAPERS, PUBLISHED, TO_PAPER_UNITS, UNITS, comparison_rows, in_paper_units
+
+    for p in PUBLISHED:
+        assert p.paper in PAPERS and p.metric in TO_PAPER_UNITS and p.metric in UNITS, p
+        assert p.task in ("representation", "reconstruction", "completion"), p
+        assert p.statistic in ("mean", "median"), p
+    assert in_paper_units("chamfer_l1", 0.0079) == pytest.approx(0.079)  # ONet's unit: a tenth of the side
+    with pytest.raises(KeyError):
+        in_paper_units("fscore", 0.5)
+    sections = {"reconstruction": {"methods": {"ad": {"stats": {"all": {
+        "shapes": 12, "chamfer_x1e3": {"mean": 2.04, "median": 0.72}, "chamfer_l1": {"mean": 0.0158}}}}}}}
+    rows = {(r["published"].paper, r["published"].task, r["published"].metric, r["published"].statistic): r
+            for r in comparison_rows(sections, ["ad", "ae"])}
+    r = rows[("DeepSDF", "reconstruction", "chamfer_x1e3", "median")]
+    assert r["ours"] == {"ad": 0.72, "ae": None} and r["ratio"]["ad"] == pytest.approx(10.0)
+    assert r["shapes"]["ad"] == 12
+    assert rows[("ONet", "reconstruction", "chamfer_l1", "mean")]["ratio"]["ad"] == pytest.approx(2.0)
+    assert rows[("DeepSDF", "representation", "chamfer_x1e3", "mean")]["ours"]["ad"] is None  # not measured
+    assert rows[("ONet", "reconstruction", "iou", "mean")]["ours"]["ad"] is None
+
+
+def test_code_projection_shows_a_collapse():
+    from deepsdf_ad.codes import project_2d, spread_ratio
+
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=16) * 3
+    spread = common + 3 * rng.normal(size=(30, 16))
+    collapsed = common + 0.01 * rng.normal(size=(30, 16))
+    assert spread_ratio(collapsed) < 0.05 < 1.0 < spread_ratio(spread)
+    p_spread, share = project_2d(spread)
+    p_collapsed, _ = project_2d(collapsed)
+    assert p_spread.shape == (30, 2) and 0 < share <= 1
+    # on the one scale (each set's RMS norm) the collapsed codes shrink to a dot, the others do not
+    assert np.abs(p_collapsed).max() < 0.02 < 0.2 < np.abs(p_spread).max()

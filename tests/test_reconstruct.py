@@ -222,3 +222,25 @@ def test_robust_losses_and_their_settings():
     for bad in ("reconstruct.robust=cauchy", "reconstruct.robust_scale=0"):
         with pytest.raises(ConfigError, match="robust"):
             load_config(None, [bad])
+
+
+def test_refine_prior_holds_the_code_near_its_anchor(spheres):
+    """``reconstruct.refine_prior`` (encode+refine's prior centred on the encoder's code): started at the
+    smallest sphere's code and fitted to the middle sphere, the code moves away from its start without the
+    prior, stays within a small fraction of that distance with a strong one, and the prior's loss is paid."""
+    cfg, model, obs = spheres
+    table = model.latent.all_codes().detach()
+    start = table[[0]]
+    rc = dataclasses.replace(cfg.reconstruct, init="random", iterations=150)
+    free, free_loss = optimise_codes(model, [obs], rc, 0.1, torch.device("cpu"), init=start, seed=0,
+                                     anchor=start)  # refine_prior 0: the anchor is ignored
+    held, held_loss = optimise_codes(model, [obs], dataclasses.replace(rc, refine_prior=10.0), 0.1,
+                                     torch.device("cpu"), init=start, seed=0, anchor=start)
+    moved, kept = float((free - start).norm()), float((held - start).norm())
+    assert moved > 0.1 and kept < 0.1 * moved, (moved, kept)
+    assert held_loss[-1] > free_loss[-1]
+    # the anchor follows restarts: 2 shapes x 3 starts narrowed to 2 codes, each held at its own anchor
+    rc3 = dataclasses.replace(rc, refine_prior=10.0, restarts=3, iterations=40)
+    two, _ = optimise_codes(model, [obs, obs], rc3, 0.1, torch.device("cpu"), init=table[[0, 2]], seed=0,
+                            anchor=table[[0, 2]])
+    assert float((two - table[[0, 2]]).norm(dim=1).max()) < 0.1 * moved
