@@ -124,7 +124,9 @@ def test_cpu_presets_share_decoder_data_and_steps():
         if k not in ("lr_latent", "epochs"):
             assert a["train"][k] == b["train"][k], k
     assert b["train"]["epochs"] < a["train"]["epochs"]
-    assert a["reconstruct"] == b["reconstruct"] and a["mesh"] == b["mesh"]
+    # the same code search, plus the prior only an encoder's code has (encode+refine's refine_prior)
+    assert {k: v for k, v in b["reconstruct"].items() if k != "refine_prior"} == a["reconstruct"]
+    assert b["reconstruct"]["refine_prior"] > 0 and a["mesh"] == b["mesh"]
     for name in ("shapes_cpu", "shapes_cpu_ae"):
         load_config(REPO / "configs" / f"{name}.yaml")
 
