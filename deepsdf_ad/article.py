@@ -1105,9 +1105,8 @@ class Renderer:
         rows = []
         for n, m in res["methods"].items():
             cfg = self._method_config(name, n)
-            table = m["latent_source"] == "table"
-            mode = "optimise" if table else "encode"
-            steps = (f"{cfg.reconstruct.iterations} × {cfg.reconstruct.samples:,}" if mode == "optimise"
+            table = m["latent_source"] == "table"  # found by optimisation; otherwise one encoder pass
+            steps = (f"{cfg.reconstruct.iterations} × {cfg.reconstruct.samples:,}" if table
                      else "0 (one encoder pass)")
             res_mesh = comp.get("resolution") or cfg.mesh.resolution
             rows.append([n, str(fair["train shapes"]), f"{m['parameters']['decoder']:,}",
