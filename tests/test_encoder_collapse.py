@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from deepsdf_ad.codes import spread_ratio
 from deepsdf_ad.config import load_config
 from deepsdf_ad.data_prep.meshes import SamplingConfig
 from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
@@ -27,7 +28,12 @@ from tests.helpers import REPO, SHARED_DATA
 
 MINI = ["model.decoder.hidden=[64,64,64,64,64,64]", "model.decoder.latent_in=[3]", "model.latent.size=32",
         "model.decoder.fourier=4", "train.epochs=100", "train.checkpoint_every=1000"]
-ENCODER = ["model.latent.kwargs={hidden: 64, blocks: 4, points: 256, partial: 0.3, partial_keep: 0.5}"]
+# The encoder's rate is the one the spreads above were measured with. The preset's full-scale rate (3e-4,
+# chosen on completion quality) spreads a 64-wide encoder's codes more slowly over 100 short epochs (0.60
+# here), while on the 107 shared shapes its codes spread 2.6x their common part at epoch 100 and 6.8x at its
+# end (900).
+ENCODER = ["model.latent.kwargs={hidden: 64, blocks: 4, points: 256, partial: 0.3, partial_keep: 0.5}",
+           "train.lr_latent.initial=1.0e-3"]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +59,7 @@ def decoded_spread(run) -> tuple[float, float]:
     x = (torch.rand(1, 4096, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 0.8
     with torch.no_grad():
         sdf = model.decode(codes, x.expand(len(codes), -1, -1)).clamp(-0.1, 0.1)
-    return (float(sdf.std(dim=0).mean()),
-            float(codes.std(dim=0).norm() / codes.mean(dim=0).norm().clamp_min(1e-9)))
+    return float(sdf.std(dim=0).mean()), spread_ratio(codes.numpy())
 
 
 def test_autoencoder_shapes_differ_as_much_as_the_autodecoders(real_shapes, tmp_path):
