@@ -729,11 +729,16 @@ class Renderer:
                 lines += self.headline_table(oc, caption=False, base=readme.parent)
         return "\n".join(lines + [HEADLINE_END])
 
-    def experiment(self, name: str) -> list[str]:
+    def _outcome(self, name: str) -> Outcome:
+        """The outcome of the experiment a directive names (DataError naming the known ones if none)."""
         oc = self.outcomes.get(name)
         if oc is None:
             raise DataError(f"{self.template}: unknown experiment '{name}'; known: "
                             f"{', '.join(self.outcomes)}")
+        return oc
+
+    def experiment(self, name: str) -> list[str]:
+        oc = self._outcome(name)
         if not oc.ok:
             why = oc.reason or "its results are absent"
             return [f"**Not run in this build:** {why}. The article reports it once "
@@ -941,9 +946,7 @@ class Renderer:
         from deepsdf_ad.config import load_config
         from deepsdf_ad.experiment import load_experiment
 
-        oc = self.outcomes.get(name)
-        if oc is None:
-            raise DataError(f"{self.template}: unknown experiment '{name}'")
+        oc = self._outcome(name)
         preset = oc.preset or self.opts.repo / oc.exp.preset
         if not Path(preset).is_file():
             return None
@@ -977,9 +980,7 @@ class Renderer:
     def _shape_samples(self, name: str) -> int | None:
         """K, the SDF samples per shape in the experiment's data: from the data's manifest when it is there,
         else from the ``--samples`` of the prep command the build runs (None: neither says)."""
-        oc = self.outcomes.get(name)
-        if oc is None:
-            raise DataError(f"{self.template}: unknown experiment '{name}'")
+        oc = self._outcome(name)
         data = (oc.results or {}).get("data")
         if data and Path(data).is_dir():
             params = formats.DataRoot(data).manifest().get("params", {})
@@ -1017,8 +1018,8 @@ class Renderer:
         """A sentence on the trained codes of each method (first seed): their norms and spread, measured."""
         from deepsdf_ad.runs import Run
 
-        oc = self.outcomes.get(name)
-        if oc is None or not oc.ok:
+        oc = self._measured(name)
+        if oc is None:
             return "(not measured in this build)"
         parts = []
         for n, m in oc.results["methods"].items():
@@ -1045,9 +1046,9 @@ class Renderer:
     def memory_breakeven(self, name: str, table: str, encoder: str) -> str:
         """How many training codes weigh as much as the encoder: a sentence from the measured parameter
         counts."""
-        oc = self.outcomes.get(name)
+        oc = self._measured(name)
         cfg = self._method_config(name, table)
-        if oc is None or not oc.ok or cfg is None or encoder not in oc.results["methods"]:
+        if oc is None or cfg is None or encoder not in oc.results["methods"]:
             return "The break-even point was not measured in this build"
         p = oc.results["methods"][encoder]["parameters"]["latent"]
         size = cfg.model.latent.size
@@ -1082,10 +1083,7 @@ class Renderer:
         return "(not available)" if cfg is None else str(4 * cfg.model.latent.size)
 
     def _measured(self, name: str) -> Outcome | None:
-        oc = self.outcomes.get(name)
-        if oc is None:
-            raise DataError(f"{self.template}: unknown experiment '{name}'; known: "
-                            f"{', '.join(self.outcomes)}")
+        oc = self._outcome(name)
         return oc if oc.ok else None
 
     def budget(self, name: str) -> list[str]:
@@ -1245,9 +1243,7 @@ class Renderer:
                                 f"`deepsdf_ad/viz/codes.py` from the runs of {self._made_by(oc)}")
 
     def preset(self, name: str) -> str:
-        oc = self.outcomes.get(name)
-        if oc is None:
-            raise DataError(f"{self.template}: unknown experiment '{name}'")
+        oc = self._outcome(name)
         return oc.exp.preset
 
 

@@ -22,11 +22,11 @@ def training_codes(run, root: DataRoot, device: torch.device, seed: int = 0) -> 
     from deepsdf_ad.reconstruct import encode_codes
     from deepsdf_ad.runs import load_trained
 
-    cfg, model = load_trained(run, device)
     keys = list(run.shapes()["keys"])
-    if cfg.model.latent.source == "table":
+    if run.config().model.latent.source == "table":  # the learned table; no model to build
         codes = run.codes().double().reshape(len(keys), -1).numpy()
         return codes, keys
+    cfg, model = load_trained(run, device)
     refs = {r.key: r for r in root.shapes("train")}
     missing = [k for k in keys if k not in refs]
     if missing:
