@@ -102,6 +102,14 @@ class TrainConfig:
     """Training arithmetic: fp32, bf16 (autocast) or fp16 (autocast, CUDA)."""
     seed: int = 0
     """Seed of initialisation, shuffling, sampling and dropout."""
+    decoder_from: str | None = None
+    """Amortise a trained autodecoder: the run folder whose decoder this run takes over, frozen, while its
+    encoder learns to give that decoder's codes in one pass (``deepsdf_ad.amortise``). The run must have
+    trained on the same shapes with the same decoder; None = train the decoder too."""
+    code_target: float = 0.0
+    """With ``decoder_from``: weight of the pull of each encoder code towards the autodecoder's learned code
+    for the same shape (squared distance over the codes' variance), added to the sdf loss through the frozen
+    decoder; 0 = the sdf loss alone. Above 0 it needs ``decoder_from`` (``shapes_cpu_amortised``: 0.01)."""
     tensorboard: bool = False
     """Also write each epoch's metrics and code norms as TensorBoard event files in ``RUN/tensorboard`` (needs
     ``pip install 'deepsdf-ad[tensorboard]'``; see :mod:`deepsdf_ad.board`)."""
@@ -364,6 +372,12 @@ def validate(cfg: Config) -> None:
                    ("reconstruct.init_std", cfg.reconstruct.init_std)):
         if not (_finite(v) and v >= 0):
             raise ConfigError(f"config key '{key}' must be 0 or more and finite, got {v}")
+    if not (_finite(cfg.train.code_target) and cfg.train.code_target >= 0):
+        raise ConfigError(f"config key 'train.code_target' must be 0 or more and finite, got "
+                          f"{cfg.train.code_target}")
+    if cfg.train.code_target > 0 and not cfg.train.decoder_from:
+        raise ConfigError("config key 'train.code_target' pulls the codes towards a trained autodecoder's; "
+                          "name that run with --decoder-from RUN (train.decoder_from)")
     if not 0 <= cfg.train.seed <= SEED_MAX:
         raise ConfigError(f"config key 'train.seed' must be between 0 and {SEED_MAX}, got {cfg.train.seed}")
     if cfg.reconstruct.restarts < 1 or not 0.0 <= cfg.reconstruct.restart_at < 1.0:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from deepsdf_ad.amortise import take_decoder, target_weight
 from deepsdf_ad.board import EpochBoard
 from deepsdf_ad.config import Config, ConfigError, config_differences
 from deepsdf_ad.data import SampleBank, to_device
@@ -32,16 +33,21 @@ from deepsdf_ad.store import MappedBank, host_or_device, load_samples
 
 
 def step_loss(model: SDFModel, batch: dict, clamp: float, reg_weight: float, precision: str,
-              dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              dev: torch.device, target_weight: float = 0.0
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, sdf loss, code regulariser) of one single-process step on ``batch`` ({"index", "samples",
-    ...})."""
+    ...}). With ``batch["code_target"]`` (amortising an autodecoder), the loss also holds ``target_weight``
+    times the mean squared distance of the codes to it."""
     samples = batch["samples"]
     with autocast(dev, precision):
         codes = model.latent.codes(batch)
         pred = model.decode(codes, samples[..., :-1])
         l_sdf = sdf_loss(pred.float(), samples[..., -1], clamp)
         l_reg = code_regulariser(codes.float(), model) if reg_weight > 0 else torch.zeros((), device=dev)
-        return l_sdf + reg_weight * l_reg, l_sdf, l_reg
+        loss = l_sdf + reg_weight * l_reg
+        if target_weight > 0 and "code_target" in batch:
+            loss = loss + target_weight * (codes.float() - batch["code_target"]).pow(2).mean()
+        return loss, l_sdf, l_reg
 
 
 def make_optimizer(model: SDFModel, cfg: Config) -> torch.optim.Adam:
@@ -225,6 +231,10 @@ class _Loop:
     """(shape parts, sample parts) of a step (:func:`plan_split`)."""
     start: int
     """Epochs done before this call (resumed from a checkpoint)."""
+    targets: torch.Tensor | None = None
+    """Amortising an autodecoder (``train.decoder_from``): its codes of the training shapes, on the device."""
+    target_weight: float = 0.0
+    """The factor of the squared distance to ``targets`` in the loss (:func:`amortise.target_weight`)."""
 
 
 def _start_loop(cfg: Config, run: Run, world: World, dev: torch.device, data_dev: torch.device,
@@ -233,6 +243,13 @@ def _start_loop(cfg: Config, run: Run, world: World, dev: torch.device, data_dev
     step plan."""
     torch.manual_seed(cfg.train.seed)  # initial weights: deterministic for a seed
     model = build_model(cfg.dim, cfg.model.decoder, cfg.model.latent, len(bank)).to(dev)
+    targets, weight = None, 0.0
+    if cfg.train.decoder_from:
+        if not model.latent.input_points:
+            raise DataError(f"{cfg.train.decoder_from}: train.decoder_from trains an encoder for the run's "
+                            f"decoder; latent source '{cfg.model.latent.source}' has none")
+        targets = take_decoder(model, cfg, list(bank.keys), dev)
+        weight = target_weight(cfg.train.code_target, targets)
     opt = make_optimizer(model, cfg)
     # a latent source that reads points (the encoder) gets surface points of the same shapes
     inputs = (PointInputs(refs, cfg.dim, progress=progress and world.main).to(data_dev)
@@ -251,7 +268,7 @@ def _start_loop(cfg: Config, run: Run, world: World, dev: torch.device, data_dev
     fp16 = resolve_precision(cfg.train.precision, dev) == "fp16" and dev.type == "cuda"
     scaler = torch.amp.GradScaler(dev.type) if fp16 else None
     return _Loop(cfg, world, dev, data_dev, bank, inputs, model, opt, net, scaler,
-                 plan_split(cfg, dev, world.size), start)
+                 plan_split(cfg, dev, world.size), start, targets, weight)
 
 
 def _train_epoch(loop: _Loop, epoch: int) -> torch.Tensor:
@@ -274,6 +291,8 @@ def _train_epoch(loop: _Loop, epoch: int) -> torch.Tensor:
             if loop.inputs is not None:
                 batch["points"] = to_device(loop.inputs.draw(idx, loop.model.latent.input_points, gen,
                                                              **loop.model.latent.augment), dev)
+            if loop.targets is not None:
+                batch["code_target"] = loop.targets[to_device(idx, dev)]
             totals += _train_step(loop, batch, reg_weight)
     return totals
 
@@ -289,13 +308,14 @@ def _train_step(loop: _Loop, batch: dict, reg_weight: float) -> torch.Tensor:
     for k, (part, share) in enumerate(parts):
         # each part's loss weighted by its share: the gradients add up to the whole batch's
         if loop.net is None:
-            loss, l_sdf, l_reg = step_loss(model, part, clamp, reg_weight, tc.precision, dev)
+            loss, l_sdf, l_reg = step_loss(model, part, clamp, reg_weight, tc.precision, dev,
+                                           loop.target_weight)
             _backward(loss * share, scaler)
         else:
             # DDP sums gradients over ranks once, after the last part
             with loop.net.no_sync() if k < len(parts) - 1 else contextlib.nullcontext():
                 loss, l_sdf, l_reg = _distributed_step(model, loop.net, loop.world, part, clamp, reg_weight,
-                                                       tc.precision, dev, scaler, share)
+                                                       tc.precision, dev, scaler, share, loop.target_weight)
         step += share * torch.stack([loss.detach(), l_sdf.detach(), l_reg.detach()]).double()
     totals = step.cpu()  # one wait for the device per step, not per part
     if scaler is not None:
@@ -382,8 +402,8 @@ def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
 
 def _distributed_step(model: SDFModel, net: torch.nn.Module, world: World, batch: dict, clamp: float,
                       reg_weight: float, precision: str, dev: torch.device,
-                      scaler: torch.amp.GradScaler | None,
-                      share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      scaler: torch.amp.GradScaler | None, share: float = 1.0,
+                      target_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of one step on this rank's part of the global ``batch``; the same on every rank afterwards.
 
     Returns this rank's shares of (loss, sdf loss, regulariser): their sums over ranks are the global values.
@@ -406,6 +426,9 @@ def _distributed_step(model: SDFModel, net: torch.nn.Module, world: World, batch
         l_sdf = sdf_error(pred.float(), local[..., -1], clamp).sum() / samples[..., -1].numel()
         l_reg = model.code_penalty(codes.float()).sum() / n if reg_weight > 0 else torch.zeros((), device=dev)
         loss = l_sdf + reg_weight * l_reg
+        if target_weight > 0 and "code_target" in batch:  # this rank's shapes' share of the batch's mean
+            d = (codes.float() - batch["code_target"][part]).pow(2)
+            loss = loss + target_weight * d.sum() / (n * d.shape[-1])
     _backward(loss * share, scaler)  # DDP sums the network's gradients over ranks
     if per_shape:
         grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)

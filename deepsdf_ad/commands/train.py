@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from deepsdf_ad.commands.common import (
     add_device,
@@ -29,6 +30,10 @@ def add_parsers(sub) -> None:
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set train.shapes_per_batch=16 (repeatable)")
     tr.add_argument("--split", help="split JSON to train on (default DATA/splits/train.json)")
+    tr.add_argument("--decoder-from", metavar="RUN_AD",
+                    help="amortise a trained autodecoder: take its decoder, frozen, and train only this "
+                         "config's encoder to give its codes (train.decoder_from; configs/"
+                         "shapes_cpu_amortised.yaml); DATA must be the data it trained on")
     tr.add_argument("--max-minutes", type=positive_float, metavar="M",
                     help="stop with a checkpoint after the first epoch that ends past M minutes of this "
                          "call; the same command again goes on from there")
@@ -53,8 +58,9 @@ def run_train(args) -> int:
     from deepsdf_ad.config import load_config
     from deepsdf_ad.train import train, train_seeds
 
-    not_inputs(args.out, files=[args.config, args.split], data=[args.data])
-    overrides = [*args.set, *(["train.tensorboard=true"] if args.tensorboard else [])]
+    not_inputs(args.out, files=[args.config, args.split], data=[args.data], runs=[args.decoder_from])
+    overrides = [*args.set, *(["train.tensorboard=true"] if args.tensorboard else []),
+                 *([f"train.decoder_from={Path(args.decoder_from).resolve()}"] if args.decoder_from else [])]
     cfg = load_config(args.config, overrides)  # a bad config fails here, once, before any rank starts
     if cfg.train.tensorboard:
         from deepsdf_ad.board import summary_writer
