@@ -243,13 +243,14 @@ def _start_loop(cfg: Config, run: Run, world: World, dev: torch.device, data_dev
     step plan."""
     torch.manual_seed(cfg.train.seed)  # initial weights: deterministic for a seed
     model = build_model(cfg.dim, cfg.model.decoder, cfg.model.latent, len(bank)).to(dev)
-    targets, weight = None, 0.0
+    targets, weight, taken = None, 0.0, None
     if cfg.train.decoder_from:
         if not model.latent.input_points:
             raise DataError(f"{cfg.train.decoder_from}: train.decoder_from trains an encoder for the run's "
                             f"decoder; latent source '{cfg.model.latent.source}' has none")
         targets = take_decoder(model, cfg, list(bank.keys), dev)
         weight = target_weight(cfg.train.code_target, targets)
+        taken = {k: v.clone() for k, v in model.decoder.state_dict().items()}
     opt = make_optimizer(model, cfg)
     # a latent source that reads points (the encoder) gets surface points of the same shapes
     inputs = (PointInputs(refs, cfg.dim, progress=progress and world.main).to(data_dev)
@@ -262,6 +263,11 @@ def _start_loop(cfg: Config, run: Run, world: World, dev: torch.device, data_dev
             load_model_state(model, {k: v.to(dev) for k, v in tensors.items()})
             _restore_optimizer(opt, tensors, meta["param_groups"])
             start = int(meta["epoch"])
+            if taken is not None and not all(torch.equal(v, taken[k])
+                                             for k, v in model.decoder.state_dict().items()):
+                raise DataError(f"{cfg.train.decoder_from}: its decoder changed since {run.path} started "
+                                "(trained on?); its codes no longer match the decoder this run learned for; "
+                                "start a new --out")
     if world.main:
         run.truncate_metrics(start)
     net = wrap(model, dev) if world.enabled else None

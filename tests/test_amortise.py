@@ -53,6 +53,15 @@ def test_the_decoder_stays_the_autodecoders_and_the_codes_come_to_its_own(digits
     resumed = train(tiny_cfg(*over), digits, tmp_path / "resumed", epochs=100, device="cpu", progress=False)
     assert [r["loss"] for r in resumed.metrics()] == pytest.approx(losses, rel=1e-5)
 
+    # an autodecoder trained on after the amortising started: resuming is refused, not silently mixed
+    moved = train(tiny_cfg(), digits, tmp_path / "moved", epochs=2, device="cpu", progress=False)
+    train(tiny_cfg(*AE, f"train.decoder_from={moved.path}"), digits, tmp_path / "am", epochs=1, device="cpu",
+          progress=False)
+    train(tiny_cfg(), digits, moved.path, epochs=3, device="cpu", progress=False)
+    with pytest.raises(Exception, match="its decoder changed"):
+        train(tiny_cfg(*AE, f"train.decoder_from={moved.path}"), digits, tmp_path / "am", epochs=2,
+              device="cpu", progress=False)
+
 
 def test_amortise_from_the_command_line_then_encode(digits, ad_run, tmp_path):
     cfg = tmp_path / "am.yaml"
