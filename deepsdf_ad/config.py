@@ -369,12 +369,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'model.decoder.dropout' must be in [0, 1), got "
                           f"{cfg.model.decoder.dropout}")
     for key, v in (("train.code_reg", cfg.train.code_reg), ("reconstruct.code_reg", cfg.reconstruct.code_reg),
-                   ("reconstruct.init_std", cfg.reconstruct.init_std)):
+                   ("reconstruct.init_std", cfg.reconstruct.init_std),
+                   ("train.code_target", cfg.train.code_target)):
         if not (_finite(v) and v >= 0):
             raise ConfigError(f"config key '{key}' must be 0 or more and finite, got {v}")
-    if not (_finite(cfg.train.code_target) and cfg.train.code_target >= 0):
-        raise ConfigError(f"config key 'train.code_target' must be 0 or more and finite, got "
-                          f"{cfg.train.code_target}")
     if cfg.train.code_target > 0 and not cfg.train.decoder_from:
         raise ConfigError("config key 'train.code_target' pulls the codes towards a trained autodecoder's; "
                           "name that run with --decoder-from RUN (train.decoder_from)")

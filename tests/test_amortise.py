@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from deepsdf_ad.config import ConfigError, load_config
+from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.runs import Run, load_trained
 from deepsdf_ad.train import train
 from tests.helpers import REPO, assert_one_line_error, cli
@@ -58,7 +59,7 @@ def test_the_decoder_stays_the_autodecoders_and_the_codes_come_to_its_own(digits
     train(tiny_cfg(*AE, f"train.decoder_from={moved.path}"), digits, tmp_path / "am", epochs=1, device="cpu",
           progress=False)
     train(tiny_cfg(), digits, moved.path, epochs=3, device="cpu", progress=False)
-    with pytest.raises(Exception, match="its decoder changed"):
+    with pytest.raises(DataError, match="its decoder changed"):
         train(tiny_cfg(*AE, f"train.decoder_from={moved.path}"), digits, tmp_path / "am", epochs=2,
               device="cpu", progress=False)
 
@@ -106,7 +107,7 @@ def test_what_cannot_be_amortised_is_one_line(digits, ad_run, tmp_path):
     assert_one_line_error(proc, "its decoder differs")
     # an encoder run is not an autodecoder
     enc = train(tiny_cfg(*AE), digits, tmp_path / "enc", epochs=1, device="cpu", progress=False)
-    with pytest.raises(Exception, match="takes an autodecoder"):
+    with pytest.raises(DataError, match="takes an autodecoder"):
         train(tiny_cfg(*AE, f"train.decoder_from={enc.path}"), digits, tmp_path / "d", epochs=1, device="cpu",
               progress=False)
     # the pull towards the codes needs the run they come from
@@ -114,7 +115,7 @@ def test_what_cannot_be_amortised_is_one_line(digits, ad_run, tmp_path):
         load_config(REPO / "configs" / "shapes_cpu_amortised.yaml")
     # shapes the run never trained on
     other = make_tiny_digits(tmp_path / "other", n=40, seed=5)
-    with pytest.raises(Exception, match="were not in its training set"):
+    with pytest.raises(DataError, match="were not in its training set"):
         train(tiny_cfg(*AE, f"train.decoder_from={ad_run.path}"), other, tmp_path / "e", epochs=1,
               device="cpu", progress=False)
 
