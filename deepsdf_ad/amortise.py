@@ -10,7 +10,9 @@ decoder (the amortisation gap, measured in the outcome). The run this makes is a
 
 The training loss is the sdf loss through the frozen decoder (what test-time optimisation minimises) plus
 ``train.code_target`` times the squared distance of each code to the autodecoder's learned code for the
-shape, over the codes' variance (it steers the encoder towards codes the decoder was trained on).
+shape, over the codes' variance (it steers the encoder towards codes the decoder was trained on). With
+``train.amortise_unseen`` the encoder also trains on shapes the autodecoder never saw: their target rows
+are NaN, and they get the sdf loss alone.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def take_decoder(model: SDFModel, cfg: Config, keys: list[str], device: torch.de
     ``device``.
 
     Refused (DataError, one line) unless the run is a table run with this config's decoder and code length
-    that trained on every shape of ``keys``."""
+    that trained on every shape of ``keys`` (with ``cfg.train.amortise_unseen``: on at least one; the rows of
+    the others are NaN)."""
     from deepsdf_ad.runs import Run, load_trained
 
     path = cfg.train.decoder_from
@@ -49,19 +52,35 @@ def take_decoder(model: SDFModel, cfg: Config, keys: list[str], device: torch.de
     src_keys = list(source.shapes()["keys"])
     rows = {k: i for i, k in enumerate(src_keys)}
     missing = [k for k in keys if k not in rows]
-    if missing:
+    if len(missing) == len(keys) or (missing and not cfg.train.amortise_unseen):
         raise DataError(f"{path}: {len(missing)} of the {len(keys)} training shapes were not in its training "
-                        f"set (first: {missing[0]}); amortise it on the data it trained on")
+                        f"set (first: {missing[0]}); amortise it on the data it trained on"
+                        + ("" if len(missing) == len(keys) else
+                           ", or set train.amortise_unseen=true to train on the others without a code "
+                           "target"))
     model.decoder.load_state_dict(src_model.decoder.state_dict())
     model.decoder.requires_grad_(False)
-    codes = src_model.latent.all_codes()
-    return codes[[rows[k] for k in keys]].float().to(device)
+    codes = src_model.latent.all_codes().float()
+    out = torch.full((len(keys), codes.shape[1]), float("nan"))
+    seen = [i for i, k in enumerate(keys) if k in rows]
+    out[seen] = codes[[rows[keys[i]] for i in seen]]
+    return out.to(device)
 
 
 def target_weight(weight: float, targets: torch.Tensor) -> float:
     """The factor of the mean squared code distance in the loss: ``weight`` (``train.code_target``) over the
     targets' (S, L) mean variance per dimension, so the pull does not depend on the autodecoder's code
-    scale."""
+    scale (over the shapes that have one)."""
+    targets = targets[torch.isfinite(targets).all(dim=1)]
     spread = targets.var(dim=0, unbiased=False) if len(targets) > 1 else targets.pow(2)
     var = float(spread.mean())
     return weight / max(var, 1e-12)
+
+
+def code_pull(codes: torch.Tensor, targets: torch.Tensor, n: int) -> torch.Tensor:
+    """Squared distance of ``codes`` (B, L) to ``targets`` (B, L), summed over the rows whose target is known
+    (not NaN) and divided by ``n`` x L (``n``: the shapes of the whole batch, so the ranks' shares add up to
+    the batch's mean)."""
+    known = torch.isfinite(targets).all(dim=1, keepdim=True)
+    d = torch.where(known, (codes - targets.nan_to_num()).pow(2), torch.zeros((), device=codes.device))
+    return d.sum() / (n * codes.shape[-1])

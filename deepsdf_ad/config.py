@@ -110,6 +110,10 @@ class TrainConfig:
     """With ``decoder_from``: weight of the pull of each encoder code towards the autodecoder's learned code
     for the same shape (squared distance over the codes' variance), added to the sdf loss through the frozen
     decoder; 0 = the sdf loss alone. Above 0 it needs ``decoder_from`` (``shapes_cpu_amortised``: 0.01)."""
+    amortise_unseen: bool = False
+    """With ``decoder_from``: also train the encoder on shapes the autodecoder never saw (more data than it
+    had): they get the sdf loss through the frozen decoder but no code pull. False = refuse such shapes (the
+    usual cause is the wrong data folder)."""
     tensorboard: bool = False
     """Also write each epoch's metrics and code norms as TensorBoard event files in ``RUN/tensorboard`` (needs
     ``pip install 'deepsdf-ad[tensorboard]'``; see :mod:`deepsdf_ad.board`)."""
@@ -375,6 +379,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}' must be 0 or more and finite, got {v}")
     if cfg.train.code_target > 0 and not cfg.train.decoder_from:
         raise ConfigError("config key 'train.code_target' pulls the codes towards a trained autodecoder's; "
+                          "name that run with --decoder-from RUN (train.decoder_from)")
+    if cfg.train.amortise_unseen and not cfg.train.decoder_from:
+        raise ConfigError("config key 'train.amortise_unseen' is about shapes an autodecoder run never saw; "
                           "name that run with --decoder-from RUN (train.decoder_from)")
     if not 0 <= cfg.train.seed <= SEED_MAX:
         raise ConfigError(f"config key 'train.seed' must be between 0 and {SEED_MAX}, got {cfg.train.seed}")

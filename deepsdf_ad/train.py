@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from deepsdf_ad.amortise import take_decoder, target_weight
+from deepsdf_ad.amortise import code_pull, take_decoder, target_weight
 from deepsdf_ad.board import EpochBoard
 from deepsdf_ad.config import Config, ConfigError, config_differences
 from deepsdf_ad.data import SampleBank, to_device
@@ -46,7 +46,7 @@ def step_loss(model: SDFModel, batch: dict, clamp: float, reg_weight: float, pre
         l_reg = code_regulariser(codes.float(), model) if reg_weight > 0 else torch.zeros((), device=dev)
         loss = l_sdf + reg_weight * l_reg
         if target_weight > 0 and "code_target" in batch:
-            loss = loss + target_weight * (codes.float() - batch["code_target"]).pow(2).mean()
+            loss = loss + target_weight * code_pull(codes.float(), batch["code_target"], len(codes))
         return loss, l_sdf, l_reg
 
 
@@ -433,8 +433,7 @@ def _distributed_step(model: SDFModel, net: torch.nn.Module, world: World, batch
         l_reg = model.code_penalty(codes.float()).sum() / n if reg_weight > 0 else torch.zeros((), device=dev)
         loss = l_sdf + reg_weight * l_reg
         if target_weight > 0 and "code_target" in batch:  # this rank's shapes' share of the batch's mean
-            d = (codes.float() - batch["code_target"][part]).pow(2)
-            loss = loss + target_weight * d.sum() / (n * d.shape[-1])
+            loss = loss + target_weight * code_pull(codes.float(), batch["code_target"][part], n)
     _backward(loss * share, scaler)  # DDP sums the network's gradients over ranks
     if per_shape:
         grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)

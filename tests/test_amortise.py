@@ -127,3 +127,34 @@ def test_the_preset_fits_a_shapes_cpu_run():
     am = load_config(REPO / "configs" / "shapes_cpu_amortised.yaml", ["train.decoder_from=runs/ad"])
     assert am.model.decoder == ad.model.decoder and am.model.latent.size == ad.model.latent.size
     assert am.model.latent.source == "pointnet" and am.train.code_target > 0 and am.dim == ad.dim
+
+
+def test_code_pull_skips_shapes_without_a_target():
+    from deepsdf_ad.amortise import code_pull, target_weight
+
+    codes = torch.tensor([[1.0, 1.0], [5.0, 5.0], [0.0, 2.0]])
+    targets = torch.tensor([[0.0, 1.0], [float("nan")] * 2, [0.0, 0.0]])
+    # rows 0 and 2: (1 + 0) + (0 + 4) over 3 shapes x 2 dims; row 1 has no target
+    assert float(code_pull(codes, targets, 3)) == pytest.approx(5 / 6)
+    spread = float(targets[[0, 2]].var(0, unbiased=False).mean())
+    assert target_weight(1.0, targets) == pytest.approx(1.0 / spread)
+
+
+def test_amortise_on_more_shapes_than_the_autodecoder_saw(digits, tmp_path):
+    """train.amortise_unseen: the encoder trains on every shape, the pull only on those with a code."""
+    import json
+
+    split = json.loads((digits / "splits" / "train.json").read_text())
+    half = {d: {c: ids[: len(ids) // 2] for c, ids in cats.items()} for d, cats in split.items()}
+    (tmp_path / "half.json").write_text(json.dumps(half))
+    ad = train(tiny_cfg(), digits, tmp_path / "ad", epochs=3, device="cpu",
+               split_file=str(tmp_path / "half.json"), progress=False)
+    over = [*AE, f"train.decoder_from={ad.path}", "train.code_target=0.01"]
+    with pytest.raises(DataError, match="train.amortise_unseen=true"):
+        train(tiny_cfg(*over), digits, tmp_path / "refused", epochs=1, device="cpu", progress=False)
+    run = train(tiny_cfg(*over, "train.amortise_unseen=true"), digits, tmp_path / "am", epochs=3,
+                device="cpu", progress=False)
+    assert len(run.codes()) == sum(len(ids) for cats in split.values() for ids in cats.values())
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in run.metrics())
+    with pytest.raises(ConfigError, match="amortise_unseen"):
+        tiny_cfg("train.amortise_unseen=true")

@@ -9,7 +9,7 @@ import torch
 from deepsdf_ad.config import ConfigError, load_config
 from deepsdf_ad.data_prep.digits import DigitSamplingConfig, pixel_centres, prep_digits
 from deepsdf_ad.data_prep.formats import write_idx
-from deepsdf_ad.inputs import partial_view
+from deepsdf_ad.inputs import VIEW_DRAW, PointInputs, camera_view, partial_view, random_cameras
 from deepsdf_ad.models import LatentConfig, build_model
 from deepsdf_ad.models.sources import build_latent_source
 from deepsdf_ad.runs import Run
@@ -94,6 +94,62 @@ def test_partial_view_keeps_the_far_side():
     torch.testing.assert_close(kept, pts[:, :4])
 
 
+def _sphere(n: int, seed: int = 0) -> torch.Tensor:
+    p = torch.randn((n, 3), generator=torch.Generator().manual_seed(seed))
+    return 0.8 * p / p.norm(dim=1, keepdim=True)
+
+
+def test_camera_view_sees_the_near_cap_of_a_sphere():
+    """From 2.5 units away, a camera sees the cap of a radius-0.8 sphere where cos(angle to it) > 0.32; the
+    view must keep (nearly) only that cap and cover it, where a plane view would keep a fixed half."""
+    pts = _sphere(VIEW_DRAW)[None]
+    eye = torch.tensor([[0.0, -2.5, 0.0]])
+    seen = camera_view(pts, 2000, eye, torch.Generator().manual_seed(1))[0]
+    cos = (seen @ torch.tensor([0.0, -1.0, 0.0])) / 0.8
+    assert (cos > 0.2).float().mean() > 0.97
+    assert cos.min() < 0.45 and cos.max() > 0.95  # out to the rim, and the centre
+
+
+def test_camera_view_hides_what_lies_behind():
+    """Two plates one behind the other along the view: only the near one is seen."""
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand((2048, 2), generator=g) * 0.8 - 0.4
+    near = torch.cat([xy[:, :1], torch.full((2048, 1), 0.3), xy[:, 1:]], 1)
+    far = torch.cat([xy[:, :1], torch.full((2048, 1), -0.3), xy[:, 1:]], 1)
+    pts = torch.cat([near, far])[None]
+    seen = camera_view(pts, 500, torch.tensor([[0.0, 2.5, 0.0]]), g)[0]
+    assert (seen[:, 1] > 0).all()
+    # from straight above (a degenerate 'right' vector) both plates' tops are in view
+    top = camera_view(pts, 500, torch.tensor([[0.0, 0.0, 2.5]]), g)[0]
+    assert (top[:, 1] > 0).any() and (top[:, 1] < 0).any()
+
+
+def test_random_cameras_keep_their_distance_and_elevation():
+    eye = random_cameras(500, (10.0, 40.0), torch.Generator().manual_seed(0))
+    assert torch.allclose(eye.norm(dim=1), torch.full((500,), 2.5))
+    el = torch.rad2deg(torch.asin(eye[:, 2] / 2.5))
+    assert el.min() >= 10.0 - 1e-4 and el.max() <= 40.0 + 1e-4 and el.max() - el.min() > 20
+
+
+def test_draw_cuts_camera_views_only_where_asked(tmp_path):
+    inputs = PointInputs.__new__(PointInputs)
+    inputs.keys, inputs.dim = ["a", "b"], 3
+    inputs.points = torch.cat([_sphere(5000, 0), _sphere(5000, 1) + 5])
+    inputs.start, inputs.count = torch.tensor([0, 5000]), torch.tensor([5000, 5000])
+    g = torch.Generator().manual_seed(3)
+    out = inputs.draw(torch.tensor([0, 1]), 300, g, partial=1.0, view="camera", elevation=(20.0, 20.0))
+    assert out.shape == (2, 300, 3)
+    # a view of the first sphere keeps one side: its mean lies well off the centre (a full draw: near it)
+    assert out[0].mean(0).norm() > 0.3
+    full = inputs.draw(torch.tensor([0]), 300, g, partial=0.0, view="camera")
+    assert full[0].mean(0).norm() < 0.15
+    with pytest.raises(ValueError, match="unknown partial view"):
+        inputs.draw(torch.tensor([0]), 10, g, partial=1.0, view="cone")
+    inputs.dim = 2
+    with pytest.raises(ValueError, match="needs 3D"):
+        inputs.draw(torch.tensor([0]), 10, g, partial=1.0, view="camera")
+
+
 def test_presets_differ_only_in_the_latent_source():
     import yaml
 
@@ -134,10 +190,20 @@ def test_cpu_presets_share_decoder_data_and_steps():
 @pytest.mark.parametrize("override,needle", [
     ("model.latent.kwargs={hiden: 3}", "unknown pointnet option 'hiden'"),
     ("model.latent.kwargs={points: 0.5}", "must be an integer"),
+    ("model.latent.kwargs={partial_view: cone}", "unknown partial_view 'cone'"),
+    ("model.latent.kwargs={view_elevation: [50, 10]}", "view_elevation must be"),
+    ("model.latent.kwargs={view_elevation: [0, 95]}", "view_elevation must be"),
 ])
 def test_bad_pointnet_options(override, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(None, ["model.latent.source=pointnet", override])
+
+
+def test_camera_view_refused_in_2d():
+    cfg = load_config(None, ["dim=2", "model.latent.source=pointnet",
+                             "model.latent.kwargs={partial_view: camera}"])
+    with pytest.raises(ValueError, match="needs 3D"):
+        build_model(2, cfg.model.decoder, cfg.model.latent, 3)
 
 
 @pytest.fixture(scope="module")

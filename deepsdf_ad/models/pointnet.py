@@ -25,9 +25,14 @@ class PointNetConfig(SourceOptions):
     noise: float = 0.0
     """Standard deviation of the Gaussian noise added to training inputs (normalised frame); 0 = none."""
     partial: float = 0.0
-    """Share of training inputs cut to a partial view (the points on one side of a random plane)."""
+    """Share of training inputs cut to a partial view (of the kind ``partial_view``)."""
     partial_keep: float = 0.5
-    """Share of the surface a partial view keeps."""
+    """Share of the surface a 'plane' partial view keeps."""
+    partial_view: str = "plane"
+    """'plane' (the points on one side of a random plane) or 'camera' (3D: what a depth camera sees, with
+    occlusion, as ``deepsdf-ad scan`` does; see ``deepsdf_ad/inputs.py``)."""
+    view_elevation: tuple[float, float] = (0.0, 50.0)
+    """Range of a 'camera' view's elevation in degrees above the horizontal (+z up), drawn uniformly."""
 
     def check(self) -> None:
         if self.hidden < 1 or self.blocks < 1 or self.points < 1:
@@ -35,6 +40,15 @@ class PointNetConfig(SourceOptions):
         if self.noise < 0 or not 0 <= self.partial <= 1 or not 0 < self.partial_keep <= 1:
             raise ValueError("model.latent.kwargs: need noise >= 0, 0 <= partial <= 1 and "
                              "0 < partial_keep <= 1")
+        from deepsdf_ad.inputs import VIEWS
+
+        if self.partial_view not in VIEWS:
+            raise ValueError(f"model.latent.kwargs: unknown partial_view '{self.partial_view}'; known: "
+                             f"{', '.join(VIEWS)}")
+        lo, hi = self.view_elevation
+        if not -90 < lo <= hi < 90:
+            raise ValueError("model.latent.kwargs: view_elevation must be [low, high] degrees with "
+                             f"-90 < low <= high < 90, got {list(self.view_elevation)}")
 
 
 class ResnetBlockFC(nn.Module):
@@ -70,7 +84,8 @@ class PointEncoderSource(LatentSource):
     @property
     def augment(self) -> dict:
         o = self.options
-        return {"noise": o.noise, "partial": o.partial, "keep": o.partial_keep}
+        return {"noise": o.noise, "partial": o.partial, "keep": o.partial_keep, "view": o.partial_view,
+                "elevation": tuple(o.view_elevation)}
 
     def codes(self, batch: dict) -> torch.Tensor:
         return self.encode(batch["points"])
@@ -96,6 +111,8 @@ class PointNetEncoder(PointEncoderSource):
 
     def __init__(self, num_shapes: int, dim: int, cfg: LatentConfig, options: PointNetConfig):
         super().__init__()
+        if options.partial_view == "camera" and dim != 3:
+            raise ValueError("model.latent.kwargs: partial_view 'camera' needs 3D shapes; use 'plane' in 2D")
         self.options = options
         h, self.size, self.dim = self.options.hidden, cfg.size, dim
         self.fc_pos = nn.Linear(dim, 2 * h)
