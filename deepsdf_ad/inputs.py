@@ -28,6 +28,8 @@ from deepsdf_ad.data_prep.params import CameraConfig
 
 VIEWS = ("plane", "camera")
 """The kinds of partial view (see the module's docstring)."""
+VIEW_ELEVATION = (0.0, 50.0)
+"""Default range of a camera view's elevation, degrees above the horizontal (+z up)."""
 VIEW_DRAW = 16384
 """Points drawn per shape for a camera view's visibility test: enough that the near surface leaves few
 pixels empty for a far one to show through (on the 27 held-out scans of the shared meshes, 2% of a view's
@@ -78,7 +80,7 @@ class PointInputs:
 
     def draw(self, index: torch.Tensor, n: int, generator: torch.Generator | None = None, noise: float = 0.0,
              partial: float = 0.0, keep: float = 0.5, view: str = "plane",
-             elevation: tuple[float, float] = (0.0, 50.0)) -> torch.Tensor:
+             elevation: tuple[float, float] = VIEW_ELEVATION) -> torch.Tensor:
         """``n`` points (B, n, dim) for each shape of ``index`` (B,), drawn uniformly with replacement.
 
         ``partial``: share of the shapes cut to a partial view, of the kind ``view`` (``VIEWS``): a ``plane``
@@ -142,7 +144,7 @@ def camera_view(points: torch.Tensor, n: int, eye: torch.Tensor, generator: torc
     """``n`` points (B, n, 3), with replacement, among those of ``points`` (B, K, 3) that a pinhole camera at
     ``eye`` (B, 3), looking at the origin with +z up, sees: a point is seen when its depth lies within
     ``tolerance`` of the nearest point in its pixel of a ``grid``-square depth buffer."""
-    b, k, _ = points.shape
+    b = points.shape[0]
     forward = -eye / eye.norm(dim=1, keepdim=True)
     up = torch.tensor([0.0, 0.0, 1.0], device=points.device).expand_as(forward)
     right = torch.linalg.cross(forward, up)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepsdf_ad.inputs import VIEW_ELEVATION, VIEWS
 from deepsdf_ad.models.base import LatentConfig, LatentSource, SourceOptions
 
 
@@ -31,7 +32,7 @@ class PointNetConfig(SourceOptions):
     partial_view: str = "plane"
     """'plane' (the points on one side of a random plane) or 'camera' (3D: what a depth camera sees, with
     occlusion, as ``deepsdf-ad scan`` does; see ``deepsdf_ad/inputs.py``)."""
-    view_elevation: tuple[float, float] = (0.0, 50.0)
+    view_elevation: tuple[float, float] = VIEW_ELEVATION
     """Range of a 'camera' view's elevation in degrees above the horizontal (+z up), drawn uniformly."""
 
     def check(self) -> None:
@@ -40,8 +41,6 @@ class PointNetConfig(SourceOptions):
         if self.noise < 0 or not 0 <= self.partial <= 1 or not 0 < self.partial_keep <= 1:
             raise ValueError("model.latent.kwargs: need noise >= 0, 0 <= partial <= 1 and "
                              "0 < partial_keep <= 1")
-        from deepsdf_ad.inputs import VIEWS
-
         if self.partial_view not in VIEWS:
             raise ValueError(f"model.latent.kwargs: unknown partial_view '{self.partial_view}'; known: "
                              f"{', '.join(VIEWS)}")
