@@ -187,7 +187,7 @@ def reconstruct(folder: Path, run: Path, out: Path, dev: torch.device, quick: bo
     extra = ["--iterations", "10"] if quick else []
     t0 = time.perf_counter()
     proc = cli("reconstruct", folder / PARTIAL, "--run", run, "--out", out / "completed.ply", "--resolution",
-               resolution, "--device", dev.type, "--quiet", *extra)
+               resolution, "--device", dev.type, "--quiet", "--restarts", 2, *extra)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         error = (proc.stderr.strip().splitlines() or ["?"])[-1]

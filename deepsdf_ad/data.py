@@ -111,8 +111,8 @@ def data_device(samples_on: str, nbytes: int, device: torch.device) -> torch.dev
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` on ``device``; from the host to a GPU through pinned memory, without waiting for the copy."""
-    if t.device == device:
+    if t.device.type == device.type and device.index in (None, t.device.index):  # "cuda" names "cuda:0"
         return t
-    if device.type == "cuda":
+    if device.type == "cuda" and t.device.type == "cpu":
         t = t.pin_memory()
     return t.to(device, non_blocking=True)

@@ -17,13 +17,16 @@ from deepsdf_ad.data_prep.formats import DataError
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> CUDA if available, else CPU; 'cuda' without a GPU is a clear error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DataError("--device cuda: no CUDA device is available; use --device cpu or auto")
     try:
-        return torch.device(name)
+        dev = torch.device(name)
     except RuntimeError:
         raise DataError(f"--device {name}: unknown device; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and dev.index is None:  # "cuda:0", as tensors report theirs: devices compare equal
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 @functools.cache

@@ -451,7 +451,8 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
             if narrow_at >= 0:
                 recent = (recent + [per.detach()])[-10:]
                 if it + 1 >= narrow_at:  # each set goes on from its start with the lowest recent loss
-                    keep = torch.stack(recent).mean(dim=0).reshape(b, r).argmin(dim=1) + torch.arange(b) * r
+                    best = torch.stack(recent).mean(dim=0).reshape(b, r).argmin(dim=1)
+                    keep = best + torch.arange(b, device=best.device) * r
                     batch.keep(keep.to(device))
                     narrow_at = -1
             if sched.stop(it, losses[-1]):  # plateau: drop the rate early, then stop early
