@@ -76,11 +76,14 @@ def test_amortise_from_the_command_line_then_encode(digits, ad_run, tmp_path):
     # the tiny autodecoder was trained with the same decoder (tests.helpers.TINY)
     assert load_config(cfg, [f"train.decoder_from={ad_run.path}"]).model.decoder == \
         load_trained(ad_run, torch.device("cpu"))[0].model.decoder
+    # a run folder whose name is not a plain YAML scalar (': ', ' #') is taken as it is
+    odd = tmp_path / "ad: run #1"
+    odd.symlink_to(ad_run.path.resolve(), target_is_directory=True)
     proc = cli("train", "--config", cfg, "--data", digits, "--out", tmp_path / "am", "--decoder-from",
-               ad_run.path, "--quiet", check=True)
+               odd, "--quiet", check=True)
     assert "train: 4 epochs" in proc.stdout
     saved = Run(tmp_path / "am").config()
-    assert saved.train.decoder_from == str(ad_run.path.resolve()) and saved.model.latent.source == "pointnet"
+    assert saved.train.decoder_from == str(odd.resolve()) and saved.model.latent.source == "pointnet"
     partial = next((digits / "surface").glob("*/*.ply"))
     proc = cli("reconstruct", partial, "--run", tmp_path / "am", "--out", tmp_path / "e.png", "--resolution",
                "32", "--mode", "encode", check=True)

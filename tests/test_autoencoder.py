@@ -199,8 +199,9 @@ def test_bad_pointnet_options(override, needle):
         load_config(None, ["model.latent.source=pointnet", override])
 
 
-def test_camera_view_refused_in_2d():
-    cfg = load_config(None, ["dim=2", "model.latent.source=pointnet",
+@pytest.mark.parametrize("source", ["pointnet", "pointnet_grid"])
+def test_camera_view_refused_in_2d(source):
+    cfg = load_config(None, ["dim=2", f"model.latent.source={source}",
                              "model.latent.kwargs={partial_view: camera}"])
     with pytest.raises(ValueError, match="needs 3D"):
         build_model(2, cfg.model.decoder, cfg.model.latent, 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def run_train(args) -> int:
 
     not_inputs(args.out, files=[args.config, args.split], data=[args.data], runs=[args.decoder_from])
     overrides = [*args.set, *(["train.tensorboard=true"] if args.tensorboard else []),
-                 *([f"train.decoder_from={Path(args.decoder_from).resolve()}"] if args.decoder_from else [])]
+                 *([f"train.decoder_from={json.dumps(str(Path(args.decoder_from).resolve()))}"]
+                   if args.decoder_from else [])]  # quoted as a YAML string: a path may hold ': ' or ' #'
     cfg = load_config(args.config, overrides)  # a bad config fails here, once, before any rank starts
     if cfg.train.tensorboard:
         from deepsdf_ad.board import summary_writer

@@ -49,6 +49,11 @@ class PointNetConfig(SourceOptions):
             raise ValueError("model.latent.kwargs: view_elevation must be [low, high] degrees with "
                              f"-90 < low <= high < 90, got {list(self.view_elevation)}")
 
+    def check_dim(self, dim: int) -> None:
+        """What the options need of the shapes' dimension (known when the model is built, not before)."""
+        if self.partial_view == "camera" and dim != 3:
+            raise ValueError("model.latent.kwargs: partial_view 'camera' needs 3D shapes; use 'plane' in 2D")
+
 
 class ResnetBlockFC(nn.Module):
     """Fully connected residual block (Occupancy Networks): x + fc_1(relu(fc_0(relu(x)))), with a linear
@@ -110,8 +115,7 @@ class PointNetEncoder(PointEncoderSource):
 
     def __init__(self, num_shapes: int, dim: int, cfg: LatentConfig, options: PointNetConfig):
         super().__init__()
-        if options.partial_view == "camera" and dim != 3:
-            raise ValueError("model.latent.kwargs: partial_view 'camera' needs 3D shapes; use 'plane' in 2D")
+        options.check_dim(dim)
         self.options = options
         h, self.size, self.dim = self.options.hidden, cfg.size, dim
         self.fc_pos = nn.Linear(dim, 2 * h)

@@ -45,6 +45,7 @@ class PointNetGridEncoder(GridDecoding, PointEncoderSource):
 
     def __init__(self, num_shapes: int, dim: int, cfg: LatentConfig, options: PointNetGridConfig):
         super().__init__()
+        options.check_dim(dim)
         self.options = options
         o = self.options
         h, self.size, self.dim = o.hidden, cfg.size, dim
