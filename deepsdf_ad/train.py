@@ -250,7 +250,8 @@ def _start_loop(cfg: Config, run: Run, world: World, dev: torch.device, data_dev
                             f"decoder; latent source '{cfg.model.latent.source}' has none")
         targets = take_decoder(model, cfg, list(bank.keys), dev)
         weight = target_weight(cfg.train.code_target, targets)
-        taken = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+        if resumed:  # the decoder it takes now, against the one the checkpoint holds
+            taken = {k: v.clone() for k, v in model.decoder.state_dict().items()}
     opt = make_optimizer(model, cfg)
     # a latent source that reads points (the encoder) gets surface points of the same shapes
     inputs = (PointInputs(refs, cfg.dim, progress=progress and world.main).to(data_dev)
