@@ -14,6 +14,7 @@ from tqdm import tqdm
 from deepsdf_ad.data_prep.formats import DataError, DataRoot, ShapeRef
 from deepsdf_ad.data_prep.log import note
 from deepsdf_ad.data_prep.pack import finite_samples
+from deepsdf_ad.device import indexed
 
 
 class SampleBank:
@@ -111,7 +112,8 @@ def data_device(samples_on: str, nbytes: int, device: torch.device) -> torch.dev
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` on ``device``; from the host to a GPU through pinned memory, without waiting for the copy."""
-    if t.device.type == device.type and device.index in (None, t.device.index):  # "cuda" names "cuda:0"
+    device = indexed(device)
+    if t.device == device:
         return t
     if device.type == "cuda" and t.device.type == "cpu":
         t = t.pin_memory()

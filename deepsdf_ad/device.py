@@ -24,8 +24,14 @@ def resolve_device(name: str = "auto") -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise DataError(f"--device {name}: unknown device; use auto, cpu or cuda") from None
-    if dev.type == "cuda" and dev.index is None:  # "cuda:0", as tensors report theirs: devices compare equal
-        dev = torch.device("cuda", torch.cuda.current_device())
+    return indexed(dev)
+
+
+def indexed(dev: torch.device) -> torch.device:
+    """``dev`` with the GPU's index named (a bare ``cuda`` is the current one): tensors report ``cuda:0``, and
+    a bare ``cuda`` compares unequal to it."""
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
     return dev
 
 

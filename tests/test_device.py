@@ -29,7 +29,8 @@ def test_cuda_resolves_to_an_indexed_device(monkeypatch):
     assert device_mod.resolve_device("cpu") == torch.device("cpu")
 
 
-def test_to_device_leaves_a_tensor_already_there():
+def test_to_device_leaves_a_tensor_already_there(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)  # a bare "cuda" is GPU 0 here
     t = _OnGPU()
     assert to_device(t, torch.device("cuda")) is t
     assert to_device(t, torch.device("cuda", 0)) is t
