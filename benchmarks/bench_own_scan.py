@@ -12,12 +12,16 @@ same run:
 - posed: the capture, with no frame known: cleaned and pose-searched (``deepsdf-ad reconstruct``'s default);
   its sidecar gives the camera position in the capture's frame (a depth sensor knows it; ``--no-camera``:
   bare points);
-- old: the capture with ``--no-pose-search``: the bounding-box estimate in the capture's own orientation.
+- old: the capture with ``--no-pose-search``: the bounding-box estimate in the capture's own orientation;
+- with ``--oracle``, oracle: the capture cleaned as ``reconstruct`` cleans it and put in its true frame (the
+  pose known): what a perfect pose search would give, so that the posed / canonical ratio splits into what
+  the pose costs and what the floor, noise and strays cost.
 
 Printed per mesh: chamfer x10^3 (DeepSDF's convention: 30,000 points, squared, both directions, normalised
 frame; the posed and old meshes are taken back to it by the true transform), the posed / canonical ratio, what
-the search found; then the median and max ratio. Results are cached per shape in WORK/results, so an
-interrupted bench resumes (``--fresh`` redoes them).
+the search found and how far its turn and shift (all of it, and along the up axis) are from the truth; then
+the median and max ratio. Results are cached per shape in WORK/results, so an interrupted bench resumes
+(``--fresh`` redoes them).
 
     python benchmarks/bench_own_scan.py --data DATA --run RUN --work /tmp/bench_own_scan
     python benchmarks/bench_own_scan.py --data DATA --run RUN --limit 1 --resolution 64   # a quick look
@@ -39,7 +43,7 @@ from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.evaluate import Truth3D, scan_in_frame, select
 from deepsdf_ad.metrics import CHAMFER_POINTS, surface_metrics, surface_points_normals
-from deepsdf_ad.pose import axis_vector, rotation_to, yaw_matrix
+from deepsdf_ad.pose import AXES, axis_vector, rotation_to, yaw_matrix
 from deepsdf_ad.runs import Run
 
 NOISE = 0.005
@@ -92,6 +96,22 @@ def random_pose(frame_up: str, up_label: str, rng: np.random.Generator) -> np.nd
     return m
 
 
+def oracle_scan(folder: Path, posed: Path, back: np.ndarray, camera) -> Path:
+    """The capture at ``posed`` cleaned (floor, strays) as ``reconstruct`` cleans it, taken to the true
+    normalised frame by ``back`` (4, 4) and written as a known-frame scan (with ``camera``, normalised
+    frame)."""
+    from deepsdf_ad.capture import clean_capture
+
+    kept = clean_capture(formats.load_points(posed).points, rng=np.random.default_rng(0)).points
+    out = folder / "oracle.ply"
+    formats.save_points_ply(out, kept @ back[:3, :3].T + back[:3, 3])
+    meta = {"normalization": {"offset": [0.0, 0.0, 0.0], "scale": 1.0}}
+    if camera is not None:
+        meta["camera"] = camera
+    formats.write_json(out.with_suffix(".json"), meta)
+    return out
+
+
 def chamfer_x1e3(mesh_path: Path, to_normalised: np.ndarray, true_pts: np.ndarray, true_n) -> float:
     """Chamfer x10^3 of the mesh at ``mesh_path`` (inf: none was made) taken by ``to_normalised`` (4, 4)."""
     if not mesh_path.is_file():
@@ -116,11 +136,14 @@ def pose_error(found: np.ndarray, pose: np.ndarray) -> tuple[float, float, float
 
 def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, run: Path, frame_up: str,
                  resolution: int, iterations: int | None, seed: int, with_camera: bool = True,
-                 reuse_baselines: bool = False) -> dict:
+                 reuse_baselines: bool = False, oracle: bool = False) -> dict:
     """The three reconstructions of one held-out shape and their chamfers (files in WORK/shapes/<key>).
     ``with_camera``: the capture's sidecar gives the camera position (moved by the pose), as a depth sensor's
-    capture knows it; without it the capture is bare points. ``reuse_baselines``: the canonical and old
-    meshes an earlier bench left in WORK are kept (they do not depend on the pose search)."""
+    capture knows it; without it the capture is bare points. ``reuse_baselines``: the canonical mesh an
+    earlier bench left in WORK is kept, and the old one if it was made for the same pose (neither depends on
+    the pose search). ``oracle``: a
+    fourth reconstruction, the capture cleaned as ``reconstruct`` cleans it and put in the true normalised
+    frame (the pose known): what the search would give with a perfect pose."""
     folder = work / "shapes" / ref.category / ref.id
     folder.mkdir(parents=True, exist_ok=True)
     pts, normals, camera = scan_in_frame(root, ref)
@@ -132,6 +155,9 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
         meta["camera"] = np.asarray(camera, float).tolist()
     formats.write_json(canon.with_suffix(".json"), meta)
     up_label, pose, rng = shape_pose(frame_up, index, seed)
+    stamp = folder / "true_pose.json"  # the pose the meshes left here were made for
+    same_pose = stamp.is_file() and np.allclose(formats.read_json(stamp)["pose"], pose)
+    formats.write_json(stamp, {"pose": pose.tolist()})
     posed = folder / "capture.ply"
     formats.save_points_ply(posed, capture(pts, camera, frame_up, rng) @ pose[:3, :3].T + pose[:3, 3])
     posed.with_suffix(".json").unlink(missing_ok=True)
@@ -140,11 +166,13 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
                            {"camera": (pose[:3, :3] @ np.asarray(camera, float) + pose[:3, 3]).tolist()})
     back = np.linalg.inv(pose)
     common = {"resolution": resolution, "iterations": iterations, "seed": seed, "device": "auto"}
+    runs = [("canonical", canon, {}), ("posed", posed, {}), ("old", posed, {"pose_search": False})]
+    if oracle:
+        runs.append(("oracle", oracle_scan(folder, posed, back, meta.get("camera")), {}))
     failed = {}
-    for name, scan, extra in (("canonical", canon, {}), ("posed", posed, {}),
-                              ("old", posed, {"pose_search": False})):
+    for name, scan, extra in runs:
         out = folder / f"{name}_mesh.ply"
-        if reuse_baselines and name != "posed" and out.is_file():
+        if reuse_baselines and out.is_file() and (name == "canonical" or name == "old" and same_pose):
             continue
         out.unlink(missing_ok=True)
         try:
@@ -159,6 +187,8 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
            "canonical": chamfer_x1e3(folder / "canonical_mesh.ply", np.eye(4), true_pts, true_n),
            "posed": chamfer_x1e3(folder / "posed_mesh.ply", back, true_pts, true_n),
            "old": chamfer_x1e3(folder / "old_mesh.ply", back, true_pts, true_n),
+           "oracle": chamfer_x1e3(folder / "oracle_mesh.ply", np.eye(4), true_pts, true_n) if oracle
+           else math.nan,
            "found_up": found["transform"]["up"] if found else "-",
            "found_scale_ratio": found["transform"]["scale"] * scale if found else math.nan,
            "residual": found["fit"]["median_abs_sdf"] if found else math.nan,
@@ -167,8 +197,10 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
     rec["ratio"] = rec["posed"] / rec["canonical"] if rec["canonical"] > 0 else math.inf
     rec["pose"] = pose.tolist()
     if found:
+        a = np.asarray(found["transform"]["matrix"]) @ pose
         turn, _, shift = pose_error(np.asarray(found["transform"]["matrix"]), pose)
-        rec.update(turn_error_deg=turn, shift_error=shift)
+        rec.update(turn_error_deg=turn, shift_error=shift,
+                   shift_error_up=float(a[AXES.index(frame_up), 3]))
     return rec
 
 
@@ -203,7 +235,13 @@ def figure(work: Path, recs: list[dict], truth: Truth3D, refs: list, frame_up: s
 def _errors(rec: dict) -> str:
     if "turn_error_deg" not in rec:
         return ""
-    return f"; turn off {rec['turn_error_deg']:.0f} deg, shift off {rec['shift_error']:.3f}"
+    up = f" (up {rec['shift_error_up']:+.3f})" if "shift_error_up" in rec else ""
+    return f"; turn off {rec['turn_error_deg']:.0f} deg, shift off {rec['shift_error']:.3f}{up}"
+
+
+def _oracle(rec: dict) -> str:
+    o = rec.get("oracle", math.nan)
+    return "" if math.isnan(o) else f"; oracle {o:.3f} (ratio {o / rec['canonical']:.2f})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                          "variants of the pose search on the same baselines)")
     ap.add_argument("--no-camera", action="store_true",
                     help="captures without their camera position (bare points; the canonical scan keeps it)")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also reconstruct each capture cleaned and put in its true frame (the pose known): "
+                         "what a perfect pose search would give; printed as a last column")
     ap.add_argument("--figure", metavar="PNG",
                     help="also draw the median shape: capture, old path, pose search, known frame, truth "
                          "(chamfer x10^3 in the labels)")
@@ -231,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     recs = []
     print(f"{'shape':32s} {'up':>3s} {'scale':>9s} {'canonical':>9s} {'posed':>8s} {'old':>8s} "
           f"{'ratio':>6s}  found")
-    for i, ref in enumerate(select(root.shapes("test"), args.limit)):
+    split = root.shapes("test")
+    index = {r.key: i for i, r in enumerate(split)}  # a shape's capture does not depend on --limit
+    for ref in select(split, args.limit):
+        i = index[ref.key]
         cache = work / "results" / f"{ref.category}_{ref.id}.json"
         rec = json.loads(cache.read_text()) if cache.is_file() and not args.fresh else None
         if rec is not None and rec.get("camera", False) != (not args.no_camera):
@@ -239,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if rec is None:
             rec = shape_record(work, root, truth, ref, i, Path(args.run), frame_up, args.resolution,
                                args.iterations, args.seed, with_camera=not args.no_camera,
-                               reuse_baselines=args.reuse_baselines)
+                               reuse_baselines=args.reuse_baselines, oracle=args.oracle)
             formats.write_json(cache, rec)
         if "pose" not in rec:  # cached by an older bench: the pose is the first draw of the shape's stream
             rec["pose"] = shape_pose(frame_up, i, args.seed)[1].tolist()
@@ -248,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{rec['posed']:8.3f} {rec['old']:8.3f} {rec['ratio']:6.2f}  up {rec['found_up']}, scale "
               f"x{rec['found_scale_ratio']:.3f}, residual "
               f"{rec['residual']:.4f}{' POOR' if rec['poor'] else ''}{_errors(rec)}"
-              f"{''.join(f'; {k} failed: {v}' for k, v in rec['failed'].items())}", flush=True)
+              f"{''.join(f'; {k} failed: {v}' for k, v in rec['failed'].items())}"
+              f"{_oracle(rec)}", flush=True)
     if not recs:
         print("no held-out shape with a scan")
         return 1
@@ -257,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(recs)} shapes: posed / canonical chamfer median {np.median(ratio):.2f}, max "
           f"{ratio.max():.2f}; old / canonical median {np.median(old):.2f}, max {old.max():.2f}; "
           f"{sum(r['poor'] for r in recs)} flagged poor")
+    orc = np.array([r.get("oracle", math.nan) / r["canonical"] for r in recs])
+    if not np.isnan(orc).any():
+        print(f"oracle (pose known) / canonical median {np.median(orc):.2f}, max {orc.max():.2f}")
     if args.figure:
         print(f"figure: {figure(work, recs, truth, root.shapes('test'), frame_up, Path(args.figure))}")
     return 0

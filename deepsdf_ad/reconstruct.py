@@ -432,7 +432,8 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
     b = len(obs) if pose is None else len(obs) // r
     anchor = anchor if cfg.refine_prior > 0 else None
     batch = _start_batch(model, obs, cfg, clamp, device, init, gen, candidates, pose, r, anchor)
-    narrow_at = int(cfg.restart_at * iterations) if r > 1 else -1
+    share = cfg.restart_at if pose is None or pose.narrow_at is None else pose.narrow_at
+    narrow_at = min(int(share * iterations), iterations) if r > 1 else -1
     recent = []  # per-code losses of the last steps before narrowing down
     k = min(cfg.samples, min(len(p) for p in batch.pts))
     sched = _Schedule(cfg, iterations, k, min(k, cfg.samples_start) if cfg.samples_start > 0 else k,
@@ -451,7 +452,10 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
             if narrow_at >= 0:
                 recent = (recent + [per.detach()])[-10:]
                 if it + 1 >= narrow_at:  # each set goes on from its start with the lowest recent loss
-                    best = torch.stack(recent).mean(dim=0).reshape(b, r).argmin(dim=1)
+                    score = None if pose is None else pose.choose(model, batch.code.detach(),
+                                                                  batch.pose_opt.param.detach())
+                    score = torch.stack(recent).mean(dim=0) if score is None else score
+                    best = score.reshape(b, r).argmin(dim=1)
                     keep = best + torch.arange(b, device=best.device) * r
                     batch.keep(keep.to(device))
                     narrow_at = -1

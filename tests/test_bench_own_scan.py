@@ -22,3 +22,27 @@ def test_pose_error_is_zero_for_the_inverse_and_measures_what_is_left():
     off[:3, 3] = [0.0, 0.05, 0.0]
     turn, scale, shift = bos.pose_error(off @ np.linalg.inv(pose), pose)
     assert abs(turn - 30.0) < 1e-6 and abs(scale - 1.1) < 1e-9 and abs(shift - 0.05) < 1e-9
+
+
+def test_oracle_scan_is_the_cleaned_capture_in_its_true_frame(tmp_path):
+    """The oracle input: the capture (object, floor patch, strays, posed) cleaned and taken back by the true
+    pose; the floor goes, the object's points come back where they were (up to the depth noise)."""
+    from deepsdf_ad.data_prep import formats
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-0.4, 0.4, (3000, 3))
+    pts[np.arange(3000), rng.integers(0, 3, 3000)] = 0.4 * rng.choice([-1.0, 1.0], 3000)  # a box's faces
+    pts[:, 2] = np.abs(pts[:, 2])  # its upper half: the lowest points lie at z = 0
+    camera = np.array([2.0, -2.0, 1.5])
+    pose = bos.random_pose("z", "y", rng)
+    cap = bos.capture(pts, camera, "z", rng)
+    posed = tmp_path / "capture.ply"
+    formats.save_points_ply(posed, cap @ pose[:3, :3].T + pose[:3, 3])
+    out = bos.oracle_scan(tmp_path, posed, np.linalg.inv(pose), camera.tolist())
+    back = formats.load_points(out).points
+    meta = formats.read_json(out.with_suffix(".json"))
+    assert meta["camera"] == camera.tolist() and meta["normalization"]["scale"] == 1.0
+    assert len(back) < len(cap) and len(back) > 0.8 * len(pts)  # the floor patch dropped, the object kept
+    from scipy.spatial import cKDTree
+
+    assert np.median(cKDTree(pts).query(back)[0]) < 0.02  # back in the true frame

@@ -107,3 +107,56 @@ def test_similarity_matches_the_matrix():
     for u in UP_CHOICES:
         np.testing.assert_allclose(rotation_to(axis_vector(u), axis_vector("y")) @ axis_vector(u), [0, 1, 0],
                                    atol=1e-12)
+
+
+def test_view_scores_prefer_the_shape_that_shows_the_camera_what_it_saw():
+    """A hypothesis that passes through the observed points but shows the camera surface where it saw none
+    (longer arms), or is shifted off them, scores worse than the true shape; the traced points lie on the
+    surface."""
+    from deepsdf_ad.pose import _trace, view_scores
+
+    model = LShapes()
+    cam = torch.tensor([[1.8, -1.5, 1.8]])
+    seen = torch.from_numpy(partial_view(model, 1500, cam.numpy())).float()
+    codes = torch.stack([TRUE_CODE, torch.tensor([2.0, 2.0]), TRUE_CODE])
+    shifted = seen + torch.tensor([0.0, 0.0, 0.15])
+    scores = view_scores(model, codes, [seen, seen, shifted], cam.expand(3, 3), torch.ones(3))
+    assert scores[0] < 0.05  # not 0: faces seen at a grazing angle hold few observed points
+    assert scores[0] < 0.7 * scores[1] and scores[0] < 0.5 * scores[2]
+    # half the scale: the same normalised distances count twice in capture units (less what is truncated)
+    halved = float(view_scores(model, codes[:1], [seen], cam, torch.full((1,), 0.5))[0])
+    assert 1.5 * float(scores[0]) < halved <= 2.0001 * float(scores[0])
+    pts, hit = _trace(model, codes[:1], cam)
+    assert hit.sum() > 100
+    assert model.decode(codes[:1], pts[:, hit[0]]).abs().max() < 3e-3
+
+
+def test_narrowing_follows_the_pose_hypotheses_choice(monkeypatch):
+    """With a camera the search narrows its hypotheses down by PoseStarts.choose, not by the loss: a choice
+    that prefers the last hypothesis keeps it."""
+    from deepsdf_ad import pose as pose_mod
+
+    model = LShapes()
+    y = partial_view(model, 800, VIEWS)
+    cfg = dataclasses.replace(ReconstructConfig(), samples=500, iterations=40, init="mean", code_reg=1e-4,
+                              frame_up="z", free_space=1)
+    seen = []
+
+    def last(self, model, codes, params):
+        seen.append(len(codes))
+        return -torch.arange(len(codes), dtype=torch.float32)
+
+    monkeypatch.setattr(pose_mod.PoseStarts, "choose", last)
+    kept = []
+    real = pose_mod.optimise_codes
+
+    def spy(*args, pose=None, **kw):
+        out = real(*args, pose=pose, **kw)
+        kept.append(int(pose.kept[0]))
+        return out
+
+    monkeypatch.setattr(pose_mod, "optimise_codes", spy)
+    pose_mod.fit_pose(model, y, None, np.array([3.0, -3.0, 3.0]), cfg, 0.1, torch.device("cpu"), CANDIDATES,
+                      up="z")
+    assert seen == [pose_mod.KEEP]
+    assert kept == [pose_mod.KEEP - 1]
