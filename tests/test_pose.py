@@ -160,3 +160,24 @@ def test_narrowing_follows_the_pose_hypotheses_choice(monkeypatch):
                       up="z")
     assert seen == [pose_mod.KEEP]
     assert kept == [pose_mod.KEEP - 1]
+
+
+def test_more_codes_per_pose_refine_each_kept_pose_from_its_best_codes(monkeypatch):
+    """CODES_PER_POSE = 2: each kept coarse pose comes with its two best start codes (best first)."""
+    from deepsdf_ad import pose as pose_mod
+
+    model = LShapes()
+    y = partial_view(model, 400, VIEWS)
+    cfg = dataclasses.replace(ReconstructConfig(), frame_up="z")
+    bases = [pose_mod.frames(y, "z", None, "z")[0].base(y)]
+    gen = torch.Generator().manual_seed(0)
+    one = pose_mod.coarse_search(model, bases, CANDIDATES, cfg, 2, torch.device("cpu"), gen)
+    monkeypatch.setattr(pose_mod, "CODES_PER_POSE", 2)
+    two = pose_mod.coarse_search(model, bases, CANDIDATES, cfg, 2, torch.device("cpu"),
+                                 torch.Generator().manual_seed(0))
+    assert len(one) == pose_mod.KEEP and len(two) == 2 * pose_mod.KEEP
+    for k in range(pose_mod.KEEP):
+        a, b = two[2 * k], two[2 * k + 1]
+        np.testing.assert_array_equal(a[1], b[1])  # the same pose
+        assert a[2] != b[2] and a[3] <= b[3]  # two codes, the best first
+        assert a[2] == one[k][2]  # the best is the one a single code per pose gets
