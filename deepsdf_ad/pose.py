@@ -386,9 +386,9 @@ def fit_pose(model, points: np.ndarray, normals: np.ndarray | None, camera: np.n
         n = None if normals is None else normals @ fr.rotation.T
         cam = None if camera is None else fr.base(np.asarray(camera, float)[None])[0]
         obs.append(observations_from_scan(bases[f], n, cam, cfg, rng))
-    pose = PoseStarts(torch.from_numpy(np.stack([h[1] for h in hyps])).float(), len(hyps), up_index,
-                      narrow_at=CHOOSE_AT)
+    pose = PoseStarts(torch.from_numpy(np.stack([h[1] for h in hyps])).float(), len(hyps), up_index)
     if camera is not None and CHOOSE_BY_VIEW:
+        pose.narrow_at = CHOOSE_AT
         pick = rng.choice(len(points), min(VIEW_POINTS, len(points)), replace=False)
         pose.surface = [torch.from_numpy(bases[h[0]][pick]).float() for h in hyps]
         pose.cameras = torch.from_numpy(np.stack([cands[h[0]].base(np.asarray(camera, float)[None])[0]

@@ -451,7 +451,8 @@ def optimise_codes(model: SDFModel, obs: list[Observations], cfg: ReconstructCon
             bar.update(1)
             if narrow_at >= 0:
                 recent = (recent + [per.detach()])[-10:]
-                if it + 1 >= narrow_at:  # each set goes on from its start with the lowest recent loss
+                if it + 1 >= narrow_at:  # each set goes on from its best start: lowest recent loss, or
+                    # the pose hypotheses' own choice (PoseStarts.choose)
                     score = None if pose is None else pose.choose(model, batch.code.detach(),
                                                                   batch.pose_opt.param.detach())
                     score = torch.stack(recent).mean(dim=0) if score is None else score

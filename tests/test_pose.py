@@ -181,3 +181,25 @@ def test_more_codes_per_pose_refine_each_kept_pose_from_its_best_codes(monkeypat
         np.testing.assert_array_equal(a[1], b[1])  # the same pose
         assert a[2] != b[2] and a[3] <= b[3]  # two codes, the best first
         assert a[2] == one[k][2]  # the best is the one a single code per pose gets
+
+
+@pytest.mark.parametrize("camera", [None, np.array([3.0, -3.0, 3.0])])
+def test_only_the_view_choice_waits_for_the_end(monkeypatch, camera):
+    """Without a camera the hypotheses are narrowed down by their loss at reconstruct.restart_at, as
+    restarts are; with one, by the view at CHOOSE_AT."""
+    from deepsdf_ad import pose as pose_mod
+
+    model = LShapes()
+    y = partial_view(model, 400, VIEWS)
+    cfg = dataclasses.replace(ReconstructConfig(), samples=200, iterations=8, init="mean", frame_up="z",
+                              free_space=1)
+    seen = []
+    real = pose_mod.optimise_codes
+
+    def spy(*args, pose=None, **kw):
+        seen.append((pose.narrow_at, pose.cameras is not None))
+        return real(*args, pose=pose, **kw)
+
+    monkeypatch.setattr(pose_mod, "optimise_codes", spy)
+    pose_mod.fit_pose(model, y, None, camera, cfg, 0.1, torch.device("cpu"), CANDIDATES, up="z")
+    assert seen == ([(None, False)] if camera is None else [(pose_mod.CHOOSE_AT, True)])
