@@ -96,13 +96,13 @@ def random_pose(frame_up: str, up_label: str, rng: np.random.Generator) -> np.nd
     return m
 
 
-def oracle_scan(folder: Path, posed: Path, back: np.ndarray, camera) -> Path:
-    """The capture at ``posed`` cleaned (floor, strays) as ``reconstruct`` cleans it, taken to the true
-    normalised frame by ``back`` (4, 4) and written as a known-frame scan (with ``camera``, normalised
+def oracle_scan(folder: Path, posed: Path, back: np.ndarray, camera, seed: int = 0) -> Path:
+    """The capture at ``posed`` cleaned (floor, strays) as ``reconstruct --seed SEED`` cleans it, taken to the
+    true normalised frame by ``back`` (4, 4) and written as a known-frame scan (with ``camera``, normalised
     frame)."""
     from deepsdf_ad.capture import clean_capture
 
-    kept = clean_capture(formats.load_points(posed).points, rng=np.random.default_rng(0)).points
+    kept = clean_capture(formats.load_points(posed).points, rng=np.random.default_rng(seed)).points
     out = folder / "oracle.ply"
     formats.save_points_ply(out, kept @ back[:3, :3].T + back[:3, 3])
     meta = {"normalization": {"offset": [0.0, 0.0, 0.0], "scale": 1.0}}
@@ -141,9 +141,9 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
     ``with_camera``: the capture's sidecar gives the camera position (moved by the pose), as a depth sensor's
     capture knows it; without it the capture is bare points. ``reuse_baselines``: the canonical mesh an
     earlier bench left in WORK is kept, and the old one if it was made for the same pose (neither depends on
-    the pose search). ``oracle``: a
-    fourth reconstruction, the capture cleaned as ``reconstruct`` cleans it and put in the true normalised
-    frame (the pose known): what the search would give with a perfect pose."""
+    the pose search). ``oracle``: a fourth reconstruction, the capture cleaned as ``reconstruct`` cleans it
+    and put in the true normalised frame (the pose known): what the search would give with a perfect
+    pose."""
     folder = work / "shapes" / ref.category / ref.id
     folder.mkdir(parents=True, exist_ok=True)
     pts, normals, camera = scan_in_frame(root, ref)
@@ -155,9 +155,8 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
         meta["camera"] = np.asarray(camera, float).tolist()
     formats.write_json(canon.with_suffix(".json"), meta)
     up_label, pose, rng = shape_pose(frame_up, index, seed)
-    stamp = folder / "true_pose.json"  # the pose the meshes left here were made for
+    stamp = folder / "true_pose.json"  # the pose the meshes left here were made for (written once they are)
     same_pose = stamp.is_file() and np.allclose(formats.read_json(stamp)["pose"], pose)
-    formats.write_json(stamp, {"pose": pose.tolist()})
     posed = folder / "capture.ply"
     formats.save_points_ply(posed, capture(pts, camera, frame_up, rng) @ pose[:3, :3].T + pose[:3, 3])
     posed.with_suffix(".json").unlink(missing_ok=True)
@@ -168,7 +167,7 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
     common = {"resolution": resolution, "iterations": iterations, "seed": seed, "device": "auto"}
     runs = [("canonical", canon, {}), ("posed", posed, {}), ("old", posed, {"pose_search": False})]
     if oracle:
-        runs.append(("oracle", oracle_scan(folder, posed, back, meta.get("camera")), {}))
+        runs.append(("oracle", oracle_scan(folder, posed, back, meta.get("camera"), seed), {}))
     failed = {}
     for name, scan, extra in runs:
         out = folder / f"{name}_mesh.ply"
@@ -179,6 +178,7 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
             reconstruct_scan(run, scan, out, **common, **extra)
         except DataError as e:  # counted as a failure (chamfer inf), as bench_quality counts them
             failed[name] = str(e)
+    formats.write_json(stamp, {"pose": pose.tolist()})
     record = folder / "posed_mesh.json"
     found = json.loads(record.read_text()) if "posed" not in failed and record.is_file() else None
     scale = float(np.cbrt(np.linalg.det(pose[:3, :3])))
@@ -255,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the captures and poses")
     ap.add_argument("--fresh", action="store_true", help="recompute cached shapes")
     ap.add_argument("--reuse-baselines", action="store_true",
-                    help="keep the canonical and old meshes an earlier bench left in WORK (to compare "
-                         "variants of the pose search on the same baselines)")
+                    help="keep the canonical mesh an earlier bench left in WORK, and the old one if it "
+                         "was made for the same pose (to compare variants of the pose search on the "
+                         "same baselines)")
     ap.add_argument("--no-camera", action="store_true",
                     help="captures without their camera position (bare points; the canonical scan keeps it)")
     ap.add_argument("--oracle", action="store_true",
