@@ -64,6 +64,9 @@ class PrepConfig:
     seed: int = 0
     scans: int = 0
     """Partial scans written per test shape (``DATA/scans/<category>/<id>_<k>.ply``)."""
+    held_out: tuple[str, ...] = ()
+    """Keys ``category/id`` that are test shapes whatever ``test_fraction`` says (``prep meshes --held-out
+    DIR``: every mesh of a second folder); the other shapes are split by ``test_fraction``."""
     max_ambiguous: float = 0.05
     """Reject a mesh when more than this share of its near-surface samples has an ambiguous sign
     (winding number within 0.1 of 1/2); see :func:`deepsdf_ad.data_prep.meshes.sign_quality`."""

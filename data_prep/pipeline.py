@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,8 @@ def scan_one(path: str, category: str, sid: str, out: str, cfg: PrepConfig) -> l
 def _mesh_params(cfg: PrepConfig) -> dict:
     params = {"sampling": asdict(cfg.sampling), "seed": cfg.seed, "test_fraction": cfg.test_fraction,
               "max_ambiguous": cfg.max_ambiguous}
+    if cfg.held_out:  # only then: the manifests of runs without it keep their parameters (and their reuse)
+        params["held_out"] = sorted(cfg.held_out)
     return json.loads(json.dumps(params))  # as the manifest stores it (tuples become lists)
 
 
@@ -145,8 +147,20 @@ class MeshJobs(JobKind):
         sampling = SamplingConfig(**sampling)
         cfg = PrepConfig(sampling, test_fraction=params["test_fraction"], seed=params["seed"],
                          scans=int(scans["k"]), max_ambiguous=params["max_ambiguous"],
-                         camera=CameraConfig(**scans["camera"]))
-        return cls(cfg), _header(manifest["source"], params)
+                         camera=CameraConfig(**scans["camera"]), held_out=tuple(params.get("held_out", ())))
+        return cls(cfg), _header(manifest["source"], params, manifest.get("held_out_source"))
+
+    def splits(self, records: list[dict], params: dict) -> tuple[dict, dict]:
+        """The held-out keys (``params['held_out']``) are test shapes; the others are split by the test
+        fraction, as :meth:`JobKind.splits` splits them."""
+        held = set(params.get("held_out", ()))
+        rest = [r for r in records if f"{r['category']}/{r['id']}" not in held]
+        train, test = super().splits(rest, params)
+        for r in records:
+            if r.get("status") == "ok" and f"{r['category']}/{r['id']}" in held:
+                test.setdefault(r["category"], []).append(r["id"])
+                train.setdefault(r["category"], [])
+        return train, {c: sorted(ids) for c, ids in test.items()}
 
     def finish(self, out: Path, manifest: dict, done: Outcome, progress: bool) -> dict:
         if self.cfg.scans > 0:
@@ -154,8 +168,9 @@ class MeshJobs(JobKind):
         return super().finish(out, manifest, done, progress)
 
 
-def _header(src: str, params: dict) -> dict:
-    return {"tool": "deepsdf-ad", "version": TOOL_VERSION, "source": src, "params": params}
+def _header(src: str, params: dict, held_out: str | None = None) -> dict:
+    head = {"tool": "deepsdf-ad", "version": TOOL_VERSION, "source": src, "params": params}
+    return head if held_out is None else {**head, "held_out_source": held_out}
 
 
 def mesh_items(src: Path, out: Path, cfg: PrepConfig) -> list[Item]:
@@ -172,10 +187,25 @@ def mesh_items(src: Path, out: Path, cfg: PrepConfig) -> list[Item]:
     return items
 
 
+def held_out_keys(src: str | os.PathLike, held_out: str | os.PathLike) -> tuple[str, ...]:
+    """The keys ``category/id`` of the meshes below ``held_out``, checked not to be those of meshes below
+    ``src`` too (one shape cannot be both trained and held out)."""
+    held = {f"{c}/{i}": f for (c, i), f, _ in keyed_meshes(held_out)}
+    for (c, i), f, _ in keyed_meshes(src):
+        if f"{c}/{i}" in held:
+            raise DataError(f"{held[f'{c}/{i}']}: shape '{c}/{i}' is also in {src} ({f}); a held-out shape "
+                            "cannot be a training shape too: rename or remove one")
+    return tuple(sorted(held))
+
+
 @writes_data_root("deepsdf-ad prep meshes")
 def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, cfg: PrepConfig, workers: int = 1,
-                progress: bool = True, shard: tuple[int, int] | None = None) -> dict:
+                progress: bool = True, shard: tuple[int, int] | None = None,
+                held_out: str | os.PathLike | None = None) -> dict:
     """Sample every mesh below ``src`` into the data root ``out``; returns the manifest.
+
+    ``held_out``: a second folder of meshes, all of them test shapes (``src``'s are split by
+    ``cfg.test_fraction``), as in a benchmark's official train/test split.
 
     With ``shard=(I, N)`` only the meshes of shard I (see :func:`shard_owner`) are sampled, into the same
     layout, and the shard's manifest goes to ``DATA/shards/shard-I-of-N.json`` instead of the splits and
@@ -187,8 +217,11 @@ def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, cfg: PrepConfig,
         check_sampling(cfg.sampling)
     except ValueError as e:
         raise DataError(f"{src}: {e}") from None
-    items = mesh_items(src, out, cfg)
-    return run_prep(MeshJobs(cfg), out, _header(str(src), _mesh_params(cfg)), items, workers, progress, shard)
+    if held_out is not None:
+        cfg = replace(cfg, held_out=held_out_keys(src, held_out))
+    items = mesh_items(src, out, cfg) + (mesh_items(Path(held_out), out, cfg) if held_out is not None else [])
+    header = _header(str(src), _mesh_params(cfg), None if held_out is None else str(held_out))
+    return run_prep(MeshJobs(cfg), out, header, items, workers, progress, shard)
 
 
 SHARDED_KINDS: dict[str, type[JobKind]] = {"meshes": MeshJobs, "digits": DigitJobs}

@@ -227,8 +227,8 @@ def reconstruct(points_or_path: np.ndarray | str | os.PathLike, run: LoadedRun |
 
 PREP_OPTIONS = {
     **{f.name: SamplingConfig for f in fields(SamplingConfig)},
-    **{f.name: PrepConfig for f in fields(PrepConfig) if f.name != "sampling"},
-    "workers": None, "progress": None, "shard": None, "force": None,
+    **{f.name: PrepConfig for f in fields(PrepConfig) if f.name not in ("sampling", "held_out")},
+    "held_out": None, "workers": None, "progress": None, "shard": None, "force": None,
 }
 """The options of :func:`prep_meshes` and where each one's default is written."""
 
@@ -243,9 +243,10 @@ def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, **options) -> di
         **options: fields of :class:`~deepsdf_ad.data_prep.params.SamplingConfig` (``samples``, ``variances``,
             ``uniform_fraction``, ``surface_points``) and :class:`~deepsdf_ad.data_prep.params.PrepConfig`
             (``test_fraction``, ``seed``, ``scans``, ``max_ambiguous``, ``camera``: a
-            :class:`~deepsdf_ad.data_prep.params.CameraConfig` or a dict of its fields), ``workers``
-            (processes), ``progress`` (default False), ``shard`` ((I, N)) and ``force`` (write into a folder
-            that is not a data folder of ours). Unnamed ones keep the command's defaults.
+            :class:`~deepsdf_ad.data_prep.params.CameraConfig` or a dict of its fields), ``held_out`` (a
+            second folder of meshes, every one a test shape; ``test_fraction`` then defaults to 0),
+            ``workers`` (processes), ``progress`` (default False), ``shard`` ((I, N)) and ``force`` (write
+            into a folder that is not a data folder of ours). Unnamed ones keep the command's defaults.
 
     Returns:
         The manifest (``DATA/manifest.json``): every mesh with its status, the parameters, a summary.
@@ -260,6 +261,8 @@ def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, **options) -> di
     prep = {k: v for k, v in options.items() if PREP_OPTIONS[k] is PrepConfig}
     if isinstance(prep.get("camera"), dict):
         prep["camera"] = CameraConfig(**prep["camera"])
+    if options.get("held_out") is not None:
+        prep.setdefault("test_fraction", 0.0)
     return pipeline.prep_meshes(src, out, PrepConfig(sampling, **prep), workers=options.get("workers", 1),
                                 progress=options.get("progress", False), shard=options.get("shard"),
-                                force=options.get("force", False))
+                                force=options.get("force", False), held_out=options.get("held_out"))

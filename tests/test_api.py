@@ -147,6 +147,12 @@ def test_prep_meshes_is_the_prep_command(tmp_path):
     assert formats.read_split(tmp_path / "data" / formats.SPLITS_DIR / formats.TEST_SPLIT)
     with pytest.raises(TypeError, match="unknown option 'sample'; known: samples"):
         prep_meshes(tmp_path / "meshes", tmp_path / "data", sample=10)
+    write_family(tmp_path / "held", families=("chair",), per_family=1, seed=1)
+    held = prep_meshes(tmp_path / "meshes", tmp_path / "held_data", samples=3000, surface_points=500,
+                       held_out=tmp_path / "held")
+    assert held["params"]["held_out"] == ["chair/chair_000"] and held["params"]["test_fraction"] == 0
+    test = formats.read_split(tmp_path / "held_data" / formats.SPLITS_DIR / formats.TEST_SPLIT)
+    assert [(c, i) for _, c, i in test] == [("chair", "chair_000")]
 
 
 def test_the_readme_example_runs_as_printed(tmp_path, monkeypatch):

@@ -318,3 +318,40 @@ def test_real_modelnet_meshes(tmp_path):
         assert 0 <= q["ambiguous"] <= 0.05 and 0 <= q["disagree"] <= 1
         pos, neg = formats.load_sdf_samples(data / "sdf" / rec["category"] / f"{rec['id']}.npz")
         assert len(pos) + len(neg) == SAMPLES and len(neg) > 0
+
+
+def test_held_out_folder_is_the_test_split(tmp_path):
+    """``--held-out DIR``: every mesh of DIR is a test shape (with its scans), SRC's are training shapes
+    (``--test-fraction`` still splits SRC when given); a shape in both folders is a one-line error; the split
+    survives sharding and a re-run reuses every mesh."""
+    src, held = tmp_path / "train_meshes", tmp_path / "test_meshes"
+    write_meshes(src)
+    for f in sorted(src.rglob("*_1.*")):  # box_1 and ball_1 move to the held-out folder
+        (held / f.parent.name).mkdir(parents=True, exist_ok=True)
+        f.rename(held / f.parent.name / f.name)
+    data = tmp_path / "data"
+    prep(src, data, "--held-out", held, "--scans", "1")
+    splits = {s: json.loads((data / "splits" / f"{s}.json").read_text())["deepsdf-ad"]
+              for s in ("train", "test")}
+    assert splits["test"] == {"ball": ["ball_1"], "box": ["box_1"]}
+    assert splits["train"] == {"ball": ["ball_0"], "box": ["box_0", "box_2"]}
+    assert sorted(p.name for p in (data / "scans").rglob("*.ply")) == ["ball_1_0.ply", "box_1_0.ply"]
+    m = manifest_of(data)
+    assert m["params"]["held_out"] == ["ball/ball_1", "box/box_1"] and m["held_out_source"] == str(held)
+    again = prep(src, data, "--held-out", held, "--scans", "1")
+    assert "(5 unchanged, skipped)" in again.stdout
+    # with a test fraction too, SRC's boxes give one more test shape
+    frac = tmp_path / "frac"
+    prep(src, frac, "--held-out", held, "--test-fraction", "0.5")
+    test = json.loads((frac / "splits" / "test.json").read_text())["deepsdf-ad"]
+    assert "box_1" in test["box"] and len(test["box"]) == 2 and test["ball"] == ["ball_1"]
+    # sharded, then merged: the same splits
+    sharded = tmp_path / "sharded"
+    for i in range(2):
+        prep(src, sharded, "--held-out", held, "--shard", f"{i}/2")
+    cli("prep", "merge", sharded, "--quiet", check=True)
+    assert json.loads((sharded / "splits" / "test.json").read_text())["deepsdf-ad"] == splits["test"]
+    # one shape in both folders
+    (held / "box" / "box_1.off").rename(held / "box" / "box_0.off")
+    assert_one_line_error(prep(src, tmp_path / "both", "--held-out", held, check=False),
+                          "is also in")

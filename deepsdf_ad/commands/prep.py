@@ -49,8 +49,14 @@ def _add_meshes(prep_sub) -> None:
     samples = field_default(SamplingConfig, "samples")
     pm.add_argument("--samples", type=positive_int, default=samples,
                     help=f"SDF samples per mesh (default {samples})")
-    pm.add_argument("--test-fraction", type=fraction, default=field_default(PrepConfig, "test_fraction"),
-                    help="share of each category held out for test")
+    test = field_default(PrepConfig, "test_fraction")
+    pm.add_argument("--test-fraction", type=fraction,
+                    help=f"share of each category of SRC held out for test (default {test:g}; 0 with "
+                         "--held-out)")
+    pm.add_argument("--held-out", metavar="DIR",
+                    help="a second folder of meshes, every one of them a test shape (e.g. a benchmark's "
+                         "test split; their scans with --scans); SRC's meshes are then all training shapes "
+                         "unless --test-fraction says otherwise")
     pm.add_argument("--workers", type=positive_int, default=1, help="meshes processed in parallel")
     pm.add_argument("--seed", type=seed, default=field_default(PrepConfig, "seed"), help="random seed")
     variances = field_default(SamplingConfig, "variances")
@@ -172,13 +178,16 @@ def run_prep_meshes(args) -> int:
     from deepsdf_ad.data_prep.params import SamplingConfig
     from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
 
-    not_inputs(args.out, folders=[args.src])
+    not_inputs(args.out, folders=[args.src] + ([args.held_out] if args.held_out else []))
     sampling = SamplingConfig(samples=args.samples, variances=tuple(args.variances),
                               uniform_fraction=args.uniform_fraction)
-    cfg = PrepConfig(sampling, test_fraction=args.test_fraction, seed=args.seed, scans=args.scans,
+    test = args.test_fraction
+    if test is None:
+        test = 0.0 if args.held_out else field_default(PrepConfig, "test_fraction")
+    cfg = PrepConfig(sampling, test_fraction=test, seed=args.seed, scans=args.scans,
                      max_ambiguous=args.max_ambiguous)
     manifest = prep_meshes(args.src, args.out, cfg, workers=workers(args.workers), progress=not args.quiet,
-                           shard=args.shard, force=args.force)
+                           shard=args.shard, force=args.force, held_out=args.held_out)
     s = manifest["summary"]
     for r in manifest["meshes"]:
         if r["status"] != "ok":
