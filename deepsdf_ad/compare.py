@@ -9,6 +9,11 @@ median and a bootstrap 95% interval of the mean (1,000 resamples of the shapes, 
 
 Runs are compared only when they share what makes a comparison fair: the training data, the decoder,
 the code length, the dimension, the shapes and samples per step and the epochs.
+
+Resumable: each run's evaluation of each section is kept in ``REPORT_DIR/evaluations/`` (records as JSON,
+codes as safetensors) under what it depends on (the run's newest checkpoint, the shapes, the options), so a
+comparison killed after hours redoes only the evaluation it was in; a changed run or option is measured
+again.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from deepsdf_ad.runs import Run, load_trained
 
 RESULTS_JSON = "results.json"
 BOOTSTRAP = 1000
+EVAL_CACHE = "evaluations"
+"""``REPORT_DIR/evaluations/<section>/<method>/<run>.json`` (+ ``.safetensors``): the kept evaluations."""
 
 
 @dataclass
@@ -174,6 +181,38 @@ def parameter_counts(run: Run) -> dict[str, int]:
             "latent": sum(p.numel() for p in model.latent.parameters())}
 
 
+# ---- kept evaluations (resume) --------------------------------------------------------------------------
+def evaluation_key(run: Run, data: Path, eopts: EvalOptions) -> dict:
+    """What a run's evaluation depends on: the run, its newest checkpoint, the shapes and the options."""
+    cks = run.checkpoints()
+    return {"run": str(run.path.resolve()), "checkpoint": cks[-1]["sha256"] if cks else None,
+            "data": str(Path(data).resolve()), "options": asdict(eopts)}
+
+
+def kept_evaluation(run: Run, data: Path, eopts: EvalOptions, folder: Path, device: str,
+                    progress: bool) -> dict:
+    """:func:`deepsdf_ad.evaluate.evaluate_run` with its codes, read from ``folder`` when an earlier
+    comparison left it there for the same :func:`evaluation_key`, else measured and kept there."""
+    from safetensors.torch import load_file, save_file
+
+    key = evaluation_key(run, data, eopts)
+    base = folder / run.path.name
+    js, st = base.with_suffix(".json"), base.with_suffix(".safetensors")
+    if js.is_file() and st.is_file():
+        try:
+            kept = formats.read_json(js)
+            if kept.get("key") == key:
+                return {**kept["evaluation"], "codes": load_file(str(st))["codes"]}
+        except (DataError, KeyError, OSError, ValueError):
+            pass  # unreadable (a kill mid-write cannot leave one: both are renamed into place): measure again
+    ev = evaluate_run(run.path, data, eopts, device=device, progress=progress, keep_codes=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with formats.atomic_path(st) as tmp:
+        save_file({"codes": ev["codes"].detach().cpu().contiguous()}, str(tmp))
+    formats.write_json(js, {"key": key, "evaluation": {k: v for k, v in ev.items() if k != "codes"}})
+    return ev
+
+
 # ---- the comparison ------------------------------------------------------------------------------------
 @dataclass
 class Comparison:
@@ -251,10 +290,9 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
         for name, rs in methods.items():
             evs = []
             for run in tqdm(rs, desc=f"{sec}: {name}", unit="run", disable=not progress or len(rs) < 2):
-                evs.append(evaluate_run(run.path, sroot.root,
-                                        EvalOptions(split=split, input=inp, resolution=opts.resolution,
-                                                    limit=opts.limit),
-                                        device=device, progress=progress, keep_codes=True))
+                eopts = EvalOptions(split=split, input=inp, resolution=opts.resolution, limit=opts.limit)
+                evs.append(kept_evaluation(run, sroot.root, eopts, out / EVAL_CACHE / sec / name, device,
+                                           progress))
             evaluations[sec][name] = evs
         scored = score_failures(evaluations[sec], metrics)
         for name, evs in scored.items():

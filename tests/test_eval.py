@@ -9,7 +9,7 @@ import pytest
 import yaml
 from scipy import integrate
 
-from deepsdf_ad.compare import bootstrap_interval, check_fair, method_runs
+from deepsdf_ad.compare import CompareOptions, bootstrap_interval, check_fair, compare, method_runs
 from deepsdf_ad.config import load_config
 from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.evaluate import EvalOptions, contour_sdf, evaluate_run
@@ -179,3 +179,32 @@ def test_experiment_end_to_end_via_cli(digits, tmp_path):
     results = json.loads((report / "results.json").read_text())
     assert results["methods"]["autoencoder"]["seeds"] == 2  # seeds pooled: 2 runs x 2 labels x 1 digit
     assert results["sections"]["reconstruction"]["methods"]["autoencoder"]["stats"]["all"]["shapes"] == 4
+
+
+def test_compare_resumes_from_kept_evaluations(digits, runs, tmp_path, monkeypatch):
+    """A second comparison reads each run's kept evaluation (no shape measured again, the same results); a
+    run trained further (a new checkpoint) or another option is measured again."""
+    import deepsdf_ad.compare as cmp
+
+    ad, ae = runs
+    opts = CompareOptions(limit=1, resolution=24, sections=["reconstruction", "completion"])
+    first = compare([ad.path, ae.path], digits, tmp_path / "rep", opts=opts, device="cpu", progress=False)
+    calls = []
+    real = cmp.evaluate_run
+    monkeypatch.setattr(cmp, "evaluate_run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = compare([ad.path, ae.path], digits, tmp_path / "rep", opts=opts, device="cpu", progress=False)
+    assert calls == []
+    for sec in ("reconstruction", "completion"):
+        for m in ("ad", "ae"):
+            a, b = (r["sections"][sec]["methods"][m]["shapes"] for r in (again, first))
+            assert a == b
+    compare([ad.path, ae.path], digits, tmp_path / "rep", opts=CompareOptions(
+        limit=1, resolution=20, sections=["reconstruction"]), device="cpu", progress=False)
+    assert len(calls) == 2  # another resolution: both runs measured again
+    more = train(_cfg(), digits, tmp_path / "ad_more", epochs=2, device="cpu", progress=False)
+    kept = cmp.kept_evaluation(method_runs(more.path)[0], digits, cmp.EvalOptions(limit=1, resolution=24),
+                               tmp_path / "k", "cpu", False)
+    train(_cfg(), digits, tmp_path / "ad_more", epochs=3, device="cpu", progress=False)  # a new checkpoint
+    cmp.kept_evaluation(method_runs(more.path)[0], digits, cmp.EvalOptions(limit=1, resolution=24),
+                        tmp_path / "k", "cpu", False)
+    assert len(calls) == 4 and kept["codes"].shape[0] == len(kept["shapes"])
