@@ -24,7 +24,8 @@ and completion at the run's checkpoints (about 1/6, 1/3, 2/3 and all of the run:
     python benchmarks/bench_quality.py ... --only repr scan --limit 4 --resolution 128   # a quick look
     python benchmarks/bench_quality.py ... --extra    # + an autodecoder on the 720 extra meshes, same steps
 
-With ``--extra`` the shared archive of 720 more training meshes is extracted and prepared under WORK (never in
+With ``--extra`` the shared archive of 720 more training meshes is extracted once (WORK/extra_meshes, with a
+completion marker: a folder extracted by an older bench has none, remove it) and prepared under WORK (never in
 tests) and a third run, ``ad+``, trains the autodecoder preset on all of them plus DATA's training shapes for
 the preset's number of decoder steps (fewer epochs, so fewer updates per code): more shapes against more
 updates per shape, in the same time, on the same held-out shapes.
@@ -49,6 +50,7 @@ import torch
 from deepsdf_ad.baselines import nearest_shape, poisson_mesh
 from deepsdf_ad.compare import score_failed
 from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.archives import extract_once
 from deepsdf_ad.data_prep.formats import DataRoot
 from deepsdf_ad.evaluate import EvalOptions, Truth3D, evaluate_run, scan_in_frame, select
 from deepsdf_ad.metrics import surface_metrics, surface_points_normals
@@ -95,14 +97,7 @@ def extra_data(work: Path, data: Path, tarball: Path) -> Path:
     WORK/extra_meshes, prepared into WORK/data_extra with nothing held out), linked, not copied. DATA's test
     split is kept as it is, so the held-out shapes (and their scans) are the same ones the other runs are
     measured on."""
-    import tarfile
-
-    src = work / "extra_meshes"
-    if not src.is_dir():
-        tmp = work / "extra_meshes.tmp"
-        with tarfile.open(tarball) as tar:
-            tar.extractall(tmp, filter="data")
-        tmp.rename(src)
+    src = extract_once(tarball, work / "extra_meshes")
     extra = work / "data_extra"
     plus = work / "data_plus"
     if (plus / formats.MANIFEST).is_file():

@@ -78,7 +78,8 @@ class ArticleExperiment:
     Commands are ``deepsdf-ad`` arguments with placeholders: ``{shared}`` (the shared data folder), ``{data}``
     and ``{ood}`` (the experiment's data folders; the experiment gets ``--ood`` when a command writes
     ``{ood}``), ``{meshes:CAT,CAT[:N]}`` (a folder of links to the shared meshes of those categories, the
-    first N of each when given).
+    first N of each when given), ``{extra:CAT,CAT[:N]}`` (the same from the shared archive of extra training
+    meshes, :data:`EXTRA_ARCHIVE`, extracted once into ``WORK/extra_meshes``).
     """
 
     name: str
@@ -101,8 +102,11 @@ EXPERIMENTS: tuple[ArticleExperiment, ...] = (
          "prep digits {shared}/mnist --out {ood} --labels 8-9 --limit 60 --samples 1024 --quiet")),
     ArticleExperiment(
         "shapes", "ModelNet chairs and tables (3D meshes)", "configs/experiments/ad_vs_ae_shapes.yaml",
-        ("prep meshes {meshes:chair,table} --out {data} --samples 250000 --scans 1 --workers 2 --quiet",
-         "prep meshes {meshes:sofa} --out {ood} --samples 250000 --test-fraction 0.5 --workers 2 --quiet"),
+        # trained on the extra archive's chairs and tables; every shared chair and table held out (>= 30 per
+        # category), every shared sofa but one out of distribution
+        ("prep meshes {extra:chair,table} --held-out {meshes:chair,table} --out {data} --samples 250000 "
+         "--scans 1 --workers 2 --quiet",
+         "prep meshes {meshes:sofa} --out {ood} --samples 250000 --test-fraction 1 --workers 2 --quiet"),
         ("prep meshes {meshes:chair,table:5} --out {data} --samples 20000 --scans 1 --workers 2 --quiet",
          "prep meshes {meshes:sofa:2} --out {ood} --samples 20000 --test-fraction 0.5 --quiet")),
     # lands with the scenes issue: reported as "not run" until configs/experiments/scenes.yaml exists
@@ -114,11 +118,16 @@ EXPERIMENTS: tuple[ArticleExperiment, ...] = (
          "--scans 1 --quiet",)),
 )
 
+SOURCE = re.compile(r"\{(meshes|extra):([^}]+)\}")
+"""A mesh-source placeholder of a recipe: ``{meshes:SPEC}`` or ``{extra:SPEC}``."""
+EXTRA_ARCHIVE = "modelnet10_train_extra.tar.xz"
+"""The shared archive of extra ModelNet10 training meshes (relative to the shared data folder)."""
+
 QUICK_SET = ["train.epochs=2", "train.checkpoint_every=1", "reconstruct.iterations=10",
              "reconstruct.samples=500", "mesh.resolution=32"]
 """Overrides added to every method in ``--quick`` mode (CI-sized: numbers check the machinery, not the
 methods)."""
-QUICK_COMPARE = {"limit": 1, "resolution": 32, "samples": 3, "steps": 3}
+QUICK_COMPARE = {"limit": 1, "train_limit": 1, "resolution": 32, "samples": 3, "steps": 3}
 
 METRIC_LABELS = {"chamfer_x1e3": "chamfer ×10³", "chamfer_l1": "chamfer-L1", "fscore": "F-score@1%",
                  "normal_consistency": "normal consistency", "iou": "IoU",
@@ -245,12 +254,18 @@ def _say(opts: BuildOptions, msg: str) -> None:
         print(f"article: {msg}", flush=True)
 
 
-def _mesh_source(spec: str, opts: BuildOptions) -> Path:
-    """``chair,table[:N]`` -> a folder of links to those shared meshes (the first N of each category)."""
+def _mesh_source(kind: str, spec: str, opts: BuildOptions) -> Path:
+    """``chair,table[:N]`` -> a folder of links to those meshes (the first N of each category): the shared
+    meshes (``kind`` 'meshes') or the extra training meshes of the shared archive ('extra')."""
+    from deepsdf_ad.data_prep.archives import category_folder, extract_once
+
     cats, n = _mesh_spec(spec, opts)
-    dest = _mesh_source_path(spec, opts)
+    dest = _mesh_source_path(kind, spec, opts)
     for cat in cats.split(","):
-        src = opts.shared / "meshes" / cat
+        if kind == "extra":
+            src = category_folder(extract_once(opts.shared / EXTRA_ARCHIVE, opts.work / "extra_meshes"), cat)
+        else:
+            src = opts.shared / "meshes" / cat
         if not src.is_dir():
             raise DataError(f"{src}: shared meshes of category '{cat}' not found; pass --shared DIR (the "
                             "folder with meshes/ and mnist/) or give the data with --data NAME=DIR")
@@ -265,9 +280,9 @@ def _mesh_source(spec: str, opts: BuildOptions) -> Path:
 
 def _expand(cmd: str, opts: BuildOptions, data: Path, ood: Path) -> list[str]:
     def sub(m: re.Match) -> str:
-        return str(_mesh_source(m.group(1), opts))
+        return str(_mesh_source(m.group(1), m.group(2), opts))
 
-    cmd = re.sub(r"\{meshes:([^}]+)\}", sub, cmd)
+    cmd = SOURCE.sub(sub, cmd)
     cmd = cmd.replace("{shared}", str(opts.shared)).replace("{data}", str(data)).replace("{ood}", str(ood))
     return shlex.split(cmd)
 
@@ -387,16 +402,19 @@ def _note_commands(oc: Outcome, opts: BuildOptions, data: Path | None = None,
         if (writes_ood and oc.exp.name in opts.ood) or (not writes_ood and oc.exp.name in opts.data) or \
                 (writes_ood and ood is None):
             continue
-        shown = re.sub(r"\{meshes:([^}]+)\}", lambda m: rel(_mesh_source_path(m.group(1), opts)), cmd)
+        shown = SOURCE.sub(lambda m: rel(_mesh_source_path(m.group(1), m.group(2), opts)), cmd)
         shown = shown.replace("{shared}", rel(opts.shared)).replace("{data}", rel(data))
         shown = shown.replace("{ood}", rel(ood) if ood else "")
         oc.prep_commands.append("deepsdf-ad " + shown.replace(" --quiet", ""))
-        for m in re.finditer(r"\{meshes:([^}]+)\}", cmd):
-            cats, n = _mesh_spec(m.group(1), opts)
+        for m in SOURCE.finditer(cmd):
+            cats, n = _mesh_spec(m.group(2), opts)
             n = str(n) if n else ""
-            oc.data_notes.append(f"`{rel(_mesh_source_path(m.group(1), opts))}` links "
+            where = (f"`{rel(opts.shared / 'meshes')}`" if m.group(1) == "meshes" else
+                     f"the extra training meshes of `{rel(opts.shared / EXTRA_ARCHIVE)}` (extracted to "
+                     f"`{rel(opts.work / 'extra_meshes')}`)")
+            oc.data_notes.append(f"`{rel(_mesh_source_path(m.group(1), m.group(2), opts))}` links "
                                  f"{'the first ' + n + ' ' if n else 'all '}meshes of each of "
-                                 f"{', '.join(cats.split(','))} in `{rel(opts.shared / 'meshes')}`")
+                                 f"{', '.join(cats.split(','))} in {where}")
     for name, given in (("data", oc.exp.name in opts.data), ("ood", oc.exp.name in opts.ood)):
         if given:
             oc.data_notes.append(f"the {'out-of-distribution ' if name == 'ood' else ''}data folder "
@@ -416,9 +434,10 @@ def _mesh_spec(spec: str, opts: BuildOptions) -> tuple[str, int | None]:
     return cats, (min(caps) if caps else None)
 
 
-def _mesh_source_path(spec: str, opts: BuildOptions) -> Path:
+def _mesh_source_path(kind: str, spec: str, opts: BuildOptions) -> Path:
     cats, n = _mesh_spec(spec, opts)
-    return opts.work / "sources" / (cats.replace(",", "+") + (f"-{n}" if n else ""))
+    return opts.work / "sources" / (("extra-" if kind == "extra" else "") + cats.replace(",", "+")
+                                    + (f"-{n}" if n else ""))
 
 
 # ---- figures ---------------------------------------------------------------------------------------------

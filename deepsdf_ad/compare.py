@@ -47,6 +47,8 @@ class CompareOptions:
 
     limit: int | None = None
     """At most this many shapes per category in each section; None: all."""
+    train_limit: int | None = None
+    """At most this many training shapes per category in the representation section (None: ``limit``)."""
     resolution: int | None = None
     """Grid points per axis for meshes and 2D fields (default: each run's ``mesh.resolution``)."""
     samples: int = 8
@@ -290,7 +292,8 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
         for name, rs in methods.items():
             evs = []
             for run in tqdm(rs, desc=f"{sec}: {name}", unit="run", disable=not progress or len(rs) < 2):
-                eopts = EvalOptions(split=split, input=inp, resolution=opts.resolution, limit=opts.limit)
+                limit = opts.train_limit if split == "train" and opts.train_limit is not None else opts.limit
+                eopts = EvalOptions(split=split, input=inp, resolution=opts.resolution, limit=limit)
                 evs.append(kept_evaluation(run, sroot.root, eopts, out / EVAL_CACHE / sec / name, device,
                                            progress))
             evaluations[sec][name] = evs

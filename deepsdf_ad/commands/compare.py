@@ -35,6 +35,9 @@ def _add_compare(sub) -> None:
                     help="data folder of out-of-distribution shapes (its test split)")
     co.add_argument("--limit", type=positive_int, metavar="N",
                     help="at most N shapes per category per section")
+    co.add_argument("--train-limit", type=positive_int, metavar="N",
+                    help="at most N training shapes per category in the representation section (default: "
+                         "--limit)")
     add_resolution(co)
     add_quiet(co)
     add_device(co)
@@ -102,7 +105,8 @@ def _compare_options(args, base=None):
     from deepsdf_ad.compare import CompareOptions
 
     opts = base or CompareOptions()
-    changes = {k: getattr(args, k) for k in ("limit", "resolution") if getattr(args, k, None) is not None}
+    changes = {k: getattr(args, k) for k in ("limit", "train_limit", "resolution")
+               if getattr(args, k, None) is not None}
     return replace(opts, **changes)
 
 
