@@ -193,7 +193,7 @@ def test_article_tables_come_from_the_run_files(article):
 def test_article_says_where_evidence_is_weak_and_what_was_not_run(article):
     md = article["md"]
     assert "Quick mode" in md
-    assert "one seed per method" in md and "the intervals are wide" in md
+    assert "distinct shapes per method and section (each measured by" in md and "the intervals are wide" in md
     assert "not a clear difference" in md or "a clear difference" in md
     # scenes was not selected: its section says so instead of failing the build
     assert "**Not run in this build:**" in md
@@ -272,6 +272,19 @@ def test_clear_only_from_a_paired_test_over_ten_shapes():
     mixed = _section(b + rng.normal(0, 1, 12), b)
     text = verdict(mixed, "chamfer_x1e3")
     assert "not a clear difference (Wilcoxon signed-rank, paired by shape, n = 12" in text
+    # three seeds of 4 shapes are 4 shapes, not 12 pairs: no verdict, whatever the seeds agree on
+    seeded = _section(b - 2.0, b)
+    for m, off in (("a", -2.0), ("b", 0.0)):
+        seeded["methods"][m]["shapes"] = [{"key": f"s{i}", "seed": k, "chamfer_x1e3": float(b[i] + off + k)}
+                                          for i in range(4) for k in range(3)]
+    text = verdict(seeded, "chamfer_x1e3")
+    assert "clear difference" not in text and "4 paired shapes, fewer than 10: no verdict" in text
+    seeded12 = _section(b - 2.0, b)
+    for m, off in (("a", -2.0), ("b", 0.0)):
+        seeded12["methods"][m]["shapes"] = [{"key": f"s{i}", "seed": k, "chamfer_x1e3": float(b[i] + off + k)}
+                                            for i in range(12) for k in range(3)]
+    assert ("a clear difference (Wilcoxon signed-rank, paired by shape (each shape's difference averaged "
+            "over 3 seeds), n = 12") in verdict(seeded12, "chamfer_x1e3")
 
 
 def test_no_clear_verdict_on_fewer_than_ten_shapes_in_the_build(article):
