@@ -159,7 +159,8 @@ def reusable_records(out: Path, params: dict, list_key: str) -> dict[tuple[str, 
 
 def make_splits(ok: list[tuple[str, str]], test_fraction: float, seed: int) -> tuple[dict, dict]:
     """Per category, a seeded shuffle puts ``round(n * test_fraction)`` shapes in test (at least one
-    when the fraction is positive and the category has two or more shapes)."""
+    when the fraction is positive and the category has two or more shapes, and at least one left to train
+    unless the fraction is 1: every shape a test shape, as for a set measured out of distribution)."""
     by_cat: dict[str, list[str]] = {}
     for cat, sid in ok:
         by_cat.setdefault(cat, []).append(sid)
@@ -169,7 +170,7 @@ def make_splits(ok: list[tuple[str, str]], test_fraction: float, seed: int) -> t
         rng = shape_rng(seed, cat, stream=None)
         order = rng.permutation(len(ids))
         n_test = int(round(len(ids) * test_fraction))
-        if test_fraction > 0 and len(ids) >= 2:
+        if 0 < test_fraction < 1 and len(ids) >= 2:
             n_test = min(max(n_test, 1), len(ids) - 1)
         test[cat] = sorted(ids[i] for i in order[:n_test])
         train[cat] = sorted(ids[i] for i in order[n_test:])

@@ -345,6 +345,12 @@ def test_held_out_folder_is_the_test_split(tmp_path):
     prep(src, frac, "--held-out", held, "--test-fraction", "0.5")
     test = json.loads((frac / "splits" / "test.json").read_text())["deepsdf-ad"]
     assert "box_1" in test["box"] and len(test["box"]) == 2 and test["ball"] == ["ball_1"]
+    # --test-fraction 1: every shape a test shape (a set measured out of distribution)
+    prep(held, tmp_path / "all_test", "--test-fraction", "1")
+    assert json.loads((tmp_path / "all_test" / "splits" / "test.json").read_text())["deepsdf-ad"] == {
+        "ball": ["ball_1"], "box": ["box_1"]}
+    assert_one_line_error(prep(held, tmp_path / "bad", "--test-fraction", "1.5", check=False),
+                          "must be in [0, 1], got 1.5")
     # sharded, then merged: the same splits
     sharded = tmp_path / "sharded"
     for i in range(2):

@@ -52,6 +52,17 @@ def fraction(text: str) -> float:
     return v
 
 
+def share(text: str) -> float:
+    """A share in [0, 1], both ends included (``prep meshes --test-fraction 1``: every shape a test shape)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
+    return v
+
+
 def resolution(text: str) -> int:
     v = positive_int(text)
     if not 8 <= v <= 2048:

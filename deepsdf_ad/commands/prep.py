@@ -23,6 +23,7 @@ from deepsdf_ad.commands.common import (
     positive_int,
     seed,
     shard_label,
+    share,
     workers,
 )
 
@@ -50,9 +51,9 @@ def _add_meshes(prep_sub) -> None:
     pm.add_argument("--samples", type=positive_int, default=samples,
                     help=f"SDF samples per mesh (default {samples})")
     test = field_default(PrepConfig, "test_fraction")
-    pm.add_argument("--test-fraction", type=fraction,
+    pm.add_argument("--test-fraction", type=share,
                     help=f"share of each category of SRC held out for test (default {test:g}; 0 with "
-                         "--held-out)")
+                         "--held-out; 1: every shape, e.g. a set measured out of distribution)")
     pm.add_argument("--held-out", metavar="DIR",
                     help="a second folder of meshes, every one of them a test shape (e.g. a benchmark's "
                          "test split; their scans with --scans); SRC's meshes are then all training shapes "
