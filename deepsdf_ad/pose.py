@@ -56,8 +56,9 @@ KEEP = 4
 """Coarse poses refined jointly with their codes (the best, each at least two turns or another up axis away
 from the ones before it)."""
 CODES_PER_POSE = 1
-"""Start codes refined with each kept pose (its best ones among the candidates). 2 on ``bench_own_scan``'s 22
-captures: ratio median 1.42 against 2.02, lower on 13 of 22 (p = 0.26, no verdict), for twice the time."""
+"""Start codes refined with each kept pose (its best ones among the candidates). 2 on ``bench_own_scan``'s
+captures, two seeds of 22: ratio median 1.40 against 1.88, max 6.19 against 17.1, lower on 27 of 44 (paired
+Wilcoxon p = 0.075, no verdict), for twice the time; docs/reconstruction.md."""
 SCALE_RANGE = (0.4, 1.1)
 """Bounds of the refined scale, as factors of the bounding-box estimate: a partial view covers a good part of
 the object (below) and lies inside its unit sphere (above, with room for the box's 3% margin). Without the
