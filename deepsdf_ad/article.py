@@ -604,6 +604,25 @@ def verdict(section: dict, metric: str) -> str:
     return f"{label}: " + "; ".join(parts) + "."
 
 
+def seed_spread(section: dict, metric: str) -> str:
+    """One sentence on how much the training runs differ: each method's mean of ``metric`` per seed (from the
+    per-shape records, failures at the worst value as in the tables); empty with one seed per method."""
+    parts = []
+    for name, m in section["methods"].items():
+        by_seed: dict[int, list[float]] = {}
+        for r in m.get("shapes", []):
+            v = r.get(metric)
+            if v is not None and math.isfinite(v):
+                by_seed.setdefault(int(r["seed"]), []).append(float(v))
+        if len(by_seed) > 1:
+            means = [float(np.mean(by_seed[k])) for k in sorted(by_seed)]
+            parts.append(f"{name} {', '.join(num(x) for x in means)} (spread {num(max(means) - min(means))})")
+    if not parts:
+        return ""
+    label = METRIC_LABELS.get(metric, metric)
+    return f"Between training runs: the mean {label} of each seed, " + "; ".join(parts) + "."
+
+
 def clear_winner(section: dict, metric: str) -> str | None:
     """The method clearly better in ``metric`` than every other (:func:`paired_verdict`: a paired Wilcoxon
     test over at least :data:`MIN_VERDICT_N` shapes, p < :data:`ALPHA`), if any."""
@@ -895,6 +914,9 @@ class Renderer:
                      "IoU and F-score)."
                      for n, m in sr["methods"].items() if m["stats"]["all"].get("failed")]
         sentences += [v for v in (verdict(sr, k) for k in res["metrics"]) if v]
+        spread = seed_spread(sr, primary_metric(res["dim"]))
+        if spread:
+            sentences.append(spread)
         times = {n: m["stats"]["all"].get("code_seconds") for n, m in sr["methods"].items()}
         times = {n: t["mean"] for n, t in times.items() if t and t["mean"] > 0}
         if len(times) >= 2:

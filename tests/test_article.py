@@ -287,6 +287,22 @@ def test_clear_only_from_a_paired_test_over_ten_shapes():
             "over 3 seeds), n = 12") in verdict(seeded12, "chamfer_x1e3")
 
 
+def test_seed_spread_is_each_seeds_mean():
+    from deepsdf_ad.article import seed_spread
+
+    sec = _section([1.0, 2.0], [3.0, 4.0])
+    assert seed_spread(sec, "chamfer_x1e3") == ""  # one seed
+    runs = [[1.0, 3.0], [4.0, 6.0]]  # two seeds of two shapes
+    sec["methods"]["a"]["shapes"] = [{"key": f"s{i}", "seed": k, "chamfer_x1e3": v}
+                                     for k, vals in enumerate(runs) for i, v in enumerate(vals)]
+    assert seed_spread(sec, "chamfer_x1e3") == ("Between training runs: the mean chamfer ×10³ of each seed, "
+                                                "a 2, 5 (spread 3).")
+
+
+def test_the_build_reports_the_spread_between_seeds(article):
+    assert "Between training runs: the mean IoU of each seed, autodecoder " in article["md"]
+
+
 def test_no_clear_verdict_on_fewer_than_ten_shapes_in_the_build(article):
     # the quick build measures 1-3 shapes per section: every "clear" is a negation or comes with its test
     md = article["md"]
