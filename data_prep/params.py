@@ -74,6 +74,12 @@ class PrepConfig:
     """Camera of the scans; scan k of K is taken at azimuth ``camera.azimuth + 360 k / K``."""
 
 
+def default_test_fraction(held_out: bool) -> float:
+    """The test fraction when none is given: :class:`PrepConfig`'s, or 0 when a held-out folder gives the test
+    shapes (``prep meshes --held-out``, ``api.prep_meshes(held_out=...)``)."""
+    return 0.0 if held_out else PrepConfig.test_fraction
+
+
 @dataclass
 class SceneConfig:
     """How scenes are composed, sampled and scanned."""

@@ -29,7 +29,7 @@ import trimesh
 from deepsdf_ad.config import Config
 from deepsdf_ad.data_prep import log
 from deepsdf_ad.data_prep.formats import DataError, PointCloud, clean_points, load_normalization
-from deepsdf_ad.data_prep.params import CameraConfig, PrepConfig, SamplingConfig
+from deepsdf_ad.data_prep.params import CameraConfig, PrepConfig, SamplingConfig, default_test_fraction
 from deepsdf_ad.device import resolve_device
 from deepsdf_ad.models import SDFModel
 from deepsdf_ad.runs import Run, load_trained
@@ -262,7 +262,7 @@ def prep_meshes(src: str | os.PathLike, out: str | os.PathLike, **options) -> di
     if isinstance(prep.get("camera"), dict):
         prep["camera"] = CameraConfig(**prep["camera"])
     if options.get("held_out") is not None:
-        prep.setdefault("test_fraction", 0.0)
+        prep.setdefault("test_fraction", default_test_fraction(held_out=True))
     return pipeline.prep_meshes(src, out, PrepConfig(sampling, **prep), workers=options.get("workers", 1),
                                 progress=options.get("progress", False), shard=options.get("shard"),
                                 force=options.get("force", False), held_out=options.get("held_out"))

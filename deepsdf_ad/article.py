@@ -261,11 +261,11 @@ def _mesh_source(kind: str, spec: str, opts: BuildOptions) -> Path:
 
     cats, n = _mesh_spec(spec, opts)
     dest = _mesh_source_path(kind, spec, opts)
+    extracted = None
+    if kind == "extra":
+        extracted = extract_once(opts.shared / EXTRA_ARCHIVE, opts.work / "extra_meshes")
     for cat in cats.split(","):
-        if kind == "extra":
-            src = category_folder(extract_once(opts.shared / EXTRA_ARCHIVE, opts.work / "extra_meshes"), cat)
-        else:
-            src = opts.shared / "meshes" / cat
+        src = category_folder(extracted, cat) if extracted is not None else opts.shared / "meshes" / cat
         if not src.is_dir():
             raise DataError(f"{src}: shared meshes of category '{cat}' not found; pass --shared DIR (the "
                             "folder with meshes/ and mnist/) or give the data with --data NAME=DIR")

@@ -42,25 +42,24 @@ def positive_int(text: str) -> int:
     return v
 
 
-def fraction(text: str) -> float:
+def _unit_share(text: str, one_included: bool) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
+    if not (0.0 <= v <= 1.0 and (one_included or v < 1.0)):
+        raise argparse.ArgumentTypeError(f"must be in [0, 1{']' if one_included else ')'}, got {v}")
     return v
+
+
+def fraction(text: str) -> float:
+    """A share in [0, 1)."""
+    return _unit_share(text, one_included=False)
 
 
 def share(text: str) -> float:
     """A share in [0, 1], both ends included (``prep meshes --test-fraction 1``: every shape a test shape)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
-    return v
+    return _unit_share(text, one_included=True)
 
 
 def resolution(text: str) -> int:

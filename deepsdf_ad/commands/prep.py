@@ -176,7 +176,7 @@ def _add_pack(prep_sub) -> None:
 
 
 def run_prep_meshes(args) -> int:
-    from deepsdf_ad.data_prep.params import SamplingConfig
+    from deepsdf_ad.data_prep.params import SamplingConfig, default_test_fraction
     from deepsdf_ad.data_prep.pipeline import PrepConfig, prep_meshes
 
     not_inputs(args.out, folders=[args.src] + ([args.held_out] if args.held_out else []))
@@ -184,7 +184,7 @@ def run_prep_meshes(args) -> int:
                               uniform_fraction=args.uniform_fraction)
     test = args.test_fraction
     if test is None:
-        test = 0.0 if args.held_out else field_default(PrepConfig, "test_fraction")
+        test = default_test_fraction(bool(args.held_out))
     cfg = PrepConfig(sampling, test_fraction=test, seed=args.seed, scans=args.scans,
                      max_ambiguous=args.max_ambiguous)
     manifest = prep_meshes(args.src, args.out, cfg, workers=workers(args.workers), progress=not args.quiet,
