@@ -604,6 +604,34 @@ def verdict(section: dict, metric: str) -> str:
     return f"{label}: " + "; ".join(parts) + "."
 
 
+def amortisation_sentences(section: dict, metric: str) -> list[str]:
+    """What refining each encoder's code by optimisation (``compare``'s ``refined`` measurements) changed: the
+    amortisation gap in the objective, then the paired tests of the outcome against the plain encoding and
+    against each method that optimises from the start."""
+    out = []
+    for n, ref in section.get("refined", {}).items():
+        obj = ref.get("objective")
+        if obj:
+            out.append(
+                f"Amortisation gap of {n} (Cremer et al.: the objective at the encoder's code minus the "
+                "objective at the best code its decoder allows, here the code refined by optimisation; the "
+                "data term of the test-time loss on all of a shape's observations, each shape averaged over "
+                f"its seeds): median {num(obj['encoded']['median'])} at the encoder's code, "
+                f"{num(obj['refined']['median'])} refined, over {obj['shapes']} shapes; refining lowered it "
+                f"on {obj['lowered']} of {obj['shapes']}, by {num(100 * obj['gap_share_median'])}% of the "
+                "encoder's value at the median.")
+        label = f"{n} ({ref['mode']})"
+        enc = section["methods"].get(n)
+        pairs = {f"{n} ({enc['mode']})": enc} if enc else {}
+        pairs.update({f"{o} ({m['mode']})": m for o, m in section["methods"].items()
+                      if m["mode"] == "optimise"})
+        for other, m in pairs.items():
+            text = verdict({"methods": {label: ref, other: m}}, metric)
+            if text:
+                out.append(f"Refined against {other}: {text}")
+    return out
+
+
 def seed_spread(section: dict, metric: str) -> str:
     """One sentence on how much the training runs differ: each method's mean of ``metric`` per seed (from the
     per-shape records, failures at the worst value as in the tables); empty with one seed per method."""
@@ -898,7 +926,8 @@ class Renderer:
                   "| method (how the code is found) | shapes | "
                   + " | ".join(f"{METRIC_LABELS.get(m, m)} {arrow(m)}" for m in metrics) + " |",
                   "|---|---|" + "---|" * len(metrics)]
-        for n, m in sr["methods"].items():
+        measured = [*sr["methods"].items(), *sr.get("refined", {}).items()]  # encode+refine rows last
+        for n, m in measured:
             st = m["stats"]["all"]
             cells = []
             for k in metrics:
@@ -912,8 +941,9 @@ class Renderer:
         sentences = [f"{n}: {m['stats']['all']['failed']} of {m['stats']['all']['shapes']} shapes failed (no "
                      "surface or no code); each counts in the means at the section's worst value (0 for "
                      "IoU and F-score)."
-                     for n, m in sr["methods"].items() if m["stats"]["all"].get("failed")]
+                     for n, m in measured if m["stats"]["all"].get("failed")]
         sentences += [v for v in (verdict(sr, k) for k in res["metrics"]) if v]
+        sentences += amortisation_sentences(sr, primary_metric(res["dim"]))
         spread = seed_spread(sr, primary_metric(res["dim"]))
         if spread:
             sentences.append(spread)

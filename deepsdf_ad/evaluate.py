@@ -41,6 +41,7 @@ from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.formats import DataError, DataRoot, ShapeRef
 from deepsdf_ad.data_prep.log import note
 from deepsdf_ad.device import resolve_device
+from deepsdf_ad.losses import loss_clamp
 from deepsdf_ad.metrics import (
     IOU_POINTS,
     iou,
@@ -55,6 +56,7 @@ from deepsdf_ad.reconstruct import (
     check_mode,
     find_codes,
     mean_training_code,
+    observation_losses,
     observations_from_samples,
     observations_from_scan,
     start_candidates,
@@ -287,11 +289,13 @@ def select(refs: list[ShapeRef], limit: int | None) -> list[ShapeRef]:
 # ---- evaluation ----------------------------------------------------------------------------------------
 def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: list[ShapeRef],
                      opts: EvalOptions, device: torch.device,
-                     progress: bool = True, curves: list | None = None
+                     progress: bool = True, curves: list | None = None, objective: list | None = None
                      ) -> tuple[torch.Tensor, list[float], str]:
     """Codes (S, L) of ``refs`` and the seconds per shape spent finding each; also the mode used.
     ``curves``: a list that receives, per batch of shapes optimised together, the loss per iteration (the
-    mean over the batch; nothing for a table lookup or a plain encoding)."""
+    mean over the batch; nothing for a table lookup or a plain encoding). ``objective``: with
+    ``encode+refine``, a list that receives per shape the data term of the test-time objective
+    (:func:`deepsdf_ad.reconstruct.observation_losses`) at the encoder's code and at the refined one."""
     mode = check_mode(model, opts.mode, cfg.model.latent.source)
     if opts.split == "train" and opts.input == "full" and mode == "optimise" and opts.mode is None:
         keys = run.shapes()["keys"]
@@ -319,9 +323,14 @@ def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: li
         found, losses = find_codes(model, cfg, mode, obs if mode != "encode" else None,
                                    pts if mode.startswith("encode") else None, device, init=init,
                                    seed=opts.seed + s, candidates=candidates)
+        dt = (time.perf_counter() - t0) / len(chunk)
         if curves is not None and losses:
             curves.append([float(x) for x in losses])
-        dt = (time.perf_counter() - t0) / len(chunk)
+        if objective is not None and mode == "encode+refine":  # the same encoding the refinement started from
+            enc, _ = find_codes(model, cfg, "encode", None, pts, device, seed=opts.seed + s)
+            before, after = (observation_losses(model, obs, c, cfg.reconstruct, loss_clamp(cfg), device)
+                             for c in (enc, found))
+            objective += list(zip(before.tolist(), after.tolist(), strict=True))
         codes.append(found.cpu())
         seconds += [dt] * len(chunk)
         bar.update(len(chunk))
@@ -416,11 +425,15 @@ def evaluate_run(run_path: str | os.PathLike, data: str | os.PathLike, opts: Eva
     if cfg.dim == 3 and not truth.sources:
         note(f"{root.root}: no source meshes in the manifest; volumetric IoU is left out")
     curves: list[list[float]] = []
-    codes, code_seconds, mode = find_shape_codes(run, cfg, model, root, refs, opts, dev, progress, curves)
+    objective: list[tuple[float, float]] = []
+    codes, code_seconds, mode = find_shape_codes(run, cfg, model, root, refs, opts, dev, progress, curves,
+                                                 objective)
     records = []
-    for ref, code, cs in tqdm(list(zip(refs, codes, code_seconds, strict=True)), desc="mesh + metrics",
-                              unit="shape", disable=not progress):
+    for i, (ref, code, cs) in enumerate(tqdm(list(zip(refs, codes, code_seconds, strict=True)),
+                                             desc="mesh + metrics", unit="shape", disable=not progress)):
         rec = {"key": ref.key, "category": ref.category, "id": ref.id, "code_seconds": cs}
+        if objective:  # encode+refine: the amortisation gap of this shape, in the objective
+            rec["objective_encoded"], rec["objective_refined"] = objective[i]
         rec.update(measure_shape(model, cfg, code, ref, truth, res, dev, seed=opts.seed))
         records.append(rec)
     metrics = METRICS_2D if cfg.dim == 2 else METRICS_3D

@@ -267,6 +267,30 @@ def _observation_tensors(obs: list[Observations], clamp: float, device: torch.de
     return pts, lo, hi, wt
 
 
+@torch.no_grad()
+def observation_losses(model: SDFModel, obs: list[Observations], codes: torch.Tensor, cfg: ReconstructConfig,
+                       clamp: float, device: torch.device) -> np.ndarray:
+    """The data term of the code search for each code (B, ...) on its own observation set (B sets), on all
+    of its observations rather than a step's draw: the mean (weighted) robust interval residual of the clamped
+    prediction, as :func:`optimise_codes` minimises it, without the code penalty. (B,), in eval mode."""
+    pts, lo, hi, wt = _observation_tensors(obs, clamp, device)
+    out = []
+    with _frozen(model):
+        for i, x in enumerate(pts):
+            z = codes[i:i + 1].to(device)
+            miss = []
+            for s in range(0, len(x), POINTS_PER_CALL):
+                part = slice(s, s + POINTS_PER_CALL)
+                with autocast(device, cfg.precision):
+                    pred = model.decode(z, x[None, part])[0]
+                pred = pred.float().clamp(-clamp, clamp)
+                r = torch.relu(lo[i][part] - pred) + torch.relu(pred - hi[i][part])
+                miss.append(robust_residual(r, cfg))
+            m = torch.cat(miss)
+            out.append(float((m * wt[i]).sum() / wt[i].sum()) if wt is not None else float(m.mean()))
+    return np.array(out)
+
+
 def _start_batch(model: SDFModel, obs: list[Observations], cfg: ReconstructConfig, clamp: float,
                  device: torch.device, init: torch.Tensor | None, gen: torch.Generator,
                  candidates: torch.Tensor | None, pose, r: int, anchor: torch.Tensor | None = None

@@ -208,3 +208,48 @@ def test_compare_resumes_from_kept_evaluations(digits, runs, tmp_path, monkeypat
     cmp.kept_evaluation(method_runs(more.path)[0], digits, cmp.EvalOptions(limit=1, resolution=24),
                         tmp_path / "k", "cpu", False)
     assert len(calls) == 4 and kept["codes"].shape[0] == len(kept["shapes"])
+
+
+def test_compare_measures_the_amortisation_gap_of_each_encoder(digits, runs, tmp_path):
+    """In the refined sections every encoder is measured a second time with its codes refined by optimisation
+    (encode+refine): the objective at the encoder's code and after refining it, per shape, and the metrics."""
+    ad, ae = runs
+    opts = CompareOptions(limit=2, resolution=24, sections=["reconstruction", "completion"])
+    res = compare([ad.path, ae.path], digits, tmp_path / "rep", opts=opts, device="cpu", progress=False)
+    assert "refined" not in res["sections"]["reconstruction"]  # default: completion only
+    sec = res["sections"]["completion"]
+    assert set(sec["refined"]) == {"ae"}  # the autodecoder's codes are optimised already
+    ref, enc = sec["refined"]["ae"], sec["methods"]["ae"]
+    assert (ref["mode"], enc["mode"]) == ("encode+refine", "encode")
+    assert ref["stats"]["all"]["shapes"] == enc["stats"]["all"]["shapes"] == 4
+    assert [r["key"] for r in ref["shapes"]] == [r["key"] for r in enc["shapes"]]
+    obj = ref["objective"]
+    assert obj["shapes"] == 4 and obj["refined"]["mean"] < obj["encoded"]["mean"]
+    assert obj["gap"]["mean"] == pytest.approx(obj["encoded"]["mean"] - obj["refined"]["mean"])
+    assert (tmp_path / "rep" / "evaluations" / "completion" / "ae+refine").is_dir()
+    off = compare([ad.path, ae.path], digits, tmp_path / "rep", device="cpu", progress=False,
+                  opts=CompareOptions(limit=2, resolution=24, sections=["completion"], refine=[]))
+    assert "refined" not in off["sections"]["completion"]
+    with pytest.raises(DataError, match="--refine bogus: not a section"):
+        compare([ad.path], digits, tmp_path / "rep", opts=CompareOptions(refine=["bogus"]), device="cpu")
+
+
+def test_observation_losses_pair_each_code_with_its_own_observations(runs):
+    """The data term is 0 for a code whose own field gave the observations' bounds, and not for another."""
+    import torch
+
+    from deepsdf_ad.losses import loss_clamp
+    from deepsdf_ad.reconstruct import Observations, observation_losses
+    from deepsdf_ad.runs import Run, load_trained
+
+    cfg, model = load_trained(Run(runs[1].path), torch.device("cpu"))
+    model.eval()
+    codes = torch.randn(2, model.latent_size, generator=torch.Generator().manual_seed(0))
+    x = np.random.default_rng(0).uniform(-1, 1, (300, 2)).astype(np.float32)
+    with torch.no_grad():
+        fields = [model.decode(codes[i:i + 1], torch.from_numpy(x)[None])[0].numpy() for i in range(2)]
+    obs = [Observations(x, f, f) for f in fields]
+    own = observation_losses(model, obs, codes, cfg.reconstruct, loss_clamp(cfg), torch.device("cpu"))
+    swapped = observation_losses(model, obs, codes.flip(0), cfg.reconstruct, loss_clamp(cfg),
+                                 torch.device("cpu"))
+    assert own.shape == (2,) and own.max() < 1e-6 and swapped.min() > 1e-4

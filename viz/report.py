@@ -243,6 +243,14 @@ def stats_table(rows: list[tuple[str, dict]], metrics: list[str]) -> list[str]:
     return out
 
 
+def amortisation_line(name: str, objective: dict) -> str:
+    """One line on the amortisation gap of ``name`` (:func:`deepsdf_ad.compare.refine_objective`)."""
+    return (f"Amortisation gap of {name}, in the objective (data term of the test-time loss on all observations, "
+            f"median over {objective['shapes']} shapes): {_fmt(objective['encoded']['median'])} at the "
+            f"encoder's code, {_fmt(objective['refined']['median'])} after refining it (encode+refine); "
+            f"lowered on {objective['lowered']} of {objective['shapes']}.")
+
+
 def md_to_html(md: str, images: dict[str, Path]) -> str:
     """A small Markdown subset (headings, tables, paragraphs, images) as self-contained HTML."""
     import html
@@ -318,9 +326,12 @@ def write_report(cmp: Comparison) -> dict[str, Path]:
                                   cmp.roots[sec], opts.resolution, cmp.device), fig)
         figures[fig.name] = fig
         rows = [(f"{n} ({sec_res['methods'][n]['mode']})", sec_res["methods"][n]["stats"]) for n in names]
+        rows += [(f"{n} ({r['mode']})", r["stats"]) for n, r in sec_res.get("refined", {}).items()]
         md += [f"## {SECTION_TITLES[sec]}", "", f"`{sec_res['data']}`, {sec_res['split']} split, "
                f"{sec_res['input']} input.", ""]
         md += stats_table(rows, metrics) + [""]
+        md += [amortisation_line(n, r["objective"]) for n, r in sec_res.get("refined", {}).items()
+               if r.get("objective")] + [""]
         md += ["Seconds per shape:", ""] + stats_table(rows, timing) + [""]
         md += [f"![{fig.name}]({fig.name})", "",
                "Ground truth, " + ("the observed input, " if sec_res["input"] == "scan" else "")

@@ -38,6 +38,11 @@ def _add_compare(sub) -> None:
     co.add_argument("--train-limit", type=positive_int, metavar="N",
                     help="at most N training shapes per category in the representation section (default: "
                          "--limit)")
+    co.add_argument("--refine", nargs="*", metavar="SECTION",
+                    help="sections in which each autoencoder is also measured with its codes refined by "
+                         "optimisation (encode+refine: the amortisation gap, in the objective and in the "
+                         "metrics): representation, reconstruction, completion, ood; --refine alone: none "
+                         "(default: completion)")
     add_resolution(co)
     add_quiet(co)
     add_device(co)
@@ -105,7 +110,7 @@ def _compare_options(args, base=None):
     from deepsdf_ad.compare import CompareOptions
 
     opts = base or CompareOptions()
-    changes = {k: getattr(args, k) for k in ("limit", "train_limit", "resolution")
+    changes = {k: getattr(args, k) for k in ("limit", "train_limit", "resolution", "refine")
                if getattr(args, k, None) is not None}
     return replace(opts, **changes)
 
@@ -119,6 +124,12 @@ def _print_report(results: dict, report_dir) -> None:
                      for k in ("chamfer_x1e3", "fscore", "iou", "near_contour_error")
                      if st.get(k)]
             print(f"  held-out {name} ({m['mode']}): " + ", ".join(parts))
+    for sec, sr in results["sections"].items():
+        for name, r in sr.get("refined", {}).items():
+            obj = r.get("objective")
+            if obj:
+                print(f"  {sec}: {name} amortisation gap (objective, median over {obj['shapes']} shapes): "
+                      f"{obj['encoded']['median']:.4g} encoded -> {obj['refined']['median']:.4g} refined")
     print(f"report -> {Path(report_dir) / 'report.md'} and report.html ({results['seconds']} s)")
 
 
