@@ -314,6 +314,11 @@ def test_cli_prep_train_reconstruct_eval(prepped, tmp_path, source):
     res = json.loads(ev.read_text())
     assert res["latent_source"] == source and res["summary"]["all"]["shapes"] >= 1
     assert (run / "latent_codes.safetensors").is_file()
+    if source == "pointnet_grid":  # a grid of encoded codes refined (compare's amortisation gap)
+        cli("eval", "--run", run, "--data", data, "--input", "scan", "--out", ev, "--resolution", "24",
+            "--mode", "encode+refine", "--limit", "1", check=True)
+        recs = json.loads(ev.read_text())["shapes"]
+        assert all(r["objective_refined"] >= 0 and r["objective_encoded"] >= 0 for r in recs), recs
 
 
 def test_cli_bad_grid_option_is_one_line(tmp_path):
