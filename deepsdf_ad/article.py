@@ -287,6 +287,24 @@ def _expand(cmd: str, opts: BuildOptions, data: Path, ood: Path) -> list[str]:
     return shlex.split(cmd)
 
 
+def experiment_args(preset: Path, data: Path, ood: Path | None, out: Path, opts: BuildOptions) -> list[str]:
+    """The ``deepsdf-ad experiment`` arguments of one experiment: quiet when the build is; otherwise its
+    progress bars go to the experiment's log (hours of training and measuring; see :func:`_run_cli`)."""
+    args = ["experiment", str(preset), "--data", str(data), "--out", str(out), "--device", opts.device]
+    if ood is not None:
+        args[4:4] = ["--ood", str(ood)]
+    if not opts.progress:
+        args.append("--quiet")
+    for o in opts.overrides:
+        args += ["--set", o]
+    return args
+
+
+LOG_BAR_SECONDS = 30
+"""How often a progress bar of a command the build runs updates its line in the log (``TQDM_MININTERVAL``):
+a build of hours leaves a log of readable size."""
+
+
 def _run_cli(args: list[str], log: Path, what: str, repo: Path) -> None:
     """``python -m deepsdf_ad ARGS`` (the code of the checkout ``repo``) with its output in ``log``; a failure
     is a one-line DataError."""
@@ -296,8 +314,9 @@ def _run_cli(args: list[str], log: Path, what: str, repo: Path) -> None:
         fh.flush()
         proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", *args], stdout=fh,
                               stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                  [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])})
+                              env={"TQDM_MININTERVAL": str(LOG_BAR_SECONDS), **os.environ,
+                                   "PYTHONPATH": os.pathsep.join(
+                                       [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])})
     if proc.returncode != 0:
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
         raise DataError(f"{what}: 'deepsdf-ad {args[0]}' failed (exit {proc.returncode}): "
@@ -368,13 +387,8 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
         args = _expand(cmd, opts, data, ood)
         _say(opts, f"{exp.name}: deepsdf-ad {shlex.join(args)}")
         _run_cli(args, log, exp.name, opts.repo)
-    args = ["experiment", str(oc.preset), "--data", str(data), "--out", str(oc.out), "--quiet",
-            "--device", opts.device]
-    if wants_ood:
-        args[4:4] = ["--ood", str(ood)]
-    for o in opts.overrides:
-        args += ["--set", o]
-    _say(opts, f"{exp.name}: deepsdf-ad {shlex.join(args)}")
+    args = experiment_args(oc.preset, data, ood if wants_ood else None, oc.out, opts)
+    _say(opts, f"{exp.name}: deepsdf-ad {shlex.join(args)} (progress: {log})")
     t_exp = time.perf_counter()
     _run_cli(args, log, exp.name, opts.repo)
     oc.status, oc.results = "run", formats.read_json(results_path)

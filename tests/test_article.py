@@ -374,3 +374,14 @@ def test_code_projection_shows_a_collapse():
     assert p_spread.shape == (30, 2) and 0 < share <= 1
     # on the one scale (each set's RMS norm) the collapsed codes shrink to a dot, the others do not
     assert np.abs(p_collapsed).max() < 0.02 < 0.2 < np.abs(p_spread).max()
+
+
+def test_the_experiments_progress_goes_to_its_log_unless_the_build_is_quiet():
+    from deepsdf_ad.article import BuildOptions, experiment_args
+
+    loud = experiment_args(Path("p.yaml"), Path("d"), Path("o"), Path("out"),
+                           BuildOptions(overrides=["train.epochs=2"], device="cpu"))
+    assert loud == ["experiment", "p.yaml", "--data", "d", "--ood", "o", "--out", "out", "--device", "cpu",
+                    "--set", "train.epochs=2"]
+    quiet = experiment_args(Path("p.yaml"), Path("d"), None, Path("out"), BuildOptions(progress=False))
+    assert "--quiet" in quiet and "--ood" not in quiet
