@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -323,11 +323,11 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
         sec_res: dict = {"title": SECTION_TITLES[sec], "split": split, "input": inp, "data": str(sroot.root),
                          "methods": {}}
         evaluations[sec], roots[sec] = {}, sroot
+        limit = opts.train_limit if split == "train" and opts.train_limit is not None else opts.limit
+        eopts = EvalOptions(split=split, input=inp, resolution=opts.resolution, limit=limit)
         for name, rs in methods.items():
             evs = []
             for run in tqdm(rs, desc=f"{sec}: {name}", unit="run", disable=not progress or len(rs) < 2):
-                limit = opts.train_limit if split == "train" and opts.train_limit is not None else opts.limit
-                eopts = EvalOptions(split=split, input=inp, resolution=opts.resolution, limit=limit)
                 evs.append(kept_evaluation(run, sroot.root, eopts, out / EVAL_CACHE / sec / name, device,
                                            progress))
             evaluations[sec][name] = evs
@@ -336,10 +336,7 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
             for name, rs in methods.items():
                 if evaluations[sec][name][0]["mode"] != "encode":
                     continue
-                limit = opts.train_limit if split == "train" and opts.train_limit is not None else opts.limit
-                eopts = EvalOptions(split=split, input=inp, mode=REFINE_MODE, resolution=opts.resolution,
-                                    limit=limit)
-                refined[name] = [kept_evaluation(run, sroot.root, eopts,
+                refined[name] = [kept_evaluation(run, sroot.root, replace(eopts, mode=REFINE_MODE),
                                                  out / EVAL_CACHE / sec / f"{name}+refine", device, progress)
                                  for run in rs]
         # failures are scored over every measurement of the section, the refined ones with the rest

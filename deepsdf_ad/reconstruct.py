@@ -206,6 +206,13 @@ def best_candidates(model: SDFModel, pts: list[torch.Tensor], lo: list[torch.Ten
     return torch.cat(out).clone()
 
 
+def interval_residual(pred: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, cfg: ReconstructConfig
+                      ) -> torch.Tensor:
+    """The code search's per-observation data term: :func:`robust_residual` of the distance of the clamped
+    prediction ``pred`` to its clamped interval [``lo``, ``hi``]."""
+    return robust_residual(torch.relu(lo - pred) + torch.relu(pred - hi), cfg)
+
+
 def robust_residual(r: torch.Tensor, cfg: ReconstructConfig) -> torch.Tensor:
     """The per-observation loss of residuals ``r`` >= 0 (distance of the clamped prediction to the clamped
     interval) under ``cfg.robust``: 'none' (L1: DeepSDF), 'huber' (quadratic below ``robust_scale``, L1 above)
@@ -284,8 +291,7 @@ def observation_losses(model: SDFModel, obs: list[Observations], codes: torch.Te
                 with autocast(device, cfg.precision):
                     pred = model.decode(z, x[None, part])[0]
                 pred = pred.float().clamp(-clamp, clamp)
-                r = torch.relu(lo[i][part] - pred) + torch.relu(pred - hi[i][part])
-                miss.append(robust_residual(r, cfg))
+                miss.append(interval_residual(pred, lo[i][part], hi[i][part], cfg))
             m = torch.cat(miss)
             out.append(float((m * wt[i]).sum() / wt[i].sum()) if wt is not None else float(m.mean()))
     return np.array(out)
@@ -387,7 +393,7 @@ def _code_step(model: SDFModel, batch: _CodeBatch, n: int, gen: torch.Generator,
     with autocast(device, cfg.precision):
         pred = model.decode(z, x)
     pred = pred.float().clamp(-clamp, clamp)
-    miss = robust_residual(torch.relu(lo_b - pred) + torch.relu(pred - hi_b), cfg)
+    miss = interval_residual(pred, lo_b, hi_b, cfg)
     if batch.wt is not None:
         miss = miss * torch.stack([v[i] for v, i in zip(batch.wt, idx, strict=True)])
     if batch.pose_opt is not None:
