@@ -12,8 +12,8 @@ the code length, the dimension, the shapes and samples per step and the epochs.
 
 Resumable: each run's evaluation of each section is kept in ``REPORT_DIR/evaluations/`` (records as JSON,
 codes as safetensors) under what it depends on (the run's newest checkpoint, the shapes, the options), so a
-comparison killed after hours redoes only the evaluation it was in; a changed run or option is measured
-again.
+comparison killed after hours redoes only the batch of shapes it was in (each evaluation in progress is kept
+after every batch of ``EvalOptions.batch`` shapes); a changed run or option is measured again.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.device import resolve_device
-from deepsdf_ad.evaluate import LOWER_IS_BETTER, EvalOptions, evaluate_run
+from deepsdf_ad.evaluate import LOWER_IS_BETTER, EvalOptions, PartialEval, evaluate_run
 from deepsdf_ad.runs import Run, load_trained
 
 RESULTS_JSON = "results.json"
@@ -221,27 +221,63 @@ def evaluation_key(run: Run, data: Path, eopts: EvalOptions) -> dict:
             "data": str(Path(data).resolve()), "options": asdict(eopts)}
 
 
+PARTIAL = ".partial"
+"""``<run>.partial.json`` (+ ``.safetensors``): an evaluation done up to a batch of shapes, until it ends."""
+
+
+def read_kept(base: Path, key: dict) -> tuple[dict, torch.Tensor] | None:
+    """The JSON body and the codes kept at ``base`` (.json + .safetensors) under ``key``; None when absent,
+    unreadable or kept for another key."""
+    from safetensors.torch import load_file
+
+    js, st = base.with_suffix(base.suffix + ".json"), base.with_suffix(base.suffix + ".safetensors")
+    if not (js.is_file() and st.is_file()):
+        return None
+    try:
+        kept = formats.read_json(js)
+        if kept.get("key") == key:
+            return kept, load_file(str(st))["codes"]
+    except (DataError, KeyError, OSError, ValueError):
+        pass  # unreadable (a kill mid-write cannot leave one: both are renamed into place): measure again
+    return None
+
+
+def keep(base: Path, body: dict, codes: torch.Tensor) -> None:
+    """Write ``body`` (JSON) and ``codes`` (safetensors) at ``base``: the codes first, the JSON (what
+    :func:`read_kept` checks) last, each renamed into place."""
+    from safetensors.torch import save_file
+
+    base.parent.mkdir(parents=True, exist_ok=True)
+    with formats.atomic_path(base.with_suffix(base.suffix + ".safetensors")) as tmp:
+        save_file({"codes": codes.detach().cpu().contiguous()}, str(tmp))
+    formats.write_json(base.with_suffix(base.suffix + ".json"), body)
+
+
 def kept_evaluation(run: Run, data: Path, eopts: EvalOptions, folder: Path, device: str,
                     progress: bool) -> dict:
     """:func:`deepsdf_ad.evaluate.evaluate_run` with its codes, read from ``folder`` when an earlier
-    comparison left it there for the same :func:`evaluation_key`, else measured and kept there."""
-    from safetensors.torch import load_file, save_file
-
+    comparison left it there for the same :func:`evaluation_key`, else measured and kept there. While it is
+    measured, what is done is kept after each batch of shapes (``<run>.partial.*``), and a killed
+    comparison resumes from there."""
     key = evaluation_key(run, data, eopts)
     base = folder / run.path.name
-    js, st = base.with_suffix(".json"), base.with_suffix(".safetensors")
-    if js.is_file() and st.is_file():
-        try:
-            kept = formats.read_json(js)
-            if kept.get("key") == key:
-                return {**kept["evaluation"], "codes": load_file(str(st))["codes"]}
-        except (DataError, KeyError, OSError, ValueError):
-            pass  # unreadable (a kill mid-write cannot leave one: both are renamed into place): measure again
-    ev = evaluate_run(run.path, data, eopts, device=device, progress=progress, keep_codes=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    with formats.atomic_path(st) as tmp:
-        save_file({"codes": ev["codes"].detach().cpu().contiguous()}, str(tmp))
-    formats.write_json(js, {"key": key, "evaluation": {k: v for k, v in ev.items() if k != "codes"}})
+    kept = read_kept(base, key)
+    if kept is not None:
+        return {**kept[0]["evaluation"], "codes": kept[1]}
+    pbase = base.with_name(base.name + PARTIAL)
+    part = read_kept(pbase, key)
+    resume = None if part is None else PartialEval(part[0]["records"], part[1], part[0]["curves"],
+                                                   part[0]["mode"])
+
+    def on_batch(done: PartialEval) -> None:
+        body = {"key": key, "records": done.records, "curves": done.curves, "mode": done.mode}
+        keep(pbase, body, done.codes)
+
+    ev = evaluate_run(run.path, data, eopts, device=device, progress=progress, keep_codes=True, resume=resume,
+                      on_batch=on_batch)
+    keep(base, {"key": key, "evaluation": {k: v for k, v in ev.items() if k != "codes"}}, ev["codes"])
+    for suffix in (".json", ".safetensors"):  # the comparison's own scratch, superseded by the kept one
+        pbase.with_suffix(pbase.suffix + suffix).unlink(missing_ok=True)
     return ev
 
 

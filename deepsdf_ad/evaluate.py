@@ -29,6 +29,7 @@ import os
 import re
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,13 +290,15 @@ def select(refs: list[ShapeRef], limit: int | None) -> list[ShapeRef]:
 # ---- evaluation ----------------------------------------------------------------------------------------
 def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: list[ShapeRef],
                      opts: EvalOptions, device: torch.device,
-                     progress: bool = True, curves: list | None = None, objective: list | None = None
-                     ) -> tuple[torch.Tensor, list[float], str]:
+                     progress: bool = True, curves: list | None = None, objective: list | None = None,
+                     offset: int = 0) -> tuple[torch.Tensor, list[float], str]:
     """Codes (S, L) of ``refs`` and the seconds per shape spent finding each; also the mode used.
     ``curves``: a list that receives, per batch of shapes optimised together, the loss per iteration (the
     mean over the batch; nothing for a table lookup or a plain encoding). ``objective``: with
     ``encode+refine``, a list that receives per shape the data term of the test-time objective
-    (:func:`deepsdf_ad.reconstruct.observation_losses`) at the encoder's code and at the refined one."""
+    (:func:`deepsdf_ad.reconstruct.observation_losses`) at the encoder's code and at the refined one.
+    ``offset``: the position of ``refs[0]`` in the whole list being evaluated (the seed of each batch's
+    search depends on it, so that the list found in parts gives the codes found in one go)."""
     mode = check_mode(model, opts.mode, cfg.model.latent.source)
     if opts.split == "train" and opts.input == "full" and mode == "optimise" and opts.mode is None:
         keys = run.shapes()["keys"]
@@ -322,12 +325,12 @@ def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: li
         t0 = time.perf_counter()
         found, losses = find_codes(model, cfg, mode, obs if mode != "encode" else None,
                                    pts if mode.startswith("encode") else None, device, init=init,
-                                   seed=opts.seed + s, candidates=candidates)
+                                   seed=opts.seed + offset + s, candidates=candidates)
         dt = (time.perf_counter() - t0) / len(chunk)
         if curves is not None and losses:
             curves.append([float(x) for x in losses])
         if objective is not None and mode == "encode+refine":  # the same encoding the refinement started from
-            enc, _ = find_codes(model, cfg, "encode", None, pts, device, seed=opts.seed + s)
+            enc, _ = find_codes(model, cfg, "encode", None, pts, device, seed=opts.seed + offset + s)
             before, after = (observation_losses(model, obs, c, cfg.reconstruct, loss_clamp(cfg), device)
                              for c in (enc, found))
             objective += list(zip(before.tolist(), after.tolist(), strict=True))
@@ -396,9 +399,45 @@ def summarise(records: list[dict], metrics: tuple[str, ...]) -> dict:
                                                    for c in cats}}
 
 
+@dataclass
+class PartialEval:
+    """An evaluation done up to the end of a batch of shapes: what :func:`evaluate_run` hands its
+    ``on_batch`` and resumes from."""
+
+    records: list[dict]
+    """Per-shape records of the shapes done (the first ``len(records)`` of the list evaluated)."""
+    codes: torch.Tensor | None
+    """Their codes (first dimension: one per record); None before the first batch."""
+    curves: list[list[float]]
+    """The code-search loss per iteration of each batch done (see :func:`find_shape_codes`)."""
+    mode: str = ""
+    """How the codes were found ('table', 'optimise', 'encode', 'encode+refine'); '' before any batch."""
+
+
+def resumable(part: PartialEval | None, refs: list[ShapeRef], batch: int) -> PartialEval:
+    """``part`` when it is the start of an evaluation of ``refs`` in batches of ``batch`` (the same shapes
+    in the same order, ending at a batch boundary, a code per record), else a fresh start."""
+    fresh = PartialEval([], None, [])
+    if part is None or not part.records:
+        return fresh
+    n = len(part.records)
+    keys = [r.get("key") for r in part.records]
+    if (n > len(refs) or (n % batch and n != len(refs)) or keys != [r.key for r in refs[:n]]
+            or part.codes is None or len(part.codes) != n):
+        return fresh
+    return part
+
+
 def evaluate_run(run_path: str | os.PathLike, data: str | os.PathLike, opts: EvalOptions | None = None,
-                 device: str = "auto", progress: bool = True, keep_codes: bool = False) -> dict:
+                 device: str = "auto", progress: bool = True, keep_codes: bool = False,
+                 resume: PartialEval | None = None,
+                 on_batch: Callable[[PartialEval], None] | None = None) -> dict:
     """Reconstruct, mesh and measure every shape of ``opts.split`` of ``data`` with the run's model.
+
+    Works ``opts.batch`` shapes at a time (codes found together, then each meshed and measured) and hands
+    what is done after each batch to ``on_batch``; ``resume`` (an earlier call's :class:`PartialEval`, for the
+    same run, data and options) skips the shapes it holds. The result is the same as in one go: each batch's
+    search is seeded by its position. A ``resume`` that does not fit the shapes is ignored.
 
     Returns ``{"run", "data", "split", "input", "mode", "resolution", "dim", "shapes": [per-shape records],
     "summary": {...}}`` (plus ``"codes"`` (S, L) when ``keep_codes``: not JSON).
@@ -424,25 +463,36 @@ def evaluate_run(run_path: str | os.PathLike, data: str | os.PathLike, opts: Eva
     truth = Truth2D(root, field_kind(cfg)) if cfg.dim == 2 else Truth3D(root)
     if cfg.dim == 3 and not truth.sources:
         note(f"{root.root}: no source meshes in the manifest; volumetric IoU is left out")
-    curves: list[list[float]] = []
-    objective: list[tuple[float, float]] = []
-    codes, code_seconds, mode = find_shape_codes(run, cfg, model, root, refs, opts, dev, progress, curves,
-                                                 objective)
-    records = []
-    for i, (ref, code, cs) in enumerate(tqdm(list(zip(refs, codes, code_seconds, strict=True)),
-                                             desc="mesh + metrics", unit="shape", disable=not progress)):
-        rec = {"key": ref.key, "category": ref.category, "id": ref.id, "code_seconds": cs}
-        if objective:  # encode+refine: the amortisation gap of this shape, in the objective
-            rec["objective_encoded"], rec["objective_refined"] = objective[i]
-        rec.update(measure_shape(model, cfg, code, ref, truth, res, dev, seed=opts.seed))
-        records.append(rec)
+    done = resumable(resume, refs, opts.batch)
+    mode = done.mode or check_mode(model, opts.mode, cfg.model.latent.source)
+    bar = tqdm(total=len(refs), initial=len(done.records), desc=f"shapes ({mode})", unit="shape",
+               disable=not progress)
+    for s in range(len(done.records), len(refs), opts.batch):
+        chunk = refs[s:s + opts.batch]
+        objective: list[tuple[float, float]] = []
+        curves = list(done.curves)
+        codes, code_seconds, mode = find_shape_codes(run, cfg, model, root, chunk, opts, dev, False, curves,
+                                                     objective, offset=s)
+        records = list(done.records)
+        for i, (ref, code, cs) in enumerate(zip(chunk, codes, code_seconds, strict=True)):
+            rec = {"key": ref.key, "category": ref.category, "id": ref.id, "code_seconds": cs}
+            if objective:  # encode+refine: the amortisation gap of this shape, in the objective
+                rec["objective_encoded"], rec["objective_refined"] = objective[i]
+            rec.update(measure_shape(model, cfg, code, ref, truth, res, dev, seed=opts.seed))
+            records.append(rec)
+            bar.update(1)
+        done = PartialEval(records, codes if done.codes is None else torch.cat([done.codes, codes]), curves,
+                           mode)
+        if on_batch is not None:
+            on_batch(done)
+    bar.close()
     metrics = METRICS_2D if cfg.dim == 2 else METRICS_3D
     out = {"run": str(run.path), "data": str(root.root), "split": opts.split, "input": opts.input,
            "mode": mode, "resolution": res, "dim": cfg.dim, "latent_source": cfg.model.latent.source,
-           "metrics": list(metrics), "shapes": records, "summary": summarise(records, metrics),
-           "code_loss": mean_curve(curves)}
+           "metrics": list(metrics), "shapes": done.records, "summary": summarise(done.records, metrics),
+           "code_loss": mean_curve(done.curves)}
     if keep_codes:
-        out["codes"] = codes
+        out["codes"] = done.codes
     return out
 
 

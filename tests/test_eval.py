@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from scipy import integrate
 
@@ -208,6 +209,50 @@ def test_compare_resumes_from_kept_evaluations(digits, runs, tmp_path, monkeypat
     cmp.kept_evaluation(method_runs(more.path)[0], digits, cmp.EvalOptions(limit=1, resolution=24),
                         tmp_path / "k", "cpu", False)
     assert len(calls) == 4 and kept["codes"].shape[0] == len(kept["shapes"])
+
+
+def test_an_evaluation_killed_mid_way_resumes_from_its_last_batch(digits, runs, tmp_path, monkeypatch):
+    """A comparison killed after two batches of shapes measures only the rest when run again, and the
+    evaluation is the one measured in one go (each batch's search seeded by its position); its scratch
+    goes."""
+    import deepsdf_ad.compare as cmp
+    import deepsdf_ad.evaluate as ev
+    from deepsdf_ad.evaluate import PartialEval, resumable
+
+    ad, _ = runs
+    eopts = EvalOptions(input="scan", resolution=24, limit=2, batch=1)
+    whole = evaluate_run(ad.path, digits, eopts, device="cpu", progress=False, keep_codes=True)
+    real_eval, real_measure = cmp.evaluate_run, ev.measure_shape
+
+    def killed(*a, on_batch=None, **k):
+        def stop(done):
+            on_batch(done)
+            if len(done.records) == 2:
+                raise KeyboardInterrupt
+        return real_eval(*a, on_batch=stop, **k)
+
+    monkeypatch.setattr(cmp, "evaluate_run", killed)
+    run, folder = method_runs(ad.path)[0], tmp_path / "kept"
+    with pytest.raises(KeyboardInterrupt):
+        cmp.kept_evaluation(run, digits, eopts, folder, "cpu", False)
+    assert sorted(p.name for p in folder.iterdir()) == ["ad.partial.json", "ad.partial.safetensors"]
+    monkeypatch.setattr(cmp, "evaluate_run", real_eval)
+    measured = []
+    monkeypatch.setattr(ev, "measure_shape",
+                        lambda *a, **k: measured.append(a[3].key) or real_measure(*a, **k))
+    resumed = cmp.kept_evaluation(run, digits, eopts, folder, "cpu", False)
+    assert measured == [r["key"] for r in whole["shapes"][2:]]
+    def untimed(rec):
+        return {k: v for k, v in rec.items() if k not in ("code_seconds", "mesh_seconds")}
+
+    assert [untimed(r) for r in resumed["shapes"]] == [untimed(r) for r in whole["shapes"]]
+    assert torch.allclose(resumed["codes"], whole["codes"]) and resumed["code_loss"] == whole["code_loss"]
+    assert sorted(p.name for p in folder.iterdir()) == ["ad.json", "ad.safetensors"]
+    # a partial evaluation of other shapes, or one cut inside a batch, is not resumed
+    part = PartialEval(whole["shapes"][:2], whole["codes"][:2], [], "optimise")
+    refs = [type("R", (), {"key": r["key"]})() for r in whole["shapes"]]
+    assert resumable(part, refs, 1) is part and resumable(part, refs, 3).records == []
+    assert resumable(part, refs[1:], 1).records == [] and resumable(None, refs, 1).records == []
 
 
 def test_compare_measures_the_amortisation_gap_of_each_encoder(digits, runs, tmp_path):
