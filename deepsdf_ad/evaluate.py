@@ -291,14 +291,15 @@ def select(refs: list[ShapeRef], limit: int | None) -> list[ShapeRef]:
 def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: list[ShapeRef],
                      opts: EvalOptions, device: torch.device,
                      progress: bool = True, curves: list | None = None, objective: list | None = None,
-                     offset: int = 0) -> tuple[torch.Tensor, list[float], str]:
+                     offset: int = 0, steps: bool = False) -> tuple[torch.Tensor, list[float], str]:
     """Codes (S, L) of ``refs`` and the seconds per shape spent finding each; also the mode used.
     ``curves``: a list that receives, per batch of shapes optimised together, the loss per iteration (the
     mean over the batch; nothing for a table lookup or a plain encoding). ``objective``: with
     ``encode+refine``, a list that receives per shape the data term of the test-time objective
     (:func:`deepsdf_ad.reconstruct.observation_losses`) at the encoder's code and at the refined one.
     ``offset``: the position of ``refs[0]`` in the whole list being evaluated (the seed of each batch's
-    search depends on it, so that the list found in parts gives the codes found in one go)."""
+    search depends on it, so that the list found in parts gives the codes found in one go). ``steps``: a bar
+    of each batch's search steps on a terminal (:func:`deepsdf_ad.data_prep.log.progress_bar`)."""
     mode = check_mode(model, opts.mode, cfg.model.latent.source)
     if opts.split == "train" and opts.input == "full" and mode == "optimise" and opts.mode is None:
         keys = run.shapes()["keys"]
@@ -325,7 +326,7 @@ def find_shape_codes(run, cfg: Config, model: SDFModel, root: DataRoot, refs: li
         t0 = time.perf_counter()
         found, losses = find_codes(model, cfg, mode, obs if mode != "encode" else None,
                                    pts if mode.startswith("encode") else None, device, init=init,
-                                   seed=opts.seed + offset + s, candidates=candidates)
+                                   seed=opts.seed + offset + s, candidates=candidates, progress=steps)
         dt = (time.perf_counter() - t0) / len(chunk)
         if curves is not None and losses:
             curves.append([float(x) for x in losses])
@@ -472,7 +473,7 @@ def evaluate_run(run_path: str | os.PathLike, data: str | os.PathLike, opts: Eva
         objective: list[tuple[float, float]] = []
         curves = list(done.curves)
         codes, code_seconds, mode = find_shape_codes(run, cfg, model, root, chunk, opts, dev, False, curves,
-                                                     objective, offset=s)
+                                                     objective, offset=s, steps=progress)
         records = list(done.records)
         for i, (ref, code, cs) in enumerate(zip(chunk, codes, code_seconds, strict=True)):
             rec = {"key": ref.key, "category": ref.category, "id": ref.id, "code_seconds": cs}
