@@ -135,15 +135,28 @@ class Truth3D:
                 return None
         return Truth3D._cache[key]
 
-    def _inside(self, src: Path, ref: ShapeRef, points: np.ndarray) -> np.ndarray:
+    def mesh(self, ref: ShapeRef):
+        """The source mesh in the normalised frame (a trimesh), or None when the manifest names none that is
+        there."""
+        src = self.sources.get(ref.key)
+        if src is None or not src.is_file() or ref.norm is None:
+            return None
+        return self._mesh(src, ref)
+
+    @staticmethod
+    def _mesh(src: Path, ref: ShapeRef):
         import trimesh
 
-        from deepsdf_ad.data_prep.meshes import SignedDistance, apply_normalization, load_mesh
+        from deepsdf_ad.data_prep.meshes import apply_normalization, load_mesh
 
         mesh = load_mesh(src)
         offset, scale = formats.load_normalization(ref.norm)
-        nmesh = trimesh.Trimesh(apply_normalization(mesh.vertices, offset, scale), mesh.faces, process=False)
-        sd = SignedDistance(nmesh)
+        return trimesh.Trimesh(apply_normalization(mesh.vertices, offset, scale), mesh.faces, process=False)
+
+    def _inside(self, src: Path, ref: ShapeRef, points: np.ndarray) -> np.ndarray:
+        from deepsdf_ad.data_prep.meshes import SignedDistance
+
+        sd = SignedDistance(self._mesh(src, ref))
         return sd.inside(sd.winding(points))
 
 

@@ -127,6 +127,29 @@ def test_signs_distances_and_normalisation_against_analytic_truth(prepared):
         assert np.linalg.norm(surf, axis=1).max() <= 1 / 1.03 + 1e-5
 
 
+def test_the_truth_mesh_of_a_shape_is_its_source_in_the_normalised_frame(prepared, tmp_path):
+    """Evaluation's figures draw the truth as the source mesh: in the frame of the samples, through every
+    surface point; None when the manifest's source is gone."""
+    import open3d as o3d
+
+    from deepsdf_ad.data_prep.formats import DataRoot
+    from deepsdf_ad.evaluate import Truth3D
+
+    root = DataRoot(prepared["data"])
+    truth = Truth3D(root)
+    for ref in root.shapes("train") + root.shapes("test"):
+        mesh = truth.mesh(ref)
+        assert np.linalg.norm(mesh.vertices, axis=1).max() == pytest.approx(1 / 1.03, rel=1e-6)
+        surf = formats.load_points(ref.surface).points
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)),
+                            o3d.core.Tensor(mesh.faces.astype(np.uint32)))
+        assert scene.compute_distance(o3d.core.Tensor(surf.astype(np.float32))).numpy().max() < 1e-5
+    moved = Truth3D(root)
+    moved.sources = {k: tmp_path / "gone.obj" for k in moved.sources}
+    assert moved.mesh(root.shapes("train")[0]) is None
+
+
 def test_scans_of_test_shapes_with_their_camera(prepared):
     data = prepared["data"]
     test = formats.read_split(data / "splits" / "test.json")

@@ -2,9 +2,10 @@
 :func:`deepsdf_ad.compare.compare` (passed to it as ``report=write_report``).
 
 Figures: for each section, ground truth beside each method for its first shapes (2D: the field with its
-contour, :func:`deepsdf_ad.meshing.field_picture`; 3D: :func:`deepsdf_ad.viz.render.render_to_array`, truth as
-its surface points); generation (samples from each method's Gaussian of training codes and an interpolation);
-training curves (:func:`deepsdf_ad.viz.plots.plot_runs`). ``report.html`` embeds the figures (base64), so it
+contour, :func:`deepsdf_ad.meshing.field_picture`; 3D: :func:`deepsdf_ad.viz.render.render_to_array`, ray
+cast, the truth as its source mesh in the normalised frame, else its surface points); generation (samples from
+each method's Gaussian of training codes and an interpolation); training curves
+(:func:`deepsdf_ad.viz.plots.plot_runs`). ``report.html`` embeds the figures (base64), so it
 stands alone; ``report.md`` links them beside it.
 """
 
@@ -20,7 +21,7 @@ import torch
 from deepsdf_ad.compare import SECTION_TITLES, CompareOptions, Comparison, _short
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.formats import DataError, DataRoot
-from deepsdf_ad.evaluate import LOWER_IS_BETTER
+from deepsdf_ad.evaluate import LOWER_IS_BETTER, Truth3D
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -172,7 +173,9 @@ def section_figure(section: dict, loaded: dict, data_root: DataRoot, resolution:
         else:
             from deepsdf_ad.viz.render import render_to_array
 
-            inputs, labels = [formats.load_points(ref.surface).points], ["truth"]
+            truth = Truth3D(data_root).mesh(ref)  # the source mesh, lit as the methods' are; else its points
+            inputs = [truth if truth is not None else formats.load_points(ref.surface).points]
+            labels = ["truth"]
             if scan:  # what the methods were given
                 inputs.append(observed_points(data_root, ref, loaded[names[0]][1]))
                 labels.append("observed scan")
@@ -183,7 +186,10 @@ def section_figure(section: dict, loaded: dict, data_root: DataRoot, resolution:
                 mesh = _decode_mesh(model, cfg, ev["codes"][i], resolution or cfg.mesh.resolution, device)
                 inputs.append(mesh if mesh is not None else _EMPTY)
                 labels.append(panel_label(name, ev["shapes"][i]) if mesh is not None else f"{name} (empty)")
-            rows.append(render_to_array(inputs, size=(220 * len(inputs), 220), labels=labels, point_size=2.0))
+            # ray cast (open3d, a dependency): a CAD mesh's coplanar doubled faces stripe a depth buffer
+            # (OpenGL), not a ray's first hit
+            rows.append(render_to_array(inputs, size=(220 * len(inputs), 220), labels=labels, point_size=2.0,
+                                        renderer="raycast"))
     return _stack_rows(rows)
 
 
@@ -245,7 +251,8 @@ def stats_table(rows: list[tuple[str, dict]], metrics: list[str]) -> list[str]:
 
 def amortisation_line(name: str, objective: dict) -> str:
     """One line on the amortisation gap of ``name`` (:func:`deepsdf_ad.compare.refine_objective`)."""
-    return (f"Amortisation gap of {name}, in the objective (data term of the test-time loss on all observations, "
+    return (f"Amortisation gap of {name}, in the objective (data term of the test-time loss on all "
+            "observations, "
             f"median over {objective['shapes']} shapes): {_fmt(objective['encoded']['median'])} at the "
             f"encoder's code, {_fmt(objective['refined']['median'])} after refining it (encode+refine); "
             f"lowered on {objective['lowered']} of {objective['shapes']}.")
