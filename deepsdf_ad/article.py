@@ -429,10 +429,10 @@ def _note_commands(oc: Outcome, opts: BuildOptions, data: Path | None = None,
             oc.data_notes.append(f"`{rel(_mesh_source_path(m.group(1), m.group(2), opts))}` links "
                                  f"{'the first ' + n + ' ' if n else 'all '}meshes of each of "
                                  f"{', '.join(cats.split(','))} in {where}")
-    for name, given in (("data", oc.exp.name in opts.data), ("ood", oc.exp.name in opts.ood)):
-        if given:
+    for name, given in (("data", opts.data), ("ood", opts.ood)):
+        if oc.exp.name in given:
             oc.data_notes.append(f"the {'out-of-distribution ' if name == 'ood' else ''}data folder "
-                                 f"`{rel(ood if name == 'ood' else data)}` was given with `--{name}`")
+                                 f"`{rel(given[oc.exp.name])}` was given with `--{name}`")
     args = ["deepsdf-ad", "experiment", rel(oc.preset), "--data", rel(data)]
     if ood is not None:
         args += ["--ood", rel(ood)]

@@ -235,6 +235,29 @@ def test_committed_article_matches_its_results():
     assert check_tables(block, REPO) >= 8
 
 
+def test_reuse_names_the_data_folders_given(article, tmp_path):
+    """``--reuse`` of results whose build did not record its commands (they are rebuilt from the recipe) with
+    ``--data`` / ``--ood`` says which folders were given, also for results measured without
+    out-of-distribution shapes."""
+    import shutil
+
+    from deepsdf_ad.article import RUN_INFO
+
+    work = tmp_path / "work"
+    shutil.copytree(article["root"] / "work", work)
+    (work / "shapes" / RUN_INFO).unlink()
+    results = work / "shapes" / "report" / "results.json"
+    res = json.loads(results.read_text())
+    res.pop("ood", None)
+    results.write_text(json.dumps(res))
+    given = article["root"] / "shapes_ood" / "data"
+    build_article(BuildOptions(quick=True, work=work, out=tmp_path / "docs", only=["shapes"], reuse=True,
+                               data={"shapes": article["root"] / "shapes" / "data"}, ood={"shapes": given},
+                               device="cpu"))
+    md = (tmp_path / "docs" / "autodecoders.md").read_text()
+    assert "was given with `--ood`" in md and "was given with `--data`" in md
+
+
 def test_article_bad_data_flag_is_one_line(tmp_path):
     proc = cli("article", "--help")
     assert proc.returncode == 0 and "--quick" in proc.stdout and "--reuse" in proc.stdout
