@@ -176,6 +176,22 @@ def test_slice_and_plot_commands_on_a_run(tiny_run, tmp_path, capsys):
     assert "plot: 2 run(s)" in capsys.readouterr().out
 
 
+def test_curve_legends_name_runs_by_the_shortest_ending_and_colour_methods_by_family(tmp_path):
+    """The training curves of an experiment: 'autodecoder/seed_0', not a path, and one colour family per
+    method (its seeds in shades)."""
+    from deepsdf_ad.viz.plots import run_colors, run_labels
+
+    seeds = [tmp_path / m / f"seed_{k}" for m in ("autodecoder", "autoencoder") for k in range(3)]
+    labels = run_labels(seeds)
+    assert labels == [f"{m}/seed_{k}" for m in ("autodecoder", "autoencoder") for k in range(3)]
+    assert run_labels([tmp_path / "a" / "run", tmp_path / "b" / "other"]) == ["run", "other"]
+    assert run_labels([tmp_path / "a" / "run", tmp_path / "b" / "run"]) == ["a/run", "b/run"]
+    colors = np.array([c[:3] for c in run_colors(labels)])
+    assert (colors[:3, 2] > colors[:3, 0]).all() and (colors[3:, 0] > colors[3:, 2]).all()  # blues, oranges
+    assert len({tuple(c) for c in colors}) == 6  # every seed its own shade
+    assert len({tuple(c) for c in run_colors(["run", "other"])}) == 2
+
+
 def test_slice_of_the_truth_on_a_shared_scale(tiny_run, tmp_path, capsys):
     """--truth DATA slices the shape's ground truth: negative inside the bottle near the axis, positive at the
     corners; --vmax sets the colour range."""

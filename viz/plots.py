@@ -13,10 +13,37 @@ from deepsdf_ad.data_prep.formats import DataError, atomic_path
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
-def run_label(path: Path, all_paths: Sequence[Path]) -> str:
-    """The run's folder name, or its path when two runs share a name."""
-    names = [p.name for p in all_paths]
-    return path.name if names.count(path.name) == 1 else str(path)
+def run_labels(paths: Sequence[Path]) -> list[str]:
+    """A legend name per run: the shortest ending of its path (folder names) that no other run shares, e.g.
+    ``autodecoder/seed_0`` beside ``autoencoder/seed_0``, ``run_a`` beside ``run_b``."""
+    parts = [Path(p).resolve().parts for p in paths]
+    labels = []
+    for mine in parts:
+        for n in range(1, len(mine) + 1):
+            tail = mine[-n:]
+            if sum(1 for other in parts if other[-n:] == tail) == 1:
+                break
+        labels.append("/".join(tail))
+    return labels
+
+
+def run_colors(labels: Sequence[str]) -> list[tuple]:
+    """One colour family per group of runs (a label's part before its last ``/``: a method's seeds), shades
+    within it; one colour per run when no two share a group."""
+    import matplotlib
+
+    groups = [lab.rsplit("/", 1)[0] if "/" in lab else lab for lab in labels]
+    order = list(dict.fromkeys(groups))
+    if len(order) == len(labels):
+        base = matplotlib.colormaps["tab10"].colors
+        return [base[k % len(base)] for k in range(len(labels))]
+    maps = ["Blues", "Oranges", "Greens", "Purples", "Reds", "Greys"]
+    out = []
+    for lab, g in zip(labels, groups, strict=True):
+        members = [x for x, h in zip(labels, groups, strict=True) if h == g]
+        shade = 0.9 - 0.45 * members.index(lab) / max(len(members) - 1, 1)  # dark to lighter
+        out.append(matplotlib.colormaps[maps[order.index(g) % len(maps)]](shade))
+    return out
 
 
 def load_curves(run_path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -36,7 +63,8 @@ def load_curves(run_path: str | os.PathLike) -> dict[str, np.ndarray]:
 def plot_runs(run_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
               size: tuple[int, int] = (1000, 400)) -> Path:
     """Loss per epoch (log scale; solid total, dashed SDF term) and learning rates (solid decoder,
-    dashed latent codes), one colour per run, written to ``out`` (.png .pdf .svg) atomically.
+    dashed latent codes), written to ``out`` (.png .pdf .svg) atomically. One legend entry per run, named by
+    :func:`run_labels`; the seeds of one method share a colour family (:func:`run_colors`).
     """
     import matplotlib
 
@@ -54,19 +82,19 @@ def plot_runs(run_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
     dpi = 100
     fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained")
     ax_loss, ax_lr = fig.subplots(1, 2)
-    colors = matplotlib.colormaps["tab10"].colors
-    for k, (path, c) in enumerate(zip(paths, curves, strict=True)):
-        color, label = colors[k % len(colors)], run_label(path, paths)
+    labels = run_labels(paths)
+    for label, color, c in zip(labels, run_colors(labels), curves, strict=True):
         ep = c["epoch"]
         if "loss" in c:
-            ax_loss.plot(ep, c["loss"], color=color, label=f"{label}: loss")
+            ax_loss.plot(ep, c["loss"], color=color, label=label)
         if "sdf_loss" in c:
-            ax_loss.plot(ep, c["sdf_loss"], color=color, ls="--", alpha=0.8, label=f"{label}: sdf term")
+            ax_loss.plot(ep, c["sdf_loss"], color=color, ls="--", alpha=0.8)
         if "lr_decoder" in c:
-            ax_lr.plot(ep, c["lr_decoder"], color=color, label=f"{label}: decoder")
+            ax_lr.plot(ep, c["lr_decoder"], color=color, label=label)
         if "lr_latent" in c:
-            ax_lr.plot(ep, c["lr_latent"], color=color, ls="--", label=f"{label}: codes")
-    for ax, title, ylabel in ((ax_loss, "training loss", "loss"), (ax_lr, "learning rates", "learning rate")):
+            ax_lr.plot(ep, c["lr_latent"], color=color, ls="--")
+    for ax, title, ylabel in ((ax_loss, "training loss (solid: total, dashed: SDF term)", "loss"),
+                              (ax_lr, "learning rates (solid: decoder, dashed: codes)", "learning rate")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
@@ -75,7 +103,10 @@ def plot_runs(run_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
             positive = all(np.nanmin(line.get_ydata()) > 0 for line in ax.lines)
             if positive:
                 ax.set_yscale("log")
-            ax.legend(fontsize=8)
+    handles, names = ax_loss.get_legend_handles_labels()
+    if handles:  # one legend (a run per entry), beside the plots
+        ax_lr.legend(handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                     borderaxespad=0)
     if not ax_loss.lines:
         raise DataError(f"{paths[0]}: metrics have no 'loss' column to plot")
     with atomic_path(out) as tmp:
