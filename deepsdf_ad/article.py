@@ -17,6 +17,7 @@ Directives (each ``{{ ... }}``; block directives stand alone on their line):
 ``{{ headline }}``                    the headline tables (also written to README's marked block)
 ``{{ experiment NAME }}``             the measured section of one experiment (or why it was not run)
 ``{{ diagram }}``                     the figure of the two methods, drawn by code
+``{{ quality_curve }}``               the quality-vs-training-minutes curve of the quality benchmark
 ``{{ budget NAME }}``                 what each method was given, beside DeepSDF's published setup
 ``{{ published NAME }}``              DeepSDF's and ONet's published numbers beside this build's
 ``{{ code_projection NAME }}``        each method's training codes on two principal axes, one scale
@@ -58,6 +59,9 @@ from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.evaluate import LOWER_IS_BETTER
 
 TEMPLATE = Path("docs") / "article" / "autodecoders.md.in"
+QUALITY_CURVE = Path("docs") / "images" / "quality_curve.png"
+"""The quality-vs-training-minutes curve (``{{ quality_curve }}``), committed by the quality benchmark."""
+QUALITY_CURVE_COMMAND = "python benchmarks/bench_quality.py --only curve --curve-limit 1"
 """The article's template, relative to the repository root."""
 ARTICLE_MD = "autodecoders.md"
 IMAGES = "images/article"
@@ -746,6 +750,19 @@ class Renderer:
                        "encoder (right); the decoder is the same")
             return self._figure(src, "methods_diagram", caption, "`deepsdf_ad/viz/diagram.py`")
 
+    def quality_curve(self) -> list[str]:
+        """The quality-vs-training-minutes curve of the ``shapes_cpu`` presets, measured by
+        ``benchmarks/bench_quality.py`` (not by the article's build) and committed beside docs/quality.md."""
+        src = Path(self.opts.repo or ".") / QUALITY_CURVE
+        if not src.is_file():
+            return [f"(The quality-vs-training-minutes curve is not measured yet: `{QUALITY_CURVE_COMMAND}` "
+                    f"writes `{QUALITY_CURVE}`.)", ""]
+        caption = ("quality vs training minutes of the presets `shapes_cpu` (autodecoder) and "
+                   "`shapes_cpu_ae` (autoencoder): median chamfer ×10³ at checkpoints of one run, of three "
+                   "shapes per point (one per category), at 128³; a trend, not a measurement")
+        return self._figure(src, "quality_curve", caption,
+                            f"`{QUALITY_CURVE_COMMAND}`, not by this build (see [quality.md](quality.md))")
+
     def build(self) -> list[str]:
         ran = [oc for oc in self.outcomes.values() if oc.ok]
         o = self.opts
@@ -1343,7 +1360,7 @@ class Renderer:
 
 DIRECTIVE = re.compile(r"\{\{\s*([a-z_]+)((?:\s+[^\s}]+)*)\s*\}\}")
 BLOCKS = {"build", "headline", "experiment", "diagram", "budget", "published", "code_projection",
-          "conclusion"}
+          "conclusion", "quality_curve"}
 INLINE = {"config", "shape_samples", "prior_std", "prior_norm", "bound_vs_prior", "memory_breakeven",
           "code_norms", "code_bytes", "preset"}
 
