@@ -650,6 +650,28 @@ def amortisation_sentences(section: dict, metric: str) -> list[str]:
     return out
 
 
+def failure_sentence(name: str, measured: dict) -> str:
+    """How many of a method's shapes failed in a section, and in which of its runs (seeds): a run in which
+    every shape failed is named as broken, since its failures say nothing about the shapes."""
+    st = measured["stats"]["all"]
+    text = (f"{name}: {st['failed']} of {st['shapes']} shapes failed (no surface or no code); each counts "
+            "in the means at the section's worst value (0 for IoU and F-score).")
+    by_seed: dict[int, list[int]] = {}
+    for r in measured.get("shapes", []):
+        by_seed.setdefault(r.get("seed", 0), [0, 0])
+        by_seed[r.get("seed", 0)][0] += 1
+        by_seed[r.get("seed", 0)][1] += "failed" in r
+    if len(by_seed) < 2:
+        return text
+    text += " By seed: " + ", ".join(f"seed {k}: {f} of {n}" for k, (n, f) in sorted(by_seed.items())) + "."
+    broken = [k for k, (n, f) in sorted(by_seed.items()) if n and f == n]
+    if broken:
+        which = ", ".join(f"seed {k}" for k in broken)
+        text += (f" Every shape of {which} failed: that run is broken as a whole (its training curve and "
+                 "codes show how), not shape by shape.")
+    return text
+
+
 def seed_spread(section: dict, metric: str) -> str:
     """One sentence on how much the training runs differ: each method's mean of ``metric`` per seed (from the
     per-shape records, failures at the worst value as in the tables); empty with one seed per method."""
@@ -969,10 +991,8 @@ class Renderer:
             failed = f" ({st['failed']} failed)" if st.get("failed") else ""
             lines.append(f"| {n} ({m['mode']}) | {st['shapes']}{failed} | " + " | ".join(cells) + " |")
         lines.append("")
-        sentences = [f"{n}: {m['stats']['all']['failed']} of {m['stats']['all']['shapes']} shapes failed (no "
-                     "surface or no code); each counts in the means at the section's worst value (0 for "
-                     "IoU and F-score)."
-                     for n, m in measured if m["stats"]["all"].get("failed")]
+        sentences = [failure_sentence(f"{n} ({m['mode']})", m) for n, m in measured
+                     if m["stats"]["all"].get("failed")]
         sentences += [v for v in (verdict(sr, k) for k in res["metrics"]) if v]
         sentences += amortisation_sentences(sr, primary_metric(res["dim"]))
         spread = seed_spread(sr, primary_metric(res["dim"]))

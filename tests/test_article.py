@@ -411,3 +411,20 @@ def test_the_experiments_progress_goes_to_its_log_unless_the_build_is_quiet():
                     "--set", "train.epochs=2"]
     quiet = experiment_args(Path("p.yaml"), Path("d"), None, Path("out"), BuildOptions(progress=False))
     assert "--quiet" in quiet and "--ood" not in quiet
+
+
+def test_failures_are_counted_by_seed_and_a_broken_run_is_named():
+    from deepsdf_ad.article import failure_sentence
+
+    failed = {"failed": "no surface"}
+    shapes = [{"key": f"s{i}", "seed": k, **(failed if k == 2 or (k == 0 and i == 0) else {})}
+              for k in range(3) for i in range(10)]
+    m = {"stats": {"all": {"shapes": 30, "failed": 11}}, "shapes": shapes}
+    text = failure_sentence("grid_autoencoder (encode)", m)
+    assert text.startswith("grid_autoencoder (encode): 11 of 30 shapes failed")
+    assert "seed 0: 1 of 10, seed 1: 0 of 10, seed 2: 10 of 10" in text
+    assert "Every shape of seed 2 failed" in text and "seed 0 failed" not in text
+    # one run: no breakdown, no verdict on the run
+    one = failure_sentence("x (optimise)", {"stats": {"all": {"shapes": 10, "failed": 10}},
+                                             "shapes": [r for r in shapes if r["seed"] == 2]})
+    assert "By seed" not in one and "broken" not in one
