@@ -252,3 +252,21 @@ def test_samples_stay_on_the_host_when_a_gpu_has_no_room(monkeypatch):
     assert data_device("host", 1, cpu) == cpu
     with pytest.raises(Exception, match="train.samples_on"):
         load_config(PRESET, ["train.samples_on=disk"])
+
+
+def test_a_run_that_does_not_learn_is_reported_after_ten_epochs(digits, tmp_path, capsys):
+    from deepsdf_ad.train import STALL_EPOCHS, stall_message
+
+    # the loss per epoch of the scenes grid autoencoder that never learned, and of a healthy one
+    assert stall_message([0.0854, 0.0853, 0.0855, 0.0852, 0.0856, 0.0854, 0.0856, 0.0855, 0.0857, 0.0856])
+    healthy = [0.0514, 0.0423, 0.0293, 0.0273, 0.0258, 0.0252, 0.0247, 0.0245, 0.0233, 0.0236]
+    assert stall_message(healthy) is None
+    assert stall_message([0.0854] * (STALL_EPOCHS - 1)) is None  # too early to say
+    # end to end: learning rates of 1e-12 cannot learn; one warning line, at epoch 10, naming the run
+    frozen = load_config(PRESET, [*TINY_FAULTS, "train.lr_decoder.initial=1e-12",
+                                   "train.lr_latent.initial=1e-12"])
+    train(frozen, digits, tmp_path / "stuck", epochs=STALL_EPOCHS + 1, device="cpu", progress=False)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(err) == 1 and "not learning" in err[0] and str(tmp_path / "stuck") in err[0], err
+    train(cfg(), digits, tmp_path / "learns", epochs=STALL_EPOCHS, device="cpu", progress=False)
+    assert "not learning" not in capsys.readouterr().err
