@@ -650,6 +650,28 @@ def amortisation_sentences(section: dict, metric: str) -> list[str]:
     return out
 
 
+def stalled_runs(results: dict) -> list[str]:
+    """One sentence per run of ``results``' methods whose training did not learn (the check ``train`` warns
+    with, :func:`deepsdf_ad.train.stall_message`, on the run's recorded losses); runs not on this machine are
+    not checked."""
+    from deepsdf_ad.runs import Run
+    from deepsdf_ad.train import stall_message
+
+    out = []
+    for name, m in results.get("methods", {}).items():
+        for k, path in enumerate(m.get("runs", [])):
+            if not Path(path).is_dir():
+                continue
+            losses = [r.get("sdf_loss", r.get("loss", math.nan)) for r in Run(path).metrics()]
+            msg = stall_message(losses)
+            if msg:
+                out.append(f"{name}, seed {k} (`{rel(path)}`) did not learn: {msg.split(': this run')[0]}, "
+                           f"and {num(losses[-1])} at its last ({len(losses)}). `train` warns of such a run "
+                           "([training.md](training.md#training) says what made one stall and what changed "
+                           "since); the shapes it fails on below fail for that, not for the method.")
+    return out
+
+
 def failure_sentence(name: str, measured: dict) -> str:
     """How many of a method's shapes failed in a section, and in which of its runs (seeds): a run in which
     every shape failed is named as broken, since its failures say nothing about the shapes."""
@@ -886,6 +908,9 @@ class Renderer:
                      if t else ""), ""]
         lines += self._caveats(oc)
         lines += self._methods_table(oc)
+        stalled = stalled_runs(res)
+        if stalled:
+            lines += [f"- {x}" for x in stalled] + [""]
         for sec, sr in res["sections"].items():
             lines += self._section(oc, sec, sr)
         if (oc.report / "generation.png").is_file():

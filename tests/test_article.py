@@ -428,3 +428,16 @@ def test_failures_are_counted_by_seed_and_a_broken_run_is_named():
     one = failure_sentence("x (optimise)", {"stats": {"all": {"shapes": 10, "failed": 10}},
                                              "shapes": [r for r in shapes if r["seed"] == 2]})
     assert "By seed" not in one and "broken" not in one
+
+
+def test_a_run_that_did_not_learn_is_named(tmp_path):
+    from deepsdf_ad.article import stalled_runs
+
+    runs = []
+    for k, losses in enumerate(([0.05 * 0.9**e for e in range(12)], [0.0854] * 12)):
+        (tmp_path / f"seed_{k}").mkdir()
+        rows = [json.dumps({"epoch": e + 1, "loss": v, "sdf_loss": v}) for e, v in enumerate(losses)]
+        (tmp_path / f"seed_{k}" / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+        runs.append(str(tmp_path / f"seed_{k}"))
+    out = stalled_runs({"methods": {"grid_autoencoder": {"runs": [*runs, str(tmp_path / "gone")]}}})
+    assert len(out) == 1 and out[0].startswith("grid_autoencoder, seed 1 (") and "did not learn" in out[0]
