@@ -398,7 +398,8 @@ def run_one(exp: ArticleExperiment, opts: BuildOptions) -> Outcome:
     oc.status, oc.results = "run", formats.read_json(results_path)
     oc.timing = {"prep_seconds": round(t_exp - t_prep, 1),
                  "experiment_seconds": round(time.perf_counter() - t_exp, 1), "quick": opts.quick,
-                 "set": list(opts.overrides), "max_meshes": opts.max_meshes}
+                 "set": list(opts.overrides), "max_meshes": opts.max_meshes,
+                 "commit": _git_commit(opts.repo)}
     _note_commands(oc, opts, data, ood if wants_ood else None)
     formats.write_json(oc.out / RUN_INFO, {**oc.timing, "prep_commands": oc.prep_commands,
                                            "data_notes": oc.data_notes, "command": oc.command})
@@ -905,7 +906,8 @@ class Renderer:
                   f"{res['fair']['train.samples_per_shape']} samples per step. Training time per run: {tr}."
                   + (f" Wall time of the build that ran it: data {num(t['prep_seconds'] / 60)} min, "
                      f"experiment (training and comparison) {num(t['experiment_seconds'] / 60)} min."
-                     if t else ""), ""]
+                     if t.get("prep_seconds") is not None else "")
+                  + (f" The code that ran it: {t['commit']}." if t.get("commit") else ""), ""]
         lines += self._caveats(oc)
         lines += self._methods_table(oc)
         stalled = stalled_runs(res)

@@ -159,6 +159,12 @@ def check_tables(md: str, folder: Path) -> int:
     return checked
 
 
+def test_each_experiment_names_the_code_that_ran_it(article):
+    # the build writes the commit of --repo beside each experiment's results; --reuse shows it
+    ran = re.findall(r"The code that ran it: (commit [0-9a-f]+|a checkout)", article["md"])
+    assert len(ran) == 2, ran  # digits and shapes ran; scenes not selected
+
+
 def test_article_figures_exist(article):
     docs = article["root"] / "docs"
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", article["md"])
