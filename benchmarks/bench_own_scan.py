@@ -15,7 +15,10 @@ same run:
 - old: the capture with ``--no-pose-search``: the bounding-box estimate in the capture's own orientation;
 - with ``--oracle``, oracle: the capture cleaned as ``reconstruct`` cleans it and put in its true frame (the
   pose known): what a perfect pose search would give, so that the posed / canonical ratio splits into what
-  the pose costs and what the floor, noise and strays cost.
+  the pose costs and what the floor, noise and strays cost;
+- with ``--repeat``, repeat: the canonical scan again, with the code search seeded by SEED + 1: the ratio of
+  two searches of the same scan in the same frame, the noise floor of every ratio above (a target on the
+  posed / canonical ratio cannot be tighter than this one's spread).
 
 Printed per mesh: chamfer x10^3 (DeepSDF's convention: 30,000 points, squared, both directions, normalised
 frame; the posed and old meshes are taken back to it by the true transform), the posed / canonical ratio, what
@@ -175,7 +178,7 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
             continue
         out.unlink(missing_ok=True)
         try:
-            reconstruct_scan(run, scan, out, **common, **extra)
+            reconstruct_scan(run, scan, out, **{**common, **extra})
         except DataError as e:  # counted as a failure (chamfer inf), as bench_quality counts them
             failed[name] = str(e)
     formats.write_json(stamp, {"pose": pose.tolist()})
@@ -202,6 +205,30 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
         rec.update(turn_error_deg=turn, shift_error=shift,
                    shift_error_up=float(a[AXES.index(frame_up), 3]))
     return rec
+
+
+def repeat_chamfer(work: Path, root: DataRoot, truth: Truth3D, ref, run: Path, resolution: int,
+                   iterations: int | None, seed: int) -> float:
+    """Chamfer x10^3 of the canonical scan reconstructed again with the code search seeded by ``seed + 1``
+    (inf: it failed). It depends on neither the capture nor the pose, so it is added to cached records."""
+    folder = work / "shapes" / ref.category / ref.id
+    folder.mkdir(parents=True, exist_ok=True)
+    pts, normals, camera = scan_in_frame(root, ref)
+    scan = folder / "repeat.ply"
+    formats.save_points_ply(scan, pts, normals)
+    meta = {"normalization": {"offset": [0.0, 0.0, 0.0], "scale": 1.0}}
+    if camera is not None:
+        meta["camera"] = np.asarray(camera, float).tolist()
+    formats.write_json(scan.with_suffix(".json"), meta)
+    out = folder / "repeat_mesh.ply"
+    out.unlink(missing_ok=True)
+    try:
+        reconstruct_scan(run, scan, out, resolution=resolution, iterations=iterations, seed=seed + 1,
+                         device="auto")
+    except DataError:
+        return math.inf
+    true_pts, true_n = truth.surface(ref)
+    return chamfer_x1e3(out, np.eye(4), true_pts, true_n)
 
 
 def figure(work: Path, recs: list[dict], truth: Truth3D, refs: list, frame_up: str, out: Path) -> Path:
@@ -244,6 +271,11 @@ def _oracle(rec: dict) -> str:
     return "" if math.isnan(o) else f"; oracle {o:.3f} (ratio {o / rec['canonical']:.2f})"
 
 
+def _repeat(rec: dict) -> str:
+    r = rec.get("repeat", math.nan)
+    return "" if math.isnan(r) else f"; repeat {r:.3f} (ratio {r / rec['canonical']:.2f})"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="a prepared data root with scans (prep meshes --scans 1)")
@@ -263,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--oracle", action="store_true",
                     help="also reconstruct each capture cleaned and put in its true frame (the pose known): "
                          "what a perfect pose search would give; printed as a last column")
+    ap.add_argument("--repeat", action="store_true",
+                    help="also reconstruct each canonical scan again with another search seed (SEED + 1): "
+                         "the noise floor of the ratios; added to cached results without redoing them")
     ap.add_argument("--figure", metavar="PNG",
                     help="also draw the median shape: capture, old path, pose search, known frame, truth "
                          "(chamfer x10^3 in the labels)")
@@ -281,10 +316,16 @@ def main(argv: list[str] | None = None) -> int:
         rec = json.loads(cache.read_text()) if cache.is_file() and not args.fresh else None
         if rec is not None and rec.get("camera", False) != (not args.no_camera):
             rec = None  # cached with the other camera setting
+        if rec is not None and args.oracle and math.isnan(rec.get("oracle", math.nan)):
+            rec = None  # cached without the oracle (--reuse-baselines keeps the rest)
         if rec is None:
             rec = shape_record(work, root, truth, ref, i, Path(args.run), frame_up, args.resolution,
                                args.iterations, args.seed, with_camera=not args.no_camera,
                                reuse_baselines=args.reuse_baselines, oracle=args.oracle)
+            formats.write_json(cache, rec)
+        if args.repeat and math.isnan(rec.get("repeat", math.nan)):  # added to a cached record as it is
+            rec["repeat"] = repeat_chamfer(work, root, truth, ref, Path(args.run), args.resolution,
+                                           args.iterations, args.seed)
             formats.write_json(cache, rec)
         if "pose" not in rec:  # cached by an older bench: the pose is the first draw of the shape's stream
             rec["pose"] = shape_pose(frame_up, i, args.seed)[1].tolist()
@@ -294,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
               f"x{rec['found_scale_ratio']:.3f}, residual "
               f"{rec['residual']:.4f}{' POOR' if rec['poor'] else ''}{_errors(rec)}"
               f"{''.join(f'; {k} failed: {v}' for k, v in rec['failed'].items())}"
-              f"{_oracle(rec)}", flush=True)
+              f"{_oracle(rec)}{_repeat(rec)}", flush=True)
     if not recs:
         print("no held-out shape with a scan")
         return 1
@@ -306,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     orc = np.array([r.get("oracle", math.nan) / r["canonical"] for r in recs])
     if not np.isnan(orc).any():
         print(f"oracle (pose known) / canonical median {np.median(orc):.2f}, max {orc.max():.2f}")
+    rep = np.array([r.get("repeat", math.nan) / r["canonical"] for r in recs])
+    if not np.isnan(rep).any():
+        spread = np.maximum(rep, 1 / rep)
+        print(f"repeat (the canonical scan, another search seed) / canonical median {np.median(rep):.2f}, "
+              f"max {rep.max():.2f}, min {rep.min():.2f}; the larger over the smaller: median "
+              f"{np.median(spread):.2f}, max {spread.max():.2f}, above 2.5 for {int((spread > 2.5).sum())}")
     if args.figure:
         print(f"figure: {figure(work, recs, truth, root.shapes('test'), frame_up, Path(args.figure))}")
     return 0
