@@ -206,6 +206,19 @@ def refine_objective(evaluations: list[dict]) -> dict | None:
             "gap_share_median": float(np.median(share)), "lowered": int((gap > 0).sum())}
 
 
+def not_learning(runs: list[Run]) -> list[dict]:
+    """The runs (of one method, in seed order) whose training did not learn, by ``train``'s own check on their
+    recorded losses (:func:`deepsdf_ad.train.stall_message`): [{"seed": position, "run": path, "message"}]."""
+    from deepsdf_ad.train import stall_message
+
+    out = []
+    for k, run in enumerate(runs):
+        msg = stall_message([r.get("sdf_loss", r.get("loss", math.nan)) for r in run.metrics()])
+        if msg:
+            out.append({"seed": k, "run": str(run.path), "message": msg})
+    return out
+
+
 def parameter_counts(run: Run) -> dict[str, int]:
 
     _, model = load_trained(run, torch.device("cpu"))
@@ -352,7 +365,8 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
         results["methods"][name] = {"runs": [str(r.path) for r in rs],
                                     "latent_source": rs[0].config().model.latent.source,
                                     "parameters": parameter_counts(rs[0]),
-                                    "train_seconds_mean": float(np.mean(train_s)), "seeds": len(rs)}
+                                    "train_seconds_mean": float(np.mean(train_s)), "seeds": len(rs),
+                                    "not_learning": not_learning(rs)}
     evaluations: dict = {}
     roots: dict = {}
     for sec, sroot, split, inp in plan:

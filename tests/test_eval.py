@@ -298,3 +298,28 @@ def test_observation_losses_pair_each_code_with_its_own_observations(runs):
     swapped = observation_losses(model, obs, codes.flip(0), cfg.reconstruct, loss_clamp(cfg),
                                  torch.device("cpu"))
     assert own.shape == (2,) and own.max() < 1e-6 and swapped.min() > 1e-4
+
+
+def test_compare_reports_a_run_that_did_not_learn(digits, runs, tmp_path):
+    """A run whose recorded SDF loss stayed flat for its first 10 epochs (train's own check) is listed in
+    results.json and named in the report's first lines; a run that learned is not."""
+    import shutil
+
+    from deepsdf_ad.viz.report import write_report
+
+    ad, _ = runs
+    for name, losses in (("ad", [0.05 * 0.9**e for e in range(10)]), ("stuck", [0.0854] * 10)):
+        shutil.copytree(ad.path, tmp_path / name)  # the same model, with these losses recorded
+        rows = [{"epoch": e + 1, "loss": v, "sdf_loss": v, "reg_loss": 0.0, "seconds": 1.0}
+                for e, v in enumerate(losses)]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stuck = tmp_path / "stuck"
+    opts = CompareOptions(limit=1, resolution=16, sections=["representation"])
+    res = compare([tmp_path / "ad", stuck], digits, tmp_path / "rep", opts=opts, device="cpu", progress=False,
+                  report=write_report)
+    assert res["methods"]["ad"]["not_learning"] == []
+    (entry,) = res["methods"]["stuck"]["not_learning"]
+    assert entry["seed"] == 0 and entry["run"] == str(stuck)
+    assert "has not fallen in 10 epochs" in entry["message"]
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "**Warning: stuck, seed 0" in report and "did not learn" in report and "Warning: ad" not in report
