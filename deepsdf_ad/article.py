@@ -461,13 +461,15 @@ def _mesh_source_path(kind: str, spec: str, opts: BuildOptions) -> Path:
 
 # ---- figures ---------------------------------------------------------------------------------------------
 def save_small(src: Path, dst: Path, max_width: int = FIGURE_MAX_WIDTH) -> Path:
-    """Copy a picture as a small PNG: at most ``max_width`` pixels wide, 256 colours."""
+    """Copy a picture as a small PNG: at most ``max_width`` pixels wide, 256 colours. The palette covers the
+    colours present (maximum coverage), not the most frequent ones (median cut): median cut gave the thin
+    blue lines of a training-curve legend the greens of the large areas (an error of 124 of 765)."""
     from PIL import Image
 
     img = Image.open(src).convert("RGB")
     if img.width > max_width:
         img = img.resize((max_width, round(img.height * max_width / img.width)), Image.LANCZOS)
-    img = img.quantize(colors=256)
+    img = img.quantize(colors=256, method=Image.Quantize.MAXCOVERAGE)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with formats.atomic_path(dst) as tmp:
         img.save(tmp, format="PNG", optimize=True)

@@ -447,3 +447,23 @@ def test_a_run_that_did_not_learn_is_named(tmp_path):
         runs.append(str(tmp_path / f"seed_{k}"))
     out = stalled_runs({"methods": {"grid_autoencoder": {"runs": [*runs, str(tmp_path / "gone")]}}})
     assert len(out) == 1 and out[0].startswith("grid_autoencoder, seed 1 (") and "did not learn" in out[0]
+
+
+def test_small_figures_keep_the_colours_of_thin_lines(tmp_path):
+    # a training-curve figure in miniature: large green areas, a few pixels of each of three blues
+    from PIL import Image
+
+    from deepsdf_ad.article import save_small
+
+    rng = np.random.default_rng(0)
+    img = np.full((300, 600, 3), 255, np.uint8)
+    # thousands of greens over a large area (antialiased curves of one method), more than a palette holds
+    img[100:300, :] = np.stack([rng.integers(20, 90, (200, 600)), rng.integers(110, 230, (200, 600)),
+                                rng.integers(50, 120, (200, 600))], axis=-1)
+    blues = [(8, 48, 107), (33, 113, 181), (107, 174, 214)]
+    for k, c in enumerate(blues):
+        img[10 + 4 * k, 500:560] = c
+    Image.fromarray(img).save(tmp_path / "src.png")
+    out = np.asarray(Image.open(save_small(tmp_path / "src.png", tmp_path / "small.png")).convert("RGB"))
+    for k, c in enumerate(blues):
+        assert np.abs(out[10 + 4 * k, 530].astype(int) - c).sum() < 30, (c, out[10 + 4 * k, 530])
