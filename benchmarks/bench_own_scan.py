@@ -137,6 +137,19 @@ def pose_error(found: np.ndarray, pose: np.ndarray) -> tuple[float, float, float
     return math.degrees(math.acos(float(np.clip(c, -1, 1)))), s, float(np.linalg.norm(a[:3, 3]))
 
 
+def known_frame_scan(root: DataRoot, ref, out: Path) -> tuple[Path, np.ndarray, np.ndarray | None, dict]:
+    """The shape's first scan written at ``out`` (.ply) in the normalised frame, with a sidecar that says so
+    (and gives the camera): (path, points, camera, sidecar)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pts, normals, camera = scan_in_frame(root, ref)
+    formats.save_points_ply(out, pts, normals)
+    meta = {"normalization": {"offset": [0.0, 0.0, 0.0], "scale": 1.0}}
+    if camera is not None:
+        meta["camera"] = np.asarray(camera, float).tolist()
+    formats.write_json(out.with_suffix(".json"), meta)
+    return out, pts, camera, meta
+
+
 def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, run: Path, frame_up: str,
                  resolution: int, iterations: int | None, seed: int, with_camera: bool = True,
                  reuse_baselines: bool = False, oracle: bool = False) -> dict:
@@ -148,15 +161,8 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
     and put in the true normalised frame (the pose known): what the search would give with a perfect
     pose."""
     folder = work / "shapes" / ref.category / ref.id
-    folder.mkdir(parents=True, exist_ok=True)
-    pts, normals, camera = scan_in_frame(root, ref)
+    canon, pts, camera, meta = known_frame_scan(root, ref, folder / "canonical.ply")
     true_pts, true_n = truth.surface(ref)
-    canon = folder / "canonical.ply"
-    formats.save_points_ply(canon, pts, normals)
-    meta = {"normalization": {"offset": [0.0, 0.0, 0.0], "scale": 1.0}}
-    if camera is not None:
-        meta["camera"] = np.asarray(camera, float).tolist()
-    formats.write_json(canon.with_suffix(".json"), meta)
     up_label, pose, rng = shape_pose(frame_up, index, seed)
     stamp = folder / "true_pose.json"  # the pose the meshes left here were made for (written once they are)
     same_pose = stamp.is_file() and np.allclose(formats.read_json(stamp)["pose"], pose)
@@ -212,14 +218,7 @@ def repeat_chamfer(work: Path, root: DataRoot, truth: Truth3D, ref, run: Path, r
     """Chamfer x10^3 of the canonical scan reconstructed again with the code search seeded by ``seed + 1``
     (inf: it failed). It depends on neither the capture nor the pose, so it is added to cached records."""
     folder = work / "shapes" / ref.category / ref.id
-    folder.mkdir(parents=True, exist_ok=True)
-    pts, normals, camera = scan_in_frame(root, ref)
-    scan = folder / "repeat.ply"
-    formats.save_points_ply(scan, pts, normals)
-    meta = {"normalization": {"offset": [0.0, 0.0, 0.0], "scale": 1.0}}
-    if camera is not None:
-        meta["camera"] = np.asarray(camera, float).tolist()
-    formats.write_json(scan.with_suffix(".json"), meta)
+    scan = known_frame_scan(root, ref, folder / "repeat.ply")[0]
     out = folder / "repeat_mesh.ply"
     out.unlink(missing_ok=True)
     try:
