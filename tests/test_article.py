@@ -467,3 +467,19 @@ def test_small_figures_keep_the_colours_of_thin_lines(tmp_path):
     out = np.asarray(Image.open(save_small(tmp_path / "src.png", tmp_path / "small.png")).convert("RGB"))
     for k, c in enumerate(blues):
         assert np.abs(out[10 + 4 * k, 530].astype(int) - c).sum() < 30, (c, out[10 + 4 * k, 530])
+
+
+def test_reuse_never_starts_a_build(article, tmp_path):
+    """``--reuse`` renders what exists; an experiment without results is reported as not measured (nothing is
+    prepared or trained: an article build of the shapes takes hours)."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(article["root"] / "work" / "digits", work / "digits")  # shapes: nothing to reuse
+    summary = build_article(BuildOptions(quick=True, work=work, out=tmp_path / "docs",
+                                         only=["digits", "shapes"], reuse=True, device="cpu"))
+    assert not (work / "shapes").exists() and not (work / "data").exists() and not (work / "logs").exists()
+    md = (tmp_path / "docs" / "autodecoders.md").read_text()
+    assert "shapes: no results to reuse" in md and "digits: outputs of an earlier build reused" in md
+    assert "no results to reuse (`" in md and "build it without `--reuse`" in md
+    assert summary is not None
