@@ -660,17 +660,17 @@ def amortisation_sentences(section: dict, metric: str) -> list[str]:
 
 def stalled_runs(results: dict) -> list[str]:
     """One sentence per run of ``results``' methods whose training did not learn (the check ``train`` warns
-    with, :func:`deepsdf_ad.train.stall_message`, on the run's recorded losses); runs not on this machine are
+    with, :func:`deepsdf_ad.health.stall_message`, on the run's recorded losses); runs not on this machine are
     not checked."""
+    from deepsdf_ad.health import run_losses, stall_message
     from deepsdf_ad.runs import Run
-    from deepsdf_ad.train import stall_message
 
     out = []
     for name, m in results.get("methods", {}).items():
         for k, path in enumerate(m.get("runs", [])):
             if not Path(path).is_dir():
                 continue
-            losses = [r.get("sdf_loss", r.get("loss", math.nan)) for r in Run(path).metrics()]
+            losses = run_losses(Run(path).metrics())
             msg = stall_message(losses)
             if msg:
                 out.append(f"{name}, seed {k} (`{rel(path)}`) did not learn: {msg.split(': this run')[0]}, "

@@ -208,12 +208,13 @@ def refine_objective(evaluations: list[dict]) -> dict | None:
 
 def not_learning(runs: list[Run]) -> list[dict]:
     """The runs (of one method, in seed order) whose training did not learn, by ``train``'s own check on their
-    recorded losses (:func:`deepsdf_ad.train.stall_message`): [{"seed": position, "run": path, "message"}]."""
-    from deepsdf_ad.train import stall_message
+    recorded losses (:func:`deepsdf_ad.health.stall_message`):
+    [{"seed": position, "run": path, "message"}]."""
+    from deepsdf_ad.health import run_losses, stall_message
 
     out = []
     for k, run in enumerate(runs):
-        msg = stall_message([r.get("sdf_loss", r.get("loss", math.nan)) for r in run.metrics()])
+        msg = stall_message(run_losses(run.metrics()))
         if msg:
             out.append({"seed": k, "run": str(run.path), "message": msg})
     return out

@@ -25,6 +25,7 @@ from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.data_prep.log import note, warn
 from deepsdf_ad.device import activation_bytes, autocast, cpu_block_points, resolve_device, resolve_precision
 from deepsdf_ad.distributed import World, setup, world_from_env, wrap
+from deepsdf_ad.health import STALL_EPOCHS, run_losses, stall_message
 from deepsdf_ad.inputs import PointInputs, encode_all
 from deepsdf_ad.losses import code_regulariser, loss_clamp, sdf_error, sdf_loss
 from deepsdf_ad.models import SDFModel, build_model
@@ -48,28 +49,6 @@ def step_loss(model: SDFModel, batch: dict, clamp: float, reg_weight: float, pre
         if target_weight > 0 and "code_target" in batch:
             loss = loss + target_weight * code_pull(codes.float(), batch["code_target"], len(codes))
         return loss, l_sdf, l_reg
-
-
-STALL_EPOCHS = 10
-"""After this many epochs, a run whose SDF loss has not fallen by :data:`STALL_DROP` of its first epoch's is
-reported as not learning (:func:`stall_message`)."""
-STALL_DROP = 0.02
-
-
-def stall_message(sdf_losses: list[float]) -> str | None:
-    """The warning for a run whose SDF loss per epoch (from the first) has not fallen by STALL_DROP of the
-    first epoch's within STALL_EPOCHS epochs; None while it learns or before STALL_EPOCHS epochs. A decoder
-    that starts with every prediction beyond the clamp (or an encoder that sends every shape to code 0)
-    stays flat from the first epoch (0.3% in 10 epochs, the scenes grid autoencoder of seed 2); the healthy
-    runs of the article's build fell by 11% to 55% in that time."""
-    if len(sdf_losses) < STALL_EPOCHS:
-        return None
-    first, now = sdf_losses[0], min(sdf_losses[:STALL_EPOCHS])
-    if not (math.isfinite(first) and first > 0) or now < first * (1 - STALL_DROP):
-        return None
-    return (f"the SDF loss has not fallen in {STALL_EPOCHS} epochs ({first:.4g} at the first, "
-            f"{sdf_losses[STALL_EPOCHS - 1]:.4g} at epoch {STALL_EPOCHS}): this run is not learning; train "
-            "it again with another --seed, or lower the learning rates")
 
 
 def make_optimizer(model: SDFModel, cfg: Config) -> torch.optim.Adam:
@@ -169,7 +148,7 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
             row = _metrics_row(loop, done, totals, lrs, seconds)
             run.append_metrics(row)
             if done == STALL_EPOCHS:
-                stalled = stall_message([m.get("sdf_loss", m["loss"]) for m in run.metrics()][:STALL_EPOCHS])
+                stalled = stall_message(run_losses(run.metrics())[:STALL_EPOCHS])
                 if stalled:
                     warn(f"{run.path}: {stalled}")
             if board is not None:

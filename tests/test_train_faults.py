@@ -255,7 +255,7 @@ def test_samples_stay_on_the_host_when_a_gpu_has_no_room(monkeypatch):
 
 
 def test_a_run_that_does_not_learn_is_reported_after_ten_epochs(digits, tmp_path, capsys):
-    from deepsdf_ad.train import STALL_EPOCHS, stall_message
+    from deepsdf_ad.health import STALL_EPOCHS, stall_message
 
     # the loss per epoch of the scenes grid autoencoder that never learned, and of a healthy one
     assert stall_message([0.0854, 0.0853, 0.0855, 0.0852, 0.0856, 0.0854, 0.0856, 0.0855, 0.0857, 0.0856])
