@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if not np.isnan(orc).any():
         print(f"oracle (pose known) / canonical median {np.median(orc):.2f}, max {orc.max():.2f}")
     rep = np.array([r.get("repeat", math.nan) / r["canonical"] for r in recs])
-    if not np.isnan(rep).any():
+    if args.repeat:  # failures (inf / inf) print as nan, not dropped
         spread = np.maximum(rep, 1 / rep)
         print(f"repeat (the canonical scan, another search seed) / canonical median {np.median(rep):.2f}, "
               f"max {rep.max():.2f}, min {rep.min():.2f}; the larger over the smaller: median "
