@@ -184,7 +184,7 @@ def shape_record(work: Path, root: DataRoot, truth: Truth3D, ref, index: int, ru
             continue
         out.unlink(missing_ok=True)
         try:
-            reconstruct_scan(run, scan, out, **{**common, **extra})
+            reconstruct_scan(run, scan, out, **common, **extra)
         except DataError as e:  # counted as a failure (chamfer inf), as bench_quality counts them
             failed[name] = str(e)
     formats.write_json(stamp, {"pose": pose.tolist()})
@@ -346,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     orc = np.array([r.get("oracle", math.nan) / r["canonical"] for r in recs])
     if not np.isnan(orc).any():
         print(f"oracle (pose known) / canonical median {np.median(orc):.2f}, max {orc.max():.2f}")
-    rep = np.array([r.get("repeat", math.nan) / r["canonical"] for r in recs])
     if args.repeat:  # failures (inf / inf) print as nan, not dropped
+        rep = np.array([r.get("repeat", math.nan) / r["canonical"] for r in recs])
         spread = np.maximum(rep, 1 / rep)
         print(f"repeat (the canonical scan, another search seed) / canonical median {np.median(rep):.2f}, "
               f"max {rep.max():.2f}, min {rep.min():.2f}; the larger over the smaller: median "

@@ -59,10 +59,10 @@ from deepsdf_ad.data_prep.formats import DataError
 from deepsdf_ad.evaluate import LOWER_IS_BETTER
 
 TEMPLATE = Path("docs") / "article" / "autodecoders.md.in"
+"""The article's template, relative to the repository root."""
 QUALITY_CURVE = Path("docs") / "images" / "quality_curve.png"
 """The quality-vs-training-minutes curve (``{{ quality_curve }}``), committed by the quality benchmark."""
 QUALITY_CURVE_COMMAND = "python benchmarks/bench_quality.py --only curve --curve-limit 1"
-"""The article's template, relative to the repository root."""
 ARTICLE_MD = "autodecoders.md"
 IMAGES = "images/article"
 HEADLINE_BEGIN = "<!-- article:headline -->"
@@ -662,21 +662,17 @@ def stalled_runs(results: dict) -> list[str]:
     """One sentence per run of ``results``' methods whose training did not learn (the check ``train`` warns
     with, :func:`deepsdf_ad.health.stall_message`, on the run's recorded losses); runs not on this machine are
     not checked."""
-    from deepsdf_ad.health import run_losses, stall_message
+    from deepsdf_ad.compare import not_learning
     from deepsdf_ad.runs import Run
 
     out = []
     for name, m in results.get("methods", {}).items():
-        for k, path in enumerate(m.get("runs", [])):
-            if not Path(path).is_dir():
-                continue
-            losses = run_losses(Run(path).metrics())
-            msg = stall_message(losses)
-            if msg:
-                out.append(f"{name}, seed {k} (`{rel(path)}`) did not learn: {msg.split(': this run')[0]}, "
-                           f"and {num(losses[-1])} at its last ({len(losses)}). `train` warns of such a run "
-                           "([training.md](training.md#training) says what made one stall and what changed "
-                           "since); the shapes it fails on below fail for that, not for the method.")
+        for x in not_learning([Run(p) for p in m.get("runs", [])]):
+            out.append(f"{name}, seed {x['seed']} (`{rel(x['run'])}`) did not learn: "
+                       f"{x['message'].split(': this run')[0]}, and {num(x['last_loss'])} at its last "
+                       f"({x['epochs']}). `train` warns of such a run ([training.md](training.md#training) "
+                       "says what made one stall and what changed since); the shapes it fails on below fail "
+                       "for that, not for the method.")
     return out
 
 
@@ -686,11 +682,11 @@ def failure_sentence(name: str, measured: dict) -> str:
     st = measured["stats"]["all"]
     text = (f"{name}: {st['failed']} of {st['shapes']} shapes failed (no surface or no code); each counts "
             "in the means at the section's worst value (0 for IoU and F-score).")
-    by_seed: dict[int, list[int]] = {}
+    by_seed: dict[int, list[int]] = {}  # seed -> [shapes, failed]
     for r in measured.get("shapes", []):
-        by_seed.setdefault(r.get("seed", 0), [0, 0])
-        by_seed[r.get("seed", 0)][0] += 1
-        by_seed[r.get("seed", 0)][1] += "failed" in r
+        counts = by_seed.setdefault(r.get("seed", 0), [0, 0])
+        counts[0] += 1
+        counts[1] += "failed" in r
     if len(by_seed) < 2:
         return text
     text += " By seed: " + ", ".join(f"seed {k}: {f} of {n}" for k, (n, f) in sorted(by_seed.items())) + "."

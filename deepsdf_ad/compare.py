@@ -208,15 +208,17 @@ def refine_objective(evaluations: list[dict]) -> dict | None:
 
 def not_learning(runs: list[Run]) -> list[dict]:
     """The runs (of one method, in seed order) whose training did not learn, by ``train``'s own check on their
-    recorded losses (:func:`deepsdf_ad.health.stall_message`):
-    [{"seed": position, "run": path, "message"}]."""
+    recorded losses (:func:`deepsdf_ad.health.stall_message`); runs whose folder is gone are not checked:
+    [{"seed": position, "run": path, "message", "last_loss", "epochs"}]."""
     from deepsdf_ad.health import run_losses, stall_message
 
     out = []
     for k, run in enumerate(runs):
-        msg = stall_message(run_losses(run.metrics()))
+        losses = run_losses(run.metrics()) if run.path.is_dir() else []
+        msg = stall_message(losses)
         if msg:
-            out.append({"seed": k, "run": str(run.path), "message": msg})
+            out.append({"seed": k, "run": str(run.path), "message": msg, "last_loss": losses[-1],
+                        "epochs": len(losses)})
     return out
 
 

@@ -327,10 +327,11 @@ def write_report(cmp: Comparison) -> dict[str, Path]:
                   f"{m['parameters']['latent']:,} | {m['train_seconds_mean']:.0f} | "
                   f"{'-' if inf is None else _fmt(inf)} |")
     md.append("")
-    md += [f"**Warning: {name}, seed {x['seed']} (`{x['run']}`) did not learn**: {x['message']}. Its shapes "
-           "count below as measured (failures at the worst value)." for name in names
-           for x in res["methods"][name].get("not_learning", [])]
-    md.append("")
+    warnings = [f"**Warning: {name}, seed {x['seed']} (`{x['run']}`) did not learn**: {x['message']}. Its "
+                "shapes count below as measured (failures at the worst value)." for name in names
+                for x in res["methods"][name].get("not_learning", [])]
+    if warnings:
+        md += [*warnings, ""]
     for sec, sec_res in res["sections"].items():
         fig = out / f"{sec}.png"
         save_image(section_figure({"methods": cmp.evaluations[sec], "input": sec_res["input"]}, cmp.loaded,
