@@ -47,6 +47,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -717,6 +718,66 @@ def seed_spread(section: dict, metric: str) -> str:
     return f"Between training runs: the mean {label} of each seed, " + "; ".join(parts) + "."
 
 
+def apart(a: list[float] | None, b: list[float] | None) -> bool:
+    """Whether two intervals (``[low, high]``, e.g. bootstrap 95% intervals of two means over different
+    shapes, which no paired test can compare) do not overlap; False when either is missing."""
+    return bool(a) and bool(b) and (a[1] < b[0] or b[1] < a[0])
+
+
+def optimised_source(source: str) -> bool:
+    """Whether a latent source finds a new shape's code by optimisation (the autodecoders) rather than by an
+    encoder pass; unknown sources (a run from elsewhere) count as encoders."""
+    from deepsdf_ad.models.sources import LATENT_SOURCES
+
+    entry = LATENT_SOURCES.get(source)
+    return entry is not None and entry.cls.optimised_at_test_time
+
+
+def with_refined(section: dict) -> dict:
+    """``section`` with each encoder's refined codes (``compare``'s ``refined``) as one more method, named
+    ``NAME (MODE)``, so that a winner is looked for among all the ways a code was found."""
+    methods = dict(section["methods"])
+    methods.update({f"{n} ({r['mode']})": r for n, r in section.get("refined", {}).items()})
+    return {**section, "methods": methods}
+
+
+def surprises(results: dict, metric: str, test_steps: Callable[[str], int | None]) -> list[str]:
+    """Notes where a method's own sections rank against expectation: training shapes worse than held-out
+    ones, or out-of-distribution shapes better than held-out ones, each only where the two means' bootstrap
+    intervals do not overlap (the sections hold different shapes, so no paired test applies; an overlap is
+    noise). ``test_steps(method)``: its test-time optimisation steps (None: unknown), for the explanation of
+    an autodecoder's under-fitted training codes."""
+    secs = results["sections"]
+    out = []
+    lower = metric in LOWER_IS_BETTER
+    label = METRIC_LABELS[metric]
+
+    def stat(sec: str, name: str) -> dict:
+        m = secs.get(sec, {}).get("methods", {}).get(name, {})
+        return m.get("stats", {}).get("all", {}).get(metric) or {}
+
+    for name, m in results["methods"].items():
+        rep, rec, ood = stat("representation", name), stat("reconstruction", name), stat("ood", name)
+        if rep and rec and (rep["mean"] > rec["mean"] if lower else rep["mean"] < rec["mean"]) and \
+                apart(rep.get("ci95"), rec.get("ci95")):
+            text = (f"Surprising: {name} scores its training shapes worse ({label} {num(rep['mean'])}) than "
+                    f"held-out ones ({num(rec['mean'])}), beyond both intervals.")
+            if optimised_source(m["latent_source"]):
+                steps = test_steps(name)
+                text += (f" Its training codes are under-fitted: each gets a gradient once per epoch "
+                         f"({results['fair']['train.epochs']} times in all), while a held-out code gets "
+                         f"{'' if steps is None else f'{steps} '}optimisation steps of its own.")
+            out.append(text)
+        if ood and rec and (ood["mean"] < rec["mean"] if lower else ood["mean"] > rec["mean"]) and \
+                apart(ood.get("ci95"), rec.get("ci95")):
+            out.append(f"Surprising: {name} scores the out-of-distribution shapes better ({label} "
+                       f"{num(ood['mean'])}) than held-out shapes of the trained classes "
+                       f"({num(rec['mean'])}). With {secs['ood']['methods'][name]['stats']['all']['shapes']} "
+                       "such shapes this may say more about which shapes were drawn (some are easier to fit) "
+                       "than about generalisation.")
+    return out
+
+
 def clear_winner(section: dict, metric: str) -> str | None:
     """The method clearly better in ``metric`` than every other (:func:`paired_verdict`: a paired Wilcoxon
     test over at least :data:`MIN_VERDICT_N` shapes, p < :data:`ALPHA`), if any."""
@@ -1050,7 +1111,7 @@ class Renderer:
         clear, unclear = [], []
         winners = {}
         for sec, sr in res["sections"].items():
-            w = clear_winner(sr, m)
+            w = clear_winner(with_refined(sr), m)
             winners[sec] = w
             (clear if w else unclear).append(f"{SECTION_NAMES.get(sec, sec).lower()}"
                                              + (f" ({w})" if w else ""))
@@ -1072,35 +1133,12 @@ class Renderer:
         return lines + [""]
 
     def _surprises(self, oc: Outcome, metric: str) -> list[str]:
-        """Generated notes where a method's own sections rank against expectation."""
-        secs = oc.results["sections"]
-        out = []
-        lower = metric in LOWER_IS_BETTER
-        label = METRIC_LABELS[metric]
+        """Generated notes where a method's own sections rank against expectation (:func:`surprises`)."""
+        def steps(method: str) -> int | None:
+            cfg = self._method_config(oc.exp.name, method)
+            return None if cfg is None else cfg.reconstruct.iterations
 
-        def mean(sec: str, name: str):
-            s = secs.get(sec, {}).get("methods", {}).get(name, {}).get("stats", {}).get("all", {}).get(metric)
-            return None if not s else s["mean"]
-
-        for name, m in oc.results["methods"].items():
-            rep, rec, ood = mean("representation", name), mean("reconstruction", name), mean("ood", name)
-            if rep is not None and rec is not None and (rep > rec if lower else rep < rec):
-                text = (f"Surprising: {name} scores its training shapes worse ({label} {num(rep)}) than "
-                        f"held-out ones ({num(rec)}).")
-                if m["latent_source"] == "table":
-                    cfg = self._method_config(oc.exp.name, name)
-                    steps = f"{cfg.reconstruct.iterations} " if cfg is not None else ""
-                    text += (f" Its training codes are under-fitted: each gets a gradient once per epoch "
-                             f"({oc.results['fair']['train.epochs']} times in all), while a held-out code "
-                             f"gets {steps}optimisation steps of its own.")
-                out.append(text)
-            if ood is not None and rec is not None and (ood < rec if lower else ood > rec):
-                out.append(f"Surprising: {name} scores the out-of-distribution shapes better ({label} "
-                           f"{num(ood)}) than held-out shapes of the trained classes ({num(rec)}). With "
-                           f"{secs['ood']['methods'][name]['stats']['all']['shapes']} such shapes this may "
-                           "say more about which shapes were drawn (some are easier to fit) than about "
-                           "generalisation.")
-        return out
+        return surprises(oc.results, metric, steps)
 
     # inline values
     def _method_config(self, name: str, method: str):
@@ -1306,6 +1344,7 @@ class Renderer:
             lower = metric in LOWER_IS_BETTER
             items = []
             for sec, sr in res["sections"].items():
+                sr = with_refined(sr)
                 stats = {n: m["stats"]["all"].get(metric) for n, m in sr["methods"].items()}
                 stats = {n: st for n, st in stats.items() if st}
                 if len(stats) < 2:
@@ -1328,7 +1367,7 @@ class Renderer:
                              for n, m in res["methods"].items())
             found = "; ".join(items) if items else "no section has this metric for two methods"
             out += [f"- **{oc.exp.title}**, {METRIC_LABELS[metric]} {arrow(metric)}: {found}. Finding a code "
-                    f"took per shape: {cost}.", ""]
+                    f"and meshing took per held-out shape: {cost}.", ""]
         return out or ["No experiment was measured in this build, so there is nothing to conclude from.", ""]
 
     def _load_repo_config(self, path: str):
