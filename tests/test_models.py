@@ -37,6 +37,10 @@ def test_clamped_l1_and_regulariser():
 def test_tiny_decoder_overfits_a_sphere():
     _, model = tiny_model()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    # the rate dropped for the last quarter, as DeepSDF's schedules do: at a constant 2e-3 the error left
+    # after 400 steps depended on the thread count (0.0067 with 2 threads, 0.0139 with 1); with the drop it
+    # is 0.002 with either, and with either initialisation of the last layer
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [300], 0.1)
     gen = torch.Generator().manual_seed(0)
     for _ in range(400):
         # DeepSDF's distribution: mostly near the surface, some uniform (uniform alone lets the clamped
@@ -50,6 +54,7 @@ def test_tiny_decoder_overfits_a_sphere():
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
     pts = torch.rand(1, 4096, 3, generator=gen) * 2 - 1
     with torch.no_grad():
         pred = model.decode(model.latent.codes({"index": torch.zeros(1, dtype=torch.long)}), pts)[0].numpy()
@@ -152,3 +157,17 @@ def test_fourier_decoder_fits_finer_detail_in_equal_steps():
 
     assert fit(4) < 0.8 * fit(0)
 
+
+def test_first_predictions_lie_inside_the_clamped_losss_band_for_every_seed():
+    # the clamped L1 gives no gradient to a prediction beyond ±0.1; with the default bias of a 128-wide last
+    # layer, seeds started with most or all of their predictions there (and one never learned)
+    cfg = DecoderConfig(hidden=[128, 128, 128, 128], latent_in=[2], dropout=0.0, weight_norm=True, tanh=True)
+    x = torch.rand(4096, 3) * 2 - 1
+    z = torch.randn(4096, 16) * 0.1
+    beyond = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            f = Decoder(16, 3, cfg)(z, x)
+        beyond.append(float((f.abs() > 0.1).float().mean()))
+    assert max(beyond) < 0.05, beyond
