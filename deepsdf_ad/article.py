@@ -310,18 +310,27 @@ LOG_BAR_SECONDS = 30
 a build of hours leaves a log of readable size."""
 
 
+REPO_CLI = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+            "runpy.run_module('deepsdf_ad', run_name='__main__', alter_sys=True)")
+"""The CLI of the checkout given as the first argument. Not ``python -m deepsdf_ad`` with the checkout on
+PYTHONPATH: ``-m`` puts the current folder first on ``sys.path``, so a build started from another checkout
+ran that checkout's code while it recorded the commit of ``--repo``."""
+
+
+def repo_command(repo: Path, args: list[str]) -> list[str]:
+    """The command that runs ``deepsdf-ad ARGS`` with the code of the checkout ``repo``, from any folder."""
+    return [sys.executable, "-c", REPO_CLI, str(Path(repo).resolve()), *args]
+
+
 def _run_cli(args: list[str], log: Path, what: str, repo: Path) -> None:
-    """``python -m deepsdf_ad ARGS`` (the code of the checkout ``repo``) with its output in ``log``; a failure
-    is a one-line DataError."""
+    """``deepsdf-ad ARGS`` with the code of the checkout ``repo`` (:func:`repo_command`) and its output in
+    ``log``; a failure is a one-line DataError."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as fh:
         fh.write(f"$ deepsdf-ad {shlex.join(args)}\n")
         fh.flush()
-        proc = subprocess.run([sys.executable, "-m", "deepsdf_ad", *args], stdout=fh,
-                              stderr=subprocess.STDOUT,
-                              env={"TQDM_MININTERVAL": str(LOG_BAR_SECONDS), **os.environ,
-                                   "PYTHONPATH": os.pathsep.join(
-                                       [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])})
+        proc = subprocess.run(repo_command(repo, args), stdout=fh, stderr=subprocess.STDOUT,
+                              env={"TQDM_MININTERVAL": str(LOG_BAR_SECONDS), **os.environ})
     if proc.returncode != 0:
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
         raise DataError(f"{what}: 'deepsdf-ad {args[0]}' failed (exit {proc.returncode}): "

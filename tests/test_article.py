@@ -533,3 +533,20 @@ def test_a_surprise_needs_intervals_apart():
     assert "(150 times in all), while a held-out code gets 300 optimisation steps" in notes[0]
     results["sections"]["reconstruction"]["methods"]["grid_ad"] = stats(1.55, 1.15, 3.0)  # overlaps now
     assert surprises(results, "chamfer_x1e3", lambda name: None) == []
+
+
+def test_the_build_runs_the_code_of_repo_from_any_folder(tmp_path, monkeypatch):
+    """``--repo`` names the code a build runs: from a folder holding another checkout (here this one, the
+    tests' folder), ``python -m deepsdf_ad`` with REPO on PYTHONPATH ran the current folder's code instead,
+    and the article named REPO's commit for it."""
+    from deepsdf_ad.article import _run_cli
+
+    stub = tmp_path / "other" / "deepsdf_ad"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("")
+    (stub / "__main__.py").write_text("import sys\nprint('stub checkout ran', sys.argv[1:])\n")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # a folder with this checkout's deepsdf_ad in it
+    assert Path("deepsdf_ad/__main__.py").is_file()
+    log = tmp_path / "log.txt"
+    _run_cli(["prep", "x"], log, "stub", tmp_path / "other")
+    assert "stub checkout ran ['prep', 'x']" in log.read_text()
