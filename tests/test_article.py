@@ -302,7 +302,7 @@ def _section(a_values, b_values, metric="chamfer_x1e3"):
 
 
 def test_clear_only_from_a_paired_test_over_ten_shapes():
-    from deepsdf_ad.article import clear_winner, verdict
+    from deepsdf_ad.evidence import clear_winner, verdict
 
     rng = np.random.default_rng(0)
     b = rng.uniform(5, 10, 12)
@@ -333,7 +333,7 @@ def test_clear_only_from_a_paired_test_over_ten_shapes():
 
 
 def test_seed_spread_is_each_seeds_mean():
-    from deepsdf_ad.article import seed_spread
+    from deepsdf_ad.evidence import seed_spread
 
     sec = _section([1.0, 2.0], [3.0, 4.0])
     assert seed_spread(sec, "chamfer_x1e3") == ""  # one seed
@@ -421,7 +421,7 @@ def test_the_experiments_progress_goes_to_its_log_unless_the_build_is_quiet():
 
 
 def test_failures_are_counted_by_seed_and_a_broken_run_is_named():
-    from deepsdf_ad.article import failure_sentence
+    from deepsdf_ad.evidence import failure_sentence
 
     failed = {"failed": "no surface"}
     shapes = [{"key": f"s{i}", "seed": k, **(failed if k == 2 or (k == 0 and i == 0) else {})}
@@ -491,7 +491,8 @@ def test_a_refined_code_can_be_the_sections_winner():
     every other way of finding a code on completion, which a conclusion over the plain methods never said."""
     from types import SimpleNamespace
 
-    from deepsdf_ad.article import Renderer, clear_winner, with_refined
+    from deepsdf_ad.article import Renderer
+    from deepsdf_ad.evidence import clear_winner, with_refined
 
     rng = np.random.default_rng(1)
     b = rng.uniform(5, 10, 12)
@@ -515,7 +516,7 @@ def test_a_surprise_needs_intervals_apart():
     """Training shapes worse than held-out ones is noted only where the two means' intervals do not overlap
     (the scenes autoencoder's 39.8 [24.3, 57] against 39.1 [25.8, 54.4] was once called surprising), and an
     autodecoder's explanation covers grids of codes as well as tables."""
-    from deepsdf_ad.article import surprises
+    from deepsdf_ad.evidence import surprises
 
     def stats(mean, low, high):
         return {"stats": {"all": {"chamfer_x1e3": {"mean": mean, "median": mean, "ci95": [low, high]},
