@@ -13,10 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from deepsdf_ad.compare import bootstrap_interval
 from deepsdf_ad.evaluate import LOWER_IS_BETTER
-
-BOOTSTRAP = 1000
-"""Resamples of a bootstrap interval."""
 
 METRIC_LABELS = {"chamfer_x1e3": "chamfer ×10³", "chamfer_l1": "chamfer-L1", "fscore": "F-score@1%",
                  "normal_consistency": "normal consistency", "iou": "IoU",
@@ -55,15 +53,13 @@ def paired_difference(res_a: list[dict], res_b: list[dict], metric: str, seed: i
     if len(by_shape) < 2:
         return None
     d = np.array([np.mean(v) for v in by_shape.values()])
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(BOOTSTRAP, len(d)))
-    means = d[idx].mean(axis=1)
     p = None
     if len(d) >= MIN_VERDICT_N and np.any(d != 0):
         from scipy.stats import wilcoxon
 
         p = float(wilcoxon(d).pvalue)
     return {"mean": float(d.mean()),
-            "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+            "ci95": list(bootstrap_interval(d, seed=seed)),
             "a_higher": int((d > 0).sum()), "b_higher": int((d < 0).sum()), "n": len(d), "p": p,
             "seeds": max(len(v) for v in by_shape.values())}
 
