@@ -66,6 +66,8 @@ from deepsdf_ad.evidence import (
     failure_sentence,
     num,
     seed_spread,
+    shapes_and_seeds,
+    shown_seed_note,
     surprises,
     verdict,
     with_refined,
@@ -863,11 +865,13 @@ class Renderer:
         lines += [f"- {s}" for s in sentences] + [""]
         fig = oc.report / f"{sec}.png"
         if fig.is_file():
+            shown = shown_seed_note(sr, primary_metric(res["dim"]))
             lines += self._figure(fig, f"{oc.exp.name}_{sec}",
                                   f"{oc.exp.title}: {SECTION_FIGURE_TEXT.get(sec, sec)}; ground truth, "
                                   + ("the observed input, " if sr.get("input") == "scan" else "")
                                   + f"then {', '.join(sr['methods'])} (first seed), each panel with its own "
-                                  "chamfer x10^3 (3D) or IoU (2D)", self._made_by(oc))
+                                  "chamfer x10^3 (3D) or IoU (2D)" + (f". {shown[:-1]}" if shown else ""),
+                                  self._made_by(oc))
         return lines
 
     def _summary(self, oc: Outcome) -> list[str]:
@@ -1116,18 +1120,18 @@ class Renderer:
                     continue
                 win = clear_winner(sr, metric)
                 meds = ", ".join(f"{n} {num(st['median'])}" for n, st in stats.items())
-                n_shapes = "/".join(sorted({str(sr["methods"][n]["stats"]["all"]["shapes"]) for n in stats}))
+                n_shapes = shapes_and_seeds([sr["methods"][n] for n in stats])
                 if win:
                     rest = [n for n in stats if n != win]
                     w = stats[win]["median"]
                     by = ", ".join(f"{num(stats[o]['median'] / w if lower else w / stats[o]['median'])}× "
                                    f"against {o}" for o in rest if w and stats[o]["median"])
                     items.append(f"{SECTION_NAMES.get(sec, sec).lower()}: **{win}** (paired Wilcoxon over "
-                                 f"{n_shapes} shapes, p < {ALPHA}; medians {meds}; "
+                                 f"{n_shapes}, p < {ALPHA}; medians {meds}; "
                                  f"{'lower' if lower else 'higher'} by {by or '–'} at the median)")
                 else:
                     items.append(f"{SECTION_NAMES.get(sec, sec).lower()}: no method clearly better (medians "
-                                 f"{meds}; {n_shapes} shapes)")
+                                 f"{meds}; {n_shapes})")
             cost = ", ".join(f"{n} {num(m.get('inference_seconds_per_shape'))} s"
                              for n, m in res["methods"].items())
             found = "; ".join(items) if items else "no section has this metric for two methods"

@@ -176,23 +176,63 @@ def failure_sentence(name: str, measured: dict) -> str:
     return text
 
 
+def seed_means(measured: dict, metric: str) -> dict[int, float]:
+    """A method's mean of ``metric`` per seed in one section (from its per-shape records, failures at the
+    worst value as in the tables), by seed."""
+    by_seed: dict[int, list[float]] = {}
+    for r in measured.get("shapes", []):
+        v = r.get(metric)
+        if v is not None and math.isfinite(v):
+            by_seed.setdefault(int(r["seed"]), []).append(float(v))
+    return {k: float(np.mean(by_seed[k])) for k in sorted(by_seed)}
+
+
+def shapes_and_seeds(measured: list[dict]) -> str:
+    """The unit of the paired tests over some methods' records: distinct shapes, with the seeds that measured
+    each ('240 shapes × 3 seeds'), not the shape-seed records (720)."""
+    recs = [r for m in measured for r in m.get("shapes", [])]
+    keys = {r["key"] for r in recs}
+    seeds = {r["seed"] for r in recs}
+    return f"{len(keys)} shapes" + (f" × {len(seeds)} seeds" if len(seeds) > 1 else "")
+
+
 def seed_spread(section: dict, metric: str) -> str:
-    """One sentence on how much the training runs differ: each method's mean of ``metric`` per seed (from the
-    per-shape records, failures at the worst value as in the tables); empty with one seed per method."""
+    """One sentence on how much the training runs differ: each method's mean of ``metric`` per seed; empty
+    with one seed per method."""
     parts = []
     for name, m in section["methods"].items():
-        by_seed: dict[int, list[float]] = {}
-        for r in m.get("shapes", []):
-            v = r.get(metric)
-            if v is not None and math.isfinite(v):
-                by_seed.setdefault(int(r["seed"]), []).append(float(v))
-        if len(by_seed) > 1:
-            means = [float(np.mean(by_seed[k])) for k in sorted(by_seed)]
+        means = list(seed_means(m, metric).values())
+        if len(means) > 1:
             parts.append(f"{name} {', '.join(num(x) for x in means)} (spread {num(max(means) - min(means))})")
     if not parts:
         return ""
     label = METRIC_LABELS.get(metric, metric)
     return f"Between training runs: the mean {label} of each seed, " + "; ".join(parts) + "."
+
+
+def shown_seed_note(section: dict, metric: str) -> str:
+    """For a figure that shows each method's first seed: the methods whose first seed is its worst or best
+    of three or more by the mean of ``metric``, apart from the others (further from their median than their
+    own range, and by more than a quarter), so that a reader does not take one run's look for the method's."""
+    lower = metric in LOWER_IS_BETTER
+    parts = []
+    for name, m in section["methods"].items():
+        means = seed_means(m, metric)
+        if len(means) < 3:
+            continue
+        first, *rest = means
+        shown, others = means[first], [means[k] for k in rest]
+        mid = float(np.median(others))
+        if min(others) <= shown <= max(others) or abs(shown - mid) <= max(max(others) - min(others),
+                                                                           0.25 * abs(mid)):
+            continue
+        worst = (shown > mid) == lower
+        parts.append(f"{name}'s is its {'worst' if worst else 'best'} of {len(means)} ({num(shown)}; the "
+                     f"others {', '.join(num(x) for x in others)})")
+    if not parts:
+        return ""
+    return (f"The seed shown, by the mean {METRIC_LABELS.get(metric, metric)} of this section: "
+            + "; ".join(parts) + ".")
 
 
 def apart(a: list[float] | None, b: list[float] | None) -> bool:
