@@ -679,7 +679,7 @@ class Renderer:
                 f"the mean] over the shapes of each section", oc)
         lines += [f"<!-- table kind=headline source={self._src(oc, base)} metric={metric} "
                   f"methods={','.join(names)} -->",
-                  "| section | " + " | ".join(names) + " | shapes | reading |",
+                  "| section | " + " | ".join(names) + " | measured on | reading |",
                   "|---|" + "---|" * (len(names) + 2)]
         for sec, sr in res["sections"].items():
             cells = []
@@ -687,8 +687,8 @@ class Renderer:
                 s = sr["methods"][n]["stats"]["all"].get(metric)
                 cells.append("–" if not s else f"{num(s['mean'])} [{num(s['ci95'][0])}, {num(s['ci95'][1])}]")
             win = clear_winner(sr, metric)
-            ns = sorted({sr["methods"][n]["stats"]["all"]["shapes"] for n in names})
-            lines.append(f"| {sec} | " + " | ".join(cells) + f" | {'/'.join(map(str, ns))} | "
+            unit = shapes_and_seeds(list(sr["methods"].values()))
+            lines.append(f"| {sec} | " + " | ".join(cells) + f" | {unit} | "
                          + (f"{win} better (paired Wilcoxon, p < {ALPHA})" if win
                             else f"not a clear difference (or fewer than {MIN_VERDICT_N} paired shapes)")
                          + " |")
