@@ -15,6 +15,7 @@ import numpy as np
 
 from deepsdf_ad.compare import bootstrap_interval
 from deepsdf_ad.evaluate import LOWER_IS_BETTER
+from deepsdf_ad.models.sources import LATENT_SOURCES
 
 METRIC_LABELS = {"chamfer_x1e3": "chamfer ×10³", "chamfer_l1": "chamfer-L1", "fscore": "F-score@1%",
                  "normal_consistency": "normal consistency", "iou": "IoU",
@@ -70,12 +71,13 @@ MIN_VERDICT_N = 10
 ALPHA = 0.05
 
 
-def paired_verdict(pd: dict | None, a_better: bool) -> str | None:
-    """'clear' when the paired test ``pd`` (:func:`paired_difference`) has n >= :data:`MIN_VERDICT_N`, p <
-    :data:`ALPHA` and its mean on ``a``'s better side (``a_better``: the mean difference says a is better);
-    'few' when it has fewer pairs (or none); 'unclear' otherwise."""
+def paired_verdict(pd: dict | None, metric: str) -> str | None:
+    """'clear' when the paired test ``pd`` (:func:`paired_difference`, a - b in ``metric``) has n >=
+    :data:`MIN_VERDICT_N`, p < :data:`ALPHA` and its mean on a's better side for ``metric``; 'few' when it
+    has fewer pairs (or none); 'unclear' otherwise."""
     if pd is None or pd["n"] < MIN_VERDICT_N or pd.get("p") is None:
         return "few"
+    a_better = (pd["mean"] < 0) == (metric in LOWER_IS_BETTER)
     return "clear" if pd["p"] < ALPHA and a_better else "unclear"
 
 
@@ -107,7 +109,7 @@ def verdict(section: dict, metric: str) -> str:
             wins = pd["a_higher"] if metric not in LOWER_IS_BETTER else pd["b_higher"]
             paired = (f"paired by shape, {best} − {other} = {num(pd['mean'])} [{num(pd['ci95'][0])}, "
                       f"{num(pd['ci95'][1])}], {best} better on {wins} of {pd['n']}")
-        kind = paired_verdict(pd, pd is not None and (pd["mean"] < 0) == (metric in LOWER_IS_BETTER))
+        kind = paired_verdict(pd, metric)
         if kind == "clear":
             text = f"{vs}: a clear difference ({_test_text(pd)}; {paired})"
         elif kind == "unclear":
@@ -244,8 +246,6 @@ def apart(a: list[float] | None, b: list[float] | None) -> bool:
 def optimised_source(source: str) -> bool:
     """Whether a latent source finds a new shape's code by optimisation (the autodecoders) rather than by an
     encoder pass; unknown sources (a run from elsewhere) count as encoders."""
-    from deepsdf_ad.models.sources import LATENT_SOURCES
-
     entry = LATENT_SOURCES.get(source)
     return entry is not None and entry.cls.optimised_at_test_time
 
@@ -305,8 +305,7 @@ def clear_winner(section: dict, metric: str) -> str | None:
         ok = bool(others)
         for o in others:
             pd = paired_difference(methods[n].get("shapes", []), methods[o].get("shapes", []), metric)
-            ok = ok and paired_verdict(
-                pd, pd is not None and (pd["mean"] < 0) == (metric in LOWER_IS_BETTER)) == "clear"
+            ok = ok and paired_verdict(pd, metric) == "clear"
         if ok:
             return n
     return None
