@@ -486,7 +486,7 @@ def test_reuse_never_starts_a_build(article, tmp_path):
     assert summary is not None
 
 
-def test_a_refined_code_can_be_the_sections_winner():
+def test_a_refined_code_can_be_the_sections_winner(tmp_path):
     """compare's encode+refine rows compete in the readings and the conclusion: in the scenes build they beat
     every other way of finding a code on completion, which a conclusion over the plain methods never said."""
     from types import SimpleNamespace
@@ -507,7 +507,7 @@ def test_a_refined_code_can_be_the_sections_winner():
                "methods": {"a": {"inference_seconds_per_shape": 3.0},
                            "b": {"inference_seconds_per_shape": 0.1}}}
     oc = SimpleNamespace(ok=True, results=results, exp=SimpleNamespace(title="Shapes"))
-    text = "\n".join(Renderer({"shapes": oc}, SimpleNamespace(out=Path("."), repo=None), 0.0).conclusion())
+    text = "\n".join(Renderer({"shapes": oc}, SimpleNamespace(out=tmp_path, repo=None), 0.0).conclusion())
     assert ("completion from partial observations: **b (encode+refine)** (paired Wilcoxon over 12 shapes, "
             "p <") in text
     # the unit of the test is the shape, not the shape-seed record ("over 720 shapes" for 240 × 3 seeds)
