@@ -14,10 +14,16 @@ Resumable: each run's evaluation of each section is kept in ``REPORT_DIR/evaluat
 codes as safetensors) under what it depends on (the run's newest checkpoint, the shapes, the options), so a
 comparison killed after hours redoes only the batch of shapes it was in (each evaluation in progress is kept
 after every batch of ``EvalOptions.batch`` shapes); a changed run or option is measured again.
+
+Shareable: an evaluation being measured is claimed (an advisory lock, ``<run>.lock`` beside it, released when
+its process ends however it ends), so the same comparison started again in other processes (or on other
+GPUs of the machine) measures the evaluations nobody has claimed, then waits for the claimed ones and reads
+them: N processes share the work of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -27,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from deepsdf_ad.data_prep import formats
 from deepsdf_ad.data_prep.formats import DataError, DataRoot
@@ -269,32 +274,99 @@ def keep(base: Path, body: dict, codes: torch.Tensor) -> None:
     formats.write_json(base.with_suffix(base.suffix + ".json"), body)
 
 
+CLAIM = ".lock"
+"""``<run>.lock``: the advisory lock (``fcntl.flock``) of the process measuring that evaluation."""
+
+
+@contextlib.contextmanager
+def claimed(base: Path, wait: bool):
+    """Hold the claim on the evaluation at ``base``: yields True once held (``wait``: blocks while another
+    process holds it), or False at once when another process holds it and not ``wait``. The lock goes with
+    its process, so a killed holder never blocks anyone."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one process at a time, as before claims
+        yield True
+        return
+    base.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(base.with_name(base.name + CLAIM), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
+
+
 def kept_evaluation(run: Run, data: Path, eopts: EvalOptions, folder: Path, device: str,
-                    progress: bool) -> dict:
+                    progress: bool, wait: bool = True, label: str = "") -> dict | None:
     """:func:`deepsdf_ad.evaluate.evaluate_run` with its codes, read from ``folder`` when an earlier
     comparison left it there for the same :func:`evaluation_key`, else measured and kept there. While it is
     measured, what is done is kept after each batch of shapes (``<run>.partial.*``), and a killed
-    comparison resumes from there."""
+    comparison resumes from there. Measuring takes the evaluation's claim (:func:`claimed`): while another
+    process holds it, this call waits for that process and reads what it kept, or with ``wait=False``
+    returns None at once. ``label``: what the progress line names (with ``progress``)."""
     key = evaluation_key(run, data, eopts)
     base = folder / run.path.name
     kept = read_kept(base, key)
     if kept is not None:
         return {**kept[0]["evaluation"], "codes": kept[1]}
-    pbase = base.with_name(base.name + PARTIAL)
-    part = read_kept(pbase, key)
-    resume = None if part is None else PartialEval(part[0]["records"], part[1], part[0]["curves"],
-                                                   part[0]["mode"])
+    with claimed(base, wait) as mine:
+        if not mine:
+            return None
+        kept = read_kept(base, key)  # kept by the process that held the claim while this one waited
+        if kept is not None:
+            return {**kept[0]["evaluation"], "codes": kept[1]}
+        pbase = base.with_name(base.name + PARTIAL)
+        part = read_kept(pbase, key)
+        if progress:
+            print(f"compare: measuring {label or folder.name} ({run.path.name})", flush=True)
+        resume = None if part is None else PartialEval(part[0]["records"], part[1], part[0]["curves"],
+                                                       part[0]["mode"])
 
-    def on_batch(done: PartialEval) -> None:
-        body = {"key": key, "records": done.records, "curves": done.curves, "mode": done.mode}
-        keep(pbase, body, done.codes)
+        def on_batch(done: PartialEval) -> None:
+            body = {"key": key, "records": done.records, "curves": done.curves, "mode": done.mode}
+            keep(pbase, body, done.codes)
 
-    ev = evaluate_run(run.path, data, eopts, device=device, progress=progress, keep_codes=True, resume=resume,
-                      on_batch=on_batch)
-    keep(base, {"key": key, "evaluation": {k: v for k, v in ev.items() if k != "codes"}}, ev["codes"])
-    for suffix in (".json", ".safetensors"):  # the comparison's own scratch, superseded by the kept one
-        pbase.with_suffix(pbase.suffix + suffix).unlink(missing_ok=True)
-    return ev
+        ev = evaluate_run(run.path, data, eopts, device=device, progress=progress, keep_codes=True,
+                          resume=resume, on_batch=on_batch)
+        keep(base, {"key": key, "evaluation": {k: v for k, v in ev.items() if k != "codes"}}, ev["codes"])
+        for suffix in (".json", ".safetensors"):  # the comparison's own scratch, superseded by the kept one
+            pbase.with_suffix(pbase.suffix + suffix).unlink(missing_ok=True)
+        return ev
+
+
+def method_mode(run: Run) -> str:
+    """How a run finds codes by default ('optimise' or 'encode'), from its model."""
+    from deepsdf_ad.reconstruct import default_mode
+
+    return default_mode(load_trained(run, torch.device("cpu"))[1])
+
+
+def measure_all(jobs: dict[tuple, tuple], device: str, progress: bool) -> dict[tuple, dict]:
+    """Every job ``id -> (run, data, eopts, folder)`` measured or read (:func:`kept_evaluation`), in order:
+    first those no other process has claimed, then, waiting for their holders, the rest."""
+    def label(jid: tuple) -> str:
+        sec, name, refine = jid[:3]
+        return f"{sec}: {name}" + (f" ({refine})" if refine else "")
+
+    done, waiting = {}, []
+    for jid, (run, data, eopts, folder) in jobs.items():
+        ev = kept_evaluation(run, data, eopts, folder, device, progress, wait=False, label=label(jid))
+        if ev is None:
+            waiting.append(jid)
+            if progress:
+                print(f"compare: {label(jid)} ({run.path.name}) is being measured by another process; going "
+                      "on with the rest", flush=True)
+        else:
+            done[jid] = ev
+    for jid in waiting:
+        run, data, eopts, folder = jobs[jid]
+        done[jid] = kept_evaluation(run, data, eopts, folder, device, progress, wait=True, label=label(jid))
+    return done
 
 
 # ---- the comparison ------------------------------------------------------------------------------------
@@ -370,28 +442,33 @@ def compare(runs: list[str | os.PathLike], data: str | os.PathLike, out: str | o
                                     "parameters": parameter_counts(rs[0]),
                                     "train_seconds_mean": float(np.mean(train_s)), "seeds": len(rs),
                                     "not_learning": not_learning(rs)}
+    # every evaluation of the plan, in order: (section, method, refined?, seed index) -> what it measures
+    modes = {name: method_mode(rs[0]) for name, rs in methods.items()}
+    jobs: dict[tuple, tuple] = {}
+    for sec, sroot, split, inp in plan:
+        limit = opts.train_limit if split == "train" and opts.train_limit is not None else opts.limit
+        eopts = EvalOptions(split=split, input=inp, resolution=opts.resolution, limit=limit)
+        for name, rs in methods.items():
+            for i, run in enumerate(rs):
+                jobs[(sec, name, "", i)] = (run, sroot.root, eopts, out / EVAL_CACHE / sec / name)
+        if sec in opts.refine:
+            for name, rs in methods.items():
+                if modes[name] != "encode":
+                    continue
+                for i, run in enumerate(rs):
+                    jobs[(sec, name, REFINE_MODE, i)] = (run, sroot.root, replace(eopts, mode=REFINE_MODE),
+                                                         out / EVAL_CACHE / sec / f"{name}+refine")
+    measured = measure_all(jobs, device, progress)
     evaluations: dict = {}
     roots: dict = {}
     for sec, sroot, split, inp in plan:
         sec_res: dict = {"title": SECTION_TITLES[sec], "split": split, "input": inp, "data": str(sroot.root),
                          "methods": {}}
         evaluations[sec], roots[sec] = {}, sroot
-        limit = opts.train_limit if split == "train" and opts.train_limit is not None else opts.limit
-        eopts = EvalOptions(split=split, input=inp, resolution=opts.resolution, limit=limit)
         for name, rs in methods.items():
-            evs = []
-            for run in tqdm(rs, desc=f"{sec}: {name}", unit="run", disable=not progress or len(rs) < 2):
-                evs.append(kept_evaluation(run, sroot.root, eopts, out / EVAL_CACHE / sec / name, device,
-                                           progress))
-            evaluations[sec][name] = evs
-        refined = {}
-        if sec in opts.refine:
-            for name, rs in methods.items():
-                if evaluations[sec][name][0]["mode"] != "encode":
-                    continue
-                refined[name] = [kept_evaluation(run, sroot.root, replace(eopts, mode=REFINE_MODE),
-                                                 out / EVAL_CACHE / sec / f"{name}+refine", device, progress)
-                                 for run in rs]
+            evaluations[sec][name] = [measured[(sec, name, "", i)] for i in range(len(rs))]
+        refined = {name: [measured[(sec, name, REFINE_MODE, i)] for i in range(len(rs))]
+                   for name, rs in methods.items() if (sec, name, REFINE_MODE, 0) in measured}
         # failures are scored over every measurement of the section, the refined ones with the rest
         scored = score_failures({**{(n, ""): e for n, e in evaluations[sec].items()},
                                  **{(n, REFINE_MODE): e for n, e in refined.items()}}, metrics)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,7 +237,8 @@ def test_an_evaluation_killed_mid_way_resumes_from_its_last_batch(digits, runs, 
     run, folder = method_runs(ad.path)[0], tmp_path / "kept"
     with pytest.raises(KeyboardInterrupt):
         cmp.kept_evaluation(run, digits, eopts, folder, "cpu", False)
-    assert sorted(p.name for p in folder.iterdir()) == ["ad.partial.json", "ad.partial.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["ad.lock", "ad.partial.json",
+                                                        "ad.partial.safetensors"]
     monkeypatch.setattr(cmp, "evaluate_run", real_eval)
     measured = []
     monkeypatch.setattr(ev, "measure_shape",
@@ -247,12 +250,55 @@ def test_an_evaluation_killed_mid_way_resumes_from_its_last_batch(digits, runs, 
 
     assert [untimed(r) for r in resumed["shapes"]] == [untimed(r) for r in whole["shapes"]]
     assert torch.allclose(resumed["codes"], whole["codes"]) and resumed["code_loss"] == whole["code_loss"]
-    assert sorted(p.name for p in folder.iterdir()) == ["ad.json", "ad.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["ad.json", "ad.lock", "ad.safetensors"]
     # a partial evaluation of other shapes, or one cut inside a batch, is not resumed
     part = PartialEval(whole["shapes"][:2], whole["codes"][:2], [], "optimise")
     refs = [type("R", (), {"key": r["key"]})() for r in whole["shapes"]]
     assert resumable(part, refs, 1) is part and resumable(part, refs, 3).records == []
     assert resumable(part, refs[1:], 1).records == [] and resumable(None, refs, 1).records == []
+
+
+HOLD_CLAIM = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="claims are flock locks (POSIX)")
+def test_comparisons_in_several_processes_share_the_evaluations(digits, runs, tmp_path, monkeypatch):
+    """An evaluation another process has claimed is not measured beside it: without waiting, None at once;
+    compare measures the unclaimed ones first, then waits for the holder, and a holder that ended without
+    keeping its evaluation (killed) leaves it to the waiter, which measures it."""
+    import subprocess
+
+    import deepsdf_ad.compare as cmp
+
+    ad, ae = runs
+    folder = tmp_path / "rep" / cmp.EVAL_CACHE / "reconstruction" / "ad"
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_CLAIM, str(folder / f"ad{cmp.CLAIM}"), "4"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        eopts = EvalOptions(resolution=24, limit=1)
+        assert cmp.kept_evaluation(method_runs(ad.path)[0], digits, eopts, folder, "cpu", False,
+                                   wait=False) is None
+        assert [p.name for p in folder.iterdir()] == ["ad.lock"]  # nothing measured, nothing kept
+        order = []
+        real = cmp.evaluate_run
+        monkeypatch.setattr(cmp, "evaluate_run",
+                            lambda *a, **k: order.append(Path(a[0]).name) or real(*a, **k))
+        res = compare([ad.path, ae.path], digits, tmp_path / "rep", device="cpu", progress=False,
+                      opts=CompareOptions(limit=1, resolution=24, sections=["reconstruction"]))
+        assert holder.poll() is not None  # compare waited for the holder to end
+        assert order == ["ae", "ad"]  # the unclaimed evaluation first, the claimed one after its holder left
+        assert set(res["sections"]["reconstruction"]["methods"]) == {"ad", "ae"}
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_compare_measures_the_amortisation_gap_of_each_encoder(digits, runs, tmp_path):
