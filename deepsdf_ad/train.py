@@ -29,7 +29,7 @@ from deepsdf_ad.health import STALL_EPOCHS, run_losses, stall_message
 from deepsdf_ad.inputs import PointInputs, encode_all
 from deepsdf_ad.losses import code_regulariser, loss_clamp, sdf_error, sdf_loss
 from deepsdf_ad.models import SDFModel, build_model
-from deepsdf_ad.runs import CHECKPOINTS, CONFIG, METRICS, Run, load_model_state
+from deepsdf_ad.runs import CHECKPOINTS, CONFIG, METRICS, Run, load_model_state, load_trained
 from deepsdf_ad.store import MappedBank, host_or_device, load_samples
 
 
@@ -124,6 +124,13 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
     resumed = run.exists() and bool(run.checkpoints())
     world.barrier()  # every rank has looked before rank 0 writes
     cfg = _run_config(run, cfg, epochs, resumed, restart)
+    if resumed and run.checkpoints()[-1]["epoch"] >= cfg.train.epochs:
+        # nothing left to train, so no samples to load (minutes on a large data set): make sure the codes
+        # file belongs to the newest checkpoint (a kill between writing the two would leave older codes)
+        if world.main:
+            save_codes(run, load_trained(run, torch.device("cpu"))[1])
+        world.barrier()
+        return run
     refs, bank = _load_samples(run, cfg, data, split_file, progress, world, resumed)
     data_dev = host_or_device(bank, cfg.train.samples_on, dev)
     bank.to(data_dev)
@@ -164,10 +171,6 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
     bar.close()
     if board is not None:
         board.close()
-    if loop.start >= tc.epochs and world.main:
-        # nothing left to train: make sure the codes file belongs to the newest checkpoint (a kill between
-        # writing the checkpoint and the codes file would leave older codes)
-        save_codes(run, loop.model)
     world.barrier()
     return run
 

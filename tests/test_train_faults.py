@@ -270,3 +270,26 @@ def test_a_run_that_does_not_learn_is_reported_after_ten_epochs(digits, tmp_path
     assert len(err) == 1 and "not learning" in err[0] and str(tmp_path / "stuck") in err[0], err
     train(cfg(), digits, tmp_path / "learns", epochs=STALL_EPOCHS, device="cpu", progress=False)
     assert "not learning" not in capsys.readouterr().err
+
+
+def test_a_finished_run_trained_again_loads_no_samples(digits, tmp_path, monkeypatch):
+    """Training a run that has reached its epochs again (as every `experiment` restart does) returns without
+    loading the data (minutes on a large set) and leaves the codes file equal to the newest checkpoint's,
+    even when a kill had left older codes there; an encoder's run too."""
+    import deepsdf_ad.train as T
+    from tests.test_autoencoder import AE
+
+    for name, extra in (("ad", []), ("ae", AE)):
+        c = load_config(PRESET, [*TINY_FAULTS, *extra])
+        run = train(c, digits, tmp_path / name, epochs=3, device="cpu", progress=False)
+        codes = run.codes().clone()
+        run.save_codes(torch.zeros_like(codes), run.shapes()["keys"])  # a kill between checkpoint and codes
+
+        def no_data(*a, **k):
+            raise AssertionError("samples loaded for a finished run")
+
+        monkeypatch.setattr(T, "_load_samples", no_data)
+        train(c, digits, run.path, device="cpu", progress=False)
+        torch.testing.assert_close(run.codes(), codes)
+        assert [c["epoch"] for c in run.checkpoints()][-1] == 3
+        monkeypatch.undo()
