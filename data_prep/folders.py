@@ -84,6 +84,27 @@ def claim_folder(folder: str | os.PathLike, kind: str, force: bool = False) -> P
     return folder
 
 
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, shared: bool = False, wait: bool = False) -> Iterator[int | None]:
+    """``with file_lock(path) as fd:`` hold an advisory lock (``fcntl.flock``) on the file at ``path`` (made
+    when missing): ``fd`` is its open descriptor once held, or None at once when another process holds it and
+    not ``wait`` (``wait``: block until it is free). ``shared``: a shared lock, which others' shared locks may
+    hold beside, but not an exclusive one. The lock goes with its process, however it ends; the file stays
+    (removing it would race a new holder)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield None
+            return
+        yield fd
+    finally:
+        os.close(fd)
+
+
 class FolderLock:
     """``with FolderLock(folder, "train"):`` the only writer of ``folder``, or :class:`DataError` naming the
     holder. ``shared=True`` takes a shared lock instead: several shared holders may write at once (sharded
@@ -93,21 +114,19 @@ class FolderLock:
         self.folder = Path(folder)
         self.command = command
         self.shared = shared
-        self._fd: int | None = None
+        self._held: contextlib.ExitStack | None = None
+        self._fd = -1
 
     def __enter__(self) -> FolderLock:
-        import fcntl
-
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        held = contextlib.ExitStack()
+        fd = held.enter_context(file_lock(path, shared=self.shared))
+        if fd is None:
+            held.close()
             raise DataError(f"{self.folder}: in use by another process ({_holder(path)}); wait for it to "
-                            "end, or use another --out") from None
-        self._fd = fd
+                            "end, or use another --out")
+        self._held, self._fd = held, fd
         if not self.shared:  # a shared holder leaves the record of the first one
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
@@ -115,12 +134,12 @@ class FolderLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                if not self.shared:
+        if self._held is not None:
+            if not self.shared:
+                with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, 0)  # no record of a holder that has gone
-                os.close(self._fd)  # releases the lock; the file stays (removing it would race a new holder)
-            self._fd = None
+            self._held.close()  # releases the lock
+            self._held = None
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from deepsdf_ad.data_prep import formats
+from deepsdf_ad.data_prep.folders import file_lock
 from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.device import resolve_device
 from deepsdf_ad.evaluate import LOWER_IS_BETTER, EvalOptions, PartialEval, evaluate_run
@@ -283,22 +284,9 @@ def claimed(base: Path, wait: bool):
     """Hold the claim on the evaluation at ``base``: yields True once held (``wait``: blocks while another
     process holds it), or False at once when another process holds it and not ``wait``. The lock goes with
     its process, so a killed holder never blocks anyone."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): one process at a time, as before claims
-        yield True
-        return
     base.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(base.with_name(base.name + CLAIM), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)
+    with file_lock(base.with_name(base.name + CLAIM), wait=wait) as fd:
+        yield fd is not None
 
 
 def kept_evaluation(run: Run, data: Path, eopts: EvalOptions, folder: Path, device: str,

@@ -121,10 +121,11 @@ def _train(cfg: Config, data: str | os.PathLike, out: str | os.PathLike, epochs:
     world = world_from_env()
     dev = setup(resolve_device(device), world)
     run = Run(out)
-    resumed = run.exists() and bool(run.checkpoints())
+    kept = run.checkpoints() if run.exists() else []
+    resumed = bool(kept)
     world.barrier()  # every rank has looked before rank 0 writes
     cfg = _run_config(run, cfg, epochs, resumed, restart)
-    if resumed and run.checkpoints()[-1]["epoch"] >= cfg.train.epochs:
+    if resumed and kept[-1]["epoch"] >= cfg.train.epochs:
         # nothing left to train, so no samples to load (minutes on a large data set): make sure the codes
         # file belongs to the newest checkpoint (a kill between writing the two would leave older codes)
         if world.main:
