@@ -39,6 +39,7 @@ from deepsdf_ad.data_prep.folders import file_lock
 from deepsdf_ad.data_prep.formats import DataError, DataRoot
 from deepsdf_ad.device import resolve_device
 from deepsdf_ad.evaluate import LOWER_IS_BETTER, EvalOptions, PartialEval, evaluate_run
+from deepsdf_ad.models.sources import optimised_source
 from deepsdf_ad.runs import Run, load_trained
 
 RESULTS_JSON = "results.json"
@@ -328,10 +329,8 @@ def kept_evaluation(run: Run, data: Path, eopts: EvalOptions, folder: Path, devi
 
 
 def method_mode(run: Run) -> str:
-    """How a run finds codes by default ('optimise' or 'encode'), from its model."""
-    from deepsdf_ad.reconstruct import default_mode
-
-    return default_mode(load_trained(run, torch.device("cpu"))[1])
+    """How a run finds codes by default ('optimise' or 'encode'), from its config's latent source."""
+    return "optimise" if optimised_source(run.config().model.latent.source) else "encode"
 
 
 def measure_all(jobs: dict[tuple, tuple], device: str, progress: bool) -> dict[tuple, dict]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from deepsdf_ad.compare import bootstrap_interval
 from deepsdf_ad.evaluate import LOWER_IS_BETTER
-from deepsdf_ad.models.sources import LATENT_SOURCES
+from deepsdf_ad.models.sources import optimised_source
 
 METRIC_LABELS = {"chamfer_x1e3": "chamfer ×10³", "chamfer_l1": "chamfer-L1", "fscore": "F-score@1%",
                  "normal_consistency": "normal consistency", "iou": "IoU",
@@ -241,13 +241,6 @@ def apart(a: list[float] | None, b: list[float] | None) -> bool:
     """Whether two intervals (``[low, high]``, e.g. bootstrap 95% intervals of two means over different
     shapes, which no paired test can compare) do not overlap; False when either is missing."""
     return bool(a) and bool(b) and (a[1] < b[0] or b[1] < a[0])
-
-
-def optimised_source(source: str) -> bool:
-    """Whether a latent source finds a new shape's code by optimisation (the autodecoders) rather than by an
-    encoder pass; unknown sources (a run from elsewhere) count as encoders."""
-    entry = LATENT_SOURCES.get(source)
-    return entry is not None and entry.cls.optimised_at_test_time
 
 
 def with_refined(section: dict) -> dict:

@@ -50,6 +50,13 @@ def _entry(name: str) -> SourceEntry:
     return LATENT_SOURCES[name]
 
 
+def optimised_source(source: str) -> bool:
+    """Whether a latent source finds a new shape's code by optimisation (the autodecoders) rather than by an
+    encoder pass; unknown sources (a run from elsewhere) count as encoders."""
+    entry = LATENT_SOURCES.get(source)
+    return entry is not None and entry.cls.optimised_at_test_time
+
+
 def latent_options(cfg: LatentConfig) -> SourceOptions | None:
     """``cfg.kwargs`` checked against the source's options dataclass (ValueError naming the key)."""
     entry = _entry(cfg.source)
