@@ -285,6 +285,11 @@ def claimed(base: Path, wait: bool):
     """Hold the claim on the evaluation at ``base``: yields True once held (``wait``: blocks while another
     process holds it), or False at once when another process holds it and not ``wait``. The lock goes with
     its process, so a killed holder never blocks anyone."""
+    try:
+        import fcntl  # noqa: F401 (file_lock's; only asked whether this system has it)
+    except ImportError:  # no flock (Windows): one process at a time, as before claims
+        yield True
+        return
     base.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(base.with_name(base.name + CLAIM), wait=wait) as fd:
         yield fd is not None
